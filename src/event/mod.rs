@@ -1,0 +1,285 @@
+//! Turns one Kinesis record (one Twilio CloudEvent as JSON) into exactly one [`Outcome`].
+//!
+//! Pure functions, no I/O, knows nothing of Kinesis or SQL. [`classify`] is the hot path: a
+//! single validating pass over the record with a hand-written scanner (`event::scan`) that borrows
+//! slices and builds nothing, so the ~98% of records that are delivery receipts or ordinary
+//! messages cost one scan. Owned strings are made only for opt events and test events.
+//!
+//! The rules (DESIGN.md, "Semantics"):
+//! 1. `com.twilio.messaging.inbound-message.received` with `data.optOutType` STOP/START/HELP in
+//!    any case is an opt event. Without `optOutType` (absent or null): schema version >= 5 is not
+//!    an opt event; version < 5 or unknown is one only with `infer_keywords` and a body that,
+//!    trimmed, is a default keyword (the event is then marked `inferred`).
+//! 2. `data` may be an object or a JSON string holding one (inbound messages and test events;
+//!    other types never look at `data`).
+//! 3. Records that cannot be shown irrelevant are dead letters: see [`Outcome::Dead`].
+//! 4. Other event types are skipped, once the record is known to be JSON and a CloudEvent.
+//! 5. `com.twilio.eventstreams.test-event` yields the sink's `test_id`.
+//!
+//! Choices beyond DESIGN.md: a record must be JSON exactly as `serde_json::Value` accepts it, even
+//! inside values nobody reads (no leniency, so a damaged record is never a silent skip); duplicate
+//! keys, last one wins (as `serde_json::Value`); escaped keys are decoded before matching; `specversion` must be exactly "1.0" (0.3 is a dead letter, Twilio
+//! sends only 1.0); `id`, `type` and `source` must be non-empty (the CloudEvents spec says so, and
+//! `id` is the deduplication key), and so must a test event's `test_id`; optional attributes and
+//! optional `data` fields of the wrong JSON type read as absent; keywords and `optOutType` match
+//! ignoring ASCII case.
+
+mod envelope;
+mod keywords;
+mod scan;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use envelope::{Envelope, envelope};
+use envelope::{Fields, clip};
+use scan::Val;
+
+/// The CloudEvent type of an inbound SMS/WhatsApp message, the only type that can be an opt event.
+pub const INBOUND_MESSAGE_TYPE: &str = "com.twilio.messaging.inbound-message.received";
+/// The CloudEvent type Twilio writes when an operator tests a new sink.
+pub const TEST_EVENT_TYPE: &str = "com.twilio.eventstreams.test-event";
+
+/// Switches that change which records count as opt events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeOptions {
+    /// Infer opt events from the body for schema versions without `optOutType` (< 5 or unknown).
+    pub infer_keywords: bool,
+}
+
+/// What an opt event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptOutType {
+    /// Opt out: stop sending to this subscriber.
+    Stop,
+    /// Opt back in.
+    Start,
+    /// A help request; recorded, status unchanged.
+    Help,
+}
+
+impl OptOutType {
+    /// The canonical upper-case name, as Twilio writes it and as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptOutType::Stop => "STOP",
+            OptOutType::Start => "START",
+            OptOutType::Help => "HELP",
+        }
+    }
+
+    /// Reads "STOP", "START" or "HELP" in any ASCII case; anything else (even padded) is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [OptOutType::Stop, OptOutType::Start, OptOutType::Help]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl Serialize for OptOutType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// An opt-out, opt-in or help request, with everything the store needs to key and order it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptEvent {
+    /// The CloudEvent `id`: the deduplication key.
+    pub event_id: String,
+    /// What the subscriber asked for.
+    pub opt_out_type: OptOutType,
+    /// True when derived from the body by keyword inference, not from Twilio's `optOutType`.
+    pub inferred: bool,
+    /// `data.accountSid`.
+    pub account_sid: String,
+    /// `data.messagingServiceSid`, when present.
+    pub messaging_service_sid: Option<String>,
+    /// `data.to`: the Twilio sender, verbatim.
+    pub sender: String,
+    /// `data.from`: the subscriber, verbatim (may carry a channel prefix like `whatsapp:`).
+    pub subscriber: String,
+    /// `data.body`, when a string.
+    pub body: Option<String>,
+    /// `data.messageSid`, when a string.
+    pub message_sid: Option<String>,
+    /// `data.timestamp`: orders events per subscriber.
+    pub occurred_at: DateTime<Utc>,
+    /// The version from `dataschema`, when it has one.
+    pub schema_version: Option<u32>,
+}
+
+impl OptEvent {
+    /// Where the opt event applies: the Messaging Service when there is one, else the sender.
+    pub fn scope(&self) -> &str {
+        match self.messaging_service_sid.as_deref() {
+            Some(sid) if !sid.is_empty() => sid,
+            _ => &self.sender,
+        }
+    }
+}
+
+/// The sink test event the operator must echo to Twilio to activate a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestEvent {
+    /// `data.test_id`: what Twilio's Validate call wants back.
+    pub test_id: String,
+    /// The CloudEvent `id`, which for this event is the account SID.
+    pub account_sid: String,
+    /// The CloudEvent `time`, when present and RFC 3339.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// Why a well-formed record is irrelevant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not an inbound message or a test event (delivery receipts and the like).
+    OtherType,
+    /// An inbound message that is not an opt keyword.
+    NotOptKeyword,
+}
+
+/// The one thing a record turns into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An opt-out, opt-in or help request.
+    Opt(OptEvent),
+    /// A sink test event.
+    Test(TestEvent),
+    /// Shown irrelevant.
+    Skip(Skip),
+    /// A dead letter. The reason starts with a stable category followed by `: ` and details:
+    /// `not JSON`, `not a CloudEvent`, `no usable data`, `missing field`, `bad timestamp`,
+    /// `unknown optOutType`, `no test_id`.
+    Dead(String),
+}
+
+/// Classifies one record's bytes; never panics, whatever the input.
+pub fn classify(bytes: &[u8], opts: DecodeOptions) -> Outcome {
+    let mut fields = Fields::default();
+    let env = match envelope::scan(bytes, &mut fields) {
+        Ok(env) => env,
+        Err(reason) => return Outcome::Dead(reason),
+    };
+    let outcome = match env.ty.as_ref() {
+        INBOUND_MESSAGE_TYPE => {
+            let version = env.dataschema.as_deref().and_then(schema_version);
+            env.with_data(&fields, |d| inbound(&env, d, version, opts))
+        }
+        TEST_EVENT_TYPE => env.with_data(&fields, |d| test_event(&env, d)),
+        _ => return Outcome::Skip(Skip::OtherType),
+    };
+    outcome.unwrap_or_else(Outcome::Dead)
+}
+
+/// The schema version of a `dataschema` URL: its last path segment, digits only, optionally
+/// followed by `.json` (`…/Messaging.InboundMessageV1/5` → 5, `…/EventStreams.TestSink/1.json` → 1).
+pub fn schema_version(dataschema: &str) -> Option<u32> {
+    let last = dataschema.rsplit('/').next()?;
+    let digits = last.strip_suffix(".json").unwrap_or(last);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn inbound(
+    env: &Envelope<'_>,
+    d: &Fields<'_>,
+    version: Option<u32>,
+    opts: DecodeOptions,
+) -> Outcome {
+    let (opt_out_type, inferred) = match d.opt_out_type {
+        None | Some(Val::Null) => {
+            if version.is_some_and(|v| v >= 5) || !opts.infer_keywords {
+                return Outcome::Skip(Skip::NotOptKeyword);
+            }
+            match text(d.body).as_deref().and_then(keywords::infer) {
+                Some(t) => (t, true),
+                None => return Outcome::Skip(Skip::NotOptKeyword),
+            }
+        }
+        Some(Val::Str(j)) => match j.decode() {
+            Some(s) => match OptOutType::parse(&s) {
+                Some(t) => (t, false),
+                None => return Outcome::Dead(format!("unknown optOutType: {:?}", clip(&s))),
+            },
+            None => return Outcome::Dead("unknown optOutType: undecodable".to_owned()),
+        },
+        Some(other) => return Outcome::Dead(format!("unknown optOutType: {}", other.kind())),
+    };
+    match opt_event(env, d, opt_out_type, inferred, version) {
+        Ok(e) => Outcome::Opt(e),
+        Err(reason) => Outcome::Dead(reason),
+    }
+}
+
+fn opt_event(
+    env: &Envelope<'_>,
+    d: &Fields<'_>,
+    opt_out_type: OptOutType,
+    inferred: bool,
+    schema_version: Option<u32>,
+) -> Result<OptEvent, String> {
+    let account_sid = required("accountSid", d.account_sid)?;
+    let subscriber = required("from", d.from)?;
+    let sender = required("to", d.to)?;
+    let timestamp = required("timestamp", d.timestamp)?;
+    let occurred_at = parse_timestamp(&timestamp)
+        .ok_or_else(|| format!("bad timestamp: {:?}", clip(&timestamp)))?;
+    Ok(OptEvent {
+        event_id: env.id.clone().into_owned(),
+        opt_out_type,
+        inferred,
+        account_sid,
+        messaging_service_sid: text(d.messaging_service_sid).map(String::from),
+        sender,
+        subscriber,
+        body: text(d.body).map(String::from),
+        message_sid: text(d.message_sid).map(String::from),
+        occurred_at,
+        schema_version,
+    })
+}
+
+fn test_event(env: &Envelope<'_>, d: &Fields<'_>) -> Outcome {
+    match text(d.test_id) {
+        Some(id) if !id.is_empty() => Outcome::Test(TestEvent {
+            test_id: id.into_owned(),
+            account_sid: env.id.clone().into_owned(),
+            occurred_at: env.time.as_deref().and_then(parse_timestamp),
+        }),
+        _ => {
+            Outcome::Dead("no test_id: test event without a non-empty string `test_id`".to_owned())
+        }
+    }
+}
+
+/// A string value's text; other JSON types read as absent.
+fn text<'a>(v: Option<Val<'a>>) -> Option<std::borrow::Cow<'a, str>> {
+    match v {
+        Some(Val::Str(j)) => j.decode(),
+        _ => None,
+    }
+}
+
+/// A required `data` field of an opt event: a non-empty string.
+fn required(name: &str, v: Option<Val<'_>>) -> Result<String, String> {
+    match text(v) {
+        Some(s) if !s.is_empty() => Ok(s.into_owned()),
+        _ => Err(format!(
+            "missing field: `data.{name}` is absent, empty or not a string"
+        )),
+    }
+}
+
+/// RFC 3339, or ISO 8601 with a `T` and a numeric offset without a colon (`+0100`).
+fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests;

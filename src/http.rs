@@ -1,0 +1,140 @@
+//! The HTTP surface: health and readiness probes, Prometheus metrics, and the read-only query
+//! API for data teams (JSON arrays; the same rows as the CLI prints).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::OptOutType;
+use crate::store::{EventFilter, StatusFilter, Store};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where queries go.
+    pub store: Arc<dyn Store>,
+    /// Prometheus exposition, when a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+    /// Set once the consumer has started reading (or always, for `optout serve`).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/events", get(events))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/test-events", get(test_events))
+        .with_state(state)
+}
+
+/// Serves the routes on `listener` until `shutdown` is cancelled.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening.");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if !s.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    }
+    match s.store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => h.render().into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
+    }
+}
+
+fn reply<T: serde::Serialize>(r: Result<Vec<T>, crate::store::StoreError>) -> Response {
+    match r {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `/v1/status?subscriber=&scope=&account=` (account may be a comma-separated list).
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    subscriber: Option<String>,
+    scope: Option<String>,
+    account: Option<String>,
+}
+
+async fn status(State(s): State<AppState>, Query(q): Query<StatusQuery>) -> Response {
+    let filter = StatusFilter {
+        subscriber: q.subscriber,
+        scope: q.scope,
+        accounts: q
+            .account
+            .map(|a| a.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+    };
+    reply(s.store.status(&filter).await)
+}
+
+/// `/v1/events?since=RFC3339&type=stop|start|help&subscriber=`.
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    since: Option<String>,
+    r#type: Option<String>,
+    subscriber: Option<String>,
+}
+
+async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+    let since = match q.since.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+        None => None,
+        Some(Ok(t)) => Some(t.to_utc()),
+        Some(Err(e)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("since: not RFC 3339: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let opt_out_type = match q.r#type.as_deref().map(OptOutType::parse) {
+        None => None,
+        Some(Some(t)) => Some(t),
+        Some(None) => {
+            return (StatusCode::BAD_REQUEST, "type: use stop, start or help\n").into_response();
+        }
+    };
+    let filter = EventFilter {
+        since,
+        opt_out_type,
+        subscriber: q.subscriber,
+    };
+    reply(s.store.events(&filter).await)
+}
+
+async fn dead_letters(State(s): State<AppState>) -> Response {
+    reply(s.store.dead_letters().await)
+}
+
+async fn test_events(State(s): State<AppState>) -> Response {
+    reply(s.store.test_events().await)
+}

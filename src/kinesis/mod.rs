@@ -1,0 +1,154 @@
+//! A general Kinesis consumer engine. It knows nothing of Twilio.
+//!
+//! [`run`] lists the stream's shards with their lineage, starts one poller task per readable
+//! shard (children only once their parents are read to the end and checkpointed), and hands
+//! each batch of records to a [`Processor`], which must make the batch's effects and the
+//! shard's checkpoint durable together before it returns. Nothing is checkpointed that the
+//! processor did not commit, so a crash at any moment re-reads at most the batch in hand.
+
+mod backoff;
+mod coordinator;
+mod poller;
+mod shards;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::types::Record;
+
+pub use backoff::{Backoff, ErrorClass, classify, classify_code};
+pub use coordinator::run;
+pub use shards::{ShardInfo, aws_message, list_shards, ready_to_read};
+
+/// Where to start reading a shard that has no checkpoint yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    /// The oldest record still in the stream (the default: missing an opt-out is worse than
+    /// reading one twice, and re-reading is harmless).
+    TrimHorizon,
+    /// Only records written from now on. Children of shards read by this run still start at
+    /// their beginning, so a reshard loses nothing.
+    Latest,
+    /// Records written at or after this instant.
+    AtTimestamp(chrono::DateTime<chrono::Utc>),
+}
+
+/// How the consumer behaves; every duration has its unit in its name.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The stream to read.
+    pub stream: String,
+    /// Where shards without a checkpoint start.
+    pub initial_position: InitialPosition,
+    /// Wait before polling a caught-up shard again.
+    pub poll_interval: Duration,
+    /// Minimum time between two `GetRecords` calls on one shard (AWS allows 5 per second).
+    pub min_call_interval: Duration,
+    /// How often the shard list is refreshed to find new shards after a reshard.
+    pub discovery_interval: Duration,
+    /// Records asked for per `GetRecords` call (AWS maximum: 10,000).
+    pub max_records: i32,
+    /// Exit once every shard is finished or caught up and nothing new came for this long.
+    pub exit_when_idle: Option<Duration>,
+    /// First wait after a throttled or failed call; doubles up to `backoff_max`.
+    pub backoff_base: Duration,
+    /// Longest wait between retries.
+    pub backoff_max: Duration,
+}
+
+impl ConsumerConfig {
+    /// Defaults that respect AWS's per-shard limits.
+    pub fn new(stream: impl Into<String>) -> Self {
+        ConsumerConfig {
+            stream: stream.into(),
+            initial_position: InitialPosition::TrimHorizon,
+            poll_interval: Duration::from_millis(500),
+            min_call_interval: Duration::from_millis(200),
+            discovery_interval: Duration::from_secs(30),
+            max_records: 10_000,
+            exit_when_idle: None,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A shard's stored progress, as the processor's store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCheckpoint {
+    /// Shard id.
+    pub shard_id: String,
+    /// Last sequence number whose effect is durable.
+    pub sequence_number: Option<String>,
+    /// The shard was read to its end.
+    pub finished: bool,
+}
+
+/// One batch from one shard, in sequence order.
+#[derive(Debug)]
+pub struct RecordBatch<'a> {
+    /// Stream name.
+    pub stream: &'a str,
+    /// Shard id.
+    pub shard_id: &'a str,
+    /// The records, possibly none (a shard's end is reported with an empty batch).
+    pub records: &'a [Record],
+    /// The checkpoint to store with the batch: the last record's sequence number, or the
+    /// previous checkpoint when the batch is empty.
+    pub sequence_number: Option<&'a str>,
+    /// This batch ends the (closed) shard.
+    pub shard_finished: bool,
+}
+
+/// Why a batch could not be made durable.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProcessError {
+    /// What happened, for the log.
+    pub message: String,
+    /// Worth trying the same batch again (a database blip), or not (schema mismatch).
+    pub retryable: bool,
+    /// The shard is no longer ours (lease lost): stop reading it without retrying.
+    pub lost_ownership: bool,
+}
+
+/// The engine's one customer: turns batches into durable effects plus checkpoints.
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// Every checkpoint stored for `stream`.
+    async fn checkpoints(&self, stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError>;
+
+    /// Makes the batch's effects and its checkpoint durable, atomically, before returning.
+    async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError>;
+}
+
+/// Why the consumer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisError {
+    /// The stream does not exist in this account and region.
+    #[error(
+        "stream `{stream}` not found: check --stream, --region, --endpoint-url and the AWS account"
+    )]
+    StreamNotFound { stream: String },
+    /// An AWS call failed in a way no retry can fix.
+    #[error("{operation} failed: {message}")]
+    Aws {
+        operation: &'static str,
+        message: String,
+    },
+    /// The processor could not make a batch durable and said retrying will not help.
+    #[error("processing shard {shard_id} failed: {source}")]
+    Process {
+        shard_id: String,
+        source: ProcessError,
+    },
+}
+
+/// What a run did, for the final log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Records handed to the processor.
+    pub records: u64,
+    /// Shards read to their end during this run.
+    pub shards_finished: u64,
+}

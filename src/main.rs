@@ -1,0 +1,18 @@
+//! The `optout` binary: parse flags, start logging, hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = optout::cli::Cli::parse();
+    optout::telemetry::init_logs(cli.log_format);
+    match optout::cli::execute(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

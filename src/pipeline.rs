@@ -1,0 +1,165 @@
+//! The pipeline: Kinesis batches → decoded outcomes → one store commit with the checkpoint.
+//!
+//! This is the only place that knows all three stages; each of them stays ignorant of the
+//! others (the engine of Twilio, the decoder of Kinesis and SQL, the store of both).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tracing::{debug, info};
+
+use crate::event::{self, DecodeOptions, Outcome, Skip};
+use crate::kinesis::{ProcessError, Processor, RecordBatch, ShardCheckpoint};
+use crate::store::{
+    Batch, CheckpointUpdate, CommitSummary, DeadLetter, Positioned, Store, StoreError,
+};
+
+/// How many records of each kind a batch held (for logs and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeCounts {
+    pub opt_events: u64,
+    pub test_events: u64,
+    pub skipped: u64,
+    pub dead_letters: u64,
+}
+
+impl std::ops::AddAssign for DecodeCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.opt_events += o.opt_events;
+        self.test_events += o.test_events;
+        self.skipped += o.skipped;
+        self.dead_letters += o.dead_letters;
+    }
+}
+
+/// Decodes records into `batch`; each record is `(sequence number, partition key, bytes)`.
+pub fn decode_into<'a>(
+    batch: &mut Batch,
+    records: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'a [u8])>,
+    options: DecodeOptions,
+) -> DecodeCounts {
+    let mut counts = DecodeCounts::default();
+    for (seq, partition_key, data) in records {
+        match event::classify(data, options) {
+            Outcome::Skip(skip) => {
+                counts.skipped += 1;
+                let kind = match skip {
+                    Skip::OtherType => "other_type",
+                    Skip::NotOptKeyword => "not_opt_keyword",
+                };
+                metrics::counter!("optout_records_total", "outcome" => kind).increment(1);
+            }
+            Outcome::Opt(ev) => {
+                counts.opt_events += 1;
+                metrics::counter!("optout_records_total", "outcome" => "opt_event").increment(1);
+                batch.opt_events.push(Positioned {
+                    sequence_number: seq.to_string(),
+                    value: ev,
+                });
+            }
+            Outcome::Test(t) => {
+                counts.test_events += 1;
+                metrics::counter!("optout_records_total", "outcome" => "test_event").increment(1);
+                batch.test_events.push(Positioned {
+                    sequence_number: seq.to_string(),
+                    value: t,
+                });
+            }
+            Outcome::Dead(reason) => {
+                counts.dead_letters += 1;
+                metrics::counter!("optout_records_total", "outcome" => "dead_letter").increment(1);
+                batch.dead_letters.push(DeadLetter {
+                    sequence_number: seq.to_string(),
+                    partition_key: partition_key.map(str::to_string),
+                    reason,
+                    data: data.to_vec(),
+                });
+            }
+        }
+    }
+    counts
+}
+
+/// Logs what a commit stored that an operator should see.
+pub fn report(batch: &Batch, summary: &CommitSummary) {
+    for t in &batch.test_events {
+        // The operator pastes this into Twilio's Validate step to activate the sink.
+        info!(test_id = %t.value.test_id, shard_id = %batch.shard_id, "Sink test event received: use this test_id to validate the Twilio sink.");
+    }
+    for d in &batch.dead_letters {
+        info!(shard_id = %batch.shard_id, sequence_number = %d.sequence_number, reason = %d.reason, "Record dead-lettered.");
+    }
+    metrics::counter!("optout_opt_events_stored_total").increment(summary.opt_events_new);
+    metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
+    metrics::counter!("optout_status_changes_total").increment(summary.status_changes);
+}
+
+/// The [`Processor`] that feeds Kinesis batches through the decoder into a [`Store`].
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    options: DecodeOptions,
+}
+
+impl Pipeline {
+    /// A pipeline writing to `store`.
+    pub fn new(store: Arc<dyn Store>, options: DecodeOptions) -> Self {
+        Pipeline { store, options }
+    }
+}
+
+fn process_error(e: StoreError) -> ProcessError {
+    ProcessError {
+        message: e.to_string(),
+        retryable: e.is_retryable(),
+        lost_ownership: matches!(e, StoreError::LeaseLost { .. }),
+    }
+}
+
+#[async_trait]
+impl Processor for Pipeline {
+    async fn checkpoints(&self, stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
+        let stored = self
+            .store
+            .checkpoints(stream)
+            .await
+            .map_err(process_error)?;
+        Ok(stored
+            .into_iter()
+            .map(|c| ShardCheckpoint {
+                shard_id: c.shard_id,
+                sequence_number: c.sequence_number,
+                finished: c.finished,
+            })
+            .collect())
+    }
+
+    async fn process(&self, input: RecordBatch<'_>) -> Result<(), ProcessError> {
+        let mut batch = Batch {
+            stream: input.stream.to_string(),
+            shard_id: input.shard_id.to_string(),
+            checkpoint: Some(CheckpointUpdate {
+                sequence_number: input.sequence_number.map(str::to_string),
+                finished: input.shard_finished,
+            }),
+            ..Batch::default()
+        };
+        let records = input
+            .records
+            .iter()
+            .map(|r| (r.sequence_number(), r.partition_key(), r.data().as_ref()));
+        let counts = decode_into(&mut batch, records, self.options);
+        let summary = self.store.commit(&batch).await.map_err(process_error)?;
+        report(&batch, &summary);
+        debug!(
+            shard_id = input.shard_id,
+            records = input.records.len(),
+            opt_events = counts.opt_events,
+            new = summary.opt_events_new,
+            duplicates = summary.opt_events_duplicate,
+            dead_letters = counts.dead_letters,
+            checkpoint = ?input.sequence_number,
+            "Batch committed."
+        );
+        Ok(())
+    }
+}

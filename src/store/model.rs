@@ -1,0 +1,185 @@
+//! The values that cross the store boundary: what a batch writes and what queries return.
+
+use serde::Serialize;
+
+use crate::event::{OptEvent, OptOutType, TestEvent};
+
+/// A value found at a position in a shard (or a line of a replayed file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positioned<T> {
+    /// Kinesis sequence number, or the line number for `optout replay`.
+    pub sequence_number: String,
+    /// The decoded value.
+    pub value: T,
+}
+
+/// A record that could not be shown irrelevant: kept whole, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Kinesis sequence number (or line number).
+    pub sequence_number: String,
+    /// Kinesis partition key, when there was one.
+    pub partition_key: Option<String>,
+    /// Why the record could not be decoded, for the operator.
+    pub reason: String,
+    /// The record's raw bytes, exactly as read.
+    pub data: Vec<u8>,
+}
+
+/// Where a shard's reading stands after a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointUpdate {
+    /// Last sequence number handled (opt, skipped or dead-lettered); `None` if none yet.
+    pub sequence_number: Option<String>,
+    /// The shard is closed and was read to its end: its children may now be read.
+    pub finished: bool,
+}
+
+/// A fencing token: proof that the writer holds a shard's lease (PostgreSQL, several workers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken {
+    /// The worker that holds the lease.
+    pub owner: String,
+    /// Incremented at every change of owner, so a stale holder's token never matches.
+    pub token: i64,
+}
+
+/// One batch's effects, committed in a single transaction with the checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Stream name (or `replay` for files).
+    pub stream: String,
+    /// Shard id (or the replayed file's name).
+    pub shard_id: String,
+    /// Opt events found in the batch, in sequence order.
+    pub opt_events: Vec<Positioned<OptEvent>>,
+    /// Sink test events found in the batch.
+    pub test_events: Vec<Positioned<TestEvent>>,
+    /// Records that could not be decoded.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The shard's new checkpoint; `None` when there is none to keep (replay).
+    pub checkpoint: Option<CheckpointUpdate>,
+    /// Required by stores that fence writers; ignored by the single-instance SQLite store.
+    pub lease: Option<LeaseToken>,
+}
+
+/// What a commit changed, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitSummary {
+    /// Opt events stored for the first time.
+    pub opt_events_new: u64,
+    /// Opt events already stored (same id): ignored.
+    pub opt_events_duplicate: u64,
+    /// Status rows inserted or changed.
+    pub status_changes: u64,
+    /// Dead letters stored (a re-read of the same record is not counted twice).
+    pub dead_letters: u64,
+    /// Sink test events stored for the first time.
+    pub test_events: u64,
+}
+
+impl std::ops::AddAssign for CommitSummary {
+    fn add_assign(&mut self, o: Self) {
+        self.opt_events_new += o.opt_events_new;
+        self.opt_events_duplicate += o.opt_events_duplicate;
+        self.status_changes += o.status_changes;
+        self.dead_letters += o.dead_letters;
+        self.test_events += o.test_events;
+    }
+}
+
+/// A shard's stored checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    /// Shard id.
+    pub shard_id: String,
+    /// Last sequence number handled, if any.
+    pub sequence_number: Option<String>,
+    /// Read to its end (closed shard).
+    pub finished: bool,
+    /// When the checkpoint was last written (UTC, RFC 3339).
+    pub updated_at: String,
+}
+
+/// Which status rows to return.
+#[derive(Debug, Clone, Default)]
+pub struct StatusFilter {
+    /// Exact subscriber (`data.from`), e.g. `+15551230001`.
+    pub subscriber: Option<String>,
+    /// Exact scope (Messaging Service SID or sender number).
+    pub scope: Option<String>,
+    /// Any of these accounts (empty: all).
+    pub accounts: Vec<String>,
+}
+
+/// Which opt events to return.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Events that occurred at or after this instant.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this keyword class.
+    pub opt_out_type: Option<OptOutType>,
+    /// Exact subscriber.
+    pub subscriber: Option<String>,
+}
+
+/// One subscriber's current opt status in one scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusRow {
+    pub account_sid: String,
+    pub scope: String,
+    pub messaging_service_sid: Option<String>,
+    pub sender: String,
+    pub subscriber: String,
+    /// `opted_out` or `opted_in`.
+    pub status: String,
+    /// `data.timestamp` of the event that set this status.
+    pub changed_at: String,
+    pub event_id: String,
+}
+
+/// One stored opt event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    pub event_id: String,
+    /// `STOP`, `START` or `HELP`.
+    pub opt_out_type: String,
+    pub inferred: bool,
+    pub account_sid: String,
+    pub messaging_service_sid: Option<String>,
+    pub sender: String,
+    pub subscriber: String,
+    pub body: Option<String>,
+    pub message_sid: Option<String>,
+    pub occurred_at: String,
+    pub schema_version: Option<i64>,
+    pub shard_id: String,
+    pub sequence_number: String,
+}
+
+/// One stored dead letter; the raw bytes are base64 so any output format can carry them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterRow {
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub partition_key: Option<String>,
+    pub reason: String,
+    pub data_base64: String,
+    pub recorded_at: String,
+}
+
+/// One sink test event: the `test_id` to give Twilio's Validate call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestEventRow {
+    pub test_id: String,
+    pub account_sid: String,
+    pub occurred_at: Option<String>,
+    pub shard_id: String,
+    pub sequence_number: String,
+}
+
+/// The one timestamp format stored: UTC, microseconds, `Z`. Fixed width, so text order is
+/// time order in both backends.
+pub fn format_ts(ts: chrono::DateTime<chrono::Utc>) -> String {
+    ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,0 +1,541 @@
+//! The store's semantics (DESIGN rules 2, 3, 4, 5, 6), run against both backends from one
+//! set of tests: SQLite in a temporary file, and PostgreSQL in a fresh database per test on
+//! the machine's server (`OPTOUT_TEST_PG`, default postgres://postgres@127.0.0.1:5432/test).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use optout::event::{OptEvent, OptOutType, TestEvent};
+use optout::store::{
+    Batch, CheckpointUpdate, DeadLetter, EventFilter, Positioned, StatusFilter, Store,
+};
+use proptest::prelude::*;
+
+mod support_db {
+    //! Gives each test its own database.
+    use super::*;
+
+    pub struct Db {
+        pub store: Arc<dyn Store>,
+        pub url: String,
+        _dir: Option<tempfile::TempDir>,
+        pg_drop: Option<(String, String)>,
+    }
+
+    pub fn pg_admin_url() -> String {
+        std::env::var("OPTOUT_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    pub async fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/optout.db", dir.path().display());
+        let store = optout::store::open(&url, 4).await.unwrap();
+        Db {
+            store,
+            url,
+            _dir: Some(dir),
+            pg_drop: None,
+        }
+    }
+
+    pub async fn postgres() -> Db {
+        use sqlx::Connection;
+        let admin = pg_admin_url();
+        let name = format!("optout_test_{:016x}", fastrand::u64(..));
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {admin} is needed for this test ({e}); .ci/run starts it")
+            });
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => unreachable!("admin URL has a database"),
+        };
+        let store = optout::store::open(&url, 4).await.unwrap();
+        Db {
+            store,
+            url,
+            _dir: None,
+            pg_drop: Some((admin, name)),
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            if let Some((admin, name)) = self.pg_drop.take() {
+                // Best effort: a leftover database is harmless and uniquely named.
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async move {
+                        use sqlx::Connection;
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut c)
+                            .await;
+                        }
+                    });
+                })
+                .join()
+                .ok();
+            }
+        }
+    }
+}
+
+use support_db::Db;
+
+/// Runs one async test body against both backends.
+macro_rules! both_backends {
+    ($($name:ident;)*) => {
+        mod sqlite_backend {
+            $(#[tokio::test] async fn $name() { super::$name(super::support_db::sqlite().await).await; })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test] async fn $name() { super::$name(super::support_db::postgres().await).await; })*
+        }
+    };
+}
+
+both_backends! {
+    duplicates_change_nothing;
+    latest_event_by_timestamp_wins;
+    ties_go_to_the_larger_event_id;
+    help_is_recorded_but_changes_no_status;
+    scope_is_service_else_sender;
+    checkpoint_commits_with_the_batch;
+    dead_letters_keep_raw_bytes;
+    test_events_are_kept_once;
+    queries_filter;
+    migrations_are_idempotent;
+}
+
+fn ts(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_772_366_400 + secs, 0).unwrap() // 2026-03-01T12:00:00Z + secs
+}
+
+fn ev(id: &str, t: OptOutType, from: &str, at: i64) -> OptEvent {
+    OptEvent {
+        event_id: id.into(),
+        opt_out_type: t,
+        inferred: false,
+        account_sid: "AC1".into(),
+        messaging_service_sid: Some("MG1".into()),
+        sender: "+15559870002".into(),
+        subscriber: from.into(),
+        body: Some(t.as_str().to_lowercase()),
+        message_sid: Some(format!("SM{id}")),
+        occurred_at: ts(at),
+        schema_version: Some(5),
+    }
+}
+
+fn batch(shard: &str, events: Vec<OptEvent>) -> Batch {
+    Batch {
+        stream: "s".into(),
+        shard_id: shard.into(),
+        opt_events: events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Positioned {
+                sequence_number: format!("{:05}", i + 1),
+                value: e,
+            })
+            .collect(),
+        ..Batch::default()
+    }
+}
+
+async fn status_of(store: &dyn Store, subscriber: &str) -> Vec<(String, String, String)> {
+    let filter = StatusFilter {
+        subscriber: Some(subscriber.into()),
+        ..StatusFilter::default()
+    };
+    store
+        .status(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.scope, r.status, r.event_id))
+        .collect()
+}
+
+async fn duplicates_change_nothing(db: Db) {
+    let s = &*db.store;
+    let first = s
+        .commit(&batch("a", vec![ev("EZ1", OptOutType::Stop, "+1", 10)]))
+        .await
+        .unwrap();
+    assert_eq!((first.opt_events_new, first.status_changes), (1, 1));
+    // The same id again, even with other content, from another shard: ignored.
+    let mut again = ev("EZ1", OptOutType::Start, "+1", 99);
+    again.body = Some("different".into());
+    let second = s.commit(&batch("b", vec![again])).await.unwrap();
+    assert_eq!(
+        (
+            second.opt_events_new,
+            second.opt_events_duplicate,
+            second.status_changes
+        ),
+        (0, 1, 0)
+    );
+    let events = s.events(&EventFilter::default()).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].opt_out_type, "STOP");
+    assert_eq!(events[0].shard_id, "a");
+    assert_eq!(
+        status_of(s, "+1").await,
+        [("MG1".into(), "opted_out".into(), "EZ1".into())]
+    );
+}
+
+async fn latest_event_by_timestamp_wins(db: Db) {
+    let s = &*db.store;
+    // START at t=20 arrives first, the older STOP at t=10 arrives late: status stays opted_in.
+    s.commit(&batch("a", vec![ev("EZ2", OptOutType::Start, "+1", 20)]))
+        .await
+        .unwrap();
+    let late = s
+        .commit(&batch("a", vec![ev("EZ1", OptOutType::Stop, "+1", 10)]))
+        .await
+        .unwrap();
+    assert_eq!((late.opt_events_new, late.status_changes), (1, 0));
+    assert_eq!(
+        status_of(s, "+1").await,
+        [("MG1".into(), "opted_in".into(), "EZ2".into())]
+    );
+    // A newer STOP wins.
+    s.commit(&batch("a", vec![ev("EZ3", OptOutType::Stop, "+1", 30)]))
+        .await
+        .unwrap();
+    let rows = s
+        .status(&StatusFilter {
+            subscriber: Some("+1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows[0].status, "opted_out");
+    assert_eq!(rows[0].changed_at, "2026-03-01T12:00:30.000000Z");
+    assert_eq!(s.events(&EventFilter::default()).await.unwrap().len(), 3);
+}
+
+async fn ties_go_to_the_larger_event_id(db: Db) {
+    let s = &*db.store;
+    s.commit(&batch(
+        "a",
+        vec![
+            ev("EZb", OptOutType::Stop, "+1", 10),
+            ev("EZa", OptOutType::Start, "+1", 10),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        status_of(s, "+1").await,
+        [("MG1".into(), "opted_out".into(), "EZb".into())]
+    );
+}
+
+async fn help_is_recorded_but_changes_no_status(db: Db) {
+    let s = &*db.store;
+    let r = s
+        .commit(&batch("a", vec![ev("EZh", OptOutType::Help, "+1", 10)]))
+        .await
+        .unwrap();
+    assert_eq!((r.opt_events_new, r.status_changes), (1, 0));
+    assert!(status_of(s, "+1").await.is_empty());
+    s.commit(&batch(
+        "a",
+        vec![
+            ev("EZs", OptOutType::Stop, "+1", 5),
+            ev("EZh2", OptOutType::Help, "+1", 50),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        status_of(s, "+1").await,
+        [("MG1".into(), "opted_out".into(), "EZs".into())]
+    );
+    let helps = s
+        .events(&EventFilter {
+            opt_out_type: Some(OptOutType::Help),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(helps.len(), 2);
+}
+
+async fn scope_is_service_else_sender(db: Db) {
+    let s = &*db.store;
+    let mut no_service = ev("EZ2", OptOutType::Start, "+1", 20);
+    no_service.messaging_service_sid = None;
+    no_service.sender = "+15550000009".into();
+    s.commit(&batch(
+        "a",
+        vec![ev("EZ1", OptOutType::Stop, "+1", 10), no_service],
+    ))
+    .await
+    .unwrap();
+    // Two scopes, two independent statuses.
+    assert_eq!(
+        status_of(s, "+1").await,
+        [
+            ("+15550000009".into(), "opted_in".into(), "EZ2".into()),
+            ("MG1".into(), "opted_out".into(), "EZ1".into()),
+        ]
+    );
+}
+
+async fn checkpoint_commits_with_the_batch(db: Db) {
+    let s = &*db.store;
+    let mut b = batch("shard-1", vec![ev("EZ1", OptOutType::Stop, "+1", 10)]);
+    b.checkpoint = Some(CheckpointUpdate {
+        sequence_number: Some("00001".into()),
+        finished: false,
+    });
+    s.commit(&b).await.unwrap();
+    // An empty end-of-shard batch keeps the sequence number and marks the shard finished.
+    let end = Batch {
+        stream: "s".into(),
+        shard_id: "shard-1".into(),
+        checkpoint: Some(CheckpointUpdate {
+            sequence_number: None,
+            finished: true,
+        }),
+        ..Batch::default()
+    };
+    s.commit(&end).await.unwrap();
+    let cps = s.checkpoints("s").await.unwrap();
+    assert_eq!(cps.len(), 1);
+    assert_eq!(cps[0].sequence_number.as_deref(), Some("00001"));
+    assert!(cps[0].finished);
+    assert!(s.checkpoints("other-stream").await.unwrap().is_empty());
+
+    // Atomicity: a batch refused at commit (PostgreSQL: lease not held) leaves neither its
+    // events, nor status, nor checkpoint behind.
+    let mut fenced = batch("shard-2", vec![ev("EZ9", OptOutType::Stop, "+9", 10)]);
+    fenced.checkpoint = Some(CheckpointUpdate {
+        sequence_number: Some("00009".into()),
+        finished: false,
+    });
+    fenced.lease = Some(optout::store::LeaseToken {
+        owner: "nobody".into(),
+        token: 42,
+    });
+    let result = s.commit(&fenced).await;
+    if db.url.starts_with("postgres") {
+        assert!(
+            matches!(result, Err(optout::store::StoreError::LeaseLost { .. })),
+            "{result:?}"
+        );
+        assert!(status_of(s, "+9").await.is_empty(), "fenced batch leaked");
+        let cps = s.checkpoints("s").await.unwrap();
+        assert!(cps.iter().all(|c| c.shard_id != "shard-2"));
+    } else {
+        // SQLite has one runner per file and no leases: the batch lands.
+        result.unwrap();
+    }
+}
+
+async fn dead_letters_keep_raw_bytes(db: Db) {
+    let s = &*db.store;
+    let raw = vec![0xff, 0x00, b'{', b'"', 0x80];
+    let dl = DeadLetter {
+        sequence_number: "0042".into(),
+        partition_key: Some("pk".into()),
+        reason: "not JSON: expected value".into(),
+        data: raw.clone(),
+    };
+    let b = Batch {
+        stream: "s".into(),
+        shard_id: "shard-0".into(),
+        dead_letters: vec![dl.clone()],
+        ..Batch::default()
+    };
+    assert_eq!(s.commit(&b).await.unwrap().dead_letters, 1);
+    // Re-reading the same record (after a crash) does not store it twice.
+    assert_eq!(s.commit(&b).await.unwrap().dead_letters, 0);
+    let rows = s.dead_letters().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&rows[0].data_base64)
+        .unwrap();
+    assert_eq!(decoded, raw);
+    assert_eq!(rows[0].shard_id, "shard-0");
+    assert_eq!(rows[0].sequence_number, "0042");
+    assert_eq!(rows[0].partition_key.as_deref(), Some("pk"));
+    assert_eq!(rows[0].reason, "not JSON: expected value");
+}
+
+async fn test_events_are_kept_once(db: Db) {
+    let s = &*db.store;
+    let t = TestEvent {
+        test_id: "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11".into(),
+        account_sid: "AC1".into(),
+        occurred_at: Some(ts(0)),
+    };
+    let b = Batch {
+        stream: "s".into(),
+        shard_id: "shard-0".into(),
+        test_events: vec![Positioned {
+            sequence_number: "1".into(),
+            value: t,
+        }],
+        ..Batch::default()
+    };
+    assert_eq!(s.commit(&b).await.unwrap().test_events, 1);
+    assert_eq!(s.commit(&b).await.unwrap().test_events, 0);
+    let rows = s.test_events().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].test_id, "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11");
+    assert_eq!(
+        rows[0].occurred_at.as_deref(),
+        Some("2026-03-01T12:00:00.000000Z")
+    );
+}
+
+async fn queries_filter(db: Db) {
+    let s = &*db.store;
+    let mut other_account = ev("EZ3", OptOutType::Stop, "+2", 30);
+    other_account.account_sid = "AC2".into();
+    s.commit(&batch(
+        "a",
+        vec![
+            ev("EZ1", OptOutType::Stop, "+1", 10),
+            ev("EZ2", OptOutType::Start, "+2", 20),
+            other_account,
+        ],
+    ))
+    .await
+    .unwrap();
+    let since = s
+        .events(&EventFilter {
+            since: Some(ts(20)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = since.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["EZ2", "EZ3"]);
+    let stops = s
+        .events(&EventFilter {
+            opt_out_type: Some(OptOutType::Stop),
+            subscriber: Some("+2".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stops.len(), 1);
+    assert_eq!(stops[0].account_sid, "AC2");
+    let ac2 = s
+        .status(&StatusFilter {
+            accounts: vec!["AC2".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ac2.len(), 1);
+    let both = s
+        .status(&StatusFilter {
+            accounts: vec!["AC1".into(), "AC2".into()],
+            scope: Some("MG1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 3);
+}
+
+async fn migrations_are_idempotent(db: Db) {
+    // Opening again runs no migration twice and keeps the data.
+    db.store
+        .commit(&batch("a", vec![ev("EZ1", OptOutType::Stop, "+1", 10)]))
+        .await
+        .unwrap();
+    drop(db.store.clone());
+    let again = optout::store::open(&db.url, 2).await.unwrap();
+    assert_eq!(
+        again.events(&EventFilter::default()).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_second_runner_on_one_sqlite_file_is_refused() {
+    let db = support_db::sqlite().await;
+    db.store.claim_single_runner().await.unwrap();
+    let other = optout::store::open(&db.url, 2).await.unwrap();
+    let err = other.claim_single_runner().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another `optout run` is already using"),
+        "{err}"
+    );
+}
+
+/// Rule 3, as a property: any arrival order and any split into batches give the same
+/// statuses and events.
+fn final_state(events: &[OptEvent], order: &[usize], cuts: &[usize]) -> (Vec<String>, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = optout::store::open("sqlite::memory:", 1).await.unwrap();
+        let ordered: Vec<OptEvent> = order.iter().map(|&i| events[i].clone()).collect();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&ordered.len())) {
+            let end = cut.clamp(start, ordered.len());
+            store
+                .commit(&batch("a", ordered[start..end].to_vec()))
+                .await
+                .unwrap();
+            start = end;
+        }
+        let status = store
+            .status(&StatusFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("{}|{}|{}|{}", r.subscriber, r.scope, r.status, r.event_id))
+            .collect();
+        let n = store.events(&EventFilter::default()).await.unwrap().len();
+        (status, n)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn any_order_and_batching_gives_the_same_tables(
+        spec in prop::collection::vec((0u8..3, 0u8..4, 0i64..6), 1..30),
+        seed in any::<u64>(),
+        cuts in prop::collection::vec(0usize..30, 0..5),
+    ) {
+        let types = [OptOutType::Stop, OptOutType::Start, OptOutType::Help];
+        let events: Vec<OptEvent> = spec.iter().enumerate().map(|(i, &(t, who, at))| {
+            ev(&format!("EZ{i:03}"), types[t as usize], &format!("+{who}"), at)
+        }).collect();
+        // Duplicates too: every third event is delivered twice.
+        let mut order: Vec<usize> = (0..events.len()).chain((0..events.len()).step_by(3)).collect();
+        fastrand::Rng::with_seed(seed).shuffle(&mut order);
+        let mut sorted_cuts = cuts.clone();
+        sorted_cuts.sort_unstable();
+        let reference = final_state(&events, &(0..events.len()).collect::<Vec<_>>(), &[]);
+        let shuffled = final_state(&events, &order, &sorted_cuts);
+        prop_assert_eq!(shuffled, reference);
+    }
+}
