@@ -32,7 +32,10 @@ async fn main() -> std::io::Result<()> {
     };
     let (app, _store) = ferrokinesis::create_app(options);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("Kinesis emulator (ferrokinesis) on http://{}", listener.local_addr()?);
+    eprintln!(
+        "Kinesis emulator (ferrokinesis) on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = optout::cli::Cli::parse();
+    let cli = optout::cli::parse_args();
     optout::telemetry::init_logs(cli.log_format);
     match optout::cli::execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,6 +119,31 @@ impl From<StoreError> for CliError {
     }
 }
 
+/// Parses the command line; on a mistake prints one line that says what to fix and exits 2.
+pub fn parse_args() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            eprintln!(
+                "{} (see `optout --help`)",
+                one_line(&e.render().to_string())
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Clap's message up to its first blank line, joined into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> Result<(), CliError> {
     match &cli.command {

@@ -8,6 +8,7 @@
 
 mod backoff;
 mod coordinator;
+mod lease;
 mod poller;
 mod shards;
 
@@ -18,6 +19,7 @@ use aws_sdk_kinesis::types::Record;
 
 pub use backoff::{Backoff, ErrorClass, classify, classify_code};
 pub use coordinator::run;
+pub use lease::{HeldLease, LeaseInfo, LeaseStore};
 pub use shards::{ShardInfo, aws_message, list_shards, ready_to_read};
 
 /// Where to start reading a shard that has no checkpoint yet.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's quick start runs it: unit and integration tests against
+# the in-process ferrokinesis emulator, SQLite and PostgreSQL, then the end-to-end scenarios
+# again against kinesis-local (npm), so nothing depends on one emulator's quirks.
+#
+# Needs: cargo, Node.js + npm (kinesis-local is installed into node_modules/ on first use), and
+# PostgreSQL on 127.0.0.1:5432 with trust auth and a `test` database (started here if it is
+# installed but down). OPTOUT_TEST_PG overrides the admin URL.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/install-kinesis-local.sh
+scripts/ensure-postgres.sh
+
+echo "== cargo test (ferrokinesis, SQLite, PostgreSQL)"
+cargo test --all-targets --locked
+
+echo "== end-to-end scenarios against kinesis-local"
+OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked --test consumer

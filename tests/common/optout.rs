@@ -1,0 +1,224 @@
+//! Drives the real `optout` binary against an emulator and a private SQLite file, and builds
+//! Twilio-shaped records for the scenarios.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+/// One `optout` installation: the emulator's environment and a store of its own.
+pub struct Optout {
+    pub env: Vec<(String, String)>,
+    pub store: String,
+    pub db_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Optout {
+    /// A fresh SQLite store next to the emulator `env`.
+    pub fn new(env: Vec<(String, String)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("optout.db");
+        Optout {
+            env,
+            store: format!("sqlite://{}", db_path.display()),
+            db_path,
+            _dir: dir,
+        }
+    }
+
+    /// `optout ARGS` with the emulator's environment, `--store` and JSON logs.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_optout"));
+        c.args(args)
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--log-format")
+            .arg("json")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("OPTOUT_STORE")
+            .env_remove("OPTOUT_STREAM")
+            .env("RUST_LOG", "warn,optout=info");
+        c
+    }
+
+    /// Runs `optout ARGS` to completion.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("start optout")
+    }
+
+    /// `optout run --stream S --exit-when-idle 1 ARGS`, asserting exit 0; returns the JSON logs.
+    pub fn run_to_idle(&self, stream: &str, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec![
+            "run",
+            "--stream",
+            stream,
+            "--exit-when-idle",
+            "1",
+            "--poll-interval-ms",
+            "100",
+            "--shard-discovery-secs",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.output(&args);
+        let logs = json_lines(&out.stderr);
+        assert!(
+            out.status.success(),
+            "optout run failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        logs
+    }
+
+    /// Starts `optout run` in the background (no idle exit).
+    pub fn spawn_run(&self, stream: &str, extra: &[&str]) -> Child {
+        let mut args = vec![
+            "run",
+            "--stream",
+            stream,
+            "--poll-interval-ms",
+            "100",
+            "--shard-discovery-secs",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        self.command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start optout run")
+    }
+
+    /// A query command's `--format json` rows.
+    pub fn query(&self, args: &[&str]) -> Vec<Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--format", "json"]);
+        let out = self.output(&all);
+        assert!(
+            out.status.success(),
+            "optout {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+    }
+
+    /// The four tables, as sorted JSON lines without the wall-clock `recorded_at` column.
+    pub fn tables(&self) -> [Vec<String>; 4] {
+        let rows = |args: &[&str]| {
+            let mut v: Vec<String> = self
+                .query(args)
+                .into_iter()
+                .map(|mut r| {
+                    if let Some(o) = r.as_object_mut() {
+                        o.remove("recorded_at");
+                    }
+                    r.to_string()
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        [
+            rows(&["status"]),
+            rows(&["events"]),
+            rows(&["dead-letters"]),
+            rows(&["test-events"]),
+        ]
+    }
+}
+
+/// Parses JSON lines, ignoring anything else.
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The `records` field of the consumer's final "stopped cleanly" log line.
+pub fn records_read(logs: &[Value]) -> u64 {
+    logs.iter()
+        .rev()
+        .find(|l| l["message"] == "Consumer stopped cleanly.")
+        .and_then(|l| l["records"].as_u64())
+        .unwrap_or_else(|| panic!("no final log line in {logs:?}"))
+}
+
+/// Index of the first log line with `message` for `shard_id`.
+pub fn log_index(logs: &[Value], message: &str, shard_id: &str) -> Option<usize> {
+    logs.iter()
+        .position(|l| l["message"] == message && l["shard_id"] == shard_id)
+}
+
+/// A Twilio inbound-message CloudEvent (schema `version`), with `optOutType` when given.
+#[allow(clippy::too_many_arguments)]
+pub fn inbound(
+    id: &str,
+    from: &str,
+    to: &str,
+    service: Option<&str>,
+    body: &str,
+    opt_out_type: Option<&str>,
+    timestamp: &str,
+    version: u32,
+) -> Vec<u8> {
+    let mut data = json!({
+        "messageSid": format!("SM{}", &id[2..]),
+        "timestamp": timestamp,
+        "accountSid": "AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a",
+        "eventName": "com.twilio.messaging.inbound-message.received",
+        "from": from,
+        "to": to,
+        "body": body,
+        "numMedia": 0,
+        "numSegments": 1,
+        "recipients": [],
+    });
+    if let Some(s) = service {
+        data["messagingServiceSid"] = json!(s);
+    }
+    if let Some(t) = opt_out_type {
+        data["optOutType"] = json!(t);
+    }
+    serde_json::to_vec(&json!({
+        "specversion": "1.0",
+        "type": "com.twilio.messaging.inbound-message.received",
+        "source": "/2010-04-01/Accounts/AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a/Messages.json",
+        "id": id,
+        "dataschema": format!("https://events-schemas.twilio.com/Messaging.InboundMessageV1/{version}"),
+        "datacontenttype": "application/json",
+        "time": timestamp,
+        "data": data,
+    }))
+    .unwrap()
+}
+
+/// A shared example payload from `tests/fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    serde_json::to_vec(&v).unwrap() // compact, as Twilio writes records
+}
+
+/// `n` records of ordinary traffic (delivery receipts, plain messages): no opt events.
+pub fn filler(seed: u64, n: usize) -> Vec<Vec<u8>> {
+    let mut synth = optout::synth::Synth::new(optout::synth::MixOptions {
+        seed,
+        opt_ratio: 0.0,
+        ..Default::default()
+    });
+    (0..n).map(|_| synth.next_record().1).collect()
+}
+
+/// Random partition keys, so records spread over every shard.
+pub fn keyed(records: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+    records
+        .into_iter()
+        .map(|r| (format!("{:032x}", fastrand::u128(..)), r))
+        .collect()
+}
