@@ -2,8 +2,6 @@
 //! set of tests: SQLite in a temporary file, and PostgreSQL in a fresh database per test on
 //! the machine's server (`OPTOUT_TEST_PG`, default postgres://postgres@127.0.0.1:5432/test).
 
-use std::sync::Arc;
-
 use chrono::{DateTime, TimeZone, Utc};
 use optout::event::{OptEvent, OptOutType, TestEvent};
 use optout::store::{
@@ -11,86 +9,8 @@ use optout::store::{
 };
 use proptest::prelude::*;
 
-mod support_db {
-    //! Gives each test its own database.
-    use super::*;
-
-    pub struct Db {
-        pub store: Arc<dyn Store>,
-        pub url: String,
-        _dir: Option<tempfile::TempDir>,
-        pg_drop: Option<(String, String)>,
-    }
-
-    pub fn pg_admin_url() -> String {
-        std::env::var("OPTOUT_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-    }
-
-    pub async fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/optout.db", dir.path().display());
-        let store = optout::store::open(&url, 4).await.unwrap();
-        Db {
-            store,
-            url,
-            _dir: Some(dir),
-            pg_drop: None,
-        }
-    }
-
-    pub async fn postgres() -> Db {
-        use sqlx::Connection;
-        let admin = pg_admin_url();
-        let name = format!("optout_test_{:016x}", fastrand::u64(..));
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at {admin} is needed for this test ({e}); .ci/run starts it")
-            });
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => unreachable!("admin URL has a database"),
-        };
-        let store = optout::store::open(&url, 4).await.unwrap();
-        Db {
-            store,
-            url,
-            _dir: None,
-            pg_drop: Some((admin, name)),
-        }
-    }
-
-    impl Drop for Db {
-        fn drop(&mut self) {
-            if let Some((admin, name)) = self.pg_drop.take() {
-                // Best effort: a leftover database is harmless and uniquely named.
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async move {
-                        use sqlx::Connection;
-                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .execute(&mut c)
-                            .await;
-                        }
-                    });
-                })
-                .join()
-                .ok();
-            }
-        }
-    }
-}
+#[path = "common/db.rs"]
+mod support_db;
 
 use support_db::Db;
 
@@ -323,7 +243,7 @@ async fn checkpoint_commits_with_the_batch(db: Db) {
     assert!(cps[0].finished);
     assert!(s.checkpoints("other-stream").await.unwrap().is_empty());
 
-    // Atomicity: a batch refused at commit (PostgreSQL: lease not held) leaves neither its
+    // Atomicity: a batch refused at commit (lease not held) leaves neither its
     // events, nor status, nor checkpoint behind.
     let mut fenced = batch("shard-2", vec![ev("EZ9", OptOutType::Stop, "+9", 10)]);
     fenced.checkpoint = Some(CheckpointUpdate {
@@ -335,18 +255,14 @@ async fn checkpoint_commits_with_the_batch(db: Db) {
         token: 42,
     });
     let result = s.commit(&fenced).await;
-    if db.url.starts_with("postgres") {
-        assert!(
-            matches!(result, Err(optout::store::StoreError::LeaseLost { .. })),
-            "{result:?}"
-        );
-        assert!(status_of(s, "+9").await.is_empty(), "fenced batch leaked");
-        let cps = s.checkpoints("s").await.unwrap();
-        assert!(cps.iter().all(|c| c.shard_id != "shard-2"));
-    } else {
-        // SQLite has one runner per file and no leases: the batch lands.
-        result.unwrap();
-    }
+    // Both backends fence: a batch carrying a lease that is not held is refused.
+    assert!(
+        matches!(result, Err(optout::store::StoreError::LeaseLost { .. })),
+        "{result:?}"
+    );
+    assert!(status_of(s, "+9").await.is_empty(), "fenced batch leaked");
+    let cps = s.checkpoints("s").await.unwrap();
+    assert!(cps.iter().all(|c| c.shard_id != "shard-2"));
 }
 
 async fn dead_letters_keep_raw_bytes(db: Db) {

@@ -8,6 +8,7 @@
 //! The backend is picked from the URL scheme at start-up, as atuin does: `sqlite://` for the
 //! embedded default (one instance), `postgres://` for several instances sharing a stream.
 
+mod lease;
 mod model;
 mod postgres;
 mod schema;
@@ -63,10 +64,21 @@ impl StoreError {
     }
 }
 
+impl From<StoreError> for crate::kinesis::ProcessError {
+    /// What the consumer engine needs to know of a store failure: retry, or stop the shard.
+    fn from(e: StoreError) -> Self {
+        crate::kinesis::ProcessError {
+            message: e.to_string(),
+            retryable: e.is_retryable(),
+            lost_ownership: matches!(e, StoreError::LeaseLost { .. }),
+        }
+    }
+}
+
 /// The persistence contract shared by every backend.
 ///
 /// Designed for several workers: commits may carry a [`LeaseToken`], and then only land while
-/// the lease is held (fencing). The SQLite backend has a single worker and ignores leases.
+/// the lease is held (fencing), on both backends; SQLite normally has one runner and no leases.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Short backend name for logs (`sqlite`, `postgres`).
@@ -111,6 +123,21 @@ pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, Sto
         StoreUrl::Postgres(url) => Ok(Arc::new(
             SqlStore::open_postgres(&url, max_connections).await?,
         )),
+    }
+}
+
+/// Opens the store for `optout run`: with PostgreSQL, also its lease table, so that several
+/// workers can share the stream; with SQLite, no leases (one runner per file).
+pub async fn open_for_run(
+    url: &str,
+    max_connections: u32,
+) -> Result<(Arc<dyn Store>, Option<Arc<dyn crate::kinesis::LeaseStore>>), StoreError> {
+    match StoreUrl::parse(url)? {
+        StoreUrl::Sqlite(path) => Ok((Arc::new(SqlStore::open_sqlite(&path).await?), None)),
+        StoreUrl::Postgres(url) => {
+            let store = Arc::new(SqlStore::open_postgres(&url, max_connections).await?);
+            Ok((store.clone(), Some(store)))
+        }
     }
 }
 

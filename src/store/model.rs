@@ -59,7 +59,7 @@ pub struct Batch {
     pub dead_letters: Vec<DeadLetter>,
     /// The shard's new checkpoint; `None` when there is none to keep (replay).
     pub checkpoint: Option<CheckpointUpdate>,
-    /// Required by stores that fence writers; ignored by the single-instance SQLite store.
+    /// When set, the commit lands only if this lease is still held (fencing against a takeover).
     pub lease: Option<LeaseToken>,
 }
 

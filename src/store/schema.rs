@@ -1,4 +1,5 @@
-//! What differs between the SQL dialects: migrations and lease fencing.
+//! What differs between the SQL dialects: migrations, the database clock, row locking and
+//! lease fencing.
 //!
 //! Migrations are embedded in the binary, numbered, append-only, and applied at start-up in
 //! one transaction (both SQLite and PostgreSQL have transactional DDL). PostgreSQL takes an
@@ -22,11 +23,18 @@ pub enum Dialect {
 /// `(version, name, sql)`; never edit a released entry, add a new one.
 type Migration = (i64, &'static str, &'static str);
 
-const SQLITE: &[Migration] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const SQLITE: &[Migration] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "leases",
+        include_str!("../../migrations/sqlite/0002_leases.sql"),
+    ),
+];
 
 const POSTGRES: &[Migration] = &[(
     1,
@@ -40,6 +48,33 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "sqlite",
             Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// SQL expression for the database clock's current time, in ms since the Unix epoch
+    /// (BIGINT): lease expiry is judged by one clock, whatever the workers' clocks say.
+    pub fn now_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+            Dialect::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+        }
+    }
+
+    /// Suffix of a SELECT that locks the rows it returns until the transaction ends. Empty on
+    /// SQLite, which has one writer at a time (a transaction's first write takes the lock).
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Like [`Dialect::for_update`], but rows another transaction has locked are skipped
+    /// instead of waited for (PostgreSQL), so concurrent takers split the free rows.
+    pub fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         }
     }
 
@@ -94,9 +129,12 @@ impl Dialect {
         Ok(ran)
     }
 
-    /// Fencing: fails with [`StoreError::LeaseLost`] unless `lease` still holds the shard,
-    /// and keeps the lease row locked until the transaction ends so no one can take it
-    /// between this check and the commit.
+    /// Fencing: fails with [`StoreError::LeaseLost`] unless `lease` still holds the shard.
+    ///
+    /// PostgreSQL keeps the lease row locked until the transaction ends, so no one can take
+    /// it between this check and the commit. SQLite needs no lock: writers are serialised, and
+    /// a transaction whose read went stale before its first write fails (`SQLITE_BUSY`)
+    /// instead of committing.
     pub async fn check_lease(
         self,
         tx: &mut Transaction<'_, Any>,
@@ -104,19 +142,19 @@ impl Dialect {
         shard_id: &str,
         lease: &LeaseToken,
     ) -> Result<(), StoreError> {
-        if self == Dialect::Sqlite {
-            return Ok(()); // One runner per file, enforced by the OS lock.
-        }
-        let held = sqlx::query(
+        let sql = format!(
             "SELECT token FROM leases WHERE stream_name = $1 AND shard_id = $2 \
-             AND owner = $3 AND token = $4 FOR UPDATE",
-        )
-        .bind(stream)
-        .bind(shard_id)
-        .bind(&lease.owner)
-        .bind(lease.token)
-        .fetch_optional(&mut **tx)
-        .await?;
+             AND owner = $3 AND token = $4{}",
+            self.for_update()
+        );
+        // Audited: only a constant locking clause is spliced in; values are bound.
+        let held = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream)
+            .bind(shard_id)
+            .bind(&lease.owner)
+            .bind(lease.token)
+            .fetch_optional(&mut **tx)
+            .await?;
         match held {
             Some(_) => Ok(()),
             None => Err(StoreError::LeaseLost {

@@ -14,7 +14,7 @@ use sqlx::{Any, Row, Transaction};
 use super::model::*;
 use super::schema::Dialect;
 use super::{Store, StoreError};
-use crate::event::OptOutType;
+use crate::event::{OptEvent, OptOutType};
 
 /// A store backed by a SQL database reached through sqlx's `any` driver.
 pub struct SqlStore {
@@ -35,18 +35,25 @@ fn flag(b: bool) -> i64 {
 }
 
 impl SqlStore {
+    /// Inserts the batch's opt events and applies their status changes.
+    ///
+    /// Rows are locked in one global order (events by id, then status rows by key), the same
+    /// in every transaction, so concurrent commits from different shards wait for each other
+    /// but never deadlock.
     async fn insert_opt_events(
         tx: &mut Transaction<'_, Any>,
         batch: &Batch,
         recorded_at: &str,
         summary: &mut CommitSummary,
     ) -> Result<(), StoreError> {
+        let mut by_id: Vec<&Positioned<OptEvent>> = batch.opt_events.iter().collect();
+        by_id.sort_by(|a, b| a.value.event_id.cmp(&b.value.event_id));
+        let mut new_events: Vec<&OptEvent> = Vec::new();
         for Positioned {
             sequence_number,
             value: ev,
-        } in &batch.opt_events
+        } in by_id
         {
-            let occurred_at = format_ts(ev.occurred_at);
             let inserted = sqlx::query(
                 "INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, \
                  messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
@@ -64,7 +71,7 @@ impl SqlStore {
             .bind(ev.scope())
             .bind(&ev.body)
             .bind(&ev.message_sid)
-            .bind(&occurred_at)
+            .bind(format_ts(ev.occurred_at))
             .bind(ev.schema_version.map(i64::from))
             .bind(&batch.stream)
             .bind(&batch.shard_id)
@@ -74,42 +81,56 @@ impl SqlStore {
             .await?
             .rows_affected()
                 == 1;
-            if !inserted {
+            if inserted {
+                summary.opt_events_new += 1;
+                new_events.push(ev);
+            } else {
                 summary.opt_events_duplicate += 1;
-                continue;
             }
-            summary.opt_events_new += 1;
-            let status = match ev.opt_out_type {
-                OptOutType::Stop => "opted_out",
-                OptOutType::Start => "opted_in",
-                OptOutType::Help => continue,
-            };
-            // The latest event by data.timestamp wins, ties to the larger id: the result does
-            // not depend on the order in which events arrive.
-            summary.status_changes += sqlx::query(
-                "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
-                 sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
-                 messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
-                 status = excluded.status, changed_at = excluded.changed_at, \
-                 event_id = excluded.event_id \
-                 WHERE excluded.changed_at > opt_status.changed_at \
-                 OR (excluded.changed_at = opt_status.changed_at \
-                     AND excluded.event_id > opt_status.event_id)",
-            )
-            .bind(&ev.account_sid)
-            .bind(ev.scope())
-            .bind(&ev.subscriber)
-            .bind(&ev.messaging_service_sid)
-            .bind(&ev.sender)
-            .bind(status)
-            .bind(&occurred_at)
-            .bind(&ev.event_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+        }
+        new_events.sort_by(|a, b| {
+            (&a.account_sid, a.scope(), &a.subscriber).cmp(&(
+                &b.account_sid,
+                b.scope(),
+                &b.subscriber,
+            ))
+        });
+        for ev in new_events {
+            summary.status_changes += Self::apply_status(tx, ev).await?;
         }
         Ok(())
+    }
+
+    /// STOP → opted_out, START → opted_in, HELP → nothing. The latest event by
+    /// `data.timestamp` wins, ties to the larger id, so arrival order does not matter.
+    async fn apply_status(tx: &mut Transaction<'_, Any>, ev: &OptEvent) -> Result<u64, StoreError> {
+        let status = match ev.opt_out_type {
+            OptOutType::Stop => "opted_out",
+            OptOutType::Start => "opted_in",
+            OptOutType::Help => return Ok(0),
+        };
+        Ok(sqlx::query(
+            "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
+             sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
+             messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
+             status = excluded.status, changed_at = excluded.changed_at, \
+             event_id = excluded.event_id \
+             WHERE excluded.changed_at > opt_status.changed_at \
+             OR (excluded.changed_at = opt_status.changed_at \
+                 AND excluded.event_id > opt_status.event_id)",
+        )
+        .bind(&ev.account_sid)
+        .bind(ev.scope())
+        .bind(&ev.subscriber)
+        .bind(&ev.messaging_service_sid)
+        .bind(&ev.sender)
+        .bind(status)
+        .bind(format_ts(ev.occurred_at))
+        .bind(&ev.event_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
     }
 
     async fn insert_side_records(

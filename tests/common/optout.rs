@@ -15,6 +15,13 @@ pub struct Optout {
     _dir: tempfile::TempDir,
 }
 
+/// Workers' environment, for spawning several `optout run` on one store.
+impl Clone for Optout {
+    fn clone(&self) -> Self {
+        Optout::with_store(self.env.clone(), &self.store)
+    }
+}
+
 impl Optout {
     /// A fresh SQLite store next to the emulator `env`.
     pub fn new(env: Vec<(String, String)>) -> Self {
@@ -26,6 +33,13 @@ impl Optout {
             db_path,
             _dir: dir,
         }
+    }
+
+    /// An installation using the given store URL (e.g. a PostgreSQL database).
+    pub fn with_store(env: Vec<(String, String)>, store: &str) -> Self {
+        let mut o = Optout::new(env);
+        o.store = store.to_string();
+        o
     }
 
     /// `optout ARGS` with the emulator's environment, `--store` and JSON logs.
@@ -73,8 +87,9 @@ impl Optout {
         logs
     }
 
-    /// Starts `optout run` in the background (no idle exit).
-    pub fn spawn_run(&self, stream: &str, extra: &[&str]) -> Child {
+    /// Starts `optout run` in the background (no idle exit); its logs go to a file, never to
+    /// a pipe that could fill up and block it.
+    pub fn spawn_run(&self, stream: &str, extra: &[&str]) -> Worker {
         let mut args = vec![
             "run",
             "--stream",
@@ -85,11 +100,14 @@ impl Optout {
             "1",
         ];
         args.extend_from_slice(extra);
-        self.command(&args)
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = self
+            .command(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
-            .expect("start optout run")
+            .expect("start optout run");
+        Worker { child, log }
     }
 
     /// A query command's `--format json` rows.
@@ -127,6 +145,45 @@ impl Optout {
             rows(&["dead-letters"]),
             rows(&["test-events"]),
         ]
+    }
+}
+
+/// A background `optout run`.
+pub struct Worker {
+    pub child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Worker {
+    /// SIGKILL, no chance to clean up.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends `signal` (e.g. "-TERM") and waits; returns the exit status and the JSON logs.
+    pub fn signal_and_wait(mut self, signal: &str) -> (std::process::ExitStatus, Vec<Value>) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([signal, &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        (status, self.logs())
+    }
+
+    /// SIGTERM, then asserts a clean exit 0; returns the JSON logs.
+    pub fn terminate(self) -> Vec<Value> {
+        let (status, logs) = self.signal_and_wait("-TERM");
+        assert!(status.success(), "worker exit {status}: {logs:?}");
+        logs
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The JSON log lines written so far.
+    pub fn logs(&self) -> Vec<Value> {
+        json_lines(&std::fs::read(self.log.path()).unwrap_or_default())
     }
 }
 

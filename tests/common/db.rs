@@ -1,0 +1,108 @@
+//! Gives each test its own database, on either backend (include it with
+//! `#[path = "common/db.rs"] mod support_db;`): SQLite in a temporary file, or PostgreSQL in a
+//! fresh database on the machine's server (`OPTOUT_TEST_PG`, default
+//! postgres://postgres@127.0.0.1:5432/test), dropped when the [`Db`] drops.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use optout::store::{SqlStore, Store, StoreUrl};
+
+/// One test's database and a handle on it.
+pub struct Db {
+    /// The store, as the application sees it.
+    pub store: Arc<dyn Store>,
+    /// The same handle as its concrete type (for [`optout::kinesis::LeaseStore`]).
+    pub sql: Arc<SqlStore>,
+    /// The store URL, to open more handles on the same database.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_drop: Option<(String, String)>,
+}
+
+/// The PostgreSQL URL tests create their databases from.
+pub fn pg_admin_url() -> String {
+    std::env::var("OPTOUT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Opens another handle on the database at `url` (migrating it if needed).
+pub async fn open_sql(url: &str) -> Arc<SqlStore> {
+    let store = match StoreUrl::parse(url).unwrap() {
+        StoreUrl::Sqlite(path) => SqlStore::open_sqlite(&path).await,
+        StoreUrl::Postgres(url) => SqlStore::open_postgres(&url, 4).await,
+    };
+    Arc::new(store.unwrap())
+}
+
+fn handles(sql: Arc<SqlStore>) -> (Arc<dyn Store>, Arc<SqlStore>) {
+    (sql.clone(), sql)
+}
+
+/// A fresh SQLite database in a temporary directory.
+pub async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/optout.db", dir.path().display());
+    let (store, sql) = handles(open_sql(&url).await);
+    Db {
+        store,
+        sql,
+        url,
+        _dir: Some(dir),
+        pg_drop: None,
+    }
+}
+
+/// A fresh PostgreSQL database, uniquely named.
+pub async fn postgres() -> Db {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let name = format!("optout_test_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} is needed for this test ({e}); .ci/run starts it")
+        });
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => unreachable!("admin URL has a database"),
+    };
+    let (store, sql) = handles(open_sql(&url).await);
+    Db {
+        store,
+        sql,
+        url,
+        _dir: None,
+        pg_drop: Some((admin, name)),
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg_drop.take() {
+            // Best effort: a leftover database is harmless and uniquely named.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
+                    }
+                });
+            })
+            .join()
+            .ok();
+        }
+    }
+}
