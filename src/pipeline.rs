@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use crate::event::{self, DecodeOptions, Outcome, Skip};
 use crate::kinesis::{ProcessError, Processor, RecordBatch, ShardCheckpoint};
 use crate::store::{
-    Batch, CheckpointUpdate, CommitSummary, DeadLetter, Positioned, Store, StoreError,
+    Batch, CheckpointUpdate, CommitSummary, DeadLetter, LeaseToken, Positioned, Store,
 };
 
 /// How many records of each kind a batch held (for logs and metrics).
@@ -107,22 +107,10 @@ impl Pipeline {
     }
 }
 
-fn process_error(e: StoreError) -> ProcessError {
-    ProcessError {
-        message: e.to_string(),
-        retryable: e.is_retryable(),
-        lost_ownership: matches!(e, StoreError::LeaseLost { .. }),
-    }
-}
-
 #[async_trait]
 impl Processor for Pipeline {
     async fn checkpoints(&self, stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
-        let stored = self
-            .store
-            .checkpoints(stream)
-            .await
-            .map_err(process_error)?;
+        let stored = self.store.checkpoints(stream).await?;
         Ok(stored
             .into_iter()
             .map(|c| ShardCheckpoint {
@@ -141,6 +129,10 @@ impl Processor for Pipeline {
                 sequence_number: input.sequence_number.map(str::to_string),
                 finished: input.shard_finished,
             }),
+            lease: input.lease.map(|l| LeaseToken {
+                owner: l.owner.to_string(),
+                token: l.token,
+            }),
             ..Batch::default()
         };
         let records = input
@@ -148,7 +140,7 @@ impl Processor for Pipeline {
             .iter()
             .map(|r| (r.sequence_number(), r.partition_key(), r.data().as_ref()));
         let counts = decode_into(&mut batch, records, self.options);
-        let summary = self.store.commit(&batch).await.map_err(process_error)?;
+        let summary = self.store.commit(&batch).await?;
         report(&batch, &summary);
         debug!(
             shard_id = input.shard_id,

@@ -564,18 +564,7 @@ async fn resharding_while_running_loses_nothing() {
         .await
         .unwrap();
     // Graceful stop: SIGTERM → exit 0.
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let logs = json_lines(&out.stderr);
+    let logs = child.terminate();
     assert_eq!(records_read(&logs), 60);
     assert_eq!(optout.query(&["events"]).len(), 60);
 }
@@ -629,8 +618,7 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     )
     .await
     .unwrap();
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill_9();
     let partial = s.events(&Default::default()).await.unwrap().len();
     crashed.run_to_idle(&stream, &[]);
     let after = crashed.tables();
@@ -732,8 +720,7 @@ async fn a_second_run_on_the_same_sqlite_file_refuses_to_start() {
     .await
     .unwrap();
     let out = optout.output(&["run", "--stream", &stream, "--exit-when-idle", "1"]);
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill_9();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

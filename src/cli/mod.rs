@@ -170,15 +170,20 @@ pub async fn open_store(
 ) -> Result<std::sync::Arc<dyn Store>, CliError> {
     store::open(url, max_connections)
         .await
-        .map_err(|e| match e {
-            StoreError::Database(db) if !matches!(db, sqlx::Error::Configuration(_)) => {
-                CliError::Runtime(anyhow::anyhow!(
-                    "cannot open store {}: {db}",
-                    store::redact(url)
-                ))
-            }
-            other => other.into(),
-        })
+        .map_err(|e| open_error(url, e))
+}
+
+/// A store that could not be opened, reported against the (redacted) URL.
+pub fn open_error(url: &str, e: StoreError) -> CliError {
+    match e {
+        StoreError::Database(db) if !matches!(db, sqlx::Error::Configuration(_)) => {
+            CliError::Runtime(anyhow::anyhow!(
+                "cannot open store {}: {db}",
+                store::redact(url)
+            ))
+        }
+        other => other.into(),
+    }
 }
 
 /// A Kinesis client from the default AWS chain plus `--region`/`--endpoint-url`.

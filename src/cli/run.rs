@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use tracing::info;
 
-use super::{Cli, CliError, kinesis_client, open_store, shutdown_on_signals};
+use super::{Cli, CliError, kinesis_client, shutdown_on_signals};
 use crate::event::DecodeOptions;
 use crate::kinesis::{self, ConsumerConfig, InitialPosition, KinesisError};
 use crate::pipeline::Pipeline;
@@ -37,6 +37,20 @@ pub struct RunArgs {
     /// Serve /healthz, /readyz, /metrics and the query API on this address (off by default).
     #[arg(long, env = "OPTOUT_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// This worker's name in the lease table (PostgreSQL); default: host name and pid.
+    #[arg(long, env = "OPTOUT_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Lease duration in milliseconds (PostgreSQL, several workers): a dead worker's shards are
+    /// taken over after at most this long; renewals happen every third of it.
+    #[arg(long, env = "OPTOUT_LEASE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub lease_ms: u64,
+    /// Records asked for per GetRecords call (AWS allows up to 10,000); smaller means smaller
+    /// transactions and less re-read after a crash.
+    #[arg(long, env = "OPTOUT_MAX_RECORDS_PER_CALL", default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub max_records_per_call: i32,
+    /// Restart a shard reader that made no successful call for this many seconds.
+    #[arg(long, env = "OPTOUT_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stall_timeout_secs: u64,
 }
 
 /// Parses `trim-horizon`, `latest` or `at-timestamp=2026-03-01T00:00:00Z`.
@@ -69,7 +83,9 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             "--stream is empty: name the Kinesis stream to read".into(),
         ));
     }
-    let store = open_store(&cli.store, 32).await?;
+    let (store, leases) = crate::store::open_for_run(&cli.store, 32)
+        .await
+        .map_err(|e| super::open_error(&cli.store, e))?;
     store.claim_single_runner().await?;
     let client = kinesis_client(cli, true).await?;
     let shutdown = shutdown_on_signals();
@@ -97,7 +113,22 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         discovery_interval: Duration::from_secs(args.shard_discovery_secs),
         exit_when_idle: args.exit_when_idle,
+        lease_duration: Duration::from_millis(args.lease_ms),
+        max_records: args.max_records_per_call,
+        stall_timeout: Duration::from_secs(args.stall_timeout_secs),
         ..ConsumerConfig::new(args.stream.clone())
+    };
+    let config = match &args.worker_id {
+        Some(id) if id.trim().is_empty() => {
+            return Err(CliError::Usage(
+                "--worker-id is empty: give each worker a name".into(),
+            ));
+        }
+        Some(id) => ConsumerConfig {
+            worker_id: id.clone(),
+            ..config
+        },
+        None => config,
     };
     let pipeline = Arc::new(Pipeline::new(
         store.clone(),
@@ -107,7 +138,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     ));
     info!(stream = %args.stream, store = store.backend(), infer_keywords = args.infer_keywords, "Starting consumer.");
     ready.store(true, Ordering::Relaxed);
-    let result = kinesis::run(client, config, pipeline, shutdown.clone()).await;
+    let result = kinesis::run(client, config, pipeline, leases, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(h) = http {
         let _ = h.await;

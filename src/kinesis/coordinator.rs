@@ -1,5 +1,6 @@
-//! The coordinator: discovers shards, starts a poller per readable shard in lineage order,
-//! notices when everything is idle, and shuts the pollers down cleanly.
+//! The coordinator: discovers shards, decides which ones this worker reads (all readable ones
+//! alone; its fair share of leases when several workers share the stream), starts a reader per
+//! shard in lineage order, restarts stalled readers, notices idleness, and shuts down cleanly.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::backoff::{Backoff, ErrorClass};
-use super::poller::{ShardContext, ShardExit, StartAt, read_shard};
+use super::backoff::Backoff;
+use super::balance::{Plan, plan};
+use super::reader::{ShardContext, ShardExit, StartAt};
 use super::shards::{ShardInfo, list_shards, ready_to_read};
-use super::{ConsumerConfig, InitialPosition, KinesisError, Processor, RunStats};
+use super::{
+    ConsumerConfig, InitialPosition, KinesisError, LeaseStore, Processor, RunStats, ShardCheckpoint,
+};
 
 /// What a shard task last reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +34,7 @@ pub enum ShardState {
     Finished,
 }
 
-/// Shared progress of all shard tasks, for the idle exit and the final summary.
+/// Shared progress of all shard tasks, for the idle exit, liveness and the final summary.
 #[derive(Debug)]
 pub struct Progress {
     inner: Mutex<ProgressInner>,
@@ -39,6 +43,7 @@ pub struct Progress {
 #[derive(Debug)]
 struct ProgressInner {
     states: HashMap<String, ShardState>,
+    alive: HashMap<String, Instant>,
     last_records_at: Instant,
     records: u64,
 }
@@ -48,6 +53,7 @@ impl Progress {
         Progress {
             inner: Mutex::new(ProgressInner {
                 states: HashMap::new(),
+                alive: HashMap::new(),
                 last_records_at: Instant::now(),
                 records: 0,
             }),
@@ -63,6 +69,13 @@ impl Progress {
         self.lock().states.insert(shard_id.to_string(), state);
     }
 
+    /// Notes a successful call on a shard (liveness).
+    pub fn alive(&self, shard_id: &str) {
+        self.lock()
+            .alive
+            .insert(shard_id.to_string(), Instant::now());
+    }
+
     /// Counts records made durable.
     pub fn record(&self, _shard_id: &str, n: u64) {
         if n > 0 {
@@ -72,14 +85,16 @@ impl Progress {
         }
     }
 
-    /// True when every listed shard is finished or caught up and no records came for `idle`.
-    fn is_idle(&self, shards: &[ShardInfo], finished: &HashSet<String>, idle: Duration) -> bool {
-        let p = self.lock();
-        p.last_records_at.elapsed() >= idle
-            && shards.iter().all(|s| {
-                finished.contains(&s.shard_id)
-                    || p.states.get(&s.shard_id) == Some(&ShardState::CaughtUp)
-            })
+    fn state(&self, shard_id: &str) -> Option<ShardState> {
+        self.lock().states.get(shard_id).copied()
+    }
+
+    fn last_alive(&self, shard_id: &str) -> Option<Instant> {
+        self.lock().alive.get(shard_id).copied()
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.lock().last_records_at.elapsed()
     }
 
     fn records(&self) -> u64 {
@@ -87,120 +102,419 @@ impl Progress {
     }
 }
 
+/// A shard reader in flight.
+struct Running {
+    cancel: CancellationToken,
+    started: Instant,
+}
+
 /// Consumes `config.stream` until `shutdown` is cancelled (or, with `exit_when_idle`, until
 /// everything is read), handing every batch to `processor`.
 ///
-/// On shutdown the pollers stop fetching, finish and commit the batch in hand, and exit; this
-/// function returns once all of them have.
+/// With `leases`, several workers share the stream: this one reads only the shards whose
+/// lease it holds, and every commit is fenced by the lease's token. On shutdown the readers
+/// stop fetching, finish and commit the batch in hand, and the leases are released.
 pub async fn run(
     client: Client,
     config: ConsumerConfig,
     processor: Arc<dyn Processor>,
+    leases: Option<Arc<dyn LeaseStore>>,
     shutdown: CancellationToken,
 ) -> Result<RunStats, KinesisError> {
     let stop = shutdown.child_token();
-    let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
-    let Some(checkpoints) = load_checkpoints(&*processor, &config, &mut backoff, &stop).await?
-    else {
+    let Some(shards) = first_listing(&client, &config, &stop).await? else {
         return Ok(RunStats::default());
     };
-    let mut finished: HashSet<String> = checkpoints
-        .iter()
-        .filter(|c| c.finished)
-        .map(|c| c.shard_id.clone())
-        .collect();
-    let committed: HashMap<String, String> = checkpoints
-        .into_iter()
-        .filter_map(|c| c.sequence_number.map(|s| (c.shard_id, s)))
-        .collect();
-    let Some(mut shards) = first_listing(&client, &config, &stop).await? else {
-        return Ok(RunStats::default());
-    };
-    info!(stream = %config.stream, shards = shards.len(), finished = finished.len(), "Consuming stream.");
-
+    info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), "Consuming stream.");
     let progress = Arc::new(Progress::new());
-    let ctx = Arc::new(ShardContext {
-        client: client.clone(),
-        config: config.clone(),
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let c = Coordinator {
+        ctx: Arc::new(ShardContext {
+            client: client.clone(),
+            config: config.clone(),
+            processor: processor.clone(),
+            progress: progress.clone(),
+            worker_id: config.worker_id.clone(),
+        }),
+        client,
+        config,
         processor,
-        progress: progress.clone(),
-    });
-    let tracker = TaskTracker::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let mut running: HashSet<String> = HashSet::new();
-    let mut stats = RunStats::default();
-    let mut fatal: Option<KinesisError> = None;
-    let mut discovery = interval(config.discovery_interval);
-    discovery.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    discovery.tick().await; // the first tick is immediate; we just listed
-    let mut idle_check = interval(Duration::from_millis(100));
+        leases,
+        progress,
+        shards,
+        shards_changed: true,
+        finished: HashSet::new(),
+        committed: HashMap::new(),
+        held: HashMap::new(),
+        unclaimed: 0,
+        running: HashMap::new(),
+        tracker: TaskTracker::new(),
+        done_tx,
+        done_rx,
+        stats: RunStats::default(),
+        fatal: None,
+        stop,
+    };
+    c.run().await
+}
 
-    loop {
-        for shard in ready_to_read(&shards, &finished, &running) {
-            let start = start_for(shard, &committed, &shards, &config);
-            info!(shard_id = %shard.shard_id, start = ?start, "Reading shard.");
-            running.insert(shard.shard_id.clone());
-            progress.set(&shard.shard_id, ShardState::Starting);
-            let (ctx, id, done, cancel) = (
-                ctx.clone(),
+struct Coordinator {
+    client: Client,
+    config: ConsumerConfig,
+    ctx: Arc<ShardContext>,
+    processor: Arc<dyn Processor>,
+    leases: Option<Arc<dyn LeaseStore>>,
+    progress: Arc<Progress>,
+    shards: Vec<ShardInfo>,
+    shards_changed: bool,
+    /// Shards read to their end (by anyone), from the checkpoints.
+    finished: HashSet<String>,
+    /// Last committed sequence number per shard, from the checkpoints.
+    committed: HashMap<String, String>,
+    /// Leases this worker holds: shard → fencing token.
+    held: HashMap<String, i64>,
+    /// Readable shards nobody holds (leased mode), for the idle exit.
+    unclaimed: usize,
+    running: HashMap<String, Running>,
+    tracker: TaskTracker,
+    done_tx: mpsc::UnboundedSender<(String, Result<ShardExit, KinesisError>)>,
+    done_rx: mpsc::UnboundedReceiver<(String, Result<ShardExit, KinesisError>)>,
+    stats: RunStats,
+    fatal: Option<KinesisError>,
+    stop: CancellationToken,
+}
+
+impl Coordinator {
+    async fn run(mut self) -> Result<RunStats, KinesisError> {
+        let mut discovery = interval(self.config.discovery_interval);
+        discovery.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        discovery.tick().await; // the first tick is immediate; we just listed
+        let mut housekeeping = interval(self.housekeeping_period());
+        housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut idle_check = interval(Duration::from_millis(100));
+        if !self.initial_checkpoints().await {
+            return self.finish().await;
+        }
+        loop {
+            self.start_readers();
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                Some((id, result)) = self.done_rx.recv() => self.on_done(id, result).await,
+                _ = discovery.tick() => self.relist().await,
+                _ = housekeeping.tick() => {
+                    self.restart_stalled();
+                    if !self.refresh().await { break; }
+                }
+                _ = idle_check.tick(), if self.config.exit_when_idle.is_some() => {
+                    if self.is_idle() {
+                        info!("Every shard is read to its end or caught up; exiting.");
+                        self.stop.cancel();
+                    }
+                }
+            }
+        }
+        self.finish().await
+    }
+
+    fn housekeeping_period(&self) -> Duration {
+        match self.leases {
+            // Renew well before expiry: three chances per lease period.
+            Some(_) => (self.config.lease_duration / 3).max(Duration::from_millis(50)),
+            None => Duration::from_secs(1),
+        }
+    }
+
+    /// Loads the checkpoints before any reader starts (retrying while the store is down), so
+    /// that no finished shard is read again and no child starts before its parents.
+    async fn initial_checkpoints(&mut self) -> bool {
+        let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_max);
+        loop {
+            match self.processor.checkpoints(&self.config.stream).await {
+                Ok(cps) => {
+                    self.apply_checkpoints(cps);
+                    return self.refresh().await;
+                }
+                Err(e) if e.retryable => {
+                    warn!(error = %e, "Could not read checkpoints; retrying.");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return false,
+                        _ = sleep(backoff.next_delay()) => {}
+                    }
+                }
+                Err(e) => {
+                    self.fail(KinesisError::Process {
+                        shard_id: "-".into(),
+                        source: e,
+                    });
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Reloads checkpoints and, with leases, renews and rebalances. `false` on a fatal error.
+    async fn refresh(&mut self) -> bool {
+        match self.processor.checkpoints(&self.config.stream).await {
+            Ok(cps) => self.apply_checkpoints(cps),
+            Err(e) if e.retryable => {
+                warn!(error = %e, "Could not read checkpoints; will retry.");
+                return true;
+            }
+            Err(e) => {
+                self.fail(KinesisError::Process {
+                    shard_id: "-".into(),
+                    source: e,
+                });
+                return false;
+            }
+        }
+        if let Some(leases) = self.leases.clone()
+            && let Err(e) = self.balance(&*leases).await
+        {
+            if !e.retryable {
+                self.fail(KinesisError::Process {
+                    shard_id: "-".into(),
+                    source: e,
+                });
+                return false;
+            }
+            warn!(error = %e, "Lease housekeeping failed; will retry.");
+        }
+        true
+    }
+
+    fn apply_checkpoints(&mut self, cps: Vec<ShardCheckpoint>) {
+        for c in cps {
+            if c.finished {
+                self.finished.insert(c.shard_id.clone());
+            }
+            if let Some(seq) = c.sequence_number {
+                self.committed.insert(c.shard_id, seq);
+            }
+        }
+    }
+
+    /// Renews our leases, drops readers whose lease is gone, and takes our fair share.
+    async fn balance(&mut self, leases: &dyn LeaseStore) -> Result<(), super::ProcessError> {
+        let stream = self.config.stream.clone();
+        let me = self.config.worker_id.clone();
+        let lease_ms = self.config.lease_duration.as_millis() as i64;
+        if self.shards_changed {
+            let ids: Vec<String> = self
+                .shards
+                .iter()
+                .filter(|s| !self.finished.contains(&s.shard_id))
+                .map(|s| s.shard_id.clone())
+                .collect();
+            leases.ensure_leases(&stream, &ids).await?;
+            self.shards_changed = false;
+        }
+        let renewed = leases.renew(&stream, &me, lease_ms).await?;
+        let renewed: HashMap<String, i64> =
+            renewed.into_iter().map(|l| (l.shard_id, l.token)).collect();
+        for (shard, token) in &self.held {
+            if renewed.get(shard) != Some(token) {
+                warn!(shard_id = %shard, "Lease lost to another worker; stopping that shard.");
+                if let Some(r) = self.running.get(shard) {
+                    r.cancel.cancel();
+                }
+            }
+        }
+        self.held = renewed;
+        let (all, now_ms) = leases.leases(&stream).await?;
+        let readable: Vec<String> = ready_to_read(&self.shards, &self.finished, &HashSet::new())
+            .into_iter()
+            .map(|s| s.shard_id.clone())
+            .collect();
+        let Plan {
+            acquire,
+            want,
+            steal,
+            unclaimed,
+        } = plan(&me, &readable, &all, now_ms, &self.held);
+        self.unclaimed = unclaimed;
+        if want > 0 && !acquire.is_empty() {
+            for l in leases
+                .acquire(&stream, &me, &acquire, want, lease_ms)
+                .await?
+            {
+                info!(shard_id = %l.shard_id, token = l.token, "Lease taken.");
+                self.held.insert(l.shard_id, l.token);
+            }
+        }
+        if let Some((victim, shard)) = steal
+            && let Some(l) = leases
+                .steal(&stream, &me, &victim, &shard, lease_ms)
+                .await?
+        {
+            info!(shard_id = %l.shard_id, from = %victim, token = l.token, "Lease taken over to balance the load.");
+            self.held.insert(l.shard_id, l.token);
+        }
+        let done: Vec<String> = self
+            .held
+            .keys()
+            .filter(|s| self.finished.contains(*s) && !self.running.contains_key(*s))
+            .cloned()
+            .collect();
+        if !done.is_empty() {
+            leases.release(&stream, &me, &done).await?;
+            for s in &done {
+                self.held.remove(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a reader for every readable shard this worker should read and is not reading.
+    fn start_readers(&mut self) {
+        let running: HashSet<String> = self.running.keys().cloned().collect();
+        let ready: Vec<ShardInfo> = ready_to_read(&self.shards, &self.finished, &running)
+            .into_iter()
+            .filter(|s| self.leases.is_none() || self.held.contains_key(&s.shard_id))
+            .cloned()
+            .collect();
+        for shard in ready {
+            let start = start_for(&shard, &self.committed, &self.shards, &self.config);
+            let token = self.held.get(&shard.shard_id).copied();
+            info!(shard_id = %shard.shard_id, start = ?start, lease_token = ?token, "Reading shard.");
+            self.progress.set(&shard.shard_id, ShardState::Starting);
+            let cancel = self.stop.child_token();
+            self.running.insert(
                 shard.shard_id.clone(),
-                done_tx.clone(),
-                stop.clone(),
+                Running {
+                    cancel: cancel.clone(),
+                    started: Instant::now(),
+                },
             );
-            tracker.spawn(async move {
-                let result = read_shard(ctx, id.clone(), start, cancel).await;
+            let (ctx, id, done) = (
+                self.ctx.clone(),
+                shard.shard_id.clone(),
+                self.done_tx.clone(),
+            );
+            self.tracker.spawn(async move {
+                let result = super::read_shard(ctx, id.clone(), start, token, cancel).await;
                 let _ = done.send((id, result));
             });
         }
-        metrics::gauge!("optout_shards_reading").set(running.len() as f64);
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            Some((id, result)) = done_rx.recv() => {
-                running.remove(&id);
-                match result {
-                    Ok(ShardExit::Finished) => {
-                        finished.insert(id);
-                        stats.shards_finished += 1;
-                        // Its children may not be in our listing yet: look now, not in 30 s.
-                        if let Some(s) = relist(&client, &config.stream).await { shards = s; }
-                    }
-                    Ok(ShardExit::Stopped | ShardExit::LostOwnership) => {}
-                    Err(e) => {
-                        error!(shard_id = %id, error = %e, "Shard reader failed; stopping.");
-                        fatal.get_or_insert(e);
-                        stop.cancel();
-                    }
-                }
-            }
-            _ = discovery.tick() => {
-                if let Some(s) = relist(&client, &config.stream).await { shards = s; }
-            }
-            _ = idle_check.tick(), if config.exit_when_idle.is_some() => {
-                let idle = config.exit_when_idle.unwrap_or_default();
-                if progress.is_idle(&shards, &finished, idle) {
-                    info!(idle_secs = idle.as_secs_f64(), "Every shard is read to its end or caught up; exiting.");
-                    stop.cancel();
-                }
-            }
-        }
+        metrics::gauge!("optout_shards_reading").set(self.running.len() as f64);
     }
-    tracker.close();
-    tracker.wait().await;
-    drop(done_tx);
-    while let Some((id, result)) = done_rx.recv().await {
+
+    async fn on_done(&mut self, id: String, result: Result<ShardExit, KinesisError>) {
+        self.running.remove(&id);
         match result {
-            Ok(ShardExit::Finished) => stats.shards_finished += 1,
-            Err(e) => {
-                error!(shard_id = %id, error = %e, "Shard reader failed.");
-                fatal.get_or_insert(e);
+            Ok(ShardExit::Finished) => {
+                self.finished.insert(id.clone());
+                self.stats.shards_finished += 1;
+                if let Some(leases) = &self.leases
+                    && self.held.remove(&id).is_some()
+                    && let Err(e) = leases
+                        .release(&self.config.stream, &self.config.worker_id, &[id])
+                        .await
+                {
+                    warn!(error = %e, "Could not release the lease of a finished shard.");
+                }
+                // Its children may not be in our listing yet: look now, not in 30 s.
+                self.relist().await;
             }
-            Ok(_) => {}
+            Ok(ShardExit::LostOwnership) => {
+                self.held.remove(&id);
+            }
+            Ok(ShardExit::Stopped) => {
+                // Restarted for a stall, or its lease went: reload where it stands.
+                if !self.stop.is_cancelled()
+                    && let Ok(cps) = self.processor.checkpoints(&self.config.stream).await
+                {
+                    self.apply_checkpoints(cps);
+                }
+            }
+            Err(e) => {
+                error!(shard_id = %id, error = %e, "Shard reader failed; stopping.");
+                self.fail(e);
+            }
         }
     }
-    stats.records = progress.records();
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(stats),
+
+    /// Cancels readers that made no successful call for `stall_timeout`; they restart.
+    fn restart_stalled(&mut self) {
+        let limit = self.config.stall_timeout;
+        for (id, r) in &self.running {
+            let last = self
+                .progress
+                .last_alive(id)
+                .map_or(r.started, |a| a.max(r.started));
+            if last.elapsed() > limit && !r.cancel.is_cancelled() {
+                warn!(shard_id = %id, stalled_secs = last.elapsed().as_secs(), "Shard reader made no progress; restarting it.");
+                metrics::counter!("optout_shard_restarts_total").increment(1);
+                r.cancel.cancel();
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        let Some(idle) = self.config.exit_when_idle else {
+            return false;
+        };
+        if self.progress.quiet_for() < idle || self.unclaimed > 0 {
+            return false;
+        }
+        let mine = |s: &&ShardInfo| self.leases.is_none() || self.held.contains_key(&s.shard_id);
+        self.shards.iter().filter(mine).all(|s| {
+            self.finished.contains(&s.shard_id)
+                || (self.running.contains_key(&s.shard_id)
+                    && self.progress.state(&s.shard_id) == Some(ShardState::CaughtUp))
+        })
+    }
+
+    async fn relist(&mut self) {
+        match list_shards(&self.client, &self.config.stream).await {
+            Ok(s) => {
+                if s != self.shards {
+                    self.shards = s;
+                    self.shards_changed = true;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e.message, "Shard discovery failed; keeping the previous list.")
+            }
+        }
+    }
+
+    fn fail(&mut self, e: KinesisError) {
+        self.fatal.get_or_insert(e);
+        self.stop.cancel();
+    }
+
+    /// Waits for every reader, releases leases, and reports.
+    async fn finish(mut self) -> Result<RunStats, KinesisError> {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        drop(self.done_tx);
+        while let Some((id, result)) = self.done_rx.recv().await {
+            match result {
+                Ok(ShardExit::Finished) => self.stats.shards_finished += 1,
+                Err(e) => {
+                    error!(shard_id = %id, error = %e, "Shard reader failed.");
+                    self.fatal.get_or_insert(e);
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(leases) = &self.leases {
+            let held: Vec<String> = self.held.keys().cloned().collect();
+            match leases
+                .release(&self.config.stream, &self.config.worker_id, &held)
+                .await
+            {
+                Ok(()) => info!(released = held.len(), "Leases released."),
+                Err(e) => warn!(error = %e, "Could not release leases; they will expire."),
+            }
+        }
+        self.stats.records = self.progress.records();
+        match self.fatal {
+            Some(e) => Err(e),
+            None => Ok(self.stats),
+        }
     }
 }
 
@@ -225,32 +539,6 @@ fn start_for(
     }
 }
 
-async fn load_checkpoints(
-    processor: &dyn Processor,
-    config: &ConsumerConfig,
-    backoff: &mut Backoff,
-    stop: &CancellationToken,
-) -> Result<Option<Vec<super::ShardCheckpoint>>, KinesisError> {
-    loop {
-        match processor.checkpoints(&config.stream).await {
-            Ok(c) => return Ok(Some(c)),
-            Err(e) if e.retryable => {
-                warn!(error = %e, "Could not read checkpoints; retrying.");
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(None),
-                    _ = sleep(backoff.next_delay()) => {}
-                }
-            }
-            Err(e) => {
-                return Err(KinesisError::Process {
-                    shard_id: "-".into(),
-                    source: e,
-                });
-            }
-        }
-    }
-}
-
 async fn first_listing(
     client: &Client,
     config: &ConsumerConfig,
@@ -268,20 +556,6 @@ async fn first_listing(
                 }
             }
             Err(e) => return Err(e.into_kinesis_error(&config.stream)),
-        }
-    }
-}
-
-/// A fresh listing, or `None` (logged) if this attempt failed; the next tick tries again.
-async fn relist(client: &Client, stream: &str) -> Option<Vec<ShardInfo>> {
-    match list_shards(client, stream).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            let level_warn = e.class != ErrorClass::Throttled;
-            if level_warn {
-                warn!(error = %e.message, "Shard discovery failed; keeping the previous list.");
-            }
-            None
         }
     }
 }

@@ -7,9 +7,11 @@
 //! processor did not commit, so a crash at any moment re-reads at most the batch in hand.
 
 mod backoff;
+mod balance;
 mod coordinator;
 mod lease;
 mod poller;
+mod reader;
 mod shards;
 
 use std::time::Duration;
@@ -18,8 +20,11 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::types::Record;
 
 pub use backoff::{Backoff, ErrorClass, classify, classify_code};
+pub use balance::{Plan, plan};
 pub use coordinator::run;
 pub use lease::{HeldLease, LeaseInfo, LeaseStore};
+pub use poller::read_shard;
+pub use reader::{ShardContext, ShardExit, ShardReader, StartAt};
 pub use shards::{ShardInfo, aws_message, list_shards, ready_to_read};
 
 /// Where to start reading a shard that has no checkpoint yet.
@@ -56,6 +61,12 @@ pub struct ConsumerConfig {
     pub backoff_base: Duration,
     /// Longest wait between retries.
     pub backoff_max: Duration,
+    /// This worker's name, the owner of its leases (host name and pid by default).
+    pub worker_id: String,
+    /// How long a lease lasts without renewal (several workers only); renewed every third.
+    pub lease_duration: Duration,
+    /// A reader with no successful call for this long is restarted (and logged).
+    pub stall_timeout: Duration,
 }
 
 impl ConsumerConfig {
@@ -71,8 +82,20 @@ impl ConsumerConfig {
             exit_when_idle: None,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            worker_id: default_worker_id(),
+            lease_duration: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// `hostname:pid`, unique per process on a fleet.
+pub fn default_worker_id() -> String {
+    format!(
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    )
 }
 
 /// A shard's stored progress, as the processor's store knows it.
@@ -100,6 +123,17 @@ pub struct RecordBatch<'a> {
     pub sequence_number: Option<&'a str>,
     /// This batch ends the (closed) shard.
     pub shard_finished: bool,
+    /// The lease under which the batch was read; the commit must fail if it is no longer held.
+    pub lease: Option<LeaseClaim<'a>>,
+}
+
+/// Proof of ownership presented with a commit (fencing).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseClaim<'a> {
+    /// The worker holding the lease.
+    pub owner: &'a str,
+    /// The lease's fencing token when it was taken.
+    pub token: i64,
 }
 
 /// Why a batch could not be made durable.

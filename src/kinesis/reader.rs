@@ -1,0 +1,224 @@
+//! What every shard reader shares, whatever the transport (polling or enhanced fan-out):
+//! handing records to the processor until they are durable, the committed position, and the
+//! retry backoff.
+
+use std::sync::Arc;
+
+use aws_sdk_kinesis::types::Record;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::backoff::{Backoff, ErrorClass};
+use super::coordinator::ShardState;
+use super::{ConsumerConfig, InitialPosition, KinesisError, Processor, RecordBatch};
+
+/// How a shard task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardExit {
+    /// Closed shard read to its end; its end is checkpointed.
+    Finished,
+    /// Stopped by shutdown (or idle exit); the last batch in hand was committed.
+    Stopped,
+    /// The processor says this shard is no longer ours.
+    LostOwnership,
+}
+
+/// Where a shard task starts.
+#[derive(Debug, Clone)]
+pub enum StartAt {
+    /// After this committed sequence number.
+    After(String),
+    /// At the configured position (no checkpoint).
+    Initial(InitialPosition),
+}
+
+/// Everything a shard task needs, shared by all of them.
+pub struct ShardContext {
+    /// The Kinesis client.
+    pub client: aws_sdk_kinesis::Client,
+    /// The consumer's settings.
+    pub config: ConsumerConfig,
+    /// Where batches go.
+    pub processor: Arc<dyn Processor>,
+    /// Shared progress (idle exit, liveness).
+    pub progress: Arc<super::coordinator::Progress>,
+    /// This worker's id (lease owner).
+    pub worker_id: String,
+}
+
+/// One shard's reading state: position, lease and backoff.
+pub struct ShardReader {
+    pub(super) ctx: Arc<ShardContext>,
+    pub(super) shard_id: String,
+    /// Last sequence number the processor made durable.
+    pub(super) committed: Option<String>,
+    /// Where to start when nothing is committed yet.
+    pub(super) initial: InitialPosition,
+    pub(super) backoff: Backoff,
+    /// `(owner, fencing token)` presented with every commit, when leases are in use.
+    lease: Option<(String, i64)>,
+}
+
+impl ShardReader {
+    /// A reader for `shard_id` starting at `start`, committing under `lease_token` if given.
+    pub fn new(
+        ctx: Arc<ShardContext>,
+        shard_id: String,
+        start: StartAt,
+        lease_token: Option<i64>,
+    ) -> Self {
+        let backoff = Backoff::new(ctx.config.backoff_base, ctx.config.backoff_max);
+        let lease = lease_token.map(|t| (ctx.worker_id.clone(), t));
+        let (committed, initial) = match start {
+            StartAt::After(seq) => (Some(seq), InitialPosition::TrimHorizon),
+            StartAt::Initial(p) => (None, p),
+        };
+        ShardReader {
+            ctx,
+            shard_id,
+            committed,
+            initial,
+            backoff,
+            lease,
+        }
+    }
+
+    /// The shard this reader reads.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// Last durable sequence number, if any.
+    pub fn committed(&self) -> Option<&str> {
+        self.committed.as_deref()
+    }
+
+    /// The position to start from when nothing is committed.
+    pub fn initial(&self) -> InitialPosition {
+        self.initial
+    }
+
+    /// The shared context (client, config).
+    pub fn context(&self) -> &ShardContext {
+        &self.ctx
+    }
+
+    /// Marks a successful call (for backoff and liveness) that delivered nothing.
+    pub fn note_success(&mut self) {
+        self.backoff.reset();
+        self.ctx.progress.alive(&self.shard_id);
+    }
+
+    /// Gives one response's records to the processor, retrying until durable. `finished` says
+    /// the response ended the (closed) shard. Returns the exit reason when the task must end.
+    pub async fn deliver(
+        &mut self,
+        records: &[Record],
+        finished: bool,
+        millis_behind_latest: Option<i64>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<ShardExit>, KinesisError> {
+        let progress = self.ctx.progress.clone();
+        progress.alive(&self.shard_id);
+        if let Some(ms) = millis_behind_latest {
+            metrics::gauge!("optout_millis_behind_latest", "shard_id" => self.shard_id.clone())
+                .set(ms as f64);
+        }
+        if records.is_empty() && !finished {
+            let caught_up = millis_behind_latest.unwrap_or(0) == 0;
+            progress.set(
+                &self.shard_id,
+                if caught_up {
+                    ShardState::CaughtUp
+                } else {
+                    ShardState::Behind
+                },
+            );
+            return Ok(None);
+        }
+        let last = records
+            .last()
+            .map(|r| r.sequence_number().to_string())
+            .or_else(|| self.committed.clone());
+        loop {
+            let batch = RecordBatch {
+                stream: &self.ctx.config.stream,
+                shard_id: &self.shard_id,
+                records,
+                sequence_number: last.as_deref(),
+                shard_finished: finished,
+                lease: self.lease.as_ref().map(|(owner, token)| super::LeaseClaim {
+                    owner,
+                    token: *token,
+                }),
+            };
+            match self.ctx.processor.process(batch).await {
+                Ok(()) => break,
+                Err(e) if e.lost_ownership => {
+                    warn!(shard_id = %self.shard_id, error = %e, "Shard taken over by another worker; stopping it here.");
+                    return Ok(Some(ShardExit::LostOwnership));
+                }
+                Err(e) if e.retryable => {
+                    // Nothing was committed; the same records are retried, so nothing is lost.
+                    if !self
+                        .wait_after_error(ErrorClass::Transient, &e.message, cancel)
+                        .await
+                    {
+                        return Ok(Some(ShardExit::Stopped));
+                    }
+                }
+                Err(e) => {
+                    return Err(KinesisError::Process {
+                        shard_id: self.shard_id.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        self.backoff.reset();
+        self.committed = last;
+        progress.record(&self.shard_id, records.len() as u64);
+        if finished {
+            info!(shard_id = %self.shard_id, "Shard read to its end and checkpointed.");
+            progress.set(&self.shard_id, ShardState::Finished);
+            return Ok(Some(ShardExit::Finished));
+        }
+        let caught_up = millis_behind_latest.unwrap_or(0) == 0;
+        progress.set(
+            &self.shard_id,
+            if caught_up {
+                ShardState::CaughtUp
+            } else {
+                ShardState::Behind
+            },
+        );
+        Ok(None)
+    }
+
+    /// Logs and waits out a retryable failure; `false` if cancelled meanwhile.
+    pub async fn wait_after_error(
+        &mut self,
+        class: ErrorClass,
+        message: &str,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let delay = self.backoff.next_delay();
+        let attempt = self.backoff.attempts();
+        let kind = if class == ErrorClass::Throttled {
+            "throttled"
+        } else {
+            "transient"
+        };
+        metrics::counter!("optout_retries_total", "kind" => kind).increment(1);
+        if attempt >= 5 {
+            warn!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed again; backing off.");
+        } else {
+            debug!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed; backing off.");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = sleep(delay) => true,
+        }
+    }
+}
