@@ -497,6 +497,29 @@ async fn resharding_reads_parents_before_children() {
             );
         }
     }
+    // `optout shards` shows the lineage and where each shard stands.
+    let shards = optout.query(&["shards", "--stream", &stream]);
+    assert_eq!(shards.len(), 6, "{shards:#?}");
+    let row = |id: &str| shards.iter().find(|r| r["shard_id"] == id).unwrap().clone();
+    for parent in [
+        "shardId-000000000000",
+        "shardId-000000000001",
+        "shardId-000000000002",
+    ] {
+        assert_eq!(row(parent)["state"], "closed");
+        assert_eq!(row(parent)["finished"], true);
+    }
+    assert_eq!(row(&children[0])["parent_shard_id"], "shardId-000000000000");
+    assert_eq!(
+        row(&merged)["adjacent_parent_shard_id"],
+        "shardId-000000000002"
+    );
+    assert_eq!(row(&merged)["state"], "open");
+    assert_eq!(row(&merged)["finished"], false);
+    assert!(
+        shards.iter().all(|r| r["owner"].is_null()),
+        "SQLite holds no leases"
+    );
     assert_eq!(optout.query(&["events"]).len(), 60);
     let status = optout.query(&["status"]);
     assert_eq!(status.len(), 30);

@@ -8,7 +8,7 @@ mod common;
 mod db;
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,78 +17,6 @@ use optout::kinesis::LeaseStore;
 /// These tests each start several processes; run one at a time so they measure the consumer,
 /// not a 2-core machine running three scenarios at once.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The `i`-th opt event of a steady stream: 40 subscribers alternating STOP and START, one
-/// second apart, so the expected final status is known.
-fn opt_event(i: usize) -> Vec<u8> {
-    let subscriber = format!("+1555200{:04}", i % 40);
-    let (body, t) = if (i / 40).is_multiple_of(2) {
-        ("STOP", "STOP")
-    } else {
-        ("START", "START")
-    };
-    let ts = chrono::DateTime::from_timestamp(1_772_366_400 + i as i64, 0)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    inbound(
-        &format!("EZw{i:08}"),
-        &subscriber,
-        "+15559870002",
-        Some("MGw"),
-        body,
-        Some(t),
-        &ts,
-        5,
-    )
-}
-
-/// What the tables must say after events `0..n`.
-fn expected_status(n: usize) -> BTreeMap<String, (String, String)> {
-    let mut m = BTreeMap::new();
-    for i in 0..n {
-        let status = if (i / 40).is_multiple_of(2) {
-            "opted_out"
-        } else {
-            "opted_in"
-        };
-        m.insert(
-            format!("+1555200{:04}", i % 40),
-            (status.to_string(), format!("EZw{i:08}")),
-        );
-    }
-    m
-}
-
-fn check_tables(optout: &Optout, n: usize) {
-    let events = optout.query(&["events"]);
-    let ids: BTreeSet<String> = events
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap().to_string())
-        .collect();
-    let want: BTreeSet<String> = (0..n).map(|i| format!("EZw{i:08}")).collect();
-    let lost = want.difference(&ids).count();
-    assert_eq!(events.len(), ids.len(), "duplicate event rows");
-    assert_eq!(lost, 0, "{lost} opt events lost");
-    assert_eq!(ids, want);
-    let status: BTreeMap<String, (String, String)> = optout
-        .query(&["status"])
-        .into_iter()
-        .map(|r| {
-            (
-                r["subscriber"].as_str().unwrap().to_string(),
-                (
-                    r["status"].as_str().unwrap().to_string(),
-                    r["event_id"].as_str().unwrap().to_string(),
-                ),
-            )
-        })
-        .collect();
-    assert_eq!(status, expected_status(n));
-    eprintln!(
-        "checked: {n} opt events, duplicates 0, lost 0, {} statuses right",
-        status.len()
-    );
-}
 
 fn worker(o: &Optout, stream: &str, id: &str, lease_ms: &str) -> Worker {
     o.spawn_run(stream, &["--worker-id", id, "--lease-ms", lease_ms])
@@ -105,35 +33,6 @@ async fn owners(leases: &dyn LeaseStore, stream: &str) -> BTreeMap<String, usize
         }
     }
     m
-}
-
-async fn event_count(store: &dyn optout::store::Store) -> usize {
-    store
-        .events(&Default::default())
-        .await
-        .map(|e| e.len())
-        .unwrap_or(0)
-}
-
-/// Writes events `from..to` in chunks of `chunk`, pausing `pause` between chunks.
-async fn write(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    from: usize,
-    to: usize,
-    chunk: usize,
-    pause: Duration,
-) {
-    let mut i = from;
-    while i < to {
-        let end = (i + chunk).min(to);
-        let records: Vec<Vec<u8>> = (i..end).map(opt_event).collect();
-        support::put_records(client, stream, &keyed(records))
-            .await
-            .unwrap();
-        i = end;
-        tokio::time::sleep(pause).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,6 +61,15 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     )
     .await
     .unwrap();
+    let table = o.query(&["shards", "--stream", &stream]);
+    assert_eq!(table.len(), 8);
+    assert!(
+        table
+            .iter()
+            .all(|r| r["owner"].as_str().is_some_and(|w| w.starts_with('w'))
+                && r["lease_expires_at"].is_string()),
+        "{table:#?}"
+    );
     let t0 = Instant::now();
     eprintln!("balanced: {:?}", owners(l, st).await);
 

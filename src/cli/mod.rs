@@ -7,6 +7,7 @@ mod produce;
 mod query;
 mod replay;
 mod run;
+mod shards;
 
 use std::net::SocketAddr;
 
@@ -66,6 +67,8 @@ pub enum Command {
     Migrate,
     /// Serve the HTTP query API, health and metrics without consuming.
     Serve(ServeArgs),
+    /// Each shard with its parents, lease owner and expiry, checkpoint, and whether it is finished.
+    Shards(shards::ShardsArgs),
 }
 
 /// `--format` for query commands.
@@ -160,6 +163,7 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve(args) => query::serve(&cli, args).await,
+        Command::Shards(args) => shards::shards(&cli, args).await,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -154,6 +154,7 @@ pub async fn run(
         stats: RunStats::default(),
         fatal: None,
         stop,
+        relist_now: None,
     };
     c.run().await
 }
@@ -182,13 +183,24 @@ struct Coordinator {
     stats: RunStats,
     fatal: Option<KinesisError>,
     stop: CancellationToken,
+    /// Wakes the discovery task for an immediate listing.
+    relist_now: Option<Arc<Notify>>,
 }
 
 impl Coordinator {
     async fn run(mut self) -> Result<RunStats, KinesisError> {
-        let mut discovery = interval(self.config.discovery_interval);
-        discovery.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        discovery.tick().await; // the first tick is immediate; we just listed
+        // Discovery runs in its own task: a hung ListShards must not hold up lease renewal,
+        // the stall watchdog or shutdown.
+        let (listings, mut listing) = watch::channel(self.shards.clone());
+        let relist_now = Arc::new(Notify::new());
+        let discovery = tokio::spawn(discover(
+            self.client.clone(),
+            self.config.clone(),
+            listings,
+            relist_now.clone(),
+            self.stop.clone(),
+        ));
+        self.relist_now = Some(relist_now);
         let mut housekeeping = interval(self.housekeeping_period());
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut idle_check = interval(Duration::from_millis(100));
@@ -200,7 +212,13 @@ impl Coordinator {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 Some((id, result)) = self.done_rx.recv() => self.on_done(id, result).await,
-                _ = discovery.tick() => self.relist().await,
+                Ok(()) = listing.changed() => {
+                    let shards = listing.borrow_and_update().clone();
+                    if shards != self.shards {
+                        self.shards = shards;
+                        self.shards_changed = true;
+                    }
+                }
                 _ = housekeeping.tick() => {
                     self.restart_stalled();
                     if !self.refresh().await { break; }
@@ -213,6 +231,7 @@ impl Coordinator {
                 }
             }
         }
+        discovery.abort();
         self.finish().await
     }
 
@@ -414,7 +433,7 @@ impl Coordinator {
                     warn!(error = %e, "Could not release the lease of a finished shard.");
                 }
                 // Its children may not be in our listing yet: look now, not in 30 s.
-                self.relist().await;
+                self.relist();
             }
             Ok(ShardExit::LostOwnership) => {
                 self.held.remove(&id);
@@ -465,17 +484,10 @@ impl Coordinator {
         })
     }
 
-    async fn relist(&mut self) {
-        match list_shards(&self.client, &self.config.stream).await {
-            Ok(s) => {
-                if s != self.shards {
-                    self.shards = s;
-                    self.shards_changed = true;
-                }
-            }
-            Err(e) => {
-                warn!(error = %e.message, "Shard discovery failed; keeping the previous list.")
-            }
+    /// Asks the discovery task for a fresh listing now.
+    fn relist(&self) {
+        if let Some(n) = &self.relist_now {
+            n.notify_one();
         }
     }
 
@@ -517,6 +529,42 @@ impl Coordinator {
         }
     }
 }
+
+/// Lists the shards every `discovery_interval` (or when woken) and publishes changes; a
+/// failed or hung listing (bounded by a timeout) keeps the previous list.
+async fn discover(
+    client: Client,
+    config: ConsumerConfig,
+    out: watch::Sender<Vec<ShardInfo>>,
+    now: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sleep(config.discovery_interval) => {}
+            _ = now.notified() => {}
+        }
+        match tokio::time::timeout(LIST_TIMEOUT, list_shards(&client, &config.stream)).await {
+            Ok(Ok(shards)) => {
+                out.send_if_modified(|old| {
+                    let changed = *old != shards;
+                    if changed {
+                        *old = shards;
+                    }
+                    changed
+                });
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e.message, "Shard discovery failed; keeping the previous list.")
+            }
+            Err(_) => warn!("Shard discovery timed out; keeping the previous list."),
+        }
+    }
+}
+
+/// Longest wait for one shard listing.
+const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where a shard starts: after its checkpoint, else the initial position. With `latest`, a
 /// child of a shard we know (listed or checkpointed) starts at its beginning instead, so the

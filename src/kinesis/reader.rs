@@ -211,8 +211,9 @@ impl ShardReader {
             "transient"
         };
         metrics::counter!("optout_retries_total", "kind" => kind).increment(1);
-        if attempt >= 5 {
-            warn!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed again; backing off.");
+        // The first failure and every tenth are worth an operator's eye; throttling is routine.
+        if class != ErrorClass::Throttled && (attempt == 1 || attempt.is_multiple_of(10)) {
+            warn!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed; backing off.");
         } else {
             debug!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed; backing off.");
         }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use model::*;
+pub use schema::Dialect;
 pub use sql::SqlStore;
 
 /// What can go wrong at the store boundary.
@@ -115,30 +116,33 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_single_runner(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store named by `url` and runs its migrations. `max_connections` sizes the
+/// Opens the SQL store named by `url` and runs its migrations: the concrete type, which is
+/// both a [`Store`] and a [`crate::kinesis::LeaseStore`]. `max_connections` sizes the
 /// PostgreSQL pool (about one per shard this worker may read); SQLite always uses one.
-pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
-    match StoreUrl::parse(url)? {
-        StoreUrl::Sqlite(path) => Ok(Arc::new(SqlStore::open_sqlite(&path).await?)),
-        StoreUrl::Postgres(url) => Ok(Arc::new(
-            SqlStore::open_postgres(&url, max_connections).await?,
-        )),
-    }
+pub async fn open_sql(url: &str, max_connections: u32) -> Result<Arc<SqlStore>, StoreError> {
+    Ok(Arc::new(match StoreUrl::parse(url)? {
+        StoreUrl::Sqlite(path) => SqlStore::open_sqlite(&path).await?,
+        StoreUrl::Postgres(url) => SqlStore::open_postgres(&url, max_connections).await?,
+    }))
 }
 
-/// Opens the store for `optout run`: with PostgreSQL, also its lease table, so that several
+/// Opens the store named by `url` (see [`open_sql`]).
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(open_sql(url, max_connections).await?)
+}
+
+/// Opens the store for `optout run`: with PostgreSQL, also its leases, so that several
 /// workers can share the stream; with SQLite, no leases (one runner per file).
 pub async fn open_for_run(
     url: &str,
     max_connections: u32,
 ) -> Result<(Arc<dyn Store>, Option<Arc<dyn crate::kinesis::LeaseStore>>), StoreError> {
-    match StoreUrl::parse(url)? {
-        StoreUrl::Sqlite(path) => Ok((Arc::new(SqlStore::open_sqlite(&path).await?), None)),
-        StoreUrl::Postgres(url) => {
-            let store = Arc::new(SqlStore::open_postgres(&url, max_connections).await?);
-            Ok((store.clone(), Some(store)))
-        }
-    }
+    let store = open_sql(url, max_connections).await?;
+    let leases: Option<Arc<dyn crate::kinesis::LeaseStore>> = match store.dialect() {
+        schema::Dialect::Postgres => Some(store.clone()),
+        schema::Dialect::Sqlite => None,
+    };
+    Ok((store, leases))
 }
 
 /// Registers sqlx's SQLite and PostgreSQL drivers with the `any` driver (idempotent).

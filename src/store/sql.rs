@@ -35,6 +35,11 @@ fn flag(b: bool) -> i64 {
 }
 
 impl SqlStore {
+    /// The backend's dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// Inserts the batch's opt events and applies their status changes.
     ///
     /// Rows are locked in one global order (events by id, then status rows by key), the same

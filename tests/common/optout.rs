@@ -2,8 +2,10 @@
 //! Twilio-shaped records for the scenarios.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -278,4 +280,108 @@ pub fn keyed(records: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|r| (format!("{:032x}", fastrand::u128(..)), r))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A steady stream of opt events whose final tables are known
+
+/// The `i`-th opt event of a steady stream: 40 subscribers alternating STOP and START, one
+/// second apart, so the expected final status is known.
+pub fn opt_event(i: usize) -> Vec<u8> {
+    let subscriber = format!("+1555200{:04}", i % 40);
+    let (body, t) = if (i / 40).is_multiple_of(2) {
+        ("STOP", "STOP")
+    } else {
+        ("START", "START")
+    };
+    let ts = chrono::DateTime::from_timestamp(1_772_366_400 + i as i64, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    inbound(
+        &format!("EZw{i:08}"),
+        &subscriber,
+        "+15559870002",
+        Some("MGw"),
+        body,
+        Some(t),
+        &ts,
+        5,
+    )
+}
+
+/// What the tables must say after events `0..n`.
+pub fn expected_status(n: usize) -> BTreeMap<String, (String, String)> {
+    let mut m = BTreeMap::new();
+    for i in 0..n {
+        let status = if (i / 40).is_multiple_of(2) {
+            "opted_out"
+        } else {
+            "opted_in"
+        };
+        m.insert(
+            format!("+1555200{:04}", i % 40),
+            (status.to_string(), format!("EZw{i:08}")),
+        );
+    }
+    m
+}
+
+pub fn check_tables(optout: &Optout, n: usize) {
+    let events = optout.query(&["events"]);
+    let ids: BTreeSet<String> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = (0..n).map(|i| format!("EZw{i:08}")).collect();
+    let lost = want.difference(&ids).count();
+    assert_eq!(events.len(), ids.len(), "duplicate event rows");
+    assert_eq!(lost, 0, "{lost} opt events lost");
+    assert_eq!(ids, want);
+    let status: BTreeMap<String, (String, String)> = optout
+        .query(&["status"])
+        .into_iter()
+        .map(|r| {
+            (
+                r["subscriber"].as_str().unwrap().to_string(),
+                (
+                    r["status"].as_str().unwrap().to_string(),
+                    r["event_id"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(status, expected_status(n));
+    eprintln!(
+        "checked: {n} opt events, duplicates 0, lost 0, {} statuses right",
+        status.len()
+    );
+}
+
+pub async fn event_count(store: &dyn optout::store::Store) -> usize {
+    store
+        .events(&Default::default())
+        .await
+        .map(|e| e.len())
+        .unwrap_or(0)
+}
+
+/// Writes events `from..to` in chunks of `chunk`, pausing `pause` between chunks.
+pub async fn write(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    from: usize,
+    to: usize,
+    chunk: usize,
+    pause: Duration,
+) {
+    let mut i = from;
+    while i < to {
+        let end = (i + chunk).min(to);
+        let records: Vec<Vec<u8>> = (i..end).map(opt_event).collect();
+        crate::support::put_records(client, stream, &keyed(records))
+            .await
+            .unwrap();
+        i = end;
+        tokio::time::sleep(pause).await;
+    }
 }
