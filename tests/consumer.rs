@@ -816,3 +816,90 @@ async fn replay_uses_the_same_semantics_and_dedup() {
     let out = optout.output(&["replay", "/no/such/file.jsonl"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A plain HTTP/1.0 GET; returns (status code, body).
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_api_serves_health_metrics_and_queries() {
+    let emu = support::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("http");
+    support::create_stream(&client, &stream, 1).await.unwrap();
+    let records = vec![
+        fixture("inbound-stop-v5.json"),
+        fixture("sink-test-event.json"),
+        b"junk".to_vec(),
+    ];
+    support::put_records(&client, &stream, &keyed(records))
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let optout = Optout::new(emu.env());
+    let worker = optout.spawn_run(&stream, &["--http-addr", &addr]);
+    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let s = &store;
+    support::wait_for("the STOP event", Duration::from_secs(30), || async move {
+        s.events(&Default::default())
+            .await
+            .map(|e| e.len() == 1)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    assert_eq!(
+        http_get(&addr, "/readyz").await,
+        (200, "ready\n".to_string())
+    );
+    let (code, metrics) = http_get(&addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("optout_records_total{outcome=\"opt_event\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("optout_records_total{outcome=\"dead_letter\"} 1"),
+        "{metrics}"
+    );
+    let (code, body) = http_get(&addr, "/v1/status?subscriber=%2B15551230001").await;
+    assert_eq!(code, 200);
+    let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "opted_out");
+    let (_, body) = http_get(&addr, "/v1/events?type=stop&since=2026-03-01T00:00:00Z").await;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1);
+    let (_, body) = http_get(&addr, "/v1/test-events").await;
+    assert!(
+        body.contains("95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11"),
+        "{body}"
+    );
+    let (_, body) = http_get(&addr, "/v1/dead-letters").await;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1);
+    assert_eq!(http_get(&addr, "/v1/events?since=yesterday").await.0, 400);
+    worker.terminate();
+}

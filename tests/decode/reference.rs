@@ -89,14 +89,16 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
     let (opt_out_type, inferred) = match data.get("optOutType") {
         None | Some(Value::Null) => {
             let may_infer = opts.infer_keywords && schema_version.is_none_or(|v| v < 5);
-            let body = string(&data, "body").map(|b| b.trim().to_lowercase());
+            // ASCII case only, as documented (Unicode lower-casing maps the Kelvin sign to `k`).
+            let body = string(&data, "body").map(|b| b.trim().to_ascii_lowercase());
             let keyword = body.and_then(|b| KEYWORDS.iter().find(|(k, _)| *k == b));
             match keyword {
                 Some(&(_, t)) if may_infer => (t, true),
                 _ => return Outcome::Skip(Skip::NotOptKeyword),
             }
         }
-        Some(Value::String(s)) => match s.to_uppercase().as_str() {
+        // ASCII case only: Unicode upper-casing maps "ſtop" and "ﬆart" to STOP and START.
+        Some(Value::String(s)) => match s.to_ascii_uppercase().as_str() {
             "STOP" => (OptOutType::Stop, false),
             "START" => (OptOutType::Start, false),
             "HELP" => (OptOutType::Help, false),
