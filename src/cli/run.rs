@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Restart a shard reader that made no successful call for this many seconds.
     #[arg(long, env = "OPTOUT_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub stall_timeout_secs: u64,
+    /// Read with enhanced fan-out (SubscribeToShard) as this registered stream consumer; needs
+    /// kinesis:RegisterStreamConsumer, DescribeStreamConsumer, SubscribeToShard.
+    #[arg(long, env = "OPTOUT_CONSUMER_NAME", value_parser = parse_consumer_name)]
+    pub consumer_name: Option<String>,
 }
 
 /// Parses `trim-horizon`, `latest` or `at-timestamp=2026-03-01T00:00:00Z`.
@@ -67,6 +71,19 @@ pub fn parse_initial_position(s: &str) -> Result<InitialPosition, String> {
     }
 }
 
+/// Checks a stream consumer name as AWS does: 1 to 128 of `a-z A-Z 0-9 _ . -`.
+pub fn parse_consumer_name(s: &str) -> Result<String, String> {
+    let valid = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if s.is_empty() || s.len() > 128 || !valid {
+        return Err(format!(
+            "`{s}` is not a stream consumer name: use 1 to 128 letters, digits, `_`, `.` or `-`"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 /// Parses a non-negative number of seconds (fractions allowed).
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -76,6 +93,16 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{s}` is not a non-negative number of seconds"))
 }
 
+/// PostgreSQL connections for a stream: one per shard (each reader commits on its own) plus a
+/// few for leases and queries, within reason. If the stream cannot be listed yet, a default;
+/// the consumer reports the real problem when it starts.
+async fn pool_size_for(client: &aws_sdk_kinesis::Client, stream: &str) -> u32 {
+    match crate::kinesis::list_shards(client, stream).await {
+        Ok(shards) => (shards.len() as u32 + 4).clamp(4, 64),
+        Err(_) => 16,
+    }
+}
+
 /// Runs the consumer.
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     if args.stream.trim().is_empty() {
@@ -83,11 +110,13 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             "--stream is empty: name the Kinesis stream to read".into(),
         ));
     }
-    let (store, leases) = crate::store::open_for_run(&cli.store, 32)
+    crate::store::StoreUrl::parse(&cli.store)?; // a typo in --store fails before any AWS call
+    let client = kinesis_client(cli, true).await?;
+    let pool_size = pool_size_for(&client, &args.stream).await;
+    let (store, leases) = crate::store::open_for_run(&cli.store, pool_size)
         .await
         .map_err(|e| super::open_error(&cli.store, e))?;
     store.claim_single_runner().await?;
-    let client = kinesis_client(cli, true).await?;
     let shutdown = shutdown_on_signals();
     let ready = Arc::new(AtomicBool::new(false));
     let http = match args.http_addr {
@@ -116,6 +145,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         lease_duration: Duration::from_millis(args.lease_ms),
         max_records: args.max_records_per_call,
         stall_timeout: Duration::from_secs(args.stall_timeout_secs),
+        consumer_name: args.consumer_name.clone(),
         ..ConsumerConfig::new(args.stream.clone())
     };
     let config = match &args.worker_id {
