@@ -477,26 +477,7 @@ async fn resharding_reads_parents_before_children() {
     let optout = Optout::new(emu.env());
     let logs = optout.run_to_idle(&stream, &[]);
     assert_eq!(records_read(&logs), 60, "every record read exactly once");
-    let parents_of = [
-        (children[0].as_str(), vec!["shardId-000000000000"]),
-        (children[1].as_str(), vec!["shardId-000000000000"]),
-        (
-            merged.as_str(),
-            vec!["shardId-000000000001", "shardId-000000000002"],
-        ),
-    ];
-    for (child, parents) in parents_of {
-        let started = log_index(&logs, "Reading shard.", child)
-            .unwrap_or_else(|| panic!("child {child} never read"));
-        for parent in parents {
-            let ended = log_index(&logs, "Shard read to its end and checkpointed.", parent)
-                .unwrap_or_else(|| panic!("parent {parent} never finished"));
-            assert!(
-                ended < started,
-                "{child} started before {parent} was finished"
-            );
-        }
-    }
+    assert_children_after_parents(&logs, &children, &merged);
     // `optout shards` shows the lineage and where each shard stands.
     let shards = optout.query(&["shards", "--stream", &stream]);
     assert_eq!(shards.len(), 6, "{shards:#?}");

@@ -244,31 +244,5 @@ async fn split_and_merge_under_writes_with_two_workers() {
     }
     check_tables(&o, 2000);
     // Each child started (on whichever worker) after its parents ended (on whichever worker).
-    let at = |message: &str, shard: &str| -> Option<String> {
-        logs.iter()
-            .filter(|l| l["message"] == message && l["shard_id"] == shard)
-            .filter_map(|l| l["timestamp"].as_str().map(str::to_string))
-            .min()
-    };
-    for (child, parents) in [
-        (children[0].as_str(), vec!["shardId-000000000000"]),
-        (children[1].as_str(), vec!["shardId-000000000000"]),
-        (
-            merged.as_str(),
-            vec!["shardId-000000000001", "shardId-000000000002"],
-        ),
-    ] {
-        let started = at("Reading shard.", child).unwrap_or_else(|| {
-            let mine: Vec<_> = logs.iter().filter(|l| l["shard_id"] == child).collect();
-            panic!("{child} never read: {mine:#?}")
-        });
-        for p in parents {
-            let ended = at("Shard read to its end and checkpointed.", p)
-                .unwrap_or_else(|| panic!("{p} never finished"));
-            assert!(
-                ended <= started,
-                "{child} started at {started}, before {p} ended at {ended}"
-            );
-        }
-    }
+    assert_children_after_parents(&logs, &children, &merged);
 }

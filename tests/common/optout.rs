@@ -212,6 +212,35 @@ pub fn log_index(logs: &[Value], message: &str, shard_id: &str) -> Option<usize>
         .position(|l| l["message"] == message && l["shard_id"] == shard_id)
 }
 
+/// Asserts that each child shard of a split (`split`: the two children of shard 0) and of a
+/// merge (`merged`: the child of shards 1 and 2) started to be read only after each of its
+/// parents was read to its end, from the JSON logs of one or several workers (by timestamp).
+pub fn assert_children_after_parents(logs: &[Value], split: &[String; 2], merged: &str) {
+    let first = |message: &str, shard: &str| -> Option<String> {
+        logs.iter()
+            .filter(|l| l["message"] == message && l["shard_id"] == shard)
+            .filter_map(|l| l["timestamp"].as_str().map(str::to_string))
+            .min()
+    };
+    let lineage = [
+        (split[0].as_str(), vec!["shardId-000000000000"]),
+        (split[1].as_str(), vec!["shardId-000000000000"]),
+        (merged, vec!["shardId-000000000001", "shardId-000000000002"]),
+    ];
+    for (child, parents) in lineage {
+        let started =
+            first("Reading shard.", child).unwrap_or_else(|| panic!("child {child} never read"));
+        for parent in parents {
+            let ended = first("Shard read to its end and checkpointed.", parent)
+                .unwrap_or_else(|| panic!("parent {parent} never finished"));
+            assert!(
+                ended <= started,
+                "{child} started at {started}, before {parent} ended at {ended}"
+            );
+        }
+    }
+}
+
 /// A Twilio inbound-message CloudEvent (schema `version`), with `optOutType` when given.
 #[allow(clippy::too_many_arguments)]
 pub fn inbound(
