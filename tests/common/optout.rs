@@ -66,17 +66,8 @@ impl Optout {
 
     /// `optout run --stream S --exit-when-idle 1 ARGS`, asserting exit 0; returns the JSON logs.
     pub fn run_to_idle(&self, stream: &str, extra: &[&str]) -> Vec<Value> {
-        let mut args = vec![
-            "run",
-            "--stream",
-            stream,
-            "--exit-when-idle",
-            "1",
-            "--poll-interval-ms",
-            "100",
-            "--shard-discovery-secs",
-            "1",
-        ];
+        let mut args = vec!["run", "--stream", stream, "--exit-when-idle", "1"];
+        args.extend(test_defaults(extra));
         args.extend_from_slice(extra);
         let out = self.output(&args);
         let logs = json_lines(&out.stderr);
@@ -92,15 +83,8 @@ impl Optout {
     /// Starts `optout run` in the background (no idle exit); its logs go to a file, never to
     /// a pipe that could fill up and block it.
     pub fn spawn_run(&self, stream: &str, extra: &[&str]) -> Worker {
-        let mut args = vec![
-            "run",
-            "--stream",
-            stream,
-            "--poll-interval-ms",
-            "100",
-            "--shard-discovery-secs",
-            "1",
-        ];
+        let mut args = vec!["run", "--stream", stream];
+        args.extend(test_defaults(extra));
         args.extend_from_slice(extra);
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = self
@@ -150,6 +134,20 @@ impl Optout {
     }
 }
 
+/// Quick polling and discovery for tests, unless the test sets them itself.
+fn test_defaults(extra: &[&str]) -> Vec<&'static str> {
+    let mut d = Vec::new();
+    for (flag, value) in [
+        ("--poll-interval-ms", "100"),
+        ("--shard-discovery-secs", "1"),
+    ] {
+        if !extra.contains(&flag) {
+            d.extend([flag, value]);
+        }
+    }
+    d
+}
+
 /// A background `optout run`.
 pub struct Worker {
     pub child: Child,
@@ -181,6 +179,11 @@ impl Worker {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn raw_log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.log.path()).unwrap_or_default()).to_string()
     }
 
     /// The JSON log lines written so far.
