@@ -15,5 +15,5 @@ scripts/ensure-postgres.sh
 echo "== cargo test (ferrokinesis, SQLite, PostgreSQL)"
 cargo test --all-targets --locked
 
-echo "== end-to-end scenarios against kinesis-local"
-OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked --test consumer
+echo "== end-to-end scenarios against kinesis-local (polling, enhanced fan-out, faults)"
+OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked --test consumer --test fanout --test faults

@@ -993,3 +993,44 @@ async fn initial_positions_latest_and_at_timestamp() {
         "latest reads only what was written after it started"
     );
 }
+
+/// With `latest`, an iterator renewed before anything was committed must not jump to the tip
+/// again: records written between the first poll and the renewal would be skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_survives_expired_iterators_without_skipping() {
+    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
+        iterator_ttl_seconds: 1,
+        ..support::ferrokinesis_options()
+    })
+    .await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("latest-expiry");
+    support::create_stream(&client, &stream, 1).await.unwrap();
+    write(&client, &stream, 1000, 1010, 10, Duration::ZERO).await; // before start: skipped
+    // Older than the 2 s margin `latest` keeps when it has to renew an iterator.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let o = Optout::new(emu.env());
+    let worker = o.spawn_run(
+        &stream,
+        &["--initial-position", "latest", "--poll-interval-ms", "1500"],
+    );
+    let w = &worker;
+    support::wait_for(
+        "the first poll at latest",
+        Duration::from_secs(30),
+        || async move { w.logs().iter().any(|l| l["message"] == "Reading shard.") },
+    )
+    .await
+    .unwrap();
+    // Written while the reader idles with an iterator that will expire before its next poll.
+    write(&client, &stream, 0, 40, 20, Duration::from_millis(10)).await;
+    let store = optout::store::open(&o.store, 1).await.unwrap();
+    let s = &store;
+    support::wait_for("40 events", Duration::from_secs(30), || async move {
+        event_count(&**s).await >= 40
+    })
+    .await
+    .unwrap();
+    worker.terminate();
+    check_tables(&o, 40);
+}

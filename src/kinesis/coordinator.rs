@@ -125,7 +125,14 @@ pub async fn run(
     let Some(shards) = first_listing(&client, &config, &stop).await? else {
         return Ok(RunStats::default());
     };
-    info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), "Consuming stream.");
+    let consumer_arn = match &config.consumer_name {
+        Some(name) => match super::ensure_consumer(&client, &config.stream, name, &stop).await? {
+            Some(arn) => Some(arn),
+            None => return Ok(RunStats::default()),
+        },
+        None => None,
+    };
+    info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
     let progress = Arc::new(Progress::new());
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let c = Coordinator {
@@ -138,6 +145,7 @@ pub async fn run(
         }),
         client,
         config,
+        consumer_arn,
         processor,
         leases,
         progress,
@@ -163,6 +171,8 @@ struct Coordinator {
     client: Client,
     config: ConsumerConfig,
     ctx: Arc<ShardContext>,
+    /// The registered stream consumer when reading with enhanced fan-out.
+    consumer_arn: Option<String>,
     processor: Arc<dyn Processor>,
     leases: Option<Arc<dyn LeaseStore>>,
     progress: Arc<Progress>,
@@ -405,13 +415,19 @@ impl Coordinator {
                     started: Instant::now(),
                 },
             );
-            let (ctx, id, done) = (
+            let (ctx, id, done, arn) = (
                 self.ctx.clone(),
                 shard.shard_id.clone(),
                 self.done_tx.clone(),
+                self.consumer_arn.clone(),
             );
             self.tracker.spawn(async move {
-                let result = super::read_shard(ctx, id.clone(), start, token, cancel).await;
+                let result = match arn {
+                    Some(arn) => {
+                        super::read_shard_fanout(ctx, id.clone(), start, token, arn, cancel).await
+                    }
+                    None => super::read_shard(ctx, id.clone(), start, token, cancel).await,
+                };
                 let _ = done.send((id, result));
             });
         }

@@ -1,7 +1,8 @@
 //! A general Kinesis consumer engine. It knows nothing of Twilio.
 //!
-//! [`run`] lists the stream's shards with their lineage, starts one poller task per readable
-//! shard (children only once their parents are read to the end and checkpointed), and hands
+//! [`run`] lists the stream's shards with their lineage, starts one reader task per readable
+//! shard (polling with `GetRecords`, or enhanced fan-out with `SubscribeToShard` when a consumer
+//! name is configured; children only once their parents are read to the end and checkpointed), and hands
 //! each batch of records to a [`Processor`], which must make the batch's effects and the
 //! shard's checkpoint durable together before it returns. Nothing is checkpointed that the
 //! processor did not commit, so a crash at any moment re-reads at most the batch in hand.
@@ -9,6 +10,7 @@
 mod backoff;
 mod balance;
 mod coordinator;
+mod fanout;
 mod lease;
 mod poller;
 mod reader;
@@ -22,6 +24,7 @@ use aws_sdk_kinesis::types::Record;
 pub use backoff::{Backoff, ErrorClass, classify, classify_code};
 pub use balance::{Plan, plan};
 pub use coordinator::run;
+pub use fanout::{ensure_consumer, read_shard_fanout};
 pub use lease::{HeldLease, LeaseInfo, LeaseStore};
 pub use poller::read_shard;
 pub use reader::{ShardContext, ShardExit, ShardReader, StartAt};
@@ -67,6 +70,9 @@ pub struct ConsumerConfig {
     pub lease_duration: Duration,
     /// A reader with no successful call for this long is restarted (and logged).
     pub stall_timeout: Duration,
+    /// Read with enhanced fan-out (`SubscribeToShard`) as this registered stream consumer
+    /// instead of polling with `GetRecords`.
+    pub consumer_name: Option<String>,
 }
 
 impl ConsumerConfig {
@@ -85,6 +91,7 @@ impl ConsumerConfig {
             worker_id: default_worker_id(),
             lease_duration: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(120),
+            consumer_name: None,
         }
     }
 }

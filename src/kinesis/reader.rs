@@ -104,6 +104,17 @@ impl ShardReader {
         &self.ctx
     }
 
+    /// Called once reading has started at `latest`: a later restart of this reader (expired
+    /// iterator, new subscription) must not jump to the tip again and skip what arrived in
+    /// between, so the start is pinned to a time just before now. The 2 s margin absorbs clock
+    /// skew with Kinesis; re-reading those seconds is harmless (effects are idempotent).
+    pub fn pin_latest(&mut self) {
+        if self.committed.is_none() && self.initial == InitialPosition::Latest {
+            self.initial =
+                InitialPosition::AtTimestamp(chrono::Utc::now() - chrono::Duration::seconds(2));
+        }
+    }
+
     /// Marks a successful call (for backoff and liveness) that delivered nothing.
     pub fn note_success(&mut self) {
         self.backoff.reset();

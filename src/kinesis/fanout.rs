@@ -1,0 +1,554 @@
+//! The enhanced fan-out transport: a registered stream consumer and `SubscribeToShard`.
+//!
+//! [`ensure_consumer`] registers the consumer (or reuses it) and waits until it is ACTIVE.
+//! [`read_shard_fanout`] then reads one shard through a chain of subscriptions: each one pushes
+//! events for up to 5 minutes, and the next starts after the last sequence number the processor
+//! committed, so the reader never gets ahead of what is durable.
+//!
+//! The end of a closed shard is recognised three ways, because servers differ:
+//! - AWS: the last event has no `ContinuationSequenceNumber` (the SDK gives an empty string)
+//!   and lists the `ChildShards`;
+//! - ferrokinesis 0.7: every event of a closed shard lists `ChildShards`; the end is the first
+//!   such event without records (then the subscription ends);
+//! - kinesis-local 0.6.2: events never mark the end, so when a subscription is caught up the
+//!   reader asks `GetRecords` (at most once per discovery interval) whether the shard ends at the
+//!   checkpoint: no records and no `NextShardIterator`.
+//!
+//! ferrokinesis 0.7 also ignores `StartingPosition.SequenceNumber` and `Timestamp` (every
+//! subscription starts at the shard's beginning), so records at or before the checkpoint are
+//! dropped before delivery; with AWS that never removes anything.
+//!
+//! A subscription that fails (throttling, `ResourceInUseException` while a previous one is still
+//! active, a dropped connection) is retried with the reader's backoff; errors no wait can fix
+//! (`ResourceNotFoundException`, access denied) stop the task. kinesis-local reports its errors
+//! inside the event stream without an error code, so they are classified by their type.
+
+use std::cmp::Ordering;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::http::HttpResponse;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::describe_stream_consumer::DescribeStreamConsumerError;
+use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
+use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
+use aws_sdk_kinesis::types::{
+    ConsumerStatus, Record, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
+    SubscribeToShardEventStream,
+};
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::backoff::{Backoff, ErrorClass, classify, classify_code};
+use super::reader::{ShardContext, ShardExit, ShardReader, StartAt};
+use super::shards::aws_message;
+use super::{InitialPosition, KinesisError};
+
+/// AWS refuses a new subscription to a shard (`ResourceInUseException`) within 5 seconds of the
+/// consumer's last successful one, so subscriptions of a shard are at least this far apart.
+const SUBSCRIBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a consumer may stay CREATING (or DELETING, before it is registered again).
+const CONSUMER_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Wait between `DescribeStreamConsumer` calls while the consumer is not ACTIVE yet.
+const CONSUMER_POLL: Duration = Duration::from_millis(300);
+/// Retry policy of the consumer registration (the engine's defaults).
+const REGISTER_BACKOFF_BASE: Duration = Duration::from_millis(100);
+const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+type Events = EventReceiver<SubscribeToShardEventStream, SubscribeToShardEventStreamError>;
+
+/// Registers the stream consumer `name` (or reuses it) and returns its ARN once ACTIVE;
+/// `None` if cancelled first.
+pub async fn ensure_consumer(
+    client: &Client,
+    stream: &str,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<String>, KinesisError> {
+    tokio::select! {
+        _ = cancel.cancelled() => Ok(None),
+        arn = active_consumer(client, stream, name) => arn.map(Some),
+    }
+}
+
+/// What `DescribeStreamConsumer` says of the consumer.
+enum Described {
+    /// ACTIVE, with its ARN.
+    Active(String),
+    /// CREATING or DELETING.
+    Pending(String),
+    /// Not registered.
+    Missing,
+}
+
+/// Describes the consumer, registers it if missing, and waits until it is ACTIVE, retrying
+/// throttling and transient errors.
+async fn active_consumer(
+    client: &Client,
+    stream: &str,
+    name: &str,
+) -> Result<String, KinesisError> {
+    let mut backoff = Backoff::new(REGISTER_BACKOFF_BASE, REGISTER_BACKOFF_MAX);
+    let stream_arn = stream_arn(client, stream, &mut backoff).await?;
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let delay = match describe_consumer(client, &stream_arn, name).await {
+            Ok(Described::Active(arn)) => {
+                info!(stream, consumer = name, consumer_arn = %arn, "Stream consumer is active; reading with enhanced fan-out.");
+                return Ok(arn);
+            }
+            Ok(Described::Pending(status)) => {
+                backoff.reset();
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > CONSUMER_ACTIVE_TIMEOUT {
+                    return Err(KinesisError::Aws {
+                        operation: "DescribeStreamConsumer",
+                        message: format!(
+                            "stream consumer `{name}` is still {status} after {} s",
+                            CONSUMER_ACTIVE_TIMEOUT.as_secs()
+                        ),
+                    });
+                }
+                debug!(consumer = name, status = %status, "Waiting for the stream consumer to become active.");
+                CONSUMER_POLL
+            }
+            Ok(Described::Missing) => register(client, &stream_arn, name, &mut backoff).await?,
+            Err(e) => retry_delay("DescribeStreamConsumer", classify(&e), &e, &mut backoff)?,
+        };
+        sleep(delay).await;
+    }
+}
+
+/// The consumer's state; a missing consumer is not an error.
+async fn describe_consumer(
+    client: &Client,
+    stream_arn: &str,
+    name: &str,
+) -> Result<Described, SdkError<DescribeStreamConsumerError, HttpResponse>> {
+    let result = client
+        .describe_stream_consumer()
+        .stream_arn(stream_arn)
+        .consumer_name(name)
+        .send()
+        .await;
+    let out = match result {
+        Ok(out) => out,
+        Err(e) if classify(&e) == ErrorClass::NotFound => return Ok(Described::Missing),
+        Err(e) => return Err(e),
+    };
+    Ok(match out.consumer_description() {
+        Some(c) if *c.consumer_status() == ConsumerStatus::Active => {
+            Described::Active(c.consumer_arn().to_string())
+        }
+        Some(c) => Described::Pending(c.consumer_status().as_str().to_string()),
+        None => Described::Pending("not described".into()),
+    })
+}
+
+/// The stream's ARN (consumers are addressed by it), retrying transient errors.
+async fn stream_arn(
+    client: &Client,
+    stream: &str,
+    backoff: &mut Backoff,
+) -> Result<String, KinesisError> {
+    loop {
+        let result = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await;
+        let delay = match result {
+            Ok(out) => match out.stream_description_summary() {
+                Some(s) => return Ok(s.stream_arn().to_string()),
+                None => {
+                    return Err(KinesisError::Aws {
+                        operation: "DescribeStreamSummary",
+                        message: format!("no summary returned for stream {stream}"),
+                    });
+                }
+            },
+            Err(e) if classify(&e) == ErrorClass::NotFound => {
+                return Err(KinesisError::StreamNotFound {
+                    stream: stream.to_string(),
+                });
+            }
+            Err(e) => retry_delay("DescribeStreamSummary", classify(&e), &e, backoff)?,
+        };
+        sleep(delay).await;
+    }
+}
+
+/// Registers the consumer; returns how long to wait before describing it again. Another
+/// worker registering it at the same moment (`ResourceInUseException`) is not an error.
+async fn register(
+    client: &Client,
+    stream_arn: &str,
+    name: &str,
+    backoff: &mut Backoff,
+) -> Result<Duration, KinesisError> {
+    let result = client
+        .register_stream_consumer()
+        .stream_arn(stream_arn)
+        .consumer_name(name)
+        .send()
+        .await;
+    match result {
+        Ok(_) => {
+            info!(
+                consumer = name,
+                stream_arn, "Registered the stream consumer."
+            );
+            Ok(CONSUMER_POLL)
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            debug!(consumer = name, error = %aws_message(&e), "Consumer registered elsewhere meanwhile (or the stream is updating); describing it again.");
+            Ok(backoff.next_delay())
+        }
+        Err(e) => retry_delay("RegisterStreamConsumer", classify(&e), &e, backoff),
+    }
+}
+
+/// The wait before retrying a retryable failure, or the error to stop with.
+fn retry_delay<E: std::error::Error + 'static>(
+    operation: &'static str,
+    class: ErrorClass,
+    err: &E,
+    backoff: &mut Backoff,
+) -> Result<Duration, KinesisError> {
+    let message = aws_message(err);
+    if !class.is_retryable() {
+        return Err(KinesisError::Aws { operation, message });
+    }
+    warn!(operation, error = %message, attempt = backoff.attempts() + 1, "Stream consumer call failed; retrying.");
+    Ok(backoff.next_delay())
+}
+
+/// Reads one shard with `SubscribeToShard` as `consumer_arn` until it ends, the token is
+/// cancelled, or a fatal error; same checkpoints and exits as the polling reader.
+pub async fn read_shard_fanout(
+    ctx: Arc<ShardContext>,
+    shard_id: String,
+    start: StartAt,
+    lease_token: Option<i64>,
+    consumer_arn: String,
+    cancel: CancellationToken,
+) -> Result<ShardExit, KinesisError> {
+    let mut reader = ShardReader::new(ctx, shard_id, start, lease_token);
+    run(&mut reader, &consumer_arn, &cancel).await
+}
+
+/// How one subscription ended.
+enum Session {
+    /// The task is done (shard finished, stopped, or ownership lost).
+    Exit(ShardExit),
+    /// The server closed the event stream (after about 5 minutes on AWS): subscribe again.
+    Ended,
+    /// The event stream failed with this class of error and message.
+    Failed(ErrorClass, String),
+}
+
+/// Subscribes again and again from the last committed position until the task is done.
+async fn run(
+    r: &mut ShardReader,
+    consumer_arn: &str,
+    cancel: &CancellationToken,
+) -> Result<ShardExit, KinesisError> {
+    let mut next_subscribe = Instant::now();
+    let mut next_probe = Instant::now();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
+            _ = sleep_until(next_subscribe) => {}
+        }
+        let request = r
+            .context()
+            .client
+            .subscribe_to_shard()
+            .consumer_arn(consumer_arn)
+            .shard_id(r.shard_id())
+            .starting_position(starting_position(r)?);
+        let response = tokio::select! {
+            _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
+            res = request.send() => res,
+        };
+        metrics::counter!("optout_subscriptions_total").increment(1);
+        let session = match response {
+            Ok(mut out) => {
+                next_subscribe = Instant::now() + SUBSCRIBE_INTERVAL;
+                r.pin_latest();
+                debug!(shard_id = %r.shard_id(), after = ?r.committed(), "Subscribed to shard.");
+                consume(r, &mut out.event_stream, &mut next_probe, cancel).await?
+            }
+            Err(e) => Session::Failed(classify(&e), aws_message(&e)),
+        };
+        match session {
+            Session::Exit(exit) => return Ok(exit),
+            Session::Ended => {
+                debug!(shard_id = %r.shard_id(), "Subscription ended; subscribing again from the checkpoint.")
+            }
+            Session::Failed(class, message) if class.is_retryable() => {
+                if !r.wait_after_error(class, &message, cancel).await {
+                    return Ok(ShardExit::Stopped);
+                }
+            }
+            Session::Failed(_, message) => {
+                return Err(KinesisError::Aws {
+                    operation: "SubscribeToShard",
+                    message: format!("shard {}: {message}", r.shard_id()),
+                });
+            }
+        }
+    }
+}
+
+/// Hands every event of one subscription to the reader until the subscription ends or the
+/// task is done. Cancellation is noticed between events, never during a delivery.
+async fn consume(
+    r: &mut ShardReader,
+    events: &mut Events,
+    next_probe: &mut Instant,
+    cancel: &CancellationToken,
+) -> Result<Session, KinesisError> {
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(Session::Exit(ShardExit::Stopped)),
+            received = events.recv() => received,
+        };
+        let event = match received {
+            Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))) => event,
+            Ok(Some(other)) => {
+                debug!(shard_id = %r.shard_id(), event = ?other, "Ignoring an unknown event type.");
+                continue;
+            }
+            Ok(None) => return Ok(Session::Ended),
+            Err(e) => return Ok(Session::Failed(stream_error_class(&e), aws_message(&e))),
+        };
+        r.note_success();
+        let finished = ends_shard(&event);
+        let records = after_checkpoint(event.records(), r.committed());
+        if records.len() < event.records().len() {
+            let skipped = event.records().len() - records.len();
+            debug!(shard_id = %r.shard_id(), skipped, "Skipped records at or before the checkpoint (sent again by the server).");
+        }
+        let behind = event.millis_behind_latest();
+        if let Some(exit) = r.deliver(records, finished, Some(behind), cancel).await? {
+            return Ok(Session::Exit(exit));
+        }
+        if records.is_empty() && behind == 0 && Instant::now() >= *next_probe {
+            *next_probe = Instant::now() + r.context().config.discovery_interval;
+            if let Some(exit) = finish_if_drained(r, cancel).await? {
+                return Ok(Session::Exit(exit));
+            }
+        }
+    }
+}
+
+/// Where the next subscription starts: after the checkpoint, else the initial position.
+fn starting_position(r: &ShardReader) -> Result<StartingPosition, KinesisError> {
+    let builder = StartingPosition::builder();
+    let builder = match (r.committed(), r.initial()) {
+        (Some(seq), _) => builder
+            .r#type(ShardIteratorType::AfterSequenceNumber)
+            .sequence_number(seq),
+        (None, InitialPosition::TrimHorizon) => builder.r#type(ShardIteratorType::TrimHorizon),
+        (None, InitialPosition::Latest) => builder.r#type(ShardIteratorType::Latest),
+        (None, InitialPosition::AtTimestamp(ts)) => builder
+            .r#type(ShardIteratorType::AtTimestamp)
+            .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
+    };
+    builder.build().map_err(|e| KinesisError::Aws {
+        operation: "SubscribeToShard",
+        message: format!("invalid starting position: {e}"),
+    })
+}
+
+/// Whether this event ends the (closed) shard; see the module notes for each server.
+fn ends_shard(event: &SubscribeToShardEvent) -> bool {
+    event.continuation_sequence_number().is_empty()
+        || (event.records().is_empty() && !event.child_shards().is_empty())
+}
+
+/// The records after the checkpoint (all of them on AWS; a server that ignores the starting
+/// sequence number re-sends older ones).
+fn after_checkpoint<'a>(records: &'a [Record], committed: Option<&str>) -> &'a [Record] {
+    let Some(committed) = committed else {
+        return records;
+    };
+    let start = records
+        .partition_point(|r| compare_sequence(r.sequence_number(), committed) != Ordering::Greater);
+    &records[start..]
+}
+
+/// Orders sequence numbers (decimal strings longer than any integer type) numerically.
+fn compare_sequence(a: &str, b: &str) -> Ordering {
+    (a.len(), a).cmp(&(b.len(), b))
+}
+
+/// Checkpoints the end of the shard if it is closed and everything in it is committed.
+async fn finish_if_drained(
+    r: &mut ShardReader,
+    cancel: &CancellationToken,
+) -> Result<Option<ShardExit>, KinesisError> {
+    let drained = tokio::select! {
+        _ = cancel.cancelled() => return Ok(Some(ShardExit::Stopped)),
+        drained = ends_at_checkpoint(r) => drained,
+    };
+    match drained {
+        Ok(true) => {
+            debug!(shard_id = %r.shard_id(), "GetRecords says the shard ends at the checkpoint.");
+            r.deliver(&[], true, Some(0), cancel).await
+        }
+        Ok(false) => Ok(None),
+        Err(message) => {
+            debug!(shard_id = %r.shard_id(), error = %message, "Could not check for the end of the shard; will try again.");
+            Ok(None)
+        }
+    }
+}
+
+/// Asks `GetRecords` whether the shard is closed and has nothing after the checkpoint.
+async fn ends_at_checkpoint(r: &ShardReader) -> Result<bool, String> {
+    let ctx = r.context();
+    let request = ctx
+        .client
+        .get_shard_iterator()
+        .stream_name(&ctx.config.stream)
+        .shard_id(r.shard_id());
+    let request = match (r.committed(), r.initial()) {
+        (Some(seq), _) => request
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(seq),
+        (None, InitialPosition::TrimHorizon) => {
+            request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+        }
+        (None, InitialPosition::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
+        (None, InitialPosition::AtTimestamp(ts)) => request
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
+    };
+    let out = request.send().await.map_err(|e| aws_message(&e))?;
+    let iterator = out.shard_iterator().ok_or("no shard iterator returned")?;
+    let page = ctx
+        .client
+        .get_records()
+        .shard_iterator(iterator)
+        .limit(1)
+        .send()
+        .await
+        .map_err(|e| aws_message(&e))?;
+    Ok(page.records().is_empty() && page.next_shard_iterator().is_none())
+}
+
+/// Classifies an error inside the event stream. Modelled errors are recognised by their
+/// variant: kinesis-local sends them without an error code.
+fn stream_error_class<R: Debug>(err: &SdkError<SubscribeToShardEventStreamError, R>) -> ErrorClass {
+    use SubscribeToShardEventStreamError as E;
+    let Some(service) = err.as_service_error() else {
+        return classify(err);
+    };
+    let code = match service {
+        E::ResourceNotFoundException(_) => "ResourceNotFoundException",
+        E::ResourceInUseException(_) => "ResourceInUseException",
+        E::InternalFailureException(_) => "InternalFailureException",
+        E::KmsThrottlingException(_) => "KMSThrottlingException",
+        E::KmsDisabledException(_) => "KMSDisabledException",
+        E::KmsInvalidStateException(_) => "KMSInvalidStateException",
+        E::KmsAccessDeniedException(_) => "KMSAccessDeniedException",
+        E::KmsNotFoundException(_) => "KMSNotFoundException",
+        E::KmsOptInRequired(_) => "KMSOptInRequired",
+        _ => return classify_code(service.code()),
+    };
+    classify_code(Some(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::ChildShard;
+
+    fn record(seq: &str) -> Record {
+        Record::builder()
+            .sequence_number(seq)
+            .data(Blob::new("x"))
+            .partition_key("k")
+            .build()
+            .unwrap()
+    }
+
+    fn event(records: &[&str], continuation: &str, children: &[&str]) -> SubscribeToShardEvent {
+        let mut b = SubscribeToShardEvent::builder()
+            .set_records(Some(records.iter().map(|s| record(s)).collect()))
+            .continuation_sequence_number(continuation)
+            .millis_behind_latest(0);
+        for c in children {
+            b = b.child_shards(
+                ChildShard::builder()
+                    .shard_id(*c)
+                    .parent_shards("shardId-000000000000")
+                    .hash_key_range(
+                        aws_sdk_kinesis::types::HashKeyRange::builder()
+                            .starting_hash_key("0")
+                            .ending_hash_key("1")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            );
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn the_end_of_a_shard_as_each_server_says_it() {
+        // AWS: no continuation (the SDK reads a missing or null one as ""), with children.
+        assert!(ends_shard(&event(&["5"], "", &["shardId-1"])));
+        // ferrokinesis: children on every event of a closed shard; the end has no records.
+        assert!(!ends_shard(&event(&["5"], "6", &["shardId-1"])));
+        assert!(ends_shard(&event(&[], "6", &["shardId-1"])));
+        // An open shard, caught up or not.
+        assert!(!ends_shard(&event(&[], "6", &[])));
+        assert!(!ends_shard(&event(&["5"], "6", &[])));
+    }
+
+    #[test]
+    fn records_at_or_before_the_checkpoint_are_dropped() {
+        let records: Vec<Record> = ["98", "99", "100", "101"].map(record).into();
+        let seqs = |rs: &[Record]| -> Vec<String> {
+            rs.iter().map(|r| r.sequence_number().to_string()).collect()
+        };
+        assert_eq!(
+            seqs(after_checkpoint(&records, None)),
+            ["98", "99", "100", "101"]
+        );
+        assert_eq!(seqs(after_checkpoint(&records, Some("99"))), ["100", "101"]);
+        assert_eq!(seqs(after_checkpoint(&records, Some("97"))).len(), 4);
+        assert!(after_checkpoint(&records, Some("101")).is_empty());
+        assert!(after_checkpoint(&records, Some("1000")).is_empty());
+    }
+
+    #[test]
+    fn event_stream_errors_are_classified_by_variant() {
+        use aws_sdk_kinesis::types::error::{ResourceInUseException, ResourceNotFoundException};
+        let raw = || aws_smithy_types::event_stream::RawMessage::invalid(None);
+        let in_use = SubscribeToShardEventStreamError::ResourceInUseException(
+            ResourceInUseException::builder().message("busy").build(),
+        );
+        let err = SdkError::service_error(in_use, raw());
+        assert_eq!(stream_error_class(&err), ErrorClass::Transient);
+        let gone = SubscribeToShardEventStreamError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().message("gone").build(),
+        );
+        let err = SdkError::service_error(gone, raw());
+        assert_eq!(stream_error_class(&err), ErrorClass::NotFound);
+    }
+}

@@ -1,0 +1,392 @@
+//! End to end with enhanced fan-out: `optout run --consumer-name` against a Kinesis emulator
+//! (ferrokinesis by default; `OPTOUT_TEST_EMULATOR=kinesis-local` for the npm one) and a SQLite
+//! store. The same scenarios as tests/consumer.rs, read with `SubscribeToShard`: the results
+//! must be exactly those of the polling reader.
+
+#[path = "common/optout.rs"]
+mod common;
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ConsumerStatus;
+use base64::Engine as _;
+use common::*;
+use serde_json::Value;
+
+const STOP_FIXTURE_ID: &str = "EZ7a1c3e5b9d2f4a6c8e0b1d3f5a7c9e1b";
+const START_FIXTURE_ID: &str = "EZ0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a";
+const TEST_ID: &str = "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11";
+const CONSUMER: &str = "optout-fanout-test";
+/// The log line of a run that reads with enhanced fan-out.
+const FAN_OUT_ACTIVE: &str = "Stream consumer is active; reading with enhanced fan-out.";
+
+/// `optout run --consumer-name CONSUMER` until idle; asserts it really read with fan-out.
+fn run_fanout(optout: &Optout, stream: &str) -> Vec<Value> {
+    let logs = optout.run_to_idle(stream, &["--consumer-name", CONSUMER]);
+    assert!(
+        logs.iter().any(|l| l["message"] == FAN_OUT_ACTIVE),
+        "no fan-out in {logs:#?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "Consuming stream." && l["fan_out"] == true),
+        "{logs:#?}"
+    );
+    logs
+}
+
+/// How many times a run registered the consumer (0 when it reused it).
+fn registrations(logs: &[Value]) -> usize {
+    logs.iter()
+        .filter(|l| l["message"] == "Registered the stream consumer.")
+        .count()
+}
+
+/// The consumer's status as the emulator describes it.
+async fn consumer_status(client: &Client, stream: &str) -> ConsumerStatus {
+    let arn = support::stream_arn(client, stream).await.unwrap();
+    let described = client
+        .describe_stream_consumer()
+        .stream_arn(arn)
+        .consumer_name(CONSUMER)
+        .send()
+        .await
+        .unwrap();
+    described
+        .consumer_description()
+        .unwrap()
+        .consumer_status()
+        .clone()
+}
+
+fn opt(id: &str, from: &str, kind: &str, timestamp: &str) -> Vec<u8> {
+    inbound(
+        id,
+        from,
+        "+15559870002",
+        Some("MGfan"),
+        kind,
+        Some(kind),
+        timestamp,
+        5,
+    )
+}
+
+fn ids(rows: &[Value], field: &str) -> BTreeSet<String> {
+    rows.iter()
+        .map(|r| r[field].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn strings<const N: usize>(items: [&str; N]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn status_map(rows: &[Value]) -> BTreeSet<(String, String, String)> {
+    rows.iter()
+        .map(|r| {
+            let field = |f: &str| r[f].as_str().unwrap().to_string();
+            (field("subscriber"), field("status"), field("event_id"))
+        })
+        .collect()
+}
+
+/// Fixtures, out-of-order and duplicated opt events, dead letters and filler: `(records, dead)`.
+fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let dead = vec![
+        b"not json at all".to_vec(),
+        inbound(
+            "EZunknown0000000000000000000000000",
+            "+15550000008",
+            "+15559870002",
+            None,
+            "UNSUBSCRIBE",
+            Some("UNSUBSCRIBE"),
+            "2026-03-01T10:00:00Z",
+            5,
+        ),
+    ];
+    let mut records = vec![
+        fixture("inbound-stop-v5.json"),
+        fixture("inbound-start-data-string.json"),
+        fixture("inbound-plain-v5.json"),
+        fixture("message-delivered.json"),
+        fixture("sink-test-event.json"),
+        // The newer START before the older STOP: the START wins.
+        opt("EZa1", "+15550000001", "START", "2026-03-01T10:00:00Z"),
+        opt("EZa2", "+15550000001", "STOP", "2026-03-01T09:00:00Z"),
+        // At-least-once delivery: the same event three times.
+        opt("EZb1", "+15550000002", "STOP", "2026-03-01T11:00:00Z"),
+        opt("EZb1", "+15550000002", "STOP", "2026-03-01T11:00:00Z"),
+        opt("EZb1", "+15550000002", "STOP", "2026-03-01T11:00:00Z"),
+        opt("EZc1", "+15550000003", "HELP", "2026-03-01T11:30:00Z"),
+    ];
+    records.extend(dead.iter().cloned());
+    records.extend(filler(21, 30));
+    (records, dead)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_stream_read_with_enhanced_fan_out() {
+    let emu = support::from_env().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("fanout-mixed");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    let (records, dead) = mixed_records();
+    let placed = support::put_records(&client, &stream, &keyed(records.clone()))
+        .await
+        .unwrap();
+    let shards: BTreeSet<_> = placed.iter().map(|(s, _)| s.clone()).collect();
+    assert_eq!(shards.len(), 2, "records should spread over both shards");
+
+    let optout = Optout::new(emu.env());
+    let logs = run_fanout(&optout, &stream);
+    assert_eq!(registrations(&logs), 1, "the first run registers");
+    assert_eq!(
+        consumer_status(&client, &stream).await,
+        ConsumerStatus::Active
+    );
+    assert_eq!(
+        records_read(&logs),
+        records.len() as u64,
+        "every record read exactly once"
+    );
+
+    let events = optout.query(&["events"]);
+    assert_eq!(
+        ids(&events, "event_id"),
+        strings([
+            STOP_FIXTURE_ID,
+            START_FIXTURE_ID,
+            "EZa1",
+            "EZa2",
+            "EZb1",
+            "EZc1"
+        ])
+    );
+    assert_eq!(events.len(), 6, "duplicates stored once: {events:#?}");
+    assert_eq!(
+        status_map(&optout.query(&["status"])),
+        [
+            ("+15551230001", "opted_in", START_FIXTURE_ID),
+            ("+15550000001", "opted_in", "EZa1"),
+            ("+15550000002", "opted_out", "EZb1"),
+        ]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .into()
+    );
+
+    let dead_rows = optout.query(&["dead-letters"]);
+    let stored: BTreeSet<Vec<u8>> = dead_rows
+        .iter()
+        .map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(r["data_base64"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(stored, dead.into_iter().collect(), "raw bytes kept exactly");
+    assert_eq!(dead_rows.len(), 2);
+    assert!(
+        dead_rows
+            .iter()
+            .all(|r| shards.contains(r["shard_id"].as_str().unwrap()))
+    );
+
+    let tests = optout.query(&["test-events"]);
+    assert_eq!(ids(&tests, "test_id"), strings([TEST_ID]));
+    assert!(
+        logs.iter().any(|l| l["test_id"] == TEST_ID),
+        "the test id is logged for the operator"
+    );
+}
+
+/// A second run with the same consumer reuses it and reads exactly the new records, although
+/// a subscription starts where the last one stopped (kinesis-local still holds the first run's
+/// subscriptions for a moment; ferrokinesis re-sends from the shard's start).
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_with_the_same_consumer_reads_only_new_records() {
+    let emu = support::from_env().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("fanout-resume");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    let mut first = vec![
+        opt("EZr1", "+15550000001", "STOP", "2026-03-01T10:00:00Z"),
+        b"garbage one".to_vec(),
+    ];
+    first.extend(filler(3, 20));
+    support::put_records(&client, &stream, &keyed(first.clone()))
+        .await
+        .unwrap();
+    let optout = Optout::new(emu.env());
+    let logs = run_fanout(&optout, &stream);
+    assert_eq!(records_read(&logs), first.len() as u64);
+    assert_eq!(registrations(&logs), 1);
+
+    let mut second = vec![
+        first[0].clone(), // an old event delivered again
+        opt("EZr2", "+15550000001", "START", "2026-03-01T11:00:00Z"),
+        b"garbage two".to_vec(),
+    ];
+    second.extend(filler(4, 10));
+    support::put_records(&client, &stream, &keyed(second.clone()))
+        .await
+        .unwrap();
+    let logs = run_fanout(&optout, &stream);
+    assert_eq!(registrations(&logs), 0, "the consumer is reused");
+    assert_eq!(
+        records_read(&logs),
+        second.len() as u64,
+        "the second run reads exactly the new records"
+    );
+    assert_eq!(
+        ids(&optout.query(&["events"]), "event_id"),
+        strings(["EZr1", "EZr2"])
+    );
+    assert_eq!(optout.query(&["dead-letters"]).len(), 2);
+    assert_eq!(
+        status_map(&optout.query(&["status"])),
+        [("+15550000001", "opted_in", "EZr2")]
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .into()
+    );
+    assert_eq!(records_read(&run_fanout(&optout, &stream)), 0);
+}
+
+/// Split shard 0 and merge shards 1 and 2 before reading: every record is read once, and each
+/// child only after its parents are read to the end and checkpointed.
+#[tokio::test(flavor = "multi_thread")]
+async fn resharding_reads_parents_before_children_with_fan_out() {
+    let emu = support::from_env().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("fanout-reshard");
+    support::create_stream(&client, &stream, 3).await.unwrap();
+    let subscriber = |i: usize| format!("+1555000{i:04}");
+    let before: Vec<Vec<u8>> = (0..12)
+        .map(|i| {
+            opt(
+                &format!("EZp{i:02}"),
+                &subscriber(i),
+                "STOP",
+                "2026-03-01T10:00:00Z",
+            )
+        })
+        .collect();
+    support::put_records(&client, &stream, &keyed(before))
+        .await
+        .unwrap();
+    let [low, high] = support::split_shard(&client, &stream, "shardId-000000000000")
+        .await
+        .unwrap();
+    let merged = support::merge_shards(
+        &client,
+        &stream,
+        "shardId-000000000001",
+        "shardId-000000000002",
+    )
+    .await
+    .unwrap();
+    // The same subscribers opt back in, later: only the children hold the START events.
+    let after: Vec<Vec<u8>> = (0..12)
+        .map(|i| {
+            opt(
+                &format!("EZc{i:02}"),
+                &subscriber(i),
+                "START",
+                "2026-03-01T11:00:00Z",
+            )
+        })
+        .collect();
+    support::put_records(&client, &stream, &keyed(after))
+        .await
+        .unwrap();
+
+    let optout = Optout::new(emu.env());
+    let logs = run_fanout(&optout, &stream);
+    assert_eq!(records_read(&logs), 24, "every record read exactly once");
+    let parents_of = [
+        (low.as_str(), vec!["shardId-000000000000"]),
+        (high.as_str(), vec!["shardId-000000000000"]),
+        (
+            merged.as_str(),
+            vec!["shardId-000000000001", "shardId-000000000002"],
+        ),
+    ];
+    for (child, parents) in parents_of {
+        let started = log_index(&logs, "Reading shard.", child)
+            .unwrap_or_else(|| panic!("child {child} never read"));
+        for parent in parents {
+            let ended = log_index(&logs, "Shard read to its end and checkpointed.", parent)
+                .unwrap_or_else(|| panic!("parent {parent} never finished"));
+            assert!(
+                ended < started,
+                "{child} started before {parent} was finished"
+            );
+        }
+    }
+    assert_eq!(optout.query(&["events"]).len(), 24);
+    let status = optout.query(&["status"]);
+    assert_eq!(status.len(), 12);
+    assert!(
+        status.iter().all(|r| r["status"] == "opted_in"),
+        "{status:#?}"
+    );
+}
+
+/// Subscriptions that end after a second (AWS ends them after 5 minutes): the reader subscribes
+/// again from its checkpoint, no faster than AWS allows, and reads every record exactly once
+/// although ferrokinesis re-sends each shard from its start on every subscription.
+/// ferrokinesis only: kinesis-local's session length is fixed at 5 minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
+    const SESSION: Duration = Duration::from_secs(1);
+    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
+        subscribe_to_shard_session_ms: SESSION.as_millis() as u64,
+        ..support::ferrokinesis_options()
+    })
+    .await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("fanout-renew");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    let optout = Optout::new(emu.env());
+    let worker = optout.spawn_run(&stream, &["--consumer-name", CONSUMER]);
+    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let mut put = 0;
+    for round in 0..3 {
+        let batch: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let n = round * 4 + i;
+                opt(
+                    &format!("EZn{n:02}"),
+                    &format!("+1555200{n:04}"),
+                    "STOP",
+                    "2026-03-01T10:00:00Z",
+                )
+            })
+            .collect();
+        put += batch.len();
+        support::put_records(&client, &stream, &keyed(batch))
+            .await
+            .unwrap();
+        let (s, want) = (&store, put);
+        support::wait_for(
+            &format!("{want} events stored"),
+            Duration::from_secs(30),
+            || async move {
+                let events = s.events(&optout::store::EventFilter::default()).await;
+                events.is_ok_and(|e| e.len() == want)
+            },
+        )
+        .await
+        .unwrap();
+        // The next batch comes after the current subscriptions have expired (a scenario step,
+        // not a synchronisation: the wait above is the sync point).
+        tokio::time::sleep(SESSION * 3 / 2).await;
+    }
+    let logs = worker.terminate();
+    assert_eq!(records_read(&logs), put as u64, "every record read once");
+    assert_eq!(optout.query(&["events"]).len(), put);
+}
