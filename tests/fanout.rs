@@ -307,26 +307,7 @@ async fn resharding_reads_parents_before_children_with_fan_out() {
     let optout = Optout::new(emu.env());
     let logs = run_fanout(&optout, &stream);
     assert_eq!(records_read(&logs), 24, "every record read exactly once");
-    let parents_of = [
-        (low.as_str(), vec!["shardId-000000000000"]),
-        (high.as_str(), vec!["shardId-000000000000"]),
-        (
-            merged.as_str(),
-            vec!["shardId-000000000001", "shardId-000000000002"],
-        ),
-    ];
-    for (child, parents) in parents_of {
-        let started = log_index(&logs, "Reading shard.", child)
-            .unwrap_or_else(|| panic!("child {child} never read"));
-        for parent in parents {
-            let ended = log_index(&logs, "Shard read to its end and checkpointed.", parent)
-                .unwrap_or_else(|| panic!("parent {parent} never finished"));
-            assert!(
-                ended < started,
-                "{child} started before {parent} was finished"
-            );
-        }
-    }
+    assert_children_after_parents(&logs, &[low, high], &merged);
     assert_eq!(optout.query(&["events"]).len(), 24);
     let status = optout.query(&["status"]);
     assert_eq!(status.len(), 12);

@@ -417,23 +417,7 @@ async fn finish_if_drained(
 /// Asks `GetRecords` whether the shard is closed and has nothing after the checkpoint.
 async fn ends_at_checkpoint(r: &ShardReader) -> Result<bool, String> {
     let ctx = r.context();
-    let request = ctx
-        .client
-        .get_shard_iterator()
-        .stream_name(&ctx.config.stream)
-        .shard_id(r.shard_id());
-    let request = match (r.committed(), r.initial()) {
-        (Some(seq), _) => request
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(seq),
-        (None, InitialPosition::TrimHorizon) => {
-            request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-        }
-        (None, InitialPosition::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
-        (None, InitialPosition::AtTimestamp(ts)) => request
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
-    };
+    let request = super::poller::iterator_request(r);
     let out = request.send().await.map_err(|e| aws_message(&e))?;
     let iterator = out.shard_iterator().ok_or("no shard iterator returned")?;
     let page = ctx

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder;
 use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use tokio::time::{Instant, sleep_until};
@@ -92,29 +93,35 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
 
 /// A shard iterator from the last committed position, retrying transient errors.
 /// `None` when cancelled while waiting.
+/// A `GetShardIterator` request for where `r` stands: after its checkpoint, else at its
+/// initial position.
+pub(super) fn iterator_request(r: &ShardReader) -> GetShardIteratorFluentBuilder {
+    let req = r
+        .ctx
+        .client
+        .get_shard_iterator()
+        .stream_name(&r.ctx.config.stream)
+        .shard_id(&r.shard_id);
+    match (&r.committed, r.initial) {
+        (Some(seq), _) => req
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(seq),
+        (None, InitialPosition::TrimHorizon) => {
+            req.shard_iterator_type(ShardIteratorType::TrimHorizon)
+        }
+        (None, InitialPosition::Latest) => req.shard_iterator_type(ShardIteratorType::Latest),
+        (None, InitialPosition::AtTimestamp(ts)) => req
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
+    }
+}
+
 async fn new_iterator(
     r: &mut ShardReader,
     cancel: &CancellationToken,
 ) -> Result<Option<String>, KinesisError> {
     loop {
-        let mut req = r
-            .ctx
-            .client
-            .get_shard_iterator()
-            .stream_name(&r.ctx.config.stream)
-            .shard_id(&r.shard_id);
-        req = match (&r.committed, r.initial) {
-            (Some(seq), _) => req
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(seq),
-            (None, InitialPosition::TrimHorizon) => {
-                req.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            (None, InitialPosition::Latest) => req.shard_iterator_type(ShardIteratorType::Latest),
-            (None, InitialPosition::AtTimestamp(ts)) => req
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
-        };
+        let req = iterator_request(r);
         let result = tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
             res = req.send() => res,

@@ -209,12 +209,6 @@ pub fn records_read(logs: &[Value]) -> u64 {
         .unwrap_or_else(|| panic!("no final log line in {logs:?}"))
 }
 
-/// Index of the first log line with `message` for `shard_id`.
-pub fn log_index(logs: &[Value], message: &str, shard_id: &str) -> Option<usize> {
-    logs.iter()
-        .position(|l| l["message"] == message && l["shard_id"] == shard_id)
-}
-
 /// Asserts that each child shard of a split (`split`: the two children of shard 0) and of a
 /// merge (`merged`: the child of shards 1 and 2) started to be read only after each of its
 /// parents was read to its end, from the JSON logs of one or several workers (by timestamp).
