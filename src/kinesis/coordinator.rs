@@ -163,6 +163,7 @@ pub async fn run(
         fatal: None,
         stop,
         relist_now: None,
+        latest_pins: HashMap::new(),
     };
     c.run().await
 }
@@ -195,6 +196,9 @@ struct Coordinator {
     stop: CancellationToken,
     /// Wakes the discovery task for an immediate listing.
     relist_now: Option<Arc<Notify>>,
+    /// With `latest`: when each shard was first started without a checkpoint, so a restarted
+    /// reader resumes from there instead of jumping to the tip again.
+    latest_pins: HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 impl Coordinator {
@@ -403,7 +407,12 @@ impl Coordinator {
             .cloned()
             .collect();
         for shard in ready {
-            let start = start_for(&shard, &self.committed, &self.shards, &self.config);
+            let start = pin_latest(
+                &mut self.latest_pins,
+                &shard.shard_id,
+                start_for(&shard, &self.committed, &self.shards, &self.config),
+                chrono::Utc::now(),
+            );
             let token = self.held.get(&shard.shard_id).copied();
             info!(shard_id = %shard.shard_id, start = ?start, lease_token = ?token, "Reading shard.");
             self.progress.set(&shard.shard_id, ShardState::Starting);
@@ -546,6 +555,27 @@ impl Coordinator {
     }
 }
 
+/// A reader restarted (stall, lost and regained lease) before its first commit must not skip
+/// what arrived since its first start: for a shard started at `latest` before, the start
+/// becomes that first moment, less 2 s of slack for clock skew.
+fn pin_latest(
+    pins: &mut HashMap<String, chrono::DateTime<chrono::Utc>>,
+    shard_id: &str,
+    start: StartAt,
+    now: chrono::DateTime<chrono::Utc>,
+) -> StartAt {
+    match start {
+        StartAt::Initial(InitialPosition::Latest) => match pins.get(shard_id) {
+            Some(&t) => StartAt::Initial(InitialPosition::AtTimestamp(t)),
+            None => {
+                pins.insert(shard_id.to_string(), now - chrono::Duration::seconds(2));
+                start
+            }
+        },
+        other => other,
+    }
+}
+
 /// Lists the shards every `discovery_interval` (or when woken) and publishes changes; a
 /// failed or hung listing (bounded by a timeout) keeps the previous list.
 async fn discover(
@@ -621,5 +651,50 @@ async fn first_listing(
             }
             Err(e) => return Err(e.into_kinesis_error(&config.stream)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_is_pinned_to_the_first_start_for_restarts() {
+        let mut pins = HashMap::new();
+        let t0 = chrono::Utc::now();
+        let first = pin_latest(
+            &mut pins,
+            "s0",
+            StartAt::Initial(InitialPosition::Latest),
+            t0,
+        );
+        assert!(matches!(first, StartAt::Initial(InitialPosition::Latest)));
+        let later = t0 + chrono::Duration::seconds(60);
+        let again = pin_latest(
+            &mut pins,
+            "s0",
+            StartAt::Initial(InitialPosition::Latest),
+            later,
+        );
+        match again {
+            StartAt::Initial(InitialPosition::AtTimestamp(t)) => {
+                assert_eq!(t, t0 - chrono::Duration::seconds(2))
+            }
+            other => panic!("restart not pinned: {other:?}"),
+        }
+        // A checkpoint always wins, and other positions are left alone.
+        let after = pin_latest(&mut pins, "s0", StartAt::After("42".into()), later);
+        assert!(matches!(after, StartAt::After(ref s) if s == "42"));
+        let trim = pin_latest(
+            &mut pins,
+            "s1",
+            StartAt::Initial(InitialPosition::TrimHorizon),
+            later,
+        );
+        assert!(matches!(
+            trim,
+            StartAt::Initial(InitialPosition::TrimHorizon)
+        ));
+        assert!(!pins.contains_key("s1"));
     }
 }
