@@ -38,7 +38,7 @@ async fn owners(leases: &dyn LeaseStore, stream: &str) -> BTreeMap<String, usize
 #[tokio::test(flavor = "multi_thread")]
 async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let _serial = SERIAL.lock().await;
-    let emu = support::ferrokinesis().await;
+    let emu = support::from_env().await;
     let client = emu.client().await;
     let stream = support::unique_stream("workers");
     support::create_stream(&client, &stream, 8).await.unwrap();
@@ -197,7 +197,7 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
 #[tokio::test(flavor = "multi_thread")]
 async fn split_and_merge_under_writes_with_two_workers() {
     let _serial = SERIAL.lock().await;
-    let emu = support::ferrokinesis().await;
+    let emu = support::from_env().await;
     let client = emu.client().await;
     let stream = support::unique_stream("reshard-workers");
     support::create_stream(&client, &stream, 3).await.unwrap();
