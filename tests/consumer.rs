@@ -936,9 +936,9 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
     check_tables(&o, 80);
 }
 
-/// `latest` skips what is already in the stream; `at-timestamp` starts at a point in time.
+/// `at-timestamp` starts at a point in time.
 #[tokio::test(flavor = "multi_thread")]
-async fn initial_positions_latest_and_at_timestamp() {
+async fn initial_position_at_timestamp() {
     let emu = support::from_env().await;
     let client = emu.client().await;
     let stream = support::unique_stream("position");
@@ -959,7 +959,20 @@ async fn initial_positions_latest_and_at_timestamp() {
     let got = ids(&at.query(&["events"]), "event_id");
     let want: BTreeSet<String> = (40..80).map(|i| format!("EZw{i:08}")).collect();
     assert_eq!(got, want, "at-timestamp reads exactly the second batch");
+}
 
+/// `latest` skips what is already in the stream and reads what comes after it started.
+///
+/// ferrokinesis only: kinesis-local 0.6.2 sometimes never returns records written within about
+/// a second after a LATEST iterator's first (empty) read, although its NextShardIterator is
+/// followed as AWS documents (seen in 1 of 3 runs; the same flow 3 s later always worked).
+#[tokio::test(flavor = "multi_thread")]
+async fn initial_position_latest() {
+    let emu = support::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("latest");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    write(&client, &stream, 0, 80, 40, Duration::ZERO).await;
     let latest = Optout::new(emu.env());
     let worker = latest.spawn_run(&stream, &["--initial-position", "latest"]);
     let w = &worker;
@@ -980,11 +993,13 @@ async fn initial_positions_latest_and_at_timestamp() {
     let store = optout::store::open(&latest.store, 1).await.unwrap();
     write(&client, &stream, 80, 100, 20, Duration::ZERO).await;
     let s = &store;
-    support::wait_for("the new events", Duration::from_secs(30), || async move {
+    if let Err(e) = support::wait_for("the new events", Duration::from_secs(30), || async move {
         event_count(&**s).await >= 20
     })
     .await
-    .unwrap();
+    {
+        panic!("{e}: {}", worker.raw_log());
+    }
     worker.terminate();
     let got = ids(&latest.query(&["events"]), "event_id");
     let want: BTreeSet<String> = (80..100).map(|i| format!("EZw{i:08}")).collect();

@@ -58,6 +58,8 @@ pub struct ShardReader {
     pub(super) backoff: Backoff,
     /// `(owner, fencing token)` presented with every commit, when leases are in use.
     lease: Option<(String, i64)>,
+    /// This reader has met the tip of the shard at least once (logged once).
+    reached_tip: bool,
 }
 
 impl ShardReader {
@@ -81,6 +83,7 @@ impl ShardReader {
             initial,
             backoff,
             lease,
+            reached_tip: false,
         }
     }
 
@@ -138,14 +141,12 @@ impl ShardReader {
         }
         if records.is_empty() && !finished {
             let caught_up = millis_behind_latest.unwrap_or(0) == 0;
-            progress.set(
-                &self.shard_id,
-                if caught_up {
-                    ShardState::CaughtUp
-                } else {
-                    ShardState::Behind
-                },
-            );
+            if caught_up && !self.reached_tip {
+                // Once per reader: the backlog is done (or, at `latest`, reading has begun).
+                info!(shard_id = %self.shard_id, "Shard caught up with the tip.");
+                self.reached_tip = true;
+            }
+            self.set_state(caught_up);
             return Ok(None);
         }
         let last = records
@@ -195,16 +196,17 @@ impl ShardReader {
             progress.set(&self.shard_id, ShardState::Finished);
             return Ok(Some(ShardExit::Finished));
         }
-        let caught_up = millis_behind_latest.unwrap_or(0) == 0;
-        progress.set(
-            &self.shard_id,
-            if caught_up {
-                ShardState::CaughtUp
-            } else {
-                ShardState::Behind
-            },
-        );
+        self.set_state(millis_behind_latest.unwrap_or(0) == 0);
         Ok(None)
+    }
+
+    fn set_state(&self, caught_up: bool) {
+        let state = if caught_up {
+            ShardState::CaughtUp
+        } else {
+            ShardState::Behind
+        };
+        self.ctx.progress.set(&self.shard_id, state);
     }
 
     /// Logs and waits out a retryable failure; `false` if cancelled meanwhile.
