@@ -3,7 +3,7 @@
 //! shard in lineage order, restarts stalled readers, notices idleness, and shuts down cleanly.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
@@ -15,92 +15,12 @@ use tracing::{error, info, warn};
 
 use super::backoff::Backoff;
 use super::balance::{Plan, plan};
+use super::progress::{Progress, ShardState};
 use super::reader::{ShardContext, ShardExit, StartAt};
-use super::shards::{ShardInfo, list_shards, ready_to_read};
+use super::shards::{ShardInfo, discover, first_listing, ready_to_read};
 use super::{
     ConsumerConfig, InitialPosition, KinesisError, LeaseStore, Processor, RunStats, ShardCheckpoint,
 };
-
-/// What a shard task last reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShardState {
-    /// Started, no answer yet.
-    Starting,
-    /// More records are waiting.
-    Behind,
-    /// At the tip of an open shard.
-    CaughtUp,
-    /// Read to its end.
-    Finished,
-}
-
-/// Shared progress of all shard tasks, for the idle exit, liveness and the final summary.
-#[derive(Debug)]
-pub struct Progress {
-    inner: Mutex<ProgressInner>,
-}
-
-#[derive(Debug)]
-struct ProgressInner {
-    states: HashMap<String, ShardState>,
-    alive: HashMap<String, Instant>,
-    last_records_at: Instant,
-    records: u64,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress {
-            inner: Mutex::new(ProgressInner {
-                states: HashMap::new(),
-                alive: HashMap::new(),
-                last_records_at: Instant::now(),
-                records: 0,
-            }),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records a shard's new state.
-    pub fn set(&self, shard_id: &str, state: ShardState) {
-        self.lock().states.insert(shard_id.to_string(), state);
-    }
-
-    /// Notes a successful call on a shard (liveness).
-    pub fn alive(&self, shard_id: &str) {
-        self.lock()
-            .alive
-            .insert(shard_id.to_string(), Instant::now());
-    }
-
-    /// Counts records made durable.
-    pub fn record(&self, _shard_id: &str, n: u64) {
-        if n > 0 {
-            let mut p = self.lock();
-            p.records += n;
-            p.last_records_at = Instant::now();
-        }
-    }
-
-    fn state(&self, shard_id: &str) -> Option<ShardState> {
-        self.lock().states.get(shard_id).copied()
-    }
-
-    fn last_alive(&self, shard_id: &str) -> Option<Instant> {
-        self.lock().alive.get(shard_id).copied()
-    }
-
-    fn quiet_for(&self) -> Duration {
-        self.lock().last_records_at.elapsed()
-    }
-
-    fn records(&self) -> u64 {
-        self.lock().records
-    }
-}
 
 /// A shard reader in flight.
 struct Running {
@@ -576,42 +496,6 @@ fn pin_latest(
     }
 }
 
-/// Lists the shards every `discovery_interval` (or when woken) and publishes changes; a
-/// failed or hung listing (bounded by a timeout) keeps the previous list.
-async fn discover(
-    client: Client,
-    config: ConsumerConfig,
-    out: watch::Sender<Vec<ShardInfo>>,
-    now: Arc<Notify>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = sleep(config.discovery_interval) => {}
-            _ = now.notified() => {}
-        }
-        match tokio::time::timeout(LIST_TIMEOUT, list_shards(&client, &config.stream)).await {
-            Ok(Ok(shards)) => {
-                out.send_if_modified(|old| {
-                    let changed = *old != shards;
-                    if changed {
-                        *old = shards;
-                    }
-                    changed
-                });
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e.message, "Shard discovery failed; keeping the previous list.")
-            }
-            Err(_) => warn!("Shard discovery timed out; keeping the previous list."),
-        }
-    }
-}
-
-/// Longest wait for one shard listing.
-const LIST_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// Where a shard starts: after its checkpoint, else the initial position. With `latest`, a
 /// child of a shard we know (listed or checkpointed) starts at its beginning instead, so the
 /// records written to it since the reshard are not skipped.
@@ -630,27 +514,6 @@ fn start_for(
     match config.initial_position {
         InitialPosition::Latest if known_parent => StartAt::Initial(InitialPosition::TrimHorizon),
         p => StartAt::Initial(p),
-    }
-}
-
-async fn first_listing(
-    client: &Client,
-    config: &ConsumerConfig,
-    stop: &CancellationToken,
-) -> Result<Option<Vec<ShardInfo>>, KinesisError> {
-    let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
-    loop {
-        match list_shards(client, &config.stream).await {
-            Ok(s) => return Ok(Some(s)),
-            Err(e) if e.class.is_retryable() => {
-                warn!(error = %e.message, attempt = backoff.attempts() + 1, "Could not list shards; retrying.");
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(None),
-                    _ = sleep(backoff.next_delay()) => {}
-                }
-            }
-            Err(e) => return Err(e.into_kinesis_error(&config.stream)),
-        }
     }
 }
 

@@ -13,6 +13,7 @@ mod coordinator;
 mod fanout;
 mod lease;
 mod poller;
+mod progress;
 mod reader;
 mod shards;
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, ErrorClass};
-use super::coordinator::ShardState;
+use super::progress::ShardState;
 use super::{ConsumerConfig, InitialPosition, KinesisError, Processor, RecordBatch};
 
 /// How a shard task ended.
@@ -42,7 +42,7 @@ pub struct ShardContext {
     /// Where batches go.
     pub processor: Arc<dyn Processor>,
     /// Shared progress (idle exit, liveness).
-    pub progress: Arc<super::coordinator::Progress>,
+    pub progress: Arc<super::progress::Progress>,
     /// This worker's id (lease owner).
     pub worker_id: String,
 }

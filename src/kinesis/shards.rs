@@ -9,7 +9,16 @@ use std::collections::{HashMap, HashSet};
 
 use aws_sdk_kinesis::Client;
 
-use super::{KinesisError, backoff::ErrorClass, classify};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::backoff::Backoff;
+use super::{ConsumerConfig, KinesisError, backoff::ErrorClass, classify};
 
 /// A shard as listed by `ListShards`, with its parents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +131,65 @@ pub fn aws_message<E: std::error::Error + 'static>(err: &E) -> String {
         source = s.source();
     }
     message
+}
+
+/// Lists the shards every `discovery_interval` (or when woken) and publishes changes; a
+/// failed or hung listing (bounded by a timeout) keeps the previous list.
+pub(super) async fn discover(
+    client: Client,
+    config: ConsumerConfig,
+    out: watch::Sender<Vec<ShardInfo>>,
+    now: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sleep(config.discovery_interval) => {}
+            _ = now.notified() => {}
+        }
+        match tokio::time::timeout(LIST_TIMEOUT, list_shards(&client, &config.stream)).await {
+            Ok(Ok(shards)) => {
+                out.send_if_modified(|old| {
+                    let changed = *old != shards;
+                    if changed {
+                        *old = shards;
+                    }
+                    changed
+                });
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e.message, "Shard discovery failed; keeping the previous list.")
+            }
+            Err(_) => warn!("Shard discovery timed out; keeping the previous list."),
+        }
+    }
+}
+
+/// Longest wait for one shard listing.
+const LIST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The first listing: retried with backoff until it works, fails for good (stream not found),
+/// or `stop` is cancelled (`None`).
+pub(super) async fn first_listing(
+    client: &Client,
+    config: &ConsumerConfig,
+    stop: &CancellationToken,
+) -> Result<Option<Vec<ShardInfo>>, KinesisError> {
+    let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
+    loop {
+        match list_shards(client, &config.stream).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) if e.class.is_retryable() => {
+                warn!(error = %e.message, attempt = backoff.attempts() + 1, "Could not list shards; retrying.");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(None),
+                    _ = sleep(backoff.next_delay()) => {}
+                }
+            }
+            Err(e) => return Err(e.into_kinesis_error(&config.stream)),
+        }
+    }
 }
 
 #[cfg(test)]
