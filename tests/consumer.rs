@@ -444,17 +444,7 @@ async fn resharding_reads_parents_before_children() {
     support::put_records(&client, &stream, &keyed(before.clone()))
         .await
         .unwrap();
-    let children = support::split_shard(&client, &stream, "shardId-000000000000")
-        .await
-        .unwrap();
-    let merged = support::merge_shards(
-        &client,
-        &stream,
-        "shardId-000000000001",
-        "shardId-000000000002",
-    )
-    .await
-    .unwrap();
+    let (children, merged) = split_0_merge_1_2(&client, &stream).await;
     // Same subscribers opt back in, later: only children hold the START events.
     let after: Vec<Vec<u8>> = (0..30)
         .map(|i| {
@@ -549,17 +539,7 @@ async fn resharding_while_running_loses_nothing() {
     support::wait_for("first 20 events", Duration::from_secs(60), || count(20))
         .await
         .unwrap();
-    support::split_shard(&client, &stream, "shardId-000000000000")
-        .await
-        .unwrap();
-    support::merge_shards(
-        &client,
-        &stream,
-        "shardId-000000000001",
-        "shardId-000000000002",
-    )
-    .await
-    .unwrap();
+    split_0_merge_1_2(&client, &stream).await;
     let second: Vec<_> = (20..60).map(stop).collect();
     support::put_records(&client, &stream, &keyed(second))
         .await

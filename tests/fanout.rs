@@ -278,17 +278,7 @@ async fn resharding_reads_parents_before_children_with_fan_out() {
     support::put_records(&client, &stream, &keyed(before))
         .await
         .unwrap();
-    let [low, high] = support::split_shard(&client, &stream, "shardId-000000000000")
-        .await
-        .unwrap();
-    let merged = support::merge_shards(
-        &client,
-        &stream,
-        "shardId-000000000001",
-        "shardId-000000000002",
-    )
-    .await
-    .unwrap();
+    let ([low, high], merged) = split_0_merge_1_2(&client, &stream).await;
     // The same subscribers opt back in, later: only the children hold the START events.
     let after: Vec<Vec<u8>> = (0..12)
         .map(|i| {

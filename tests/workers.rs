@@ -219,17 +219,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
     })
     .await
     .unwrap();
-    let children = support::split_shard(&client, &stream, "shardId-000000000000")
-        .await
-        .unwrap();
-    let merged = support::merge_shards(
-        &client,
-        &stream,
-        "shardId-000000000001",
-        "shardId-000000000002",
-    )
-    .await
-    .unwrap();
+    let (children, merged) = split_0_merge_1_2(&client, &stream).await;
     writer.await.unwrap();
     // The rest can only go to the children.
     write(&client, &stream, 1000, 2000, 50, Duration::from_millis(20)).await;

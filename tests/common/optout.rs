@@ -209,6 +209,26 @@ pub fn records_read(logs: &[Value]) -> u64 {
         .unwrap_or_else(|| panic!("no final log line in {logs:?}"))
 }
 
+/// The reshard every lineage test uses: split shard 0, merge shards 1 and 2. Returns the two
+/// children of the split and the child of the merge (see [`assert_children_after_parents`]).
+pub async fn split_0_merge_1_2(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> ([String; 2], String) {
+    let split = crate::support::split_shard(client, stream, "shardId-000000000000")
+        .await
+        .unwrap();
+    let merged = crate::support::merge_shards(
+        client,
+        stream,
+        "shardId-000000000001",
+        "shardId-000000000002",
+    )
+    .await
+    .unwrap();
+    (split, merged)
+}
+
 /// Asserts that each child shard of a split (`split`: the two children of shard 0) and of a
 /// merge (`merged`: the child of shards 1 and 2) started to be read only after each of its
 /// parents was read to its end, from the JSON logs of one or several workers (by timestamp).
