@@ -154,6 +154,17 @@ pub struct Worker {
     log: tempfile::NamedTempFile,
 }
 
+/// A test that fails half-way must not leave its consumer running (polling a dead emulator,
+/// holding database connections): dropping a worker kills it.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Worker {
     /// SIGKILL, no chance to clean up.
     pub fn kill_9(&mut self) {
