@@ -19,15 +19,47 @@ use crate::store::{
 pub struct DecodeCounts {
     pub opt_events: u64,
     pub test_events: u64,
-    pub skipped: u64,
+    /// Other event types (delivery receipts…).
+    pub skipped_other_type: u64,
+    /// Inbound messages that are no opt keyword.
+    pub skipped_not_opt_keyword: u64,
     pub dead_letters: u64,
+}
+
+impl DecodeCounts {
+    /// Records skipped, of either kind.
+    pub fn skipped(&self) -> u64 {
+        self.skipped_other_type + self.skipped_not_opt_keyword
+    }
+
+    /// All records counted.
+    pub fn total(&self) -> u64 {
+        self.opt_events + self.test_events + self.skipped() + self.dead_letters
+    }
+
+    /// Adds the batch to `optout_records_total{outcome}`: once per batch, not per record, to
+    /// keep the registry lookups off the hot path.
+    fn emit(&self) {
+        for (outcome, n) in [
+            ("opt_event", self.opt_events),
+            ("test_event", self.test_events),
+            ("other_type", self.skipped_other_type),
+            ("not_opt_keyword", self.skipped_not_opt_keyword),
+            ("dead_letter", self.dead_letters),
+        ] {
+            if n > 0 {
+                metrics::counter!("optout_records_total", "outcome" => outcome).increment(n);
+            }
+        }
+    }
 }
 
 impl std::ops::AddAssign for DecodeCounts {
     fn add_assign(&mut self, o: Self) {
         self.opt_events += o.opt_events;
         self.test_events += o.test_events;
-        self.skipped += o.skipped;
+        self.skipped_other_type += o.skipped_other_type;
+        self.skipped_not_opt_keyword += o.skipped_not_opt_keyword;
         self.dead_letters += o.dead_letters;
     }
 }
@@ -41,17 +73,10 @@ pub fn decode_into<'a>(
     let mut counts = DecodeCounts::default();
     for (seq, partition_key, data) in records {
         match event::classify(data, options) {
-            Outcome::Skip(skip) => {
-                counts.skipped += 1;
-                let kind = match skip {
-                    Skip::OtherType => "other_type",
-                    Skip::NotOptKeyword => "not_opt_keyword",
-                };
-                metrics::counter!("optout_records_total", "outcome" => kind).increment(1);
-            }
+            Outcome::Skip(Skip::OtherType) => counts.skipped_other_type += 1,
+            Outcome::Skip(Skip::NotOptKeyword) => counts.skipped_not_opt_keyword += 1,
             Outcome::Opt(ev) => {
                 counts.opt_events += 1;
-                metrics::counter!("optout_records_total", "outcome" => "opt_event").increment(1);
                 batch.opt_events.push(Positioned {
                     sequence_number: seq.to_string(),
                     value: ev,
@@ -59,7 +84,6 @@ pub fn decode_into<'a>(
             }
             Outcome::Test(t) => {
                 counts.test_events += 1;
-                metrics::counter!("optout_records_total", "outcome" => "test_event").increment(1);
                 batch.test_events.push(Positioned {
                     sequence_number: seq.to_string(),
                     value: t,
@@ -67,7 +91,6 @@ pub fn decode_into<'a>(
             }
             Outcome::Dead(reason) => {
                 counts.dead_letters += 1;
-                metrics::counter!("optout_records_total", "outcome" => "dead_letter").increment(1);
                 batch.dead_letters.push(DeadLetter {
                     sequence_number: seq.to_string(),
                     partition_key: partition_key.map(str::to_string),
@@ -77,6 +100,7 @@ pub fn decode_into<'a>(
             }
         }
     }
+    counts.emit();
     counts
 }
 

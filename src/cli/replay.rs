@@ -71,12 +71,12 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
         }
         println!(
             "{label}: {} lines, {} opt events ({} new, {} already stored), {} test events, {} skipped, {} dead letters",
-            counts.opt_events + counts.test_events + counts.skipped + counts.dead_letters,
+            counts.total(),
             counts.opt_events,
             summary.opt_events_new,
             summary.opt_events_duplicate,
             counts.test_events,
-            counts.skipped,
+            counts.skipped(),
             counts.dead_letters,
         );
     }

@@ -46,10 +46,12 @@ pub async fn run(
         return Ok(RunStats::default());
     };
     let consumer_arn = match &config.consumer_name {
-        Some(name) => match super::ensure_consumer(&client, &config.stream, name, &stop).await? {
-            Some(arn) => Some(arn),
-            None => return Ok(RunStats::default()),
-        },
+        Some(name) => {
+            match super::fanout::ensure_consumer(&client, &config.stream, name, &stop).await? {
+                Some(arn) => Some(arn),
+                None => return Ok(RunStats::default()),
+            }
+        }
         None => None,
     };
     info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
@@ -185,7 +187,7 @@ impl Coordinator {
             match self.processor.checkpoints(&self.config.stream).await {
                 Ok(cps) => {
                     self.apply_checkpoints(cps);
-                    return self.refresh().await;
+                    return self.rebalance().await;
                 }
                 Err(e) if e.retryable => {
                     warn!(error = %e, "Could not read checkpoints; retrying.");
@@ -205,8 +207,13 @@ impl Coordinator {
         }
     }
 
-    /// Reloads checkpoints and, with leases, renews and rebalances. `false` on a fatal error.
+    /// With leases, reloads the checkpoints (other workers move them) and rebalances.
+    /// `false` on a fatal error.
     async fn refresh(&mut self) -> bool {
+        if self.leases.is_none() {
+            // Alone, this worker's own readers report every finish; nothing to reload.
+            return true;
+        }
         match self.processor.checkpoints(&self.config.stream).await {
             Ok(cps) => self.apply_checkpoints(cps),
             Err(e) if e.retryable => {
@@ -221,6 +228,11 @@ impl Coordinator {
                 return false;
             }
         }
+        self.rebalance().await
+    }
+
+    /// With leases: renew, drop lost shards, take the fair share. `false` on a fatal error.
+    async fn rebalance(&mut self) -> bool {
         if let Some(leases) = self.leases.clone()
             && let Err(e) = self.balance(&*leases).await
         {
@@ -353,9 +365,10 @@ impl Coordinator {
             self.tracker.spawn(async move {
                 let result = match arn {
                     Some(arn) => {
-                        super::read_shard_fanout(ctx, id.clone(), start, token, arn, cancel).await
+                        super::fanout::read_shard_fanout(ctx, id.clone(), start, token, arn, cancel)
+                            .await
                     }
-                    None => super::read_shard(ctx, id.clone(), start, token, cancel).await,
+                    None => super::poller::read_shard(ctx, id.clone(), start, token, cancel).await,
                 };
                 let _ = done.send((id, result));
             });
@@ -477,7 +490,7 @@ impl Coordinator {
 
 /// A reader restarted (stall, lost and regained lease) before its first commit must not skip
 /// what arrived since its first start: for a shard started at `latest` before, the start
-/// becomes that first moment, less 2 s of slack for clock skew.
+/// becomes that first moment, less [`super::LATEST_SLACK`].
 fn pin_latest(
     pins: &mut HashMap<String, chrono::DateTime<chrono::Utc>>,
     shard_id: &str,
@@ -488,7 +501,7 @@ fn pin_latest(
         StartAt::Initial(InitialPosition::Latest) => match pins.get(shard_id) {
             Some(&t) => StartAt::Initial(InitialPosition::AtTimestamp(t)),
             None => {
-                pins.insert(shard_id.to_string(), now - chrono::Duration::seconds(2));
+                pins.insert(shard_id.to_string(), now - super::LATEST_SLACK);
                 start
             }
         },
@@ -541,7 +554,7 @@ mod tests {
         );
         match again {
             StartAt::Initial(InitialPosition::AtTimestamp(t)) => {
-                assert_eq!(t, t0 - chrono::Duration::seconds(2))
+                assert_eq!(t, t0 - super::super::LATEST_SLACK)
             }
             other => panic!("restart not pinned: {other:?}"),
         }

@@ -22,14 +22,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_kinesis::types::Record;
 
-pub use backoff::{Backoff, ErrorClass, classify, classify_code};
-pub use balance::{Plan, plan};
+pub use backoff::{Backoff, ErrorClass, classify};
 pub use coordinator::run;
-pub use fanout::{ensure_consumer, read_shard_fanout};
 pub use lease::{HeldLease, LeaseInfo, LeaseStore};
-pub use poller::read_shard;
-pub use reader::{ShardContext, ShardExit, ShardReader, StartAt};
-pub use shards::{ShardInfo, aws_message, list_shards, ready_to_read};
+pub use shards::{ShardInfo, aws_message, list_shards};
 
 /// Where to start reading a shard that has no checkpoint yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +39,11 @@ pub enum InitialPosition {
     /// Records written at or after this instant.
     AtTimestamp(chrono::DateTime<chrono::Utc>),
 }
+
+/// How far before the first read at `latest` a restarted reader resumes: slack for clock skew
+/// with Kinesis, so nothing that arrived after the first read is skipped (re-reading those
+/// seconds is harmless: effects are idempotent).
+pub const LATEST_SLACK: chrono::Duration = chrono::Duration::seconds(2);
 
 /// How the consumer behaves; every duration has its unit in its name.
 #[derive(Debug, Clone)]

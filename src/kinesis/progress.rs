@@ -63,7 +63,7 @@ impl Progress {
     }
 
     /// Counts records made durable.
-    pub fn record(&self, _shard_id: &str, n: u64) {
+    pub fn record(&self, n: u64) {
         if n > 0 {
             let mut p = self.lock();
             p.records += n;

@@ -109,12 +109,10 @@ impl ShardReader {
 
     /// Called once reading has started at `latest`: a later restart of this reader (expired
     /// iterator, new subscription) must not jump to the tip again and skip what arrived in
-    /// between, so the start is pinned to a time just before now. The 2 s margin absorbs clock
-    /// skew with Kinesis; re-reading those seconds is harmless (effects are idempotent).
+    /// between, so the start is pinned to now less [`super::LATEST_SLACK`].
     pub fn pin_latest(&mut self) {
         if self.committed.is_none() && self.initial == InitialPosition::Latest {
-            self.initial =
-                InitialPosition::AtTimestamp(chrono::Utc::now() - chrono::Duration::seconds(2));
+            self.initial = InitialPosition::AtTimestamp(chrono::Utc::now() - super::LATEST_SLACK);
         }
     }
 
@@ -190,7 +188,7 @@ impl ShardReader {
         }
         self.backoff.reset();
         self.committed = last;
-        progress.record(&self.shard_id, records.len() as u64);
+        progress.record(records.len() as u64);
         if finished {
             info!(shard_id = %self.shard_id, "Shard read to its end and checkpointed.");
             progress.set(&self.shard_id, ShardState::Finished);
