@@ -906,11 +906,7 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
     .await
     .unwrap();
     write(&client, &stream, 40, 80, 20, Duration::from_millis(10)).await;
-    support::wait_for("80 events", Duration::from_secs(30), || async move {
-        event_count(&**s).await >= 80
-    })
-    .await
-    .unwrap();
+    wait_for_events(&**s, 80, Duration::from_secs(30)).await;
     let logs = worker.terminate();
     assert_eq!(records_read(&logs), 80, "nothing read twice");
     check_tables(&o, 80);
@@ -1021,11 +1017,7 @@ async fn latest_survives_expired_iterators_without_skipping() {
     write(&client, &stream, 0, 40, 20, Duration::from_millis(10)).await;
     let store = optout::store::open(&o.store, 1).await.unwrap();
     let s = &store;
-    support::wait_for("40 events", Duration::from_secs(30), || async move {
-        event_count(&**s).await >= 40
-    })
-    .await
-    .unwrap();
+    wait_for_events(&**s, 40, Duration::from_secs(30)).await;
     worker.terminate();
     check_tables(&o, 40);
 }

@@ -34,13 +34,7 @@ async fn emulator_unreachable_for_30_seconds_loses_nothing() {
     write(&client, &stream, 0, 200, 50, Duration::from_millis(20)).await;
     let store = optout::store::open(&o.store, 1).await.unwrap();
     let s = &store;
-    support::wait_for(
-        "the first 200 events",
-        Duration::from_secs(60),
-        || async move { event_count(&**s).await >= 200 },
-    )
-    .await
-    .unwrap();
+    wait_for_events(&**s, 200, Duration::from_secs(60)).await;
 
     proxy.cut();
     let cut_at = Instant::now();
@@ -59,13 +53,7 @@ async fn emulator_unreachable_for_30_seconds_loses_nothing() {
     );
     proxy.heal();
     let healed_at = Instant::now();
-    support::wait_for(
-        "all 600 events after the outage",
-        Duration::from_secs(60),
-        || async move { event_count(&**s).await >= 600 },
-    )
-    .await
-    .unwrap();
+    wait_for_events(&**s, 600, Duration::from_secs(60)).await;
     eprintln!(
         "outage 30 s: caught up {:.1} s after the network came back",
         healed_at.elapsed().as_secs_f64()
@@ -92,13 +80,7 @@ async fn a_hung_network_restarts_stalled_readers() {
     write(&client, &stream, 0, 100, 50, Duration::from_millis(10)).await;
     let store = optout::store::open(&o.store, 1).await.unwrap();
     let s = &store;
-    support::wait_for(
-        "the first 100 events",
-        Duration::from_secs(60),
-        || async move { event_count(&**s).await >= 100 },
-    )
-    .await
-    .unwrap();
+    wait_for_events(&**s, 100, Duration::from_secs(60)).await;
     // Requests now hang (the SDK's own timeout is 30 s): the watchdog must act first.
     proxy.blackhole();
     write(&client, &stream, 100, 300, 50, Duration::from_millis(10)).await;
@@ -115,11 +97,7 @@ async fn a_hung_network_restarts_stalled_readers() {
     .await
     .unwrap();
     proxy.heal();
-    support::wait_for("all 300 events", Duration::from_secs(60), || async move {
-        event_count(&**s).await >= 300
-    })
-    .await
-    .unwrap();
+    wait_for_events(&**s, 300, Duration::from_secs(60)).await;
     worker.terminate();
     check_tables(&o, 300);
 }

@@ -92,11 +92,7 @@ async fn postgres_restart_mid_run_loses_nothing() {
     let worker = o.spawn_run(&stream, &["--worker-id", "survivor", "--lease-ms", "3000"]);
     write(&client, &stream, 0, 500, 100, Duration::from_millis(20)).await;
     let store = &db.store;
-    support::wait_for("the first events", Duration::from_secs(60), || async move {
-        event_count(&**store).await >= 200
-    })
-    .await
-    .unwrap();
+    wait_for_events(&**store, 200, Duration::from_secs(60)).await;
 
     pg_ctl("stop", &version);
     let stopped_at = std::time::Instant::now();
@@ -111,11 +107,7 @@ async fn postgres_restart_mid_run_loses_nothing() {
     );
     let mut w = worker;
     assert!(w.is_running(), "the worker died with the database");
-    support::wait_for("all 1500 events", Duration::from_secs(120), || async move {
-        event_count(&**store).await >= 1500
-    })
-    .await
-    .unwrap();
+    wait_for_events(&**store, 1500, Duration::from_secs(120)).await;
     let records: Vec<(String, String, Vec<u8>)> = support::read_all(&client, &stream).await;
     let covered = checkpoints_never_ahead(&**store, &stream, &records).await;
     let logs = w.terminate();

@@ -107,11 +107,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     writer.await.unwrap();
     eprintln!("writes done at {:.1} s", t0.elapsed().as_secs_f64());
     let store = &db.store;
-    support::wait_for("all 3000 events", Duration::from_secs(120), || async move {
-        event_count(&**store).await >= 3000
-    })
-    .await
-    .unwrap();
+    wait_for_events(&**store, 3000, Duration::from_secs(120)).await;
     for w in workers {
         w.terminate();
     }
@@ -223,11 +219,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
     writer.await.unwrap();
     // The rest can only go to the children.
     write(&client, &stream, 1000, 2000, 50, Duration::from_millis(20)).await;
-    support::wait_for("all 2000 events", Duration::from_secs(120), || async move {
-        event_count(&**store).await >= 2000
-    })
-    .await
-    .unwrap();
+    wait_for_events(&**store, 2000, Duration::from_secs(120)).await;
     let mut logs = Vec::new();
     for w in workers {
         logs.extend(w.terminate());

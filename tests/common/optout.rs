@@ -422,6 +422,15 @@ pub async fn event_count(store: &dyn optout::store::Store) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits (polling, bounded by `timeout`) until `store` holds at least `n` opt events.
+pub async fn wait_for_events(store: &dyn optout::store::Store, n: usize, timeout: Duration) {
+    crate::support::wait_for(&format!("{n} opt events"), timeout, || async move {
+        event_count(store).await >= n
+    })
+    .await
+    .unwrap();
+}
+
 /// Writes events `from..to` in chunks of `chunk`, pausing `pause` between chunks.
 pub async fn write(
     client: &aws_sdk_kinesis::Client,
