@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::event::{self, DecodeOptions, Outcome, Skip};
+use crate::event::{self, DecodeOptions, Detection, Outcome, Skip};
 use crate::kinesis::{ProcessError, Processor, RecordBatch, ShardCheckpoint};
 use crate::store::{
     Batch, CheckpointUpdate, CommitSummary, DeadLetter, LeaseToken, Positioned, Store,
@@ -24,6 +24,8 @@ pub struct DecodeCounts {
     /// Inbound messages that are no opt keyword.
     pub skipped_not_opt_keyword: u64,
     pub dead_letters: u64,
+    /// Opt events that are phrase-detected revocations (also counted in `opt_events`).
+    pub revocations: u64,
 }
 
 impl DecodeCounts {
@@ -51,6 +53,9 @@ impl DecodeCounts {
                 metrics::counter!("optout_records_total", "outcome" => outcome).increment(n);
             }
         }
+        if self.revocations > 0 {
+            metrics::counter!("optout_revocations_detected_total").increment(self.revocations);
+        }
     }
 }
 
@@ -61,6 +66,7 @@ impl std::ops::AddAssign for DecodeCounts {
         self.skipped_other_type += o.skipped_other_type;
         self.skipped_not_opt_keyword += o.skipped_not_opt_keyword;
         self.dead_letters += o.dead_letters;
+        self.revocations += o.revocations;
     }
 }
 
@@ -77,6 +83,11 @@ pub fn decode_into<'a>(
             Outcome::Skip(Skip::NotOptKeyword) => counts.skipped_not_opt_keyword += 1,
             Outcome::Opt(ev) => {
                 counts.opt_events += 1;
+                if ev.detection == Detection::Phrase {
+                    counts.revocations += 1;
+                    // Scope and rule only: the number and the body are personal data.
+                    warn!(shard_id = %batch.shard_id, sequence_number = seq, scope = ev.scope(), rule = ev.rule.as_deref().unwrap_or_default(), honored = batch.honor_revocations, "Revocation phrase in a message Twilio did not flag: recorded as a STOP.");
+                }
                 batch.opt_events.push(Positioned {
                     sequence_number: seq.to_string(),
                     value: ev,
@@ -122,12 +133,25 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
 pub struct Pipeline {
     store: Arc<dyn Store>,
     options: DecodeOptions,
+    honor_revocations: bool,
 }
 
 impl Pipeline {
     /// A pipeline writing to `store`.
     pub fn new(store: Arc<dyn Store>, options: DecodeOptions) -> Self {
-        Pipeline { store, options }
+        Pipeline {
+            store,
+            options,
+            honor_revocations: false,
+        }
+    }
+
+    /// Lets phrase-detected revocations set `opted_out` (`--honor-revocations`).
+    pub fn honor_revocations(self, honor: bool) -> Self {
+        Pipeline {
+            honor_revocations: honor,
+            ..self
+        }
     }
 }
 
@@ -157,6 +181,7 @@ impl Processor for Pipeline {
                 owner: l.owner.to_string(),
                 token: l.token,
             }),
+            honor_revocations: self.honor_revocations,
             ..Batch::default()
         };
         let records = input

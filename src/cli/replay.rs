@@ -25,12 +25,15 @@ pub struct ReplayArgs {
     /// Treat default opt keywords in bodies of schema versions below 5 as opt events (marked inferred).
     #[arg(long)]
     pub infer_keywords: bool,
+    #[command(flatten)]
+    pub revocation: super::revocations::RevocationArgs,
 }
 
 /// Replays every file, then prints one summary line per file.
 pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
     let options = DecodeOptions {
         infer_keywords: args.infer_keywords,
+        revocations: args.revocation.revocations()?,
     };
     // Open every file first: a typo in the third name should not leave a half-done backfill.
     let mut inputs = Vec::new();
@@ -58,6 +61,7 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
             let mut batch = Batch {
                 stream: "replay".into(),
                 shard_id: label.to_string(),
+                honor_revocations: args.revocation.honor_revocations,
                 ..Batch::default()
             };
             let records = lines.iter().map(|(n, l)| (n.as_str(), None, l.as_slice()));
