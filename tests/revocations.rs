@@ -21,7 +21,14 @@ use support_db::Db;
 
 /// `(revokes, expected category, body)` for every line of tests/corpus/revocations.tsv.
 fn corpus() -> Vec<(bool, String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/revocations.tsv");
+    read_corpus("revocations.tsv")
+}
+
+/// `(revokes, expected category, body)` for every line of a file in tests/corpus/.
+fn read_corpus(name: &str) -> Vec<(bool, String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(name);
     let text = std::fs::read_to_string(&path).expect("corpus file");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -44,13 +51,31 @@ fn corpus() -> Vec<(bool, String, String)> {
         .collect()
 }
 
-#[test]
-fn corpus_precision_and_recall() {
+/// What the rules make of a corpus.
+struct Score {
+    tp: u32,
+    fp: u32,
+    fneg: u32,
+    tn: u32,
+    category_ok: u32,
+}
+
+impl Score {
+    fn precision(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.fp).max(1))
+    }
+
+    fn recall(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.fneg).max(1))
+    }
+}
+
+/// Scores the built-in rules on `corpus`, printing the figures and every mistake.
+fn score(name: &str, corpus: &[(bool, String, String)]) -> Score {
     let rules = RuleSet::builtin();
-    let corpus = corpus();
     let (mut tp, mut fp, mut fneg, mut tn, mut category_ok) = (0, 0, 0, 0, 0);
     let mut mistakes = Vec::new();
-    for (revokes, category, body) in &corpus {
+    for (revokes, category, body) in corpus {
         let found = rules.detect(body);
         assert_eq!(
             found.map(|r| r.id()),
@@ -77,40 +102,89 @@ fn corpus_precision_and_recall() {
             (None, false) => tn += 1,
         }
     }
-    let precision = f64::from(tp) / f64::from((tp + fp).max(1));
-    let recall = f64::from(tp) / f64::from((tp + fneg).max(1));
+    let s = Score {
+        tp,
+        fp,
+        fneg,
+        tn,
+        category_ok,
+    };
     println!(
-        "revocation corpus ({}): {} bodies, {} revocations, {} others; \
+        "{name} ({}): {} bodies, {} revocations, {} others; \
          TP {tp} FP {fp} FN {fneg} TN {tn}; precision {:.1}%, recall {:.1}%, \
          category agreement {category_ok}/{tp}",
         rules.version(),
         corpus.len(),
         tp + fneg,
         fp + tn,
-        precision * 100.0,
-        recall * 100.0,
+        s.precision() * 100.0,
+        s.recall() * 100.0,
     );
     for m in &mistakes {
         println!("  {m}");
     }
+    s
+}
+
+/// The development corpus (written alongside the rules): the issue's thresholds.
+#[test]
+fn corpus_precision_and_recall() {
+    let corpus = corpus();
+    let s = score("revocation corpus", &corpus);
     assert!(
         corpus.len() >= 400,
         "the corpus holds {} bodies",
         corpus.len()
     );
-    assert!(fp + tn >= 200, "too few hard negatives: {}", fp + tn);
-    assert!(recall >= 0.95, "recall {recall:.3} below 95%");
-    assert!(precision >= 0.99, "precision {precision:.3} below 99%");
     assert!(
-        f64::from(category_ok) >= 0.9 * f64::from(tp),
-        "categories disagree too often: {category_ok}/{tp}"
+        s.fp + s.tn >= 200,
+        "too few hard negatives: {}",
+        s.fp + s.tn
+    );
+    assert!(s.recall() >= 0.95, "recall {:.3} below 95%", s.recall());
+    assert!(
+        s.precision() >= 0.99,
+        "precision {:.3} below 99%",
+        s.precision()
+    );
+    assert!(
+        f64::from(s.category_ok) >= 0.9 * f64::from(s.tp),
+        "categories disagree too often: {}/{}",
+        s.category_ok,
+        s.tp
+    );
+}
+
+/// The held-out bodies, written after the rules were frozen and never used to tune them: the
+/// honest estimate (printed; README quotes it). Floors guard against regressions only.
+#[test]
+fn holdout_precision_and_recall() {
+    let corpus = read_corpus("revocations-holdout.tsv");
+    let s = score("revocation hold-out", &corpus);
+    assert!(
+        corpus.len() >= 60,
+        "the hold-out holds {} bodies",
+        corpus.len()
+    );
+    assert!(
+        s.recall() >= 0.8,
+        "hold-out recall {:.3} below 80%",
+        s.recall()
+    );
+    assert!(
+        s.precision() >= 0.95,
+        "hold-out precision {:.3} below 95%",
+        s.precision()
     );
 }
 
 #[test]
 fn corpus_has_no_duplicate_bodies() {
     let mut seen = std::collections::HashSet::new();
-    for (_, _, body) in corpus() {
+    for (_, _, body) in corpus()
+        .into_iter()
+        .chain(read_corpus("revocations-holdout.tsv"))
+    {
         assert!(seen.insert(body.to_lowercase()), "duplicate: {body:?}");
     }
 }
