@@ -19,10 +19,13 @@ use super::normalize::{fold, is_apostrophe, spelled};
 /// How many required words the prefilter tracks; words beyond are not checked (still sound).
 const MAX_SLOTS: u32 = 128;
 
+/// Words of the bloom filter (2 KiB: stays in L1 next to the record being decoded).
+const BLOOM_WORDS: usize = 256;
+
 #[derive(Debug, Clone)]
 pub(super) struct Prefilter {
-    /// A 1024-bit filter over the ASCII keys, so most tokens cost one bit test.
-    bloom: [u64; 16],
+    /// A 16384-bit filter over the ASCII keys, so most tokens cost one bit test.
+    bloom: Box<[u64; BLOOM_WORDS]>,
     /// ASCII keys (see [`ascii_key`]), sorted, with the required words they satisfy.
     ascii: Vec<(u32, u128)>,
     /// Keys with non-ASCII characters: (first up to four characters, is a prefix, words).
@@ -64,8 +67,9 @@ fn ascii_key(chars: &[char], prefix: bool) -> Option<u32> {
     Some(key)
 }
 
+#[inline]
 fn bloom_bit(key: u32) -> (usize, u64) {
-    let h = (key.wrapping_mul(0x9E37_79B1) >> 22) as usize;
+    let h = (key.wrapping_mul(0x9E37_79B1) >> 18) as usize;
     (h / 64, 1u64 << (h % 64))
 }
 
@@ -73,7 +77,7 @@ impl Prefilter {
     pub(super) fn new(rules: &[Rule]) -> Self {
         let spellings = spelled();
         let mut p = Prefilter {
-            bloom: [0; 16],
+            bloom: Box::new([0; BLOOM_WORDS]),
             ascii: Vec::new(),
             other: Vec::new(),
             patterns: Vec::new(),
@@ -138,6 +142,7 @@ impl Prefilter {
             filter: self,
             seen: 0,
             buf: ['\0'; 4],
+            key: 0,
             len: 0,
             last: None,
             ascii: true,
@@ -186,6 +191,8 @@ struct Scan<'f> {
     seen: u128,
     /// The current token's first (squeezed) characters.
     buf: [char; 4],
+    /// The same, packed as in [`ascii_key`] while they are ASCII.
+    key: u32,
     /// The current token's squeezed length.
     len: usize,
     last: Option<char>,
@@ -201,9 +208,10 @@ impl Scan<'_> {
             return;
         }
         self.last = Some(c);
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = c;
+        if self.len < 4 {
+            self.buf[self.len] = c;
             self.ascii &= c.is_ascii();
+            self.key |= (c as u32 & 0xff) << (8 * self.len);
         }
         self.len += 1;
         if self.len == 4 {
@@ -223,15 +231,17 @@ impl Scan<'_> {
             self.check(false);
         }
         self.len = 0;
+        self.key = 0;
         self.ascii = true;
     }
 
     fn check(&mut self, prefix: bool) {
-        let chars = &self.buf[..self.len.min(4)];
         let f = self.filter;
         if self.ascii {
-            let Some(key) = ascii_key(chars, prefix) else {
-                return;
+            let key = if prefix {
+                self.key
+            } else {
+                self.key | (0x80 | self.len as u32) << 24
             };
             let (w, b) = bloom_bit(key);
             if f.bloom.get(w).is_some_and(|x| x & b != 0)
@@ -240,7 +250,7 @@ impl Scan<'_> {
                 self.seen |= f.ascii.get(i).map_or(0, |&(_, m)| m);
             }
         } else {
-            let s: String = chars.iter().collect();
+            let s: String = self.buf[..self.len.min(4)].iter().collect();
             for (k, p, m) in &f.other {
                 if *p == prefix && *k == s {
                     self.seen |= m;
