@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::OptOutType;
+use crate::event::{Detection, OptOutType};
 use crate::store::{EventFilter, StatusFilter, Store};
 
 /// Shared state of the HTTP handlers.
@@ -114,12 +114,13 @@ async fn status(State(s): State<AppState>, Query(q): Query<StatusQuery>) -> Resp
     reply(s.store.status(&filter).await)
 }
 
-/// `/v1/events?since=RFC3339&type=stop|start|help&subscriber=`.
+/// `/v1/events?since=RFC3339&type=stop|start|help&subscriber=&detection=twilio|keyword|phrase`.
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     since: Option<String>,
     r#type: Option<String>,
     subscriber: Option<String>,
+    detection: Option<String>,
 }
 
 async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
@@ -141,10 +142,22 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resp
             return (StatusCode::BAD_REQUEST, "type: use stop, start or help\n").into_response();
         }
     };
+    let detection = match q.detection.as_deref().map(Detection::parse) {
+        None => None,
+        Some(Some(d)) => Some(d),
+        Some(None) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "detection: use twilio, keyword or phrase\n",
+            )
+                .into_response();
+        }
+    };
     let filter = EventFilter {
         since,
         opt_out_type,
         subscriber: q.subscriber,
+        detection,
     };
     reply(s.store.events(&filter).await)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tracing::{debug, info, warn};
 
-use crate::event::{self, DecodeOptions, Outcome, Skip};
+use crate::event::{self, DecodeOptions, Detection, Outcome, Skip};
 use crate::kinesis::{ProcessError, Processor, RecordBatch, ShardCheckpoint};
 use crate::store::{
     Batch, CheckpointUpdate, CommitSummary, DeadLetter, FailureKind, LeaseToken, Positioned, Store,
@@ -25,6 +25,8 @@ pub struct DecodeCounts {
     /// Inbound messages that are no opt keyword.
     pub skipped_not_opt_keyword: u64,
     pub dead_letters: u64,
+    /// Opt events that are phrase-detected revocations (also counted in `opt_events`).
+    pub revocations: u64,
 }
 
 impl DecodeCounts {
@@ -53,6 +55,9 @@ impl DecodeCounts {
                 metrics::counter!("optout_records_total", "outcome" => outcome).increment(n);
             }
         }
+        if self.revocations > 0 {
+            metrics::counter!("optout_revocations_detected_total").increment(self.revocations);
+        }
     }
 }
 
@@ -63,6 +68,7 @@ impl std::ops::AddAssign for DecodeCounts {
         self.skipped_other_type += o.skipped_other_type;
         self.skipped_not_opt_keyword += o.skipped_not_opt_keyword;
         self.dead_letters += o.dead_letters;
+        self.revocations += o.revocations;
     }
 }
 
@@ -95,6 +101,11 @@ pub fn decode_into<'a>(
             Outcome::Skip(Skip::NotOptKeyword) => counts.skipped_not_opt_keyword += 1,
             Outcome::Opt(ev) => {
                 counts.opt_events += 1;
+                if ev.detection == Detection::Phrase {
+                    counts.revocations += 1;
+                    // Scope and rule only: the number and the body are personal data.
+                    warn!(shard_id = %batch.shard_id, sequence_number = seq, scope = ev.scope(), rule = ev.rule.as_deref().unwrap_or_default(), honored = batch.honor_revocations, "Revocation phrase in a message Twilio did not flag: recorded as a STOP.");
+                }
                 batch.opt_events.push(Positioned {
                     sequence_number: seq.to_string(),
                     value: ev,
@@ -149,6 +160,9 @@ pub struct Target {
     pub shard_id: String,
     /// The lease the records were read under, checked by every commit.
     pub lease: Option<LeaseToken>,
+    /// Phrase-detected revocations change status (`--honor-revocations`); every sub-batch of
+    /// an isolation carries it too.
+    pub honor_revocations: bool,
 }
 
 impl Target {
@@ -158,6 +172,7 @@ impl Target {
             shard_id: self.shard_id.clone(),
             checkpoint,
             lease: self.lease.clone(),
+            honor_revocations: self.honor_revocations,
             ..Batch::default()
         }
     }
@@ -279,12 +294,25 @@ async fn dead_letter_refused(
 pub struct Pipeline {
     store: Arc<dyn Store>,
     options: DecodeOptions,
+    honor_revocations: bool,
 }
 
 impl Pipeline {
     /// A pipeline writing to `store`.
     pub fn new(store: Arc<dyn Store>, options: DecodeOptions) -> Self {
-        Pipeline { store, options }
+        Pipeline {
+            store,
+            options,
+            honor_revocations: false,
+        }
+    }
+
+    /// Lets phrase-detected revocations set `opted_out` (`--honor-revocations`).
+    pub fn honor_revocations(self, honor: bool) -> Self {
+        Pipeline {
+            honor_revocations: honor,
+            ..self
+        }
     }
 }
 
@@ -310,6 +338,7 @@ impl Processor for Pipeline {
                 owner: l.owner.to_string(),
                 token: l.token,
             }),
+            honor_revocations: self.honor_revocations,
         };
         let records: Vec<RawRecord<'_>> = input
             .records

@@ -2,8 +2,10 @@
 //!
 //! [`Synth`] yields spec-valid CloudEvents (built with cloudevents-sdk) in the mix a busy
 //! messaging account writes to Kinesis: by default 53% delivery receipts, 45% ordinary inbound
-//! messages and 2% opt keywords (STOP/START/HELP and the other default keywords, in mixed case,
-//! schema v5/v6 with `optOutType` set as Twilio sets it). About 10% of events carry `data` as a
+//! messages and 2% opt requests: mostly opt keywords (STOP/START/HELP and the other default
+//! keywords, in mixed case, schema v5/v6 with `optOutType` set as Twilio sets it), and about one
+//! in four a revocation phrase Twilio does not flag ("Stop texting me", "opt out", no
+//! `optOutType`). About 10% of events carry `data` as a
 //! JSON-encoded string, as in Twilio's own Kinesis examples. Output is deterministic for a seed:
 //! timestamps start at 2026-03-01T12:00:00Z and advance 1-200 ms per record. Records are compact
 //! JSON averaging about 765 bytes (pinned by a test).
@@ -42,6 +44,8 @@ pub enum Kind {
     InboundMessage,
     /// An inbound message that is an opt keyword, with `optOutType` set.
     OptKeyword,
+    /// An inbound message that revokes consent in words Twilio does not flag (no `optOutType`).
+    Revocation,
     /// A sink test event.
     TestEvent,
 }
@@ -53,6 +57,7 @@ impl Kind {
             Kind::DeliveryReceipt => "delivery_receipt",
             Kind::InboundMessage => "inbound_message",
             Kind::OptKeyword => "opt_keyword",
+            Kind::Revocation => "revocation_phrase",
             Kind::TestEvent => "test_event",
         }
     }
@@ -103,40 +108,47 @@ const BODIES: [&str; 16] = [
     "What time does the store open tomorrow morning?",
     "Yes please, confirm my appointment for Tuesday at 10:30",
     "ok",
-    "Stop sending me these please",
+    "Sounds good, see you there",
     "Is my order #48213 shipped yet? The tracking link says \"pending\".",
     "Merci beaucoup 😊",
     "👍",
     "Running 10 min late, sorry!\nSave me a seat.",
     "Can I reschedule to next week?",
     "Where do I find my receipt from last Friday's purchase?",
-    "opt out",
+    "on my way",
     "C'est parfait, à demain",
     "Please send the invoice to my work email instead",
 ];
 
-/// Opt keywords as subscribers type them, with the `optOutType` Twilio sets for each.
-const OPT_BODIES: [(&str, &str); 20] = [
-    ("STOP", "STOP"),
-    ("Stop", "STOP"),
-    ("stop", "STOP"),
-    ("sToP", "STOP"),
-    (" stop ", "STOP"),
-    ("STOPALL", "STOP"),
-    ("Unsubscribe", "STOP"),
-    ("cancel", "STOP"),
-    ("END", "STOP"),
-    ("quit", "STOP"),
-    ("REVOKE", "STOP"),
-    ("optout", "STOP"),
-    ("START", "START"),
-    ("Start", "START"),
-    (" start ", "START"),
-    ("yes", "START"),
-    ("UNSTOP", "START"),
-    ("HELP", "HELP"),
-    ("help", "HELP"),
-    ("Info", "HELP"),
+/// Opt requests as subscribers type them, with the `optOutType` Twilio sets for each: none for
+/// revocation phrases, which Twilio does not recognise.
+const OPT_BODIES: [(&str, Option<&str>); 26] = [
+    ("STOP", Some("STOP")),
+    ("Stop", Some("STOP")),
+    ("stop", Some("STOP")),
+    ("sToP", Some("STOP")),
+    (" stop ", Some("STOP")),
+    ("STOPALL", Some("STOP")),
+    ("Unsubscribe", Some("STOP")),
+    ("cancel", Some("STOP")),
+    ("END", Some("STOP")),
+    ("quit", Some("STOP")),
+    ("REVOKE", Some("STOP")),
+    ("optout", Some("STOP")),
+    ("START", Some("START")),
+    ("Start", Some("START")),
+    (" start ", Some("START")),
+    ("yes", Some("START")),
+    ("UNSTOP", Some("START")),
+    ("HELP", Some("HELP")),
+    ("help", Some("HELP")),
+    ("Info", Some("HELP")),
+    ("Stop sending me these please", None),
+    ("opt out", None),
+    ("STOP!!", None),
+    ("Stop texting me", None),
+    ("please unsubscribe me", None),
+    ("Remove me from this list", None),
 ];
 
 const RECEIPT_TYPES: [(&str, &str, u32); 6] = [
@@ -240,11 +252,10 @@ impl Synth {
         } else {
             Kind::DeliveryReceipt
         };
-        let bytes = match kind {
-            Kind::DeliveryReceipt => self.receipt(),
+        match kind {
+            Kind::DeliveryReceipt => (kind, self.receipt()),
             _ => self.inbound(kind == Kind::OptKeyword),
-        };
-        (kind, bytes)
+        }
     }
 
     /// A sink test event (`data` a JSON string holding `test_id`, as Twilio sends it).
@@ -313,7 +324,7 @@ impl Synth {
             .map_or("+15551230001", String::as_str)
     }
 
-    fn inbound(&mut self, opt: bool) -> Vec<u8> {
+    fn inbound(&mut self, opt: bool) -> (Kind, Vec<u8>) {
         let time = self.tick();
         let id = self.event_id();
         let message_sid = self.sid("SM");
@@ -336,7 +347,7 @@ impl Synth {
         };
         let (body, opt_out_type, version) = if opt {
             let (body, t) = OPT_BODIES[self.rng.usize(..OPT_BODIES.len())];
-            (body, Some(t), 5 + self.rng.u32(0..2))
+            (body, t, 5 + self.rng.u32(0..2))
         } else {
             let version = match self.rng.u32(0..100) {
                 0..45 => 6,
@@ -372,14 +383,20 @@ impl Synth {
         let source = format!("/2010-04-01/Accounts/{account}/Messages/{message_sid}.json");
         let schema = format!("{SCHEMA_BASE}Messaging.InboundMessageV1/{version}");
         let data = self.data(&data);
-        build(
+        let kind = match (opt, opt_out_type) {
+            (false, _) => Kind::InboundMessage,
+            (true, Some(_)) => Kind::OptKeyword,
+            (true, None) => Kind::Revocation,
+        };
+        let bytes = build(
             id,
             crate::event::INBOUND_MESSAGE_TYPE,
             source,
             time,
             &schema,
             data,
-        )
+        );
+        (kind, bytes)
     }
 
     fn receipt(&mut self) -> Vec<u8> {

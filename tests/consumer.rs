@@ -201,7 +201,19 @@ async fn mixed_stream_over_four_shards() {
         "every record read exactly once"
     );
 
-    let events = optout.query(&["events"]);
+    // " STOP " (v4) and "Stop please" (v5) arrive without optOutType: phrase revocations,
+    // recorded with their rule, status untouched (not honoured by default).
+    let phrases = optout.query(&["events", "--detection", "phrase"]);
+    assert_eq!(
+        ids(&phrases, "event_id"),
+        ["EZe1", "EZf1"].iter().map(|s| s.to_string()).collect()
+    );
+    assert!(
+        phrases
+            .iter()
+            .all(|e| e["rule"] == "builtin-2026.1:fcc-word")
+    );
+    let events = optout.query(&["events", "--detection", "twilio"]);
     assert_eq!(
         ids(&events, "event_id"),
         [
@@ -342,7 +354,10 @@ async fn infer_keywords_marks_old_schema_bodies() {
         .unwrap();
     let optout = Optout::new(emu.env());
     optout.run_to_idle(&stream, &["--infer-keywords"]);
-    let events = optout.query(&["events"]);
+    // "Stop please" and a v5 "STOP" without optOutType are phrase revocations, not keywords.
+    let phrases = optout.query(&["events", "--detection", "phrase"]);
+    assert_eq!(phrases.len(), 2, "{phrases:#?}");
+    let events = optout.query(&["events", "--detection", "keyword"]);
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["event_id"], "EZe1");
     assert_eq!(events[0]["inferred"], true);

@@ -10,19 +10,23 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use cloudevents::AttributesReader;
 use optout::event::{
-    DecodeOptions, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Skip, TestEvent, classify,
-    envelope,
+    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Revocations,
+    Skip, TestEvent, classify, envelope,
 };
 use serde_json::Value;
 
 #[path = "decode/reference.rs"]
 mod reference;
 
+// Revocation phrases are off here: these expectations pin the Twilio and keyword rules;
+// tests/revocations.rs runs the same fixtures with the default (phrase detection on).
 const OFF: DecodeOptions = DecodeOptions {
     infer_keywords: false,
+    revocations: Revocations::Off,
 };
 const ON: DecodeOptions = DecodeOptions {
     infer_keywords: true,
+    revocations: Revocations::Off,
 };
 const ACCOUNT: &str = "AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a";
 const SERVICE: &str = "MG2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c";
@@ -48,6 +52,8 @@ fn stop_v5() -> OptEvent {
         event_id: "EZ7a1c3e5b9d2f4a6c8e0b1d3f5a7c9e1b".into(),
         opt_out_type: OptOutType::Stop,
         inferred: false,
+        detection: Detection::Twilio,
+        rule: None,
         account_sid: ACCOUNT.into(),
         messaging_service_sid: Some(SERVICE.into()),
         sender: "+15559870002".into(),
@@ -87,11 +93,13 @@ fn expected() -> Vec<(&'static str, Expect, Expect)> {
     };
     let inferred_v4 = OptEvent {
         inferred: true,
+        detection: Detection::Keyword,
         schema_version: Some(4),
         ..derived(6, "  stop ")
     };
     let inferred_unknown = OptEvent {
         inferred: true,
+        detection: Detection::Keyword,
         schema_version: None,
         messaging_service_sid: None,
         ..derived(7, "UNSUBSCRIBE")

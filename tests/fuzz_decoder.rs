@@ -9,8 +9,11 @@
 //!   (dead letters by category, everything else field by field);
 //! - opt events have a non-empty `event_id`, `account_sid`, `sender`, `subscriber` and scope,
 //!   test events a non-empty `test_id` and `account_sid`, dead letters a known category;
-//! - `infer_keywords` only turns "not an opt keyword" skips into inferred opt events (or their
-//!   dead letters) and changes nothing else.
+//! - `infer_keywords` only turns "not an opt keyword" skips or phrase revocations into inferred
+//!   keyword events (or their dead letters) and changes nothing else.
+//!
+//! Both modes run with revocation phrase detection on (the default). The reference matches the
+//! rules without their prefilter, so any body the prefilter wrongly drops is a disagreement.
 //!
 //! `fuzz_smoke` runs 20,000 inputs from a fixed seed on every `cargo test`. The long run:
 //!
@@ -31,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use optout::event::{
-    DecodeOptions, INBOUND_MESSAGE_TYPE, Outcome, Skip, TEST_EVENT_TYPE, classify,
+    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, Outcome, Revocations, Skip, TEST_EVENT_TYPE,
+    classify,
 };
 use optout::synth::{MixOptions, Synth};
 
@@ -49,9 +53,11 @@ fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
 const MODES: [DecodeOptions; 2] = [
     DecodeOptions {
         infer_keywords: false,
+        revocations: Revocations::Builtin,
     },
     DecodeOptions {
         infer_keywords: true,
+        revocations: Revocations::Builtin,
     },
 ];
 
@@ -67,10 +73,11 @@ const DEAD_CATEGORIES: [&str; 8] = [
     "unstorable field",
 ];
 
-/// Outcome categories, as counted: five kinds of success, then one per dead-letter category.
-const CATEGORY_NAMES: [&str; 13] = [
+/// Outcome categories, as counted: six kinds of success, then one per dead-letter category.
+const CATEGORY_NAMES: [&str; 14] = [
     "opt",
     "opt (inferred)",
+    "opt (phrase)",
     "test",
     "skip: other type",
     "skip: not opt keyword",
@@ -83,15 +90,19 @@ const CATEGORY_NAMES: [&str; 13] = [
     "dead: no test_id",
     "dead: unstorable field",
 ];
-const NOT_JSON: usize = 5;
+const NOT_JSON: usize = 6;
 
 /// The counting category of an outcome; `None` for a dead letter of no known category.
 fn category(o: &Outcome) -> Option<usize> {
     match o {
-        Outcome::Opt(e) => Some(usize::from(e.inferred)),
-        Outcome::Test(_) => Some(2),
-        Outcome::Skip(Skip::OtherType) => Some(3),
-        Outcome::Skip(Skip::NotOptKeyword) => Some(4),
+        Outcome::Opt(e) => Some(match e.detection {
+            Detection::Twilio => 0,
+            Detection::Keyword => 1,
+            Detection::Phrase => 2,
+        }),
+        Outcome::Test(_) => Some(3),
+        Outcome::Skip(Skip::OtherType) => Some(4),
+        Outcome::Skip(Skip::NotOptKeyword) => Some(5),
         Outcome::Dead(reason) => DEAD_CATEGORIES
             .iter()
             .position(|c| {
@@ -202,6 +213,16 @@ fn invariants(o: &Outcome) -> Result<(), &'static str> {
             if e.scope().is_empty() {
                 return Err("opt event with an empty scope");
             }
+            if e.inferred != (e.detection != Detection::Twilio) {
+                return Err("opt event whose `inferred` disagrees with its detection");
+            }
+            if (e.detection == Detection::Phrase) != e.rule.is_some() {
+                return Err("a rule without a phrase detection, or the reverse");
+            }
+            if e.detection == Detection::Phrase && e.opt_out_type != optout::event::OptOutType::Stop
+            {
+                return Err("a phrase detection that is not a STOP");
+            }
         }
         Outcome::Test(t) => {
             if t.test_id.is_empty() {
@@ -216,14 +237,20 @@ fn invariants(o: &Outcome) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `infer_keywords` may only turn a "not an opt keyword" skip into an inferred opt event, or
-/// into the dead letter such an event can be; every other outcome is the same in both modes.
+/// `infer_keywords` may only turn a "not an opt keyword" skip or a phrase revocation into an
+/// inferred keyword event, or a skip into the dead letter such an event can be; every other
+/// outcome is the same in both modes.
 fn modes_consistent(off: &Outcome, on: &Outcome) -> Result<(), &'static str> {
-    if matches!(off, Outcome::Opt(e) if e.inferred) {
-        return Err("inferred opt event without infer_keywords");
+    if matches!(off, Outcome::Opt(e) if e.detection == Detection::Keyword) {
+        return Err("inferred keyword event without infer_keywords");
     }
     let ok = match (off, on) {
-        (Outcome::Skip(Skip::NotOptKeyword), Outcome::Opt(e)) => e.inferred,
+        (Outcome::Skip(Skip::NotOptKeyword), Outcome::Opt(e)) => e.detection == Detection::Keyword,
+        (Outcome::Opt(p), Outcome::Opt(k))
+            if p.detection == Detection::Phrase && k.detection == Detection::Keyword =>
+        {
+            p.event_id == k.event_id && p.body == k.body && p.occurred_at == k.occurred_at
+        }
         (Outcome::Skip(Skip::NotOptKeyword), Outcome::Dead(reason)) => {
             reason.starts_with("missing field: ")
                 || reason.starts_with("bad timestamp: ")
@@ -529,8 +556,30 @@ const ANY_STRINGS: [&str; 30] = [
     "\t",
 ];
 
-/// Opt keywords and near misses, for `optOutType` and `body`.
-const OPT_WORDS: [&str; 36] = [
+/// Opt keywords, revocation phrases and near misses, for `optOutType` and `body`.
+const OPT_WORDS: [&str; 58] = [
+    "Stop texting me",
+    "please unsubscribe me",
+    "STOP!!",
+    "stoooop \\ud83d\\uded1",
+    "remove me from this list",
+    "opt out",
+    "Opt-Out please",
+    "I revoke my consent",
+    "no more texts",
+    "do not text me",
+    "don't stop",
+    "do not text me back",
+    "I'll stop by",
+    "bus stop",
+    "S T O P",
+    "s\\u0074op texting me",
+    "t\\u0061ke me off your list",
+    "unsubcribe pls",
+    "stop\\nwho is this",
+    "\\uff33\\uff34\\uff2f\\uff30!",
+    "st\\u00f6p",
+    "non-stop",
     "STOP",
     "START",
     "HELP",

@@ -286,6 +286,8 @@ fn stop_event(id: &str) -> OptEvent {
         event_id: id.into(),
         opt_out_type: OptOutType::Stop,
         inferred: false,
+        detection: optout::event::Detection::Twilio,
+        rule: None,
         account_sid: "AC1".into(),
         messaging_service_sid: Some("MG1".into()),
         sender: "+15559870002".into(),

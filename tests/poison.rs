@@ -238,6 +238,7 @@ async fn database_refusals_are_isolated(db: db::Db) {
         stream: "s".into(),
         shard_id: "shardId-000000000000".into(),
         lease: None,
+        honor_revocations: false,
     };
     let cp = CheckpointUpdate {
         sequence_number: Some(seqs[N - 1].clone()),

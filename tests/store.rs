@@ -48,6 +48,8 @@ fn ev(id: &str, t: OptOutType, from: &str, at: i64) -> OptEvent {
         event_id: id.into(),
         opt_out_type: t,
         inferred: false,
+        detection: optout::event::Detection::Twilio,
+        rule: None,
         account_sid: "AC1".into(),
         messaging_service_sid: Some("MG1".into()),
         sender: "+15559870002".into(),

@@ -58,7 +58,13 @@ fn the_mix_has_the_promised_shares_and_mean_size() {
         }
     }
     let share = |k| count.get(&k).copied().unwrap_or_default() as f64 / records.len() as f64;
-    assert!((share(Kind::OptKeyword) - 0.02).abs() < 0.005, "{count:?}");
+    // The 2% opt share: 20 keywords Twilio flags, 6 revocation phrases it does not.
+    let opt_share = share(Kind::OptKeyword) + share(Kind::Revocation);
+    assert!((opt_share - 0.02).abs() < 0.005, "{count:?}");
+    assert!(
+        (share(Kind::Revocation) / opt_share - 6.0 / 26.0).abs() < 0.08,
+        "{count:?}"
+    );
     assert!(
         (share(Kind::InboundMessage) - 0.45).abs() < 0.015,
         "{count:?}"
@@ -118,7 +124,9 @@ fn records_look_like_twilio_events() {
         let ty = v["type"].as_str().expect("type");
         match kind {
             Kind::DeliveryReceipt => assert!(ty.starts_with("com.twilio.messaging.message.")),
-            Kind::InboundMessage => assert!(data.get("optOutType").is_none()),
+            Kind::InboundMessage | Kind::Revocation => {
+                assert!(data.get("optOutType").is_none())
+            }
             Kind::OptKeyword => {
                 let t = data["optOutType"].as_str().expect("optOutType");
                 assert!(["STOP", "START", "HELP"].contains(&t), "{t}");
@@ -137,6 +145,7 @@ fn records_look_like_twilio_events() {
 fn every_kind_decodes_to_its_outcome() {
     let opts = DecodeOptions {
         infer_keywords: true,
+        ..DecodeOptions::default()
     };
     for (kind, r) in mix(8, 0.1, 2_000) {
         let outcome = classify(&r, opts);
@@ -144,6 +153,9 @@ fn every_kind_decodes_to_its_outcome() {
             Kind::DeliveryReceipt => outcome == Outcome::Skip(optout::event::Skip::OtherType),
             Kind::InboundMessage => outcome == Outcome::Skip(optout::event::Skip::NotOptKeyword),
             Kind::OptKeyword => matches!(&outcome, Outcome::Opt(e) if !e.inferred),
+            Kind::Revocation => {
+                matches!(&outcome, Outcome::Opt(e) if e.detection == optout::event::Detection::Phrase)
+            }
             Kind::TestEvent => false,
         };
         assert!(ok, "{kind:?} decoded as {outcome:?}");

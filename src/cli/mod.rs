@@ -6,6 +6,7 @@
 mod produce;
 mod query;
 mod replay;
+mod revocations;
 mod run;
 mod shards;
 
@@ -69,6 +70,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Each shard with its parents, lease owner and expiry, checkpoint, and whether it is finished.
     Shards(shards::ShardsArgs),
+    /// Numbers whose latest signal is a phrase-detected revocation Twilio did not block.
+    Revocations(revocations::RevocationsArgs),
 }
 
 /// `--format` for query commands.
@@ -165,6 +168,7 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
         }
         Command::Serve(args) => query::serve(&cli, args).await,
         Command::Shards(args) => shards::shards(&cli, args).await,
+        Command::Revocations(args) => revocations::revocations(&cli, args).await,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use clap::Args;
 
 use super::{Cli, CliError, FormatArg, ServeArgs, open_store_read_only};
-use crate::event::OptOutType;
+use crate::event::{Detection, OptOutType};
 use crate::output::{Format, write_rows};
 use crate::store::{EventFilter, StatusFilter};
 
@@ -46,11 +46,22 @@ pub struct EventsArgs {
     /// Only this subscriber.
     #[arg(long)]
     pub subscriber: Option<String>,
+    /// Only events recognised this way: twilio, keyword or phrase.
+    #[arg(long, value_enum)]
+    pub detection: Option<DetectionArg>,
     #[command(flatten)]
     pub format: FormatArg,
 }
 
-fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+/// `--detection` of `optout events`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DetectionArg {
+    Twilio,
+    Keyword,
+    Phrase,
+}
+
+pub(super) fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.to_utc())
         .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}); e.g. 2026-03-01T00:00:00Z"))
@@ -90,6 +101,11 @@ pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
             TypeArg::Help => OptOutType::Help,
         }),
         subscriber: args.subscriber.clone(),
+        detection: args.detection.map(|d| match d {
+            DetectionArg::Twilio => Detection::Twilio,
+            DetectionArg::Keyword => Detection::Keyword,
+            DetectionArg::Phrase => Detection::Phrase,
+        }),
     };
     print(
         &store.events(&filter).await.map_err(runtime)?,

@@ -26,12 +26,15 @@ pub struct ReplayArgs {
     /// Treat default opt keywords in bodies of schema versions below 5 as opt events (marked inferred).
     #[arg(long)]
     pub infer_keywords: bool,
+    #[command(flatten)]
+    pub revocation: super::revocations::RevocationArgs,
 }
 
 /// Replays every file, then prints one summary line per file.
 pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
     let options = DecodeOptions {
         infer_keywords: args.infer_keywords,
+        revocations: args.revocation.revocations()?,
     };
     // Check and open every input first: a typo or a directory in the third name must not
     // leave a half-done backfill.
@@ -49,6 +52,7 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
             stream: "replay".into(),
             shard_id: format!("{label}@{run_id}"),
             lease: None,
+            honor_revocations: args.revocation.honor_revocations,
         };
         let mut done = Committed::default();
         let mut line_no = 0u64;

@@ -51,6 +51,8 @@ pub struct RunArgs {
     /// Restart a shard reader that made no successful call for this many seconds.
     #[arg(long, env = "OPTOUT_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub stall_timeout_secs: u64,
+    #[command(flatten)]
+    pub revocation: super::revocations::RevocationArgs,
     /// Read with enhanced fan-out (SubscribeToShard) as this registered stream consumer; needs
     /// kinesis:RegisterStreamConsumer, DescribeStreamConsumer, SubscribeToShard.
     #[arg(long, env = "OPTOUT_CONSUMER_NAME", value_parser = parse_consumer_name)]
@@ -169,12 +171,17 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         },
         None => config,
     };
-    let pipeline = Arc::new(Pipeline::new(
-        store.clone(),
-        DecodeOptions {
-            infer_keywords: args.infer_keywords,
-        },
-    ));
+    let revocations = args.revocation.revocations()?;
+    let pipeline = Arc::new(
+        Pipeline::new(
+            store.clone(),
+            DecodeOptions {
+                infer_keywords: args.infer_keywords,
+                revocations,
+            },
+        )
+        .honor_revocations(args.revocation.honor_revocations),
+    );
     info!(stream = %args.stream, store = store.backend(), infer_keywords = args.infer_keywords, "Starting consumer.");
     ready.store(true, Ordering::Relaxed);
     let result = kinesis::run(client, config, pipeline, leases, shutdown.clone()).await;

@@ -9,7 +9,9 @@
 //! 1. `com.twilio.messaging.inbound-message.received` with `data.optOutType` STOP/START/HELP in
 //!    any case is an opt event. Without `optOutType` (absent or null): schema version >= 5 is not
 //!    an opt event; version < 5 or unknown is one only with `infer_keywords` and a body that,
-//!    trimmed, is a default keyword (the event is then marked `inferred`).
+//!    trimmed, is a default keyword (the event is then marked `inferred`, detection `keyword`).
+//!    Then, any version, revocation phrases ([`revocation`], on by default): a body the active
+//!    rules match is a STOP with detection `phrase` and the rule's id (also `inferred`).
 //! 2. `data` may be an object or a JSON string holding one (inbound messages and test events;
 //!    other types never look at `data`).
 //! 3. Records that cannot be shown irrelevant are dead letters: see [`Outcome::Dead`].
@@ -26,6 +28,7 @@
 
 mod envelope;
 mod keywords;
+pub mod revocation;
 mod scan;
 
 use chrono::{DateTime, Utc};
@@ -53,6 +56,66 @@ pub const MAX_IDENTITY_BYTES: usize = 512;
 pub struct DecodeOptions {
     /// Infer opt events from the body for schema versions without `optOutType` (< 5 or unknown).
     pub infer_keywords: bool,
+    /// Which revocation phrases make an inbound message without `optOutType` a STOP.
+    pub revocations: Revocations,
+}
+
+/// The revocation rules in force (see [`revocation`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Revocations {
+    /// No phrase detection.
+    Off,
+    /// The built-in rules ([`revocation::BUILTIN_VERSION`]); the default.
+    #[default]
+    Builtin,
+    /// Rules loaded once at start-up (`--revocation-rules`), alive for the whole process.
+    Custom(&'static revocation::RuleSet),
+}
+
+impl Revocations {
+    /// The rule set in force, if any.
+    pub fn rules(self) -> Option<&'static revocation::RuleSet> {
+        match self {
+            Revocations::Off => None,
+            Revocations::Builtin => Some(revocation::RuleSet::builtin()),
+            Revocations::Custom(r) => Some(r),
+        }
+    }
+}
+
+/// How an opt event was recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Detection {
+    /// Twilio set `optOutType`.
+    Twilio,
+    /// `--infer-keywords`: the body of an old-schema message is a default keyword.
+    Keyword,
+    /// A revocation phrase in the body of a message Twilio did not flag.
+    Phrase,
+}
+
+impl Detection {
+    /// The lower-case name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detection::Twilio => "twilio",
+            Detection::Keyword => "keyword",
+            Detection::Phrase => "phrase",
+        }
+    }
+
+    /// Reads `twilio`, `keyword` or `phrase` in any ASCII case.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Detection::Twilio, Detection::Keyword, Detection::Phrase]
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl Serialize for Detection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// What an opt event asks for.
@@ -97,8 +160,12 @@ pub struct OptEvent {
     pub event_id: String,
     /// What the subscriber asked for.
     pub opt_out_type: OptOutType,
-    /// True when derived from the body by keyword inference, not from Twilio's `optOutType`.
+    /// True when derived from the body (keyword inference or a phrase), not from `optOutType`.
     pub inferred: bool,
+    /// How it was recognised: `twilio`, `keyword` or `phrase`.
+    pub detection: Detection,
+    /// The revocation rule that matched (`builtin-2026.1:stop-texting`), for phrase detections.
+    pub rule: Option<String>,
     /// `data.accountSid`.
     pub account_sid: String,
     /// `data.messagingServiceSid`, when present.
@@ -197,29 +264,53 @@ fn inbound(
     version: Option<u32>,
     opts: DecodeOptions,
 ) -> Outcome {
-    let (opt_out_type, inferred) = match d.opt_out_type {
-        None | Some(Val::Null) => {
-            if version.is_some_and(|v| v >= 5) || !opts.infer_keywords {
-                return Outcome::Skip(Skip::NotOptKeyword);
-            }
-            match text(d.body).as_deref().and_then(keywords::infer) {
-                Some(t) => (t, true),
-                None => return Outcome::Skip(Skip::NotOptKeyword),
-            }
-        }
+    let (opt_out_type, detection, rule) = match d.opt_out_type {
+        None | Some(Val::Null) => match body_detection(d, version, opts) {
+            Some(found) => found,
+            None => return Outcome::Skip(Skip::NotOptKeyword),
+        },
         Some(Val::Str(j)) => match j.decode() {
             Some(s) => match OptOutType::parse(&s) {
-                Some(t) => (t, false),
+                Some(t) => (t, Detection::Twilio, None),
                 None => return Outcome::Dead(format!("unknown optOutType: {:?}", clip(&s))),
             },
             None => return Outcome::Dead("unknown optOutType: undecodable".to_owned()),
         },
         Some(other) => return Outcome::Dead(format!("unknown optOutType: {}", other.kind())),
     };
+    let inferred = detection != Detection::Twilio;
     match opt_event(env, d, opt_out_type, inferred, version) {
-        Ok(e) => Outcome::Opt(e),
+        Ok(e) => Outcome::Opt(OptEvent {
+            detection,
+            rule,
+            ..e
+        }),
         Err(reason) => Outcome::Dead(reason),
     }
+}
+
+/// What the body of a message without `optOutType` stands for: a default keyword (old schema
+/// versions with `infer_keywords`), else a revocation phrase of the active rules, else nothing.
+fn body_detection(
+    d: &Fields<'_>,
+    version: Option<u32>,
+    opts: DecodeOptions,
+) -> Option<(OptOutType, Detection, Option<String>)> {
+    let may_infer = opts.infer_keywords && version.is_none_or(|v| v < 5);
+    let rules = opts.revocations.rules();
+    if !may_infer && rules.is_none() {
+        return None;
+    }
+    let body = text(d.body)?;
+    if may_infer && let Some(t) = keywords::infer(&body) {
+        return Some((t, Detection::Keyword, None));
+    }
+    let rule = rules?.detect(&body)?;
+    Some((
+        OptOutType::Stop,
+        Detection::Phrase,
+        Some(rule.id().to_owned()),
+    ))
 }
 
 fn opt_event(
@@ -247,6 +338,8 @@ fn opt_event(
         event_id: env.id.clone().into_owned(),
         opt_out_type,
         inferred,
+        detection: Detection::Twilio,
+        rule: None,
         account_sid,
         messaging_service_sid,
         sender,

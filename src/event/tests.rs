@@ -4,9 +4,11 @@ use super::*;
 
 const ON: DecodeOptions = DecodeOptions {
     infer_keywords: true,
+    revocations: crate::event::Revocations::Off,
 };
 const OFF: DecodeOptions = DecodeOptions {
     infer_keywords: false,
+    revocations: crate::event::Revocations::Off,
 };
 const SCHEMA: &str = "https://events-schemas.twilio.com/Messaging.InboundMessageV1/";
 const DATA: &str = r#""accountSid":"AC1","from":"+15551230001","to":"+15559870002","timestamp":"2026-03-01T12:00:04.512Z""#;

@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + 'static {
     /// Opt events matching the filter, ordered by time then id.
     async fn events(&self, filter: &EventFilter) -> Result<Vec<EventRow>, StoreError>;
 
+    /// Subscribers whose latest STOP/START signal is a phrase revocation (see
+    /// [`RevocationRow`]), ordered by time then event id.
+    async fn revocations(
+        &self,
+        filter: &RevocationFilter,
+    ) -> Result<Vec<RevocationRow>, StoreError>;
+
     /// All dead letters, oldest first.
     async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError>;
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::event::{OptEvent, OptOutType, TestEvent};
+use crate::event::{Detection, OptEvent, OptOutType, TestEvent};
 
 /// A value found at a position in a shard (or a line of a replayed file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub struct Batch {
     pub checkpoint: Option<CheckpointUpdate>,
     /// When set, the commit lands only if this lease is still held (fencing against a takeover).
     pub lease: Option<LeaseToken>,
+    /// Phrase-detected revocations set `opted_out` (`--honor-revocations`); otherwise they are
+    /// recorded and leave status alone.
+    pub honor_revocations: bool,
 }
 
 /// What a commit changed, for logs and metrics.
@@ -121,6 +124,34 @@ pub struct EventFilter {
     pub opt_out_type: Option<OptOutType>,
     /// Exact subscriber.
     pub subscriber: Option<String>,
+    /// Only events recognised this way.
+    pub detection: Option<Detection>,
+}
+
+/// Which phrase revocations `optout revocations` lists.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationFilter {
+    /// Revocations that occurred at or after this instant.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A subscriber whose latest signal is a phrase-detected revocation Twilio did not block: no
+/// later START, no later Twilio or keyword STOP. The number to act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevocationRow {
+    pub account_sid: String,
+    pub scope: String,
+    pub messaging_service_sid: Option<String>,
+    pub sender: String,
+    pub subscriber: String,
+    /// `data.timestamp` of the revocation.
+    pub revoked_at: String,
+    /// The rule that matched.
+    pub rule: Option<String>,
+    pub body: Option<String>,
+    pub event_id: String,
+    /// The current `opt_status` (`opted_out` if honoured, else Twilio's view), if any.
+    pub status: Option<String>,
 }
 
 /// One subscriber's current opt status in one scope.
@@ -145,6 +176,10 @@ pub struct EventRow {
     /// `STOP`, `START` or `HELP`.
     pub opt_out_type: String,
     pub inferred: bool,
+    /// `twilio`, `keyword` or `phrase`.
+    pub detection: String,
+    /// The revocation rule that matched (phrase detections).
+    pub rule: Option<String>,
     pub account_sid: String,
     pub messaging_service_sid: Option<String>,
     pub sender: String,

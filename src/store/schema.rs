@@ -34,13 +34,25 @@ const SQLITE: &[Migration] = &[
         "leases",
         include_str!("../../migrations/sqlite/0002_leases.sql"),
     ),
+    (
+        3,
+        "detection",
+        include_str!("../../migrations/sqlite/0003_detection.sql"),
+    ),
 ];
 
-const POSTGRES: &[Migration] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const POSTGRES: &[Migration] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "detection",
+        include_str!("../../migrations/postgres/0002_detection.sql"),
+    ),
+];
 
 impl Dialect {
     /// Backend name for logs.

@@ -14,7 +14,7 @@ use sqlx::{Any, Row, Transaction};
 use super::model::*;
 use super::schema::Dialect;
 use super::{Store, StoreError};
-use crate::event::{OptEvent, OptOutType};
+use crate::event::{Detection, OptEvent, OptOutType};
 
 /// A store backed by a SQL database reached through sqlx's `any` driver.
 pub struct SqlStore {
@@ -62,9 +62,9 @@ impl SqlStore {
             let inserted = sqlx::query(
                 "INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, \
                  messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
-                 schema_version, stream_name, shard_id, sequence_number, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (event_id) DO NOTHING",
+                 schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, \
+                 rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17, $18) ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(&ev.event_id)
             .bind(ev.opt_out_type.as_str())
@@ -82,6 +82,8 @@ impl SqlStore {
             .bind(&batch.shard_id)
             .bind(sequence_number)
             .bind(recorded_at)
+            .bind(ev.detection.as_str())
+            .bind(&ev.rule)
             .execute(&mut **tx)
             .await?
             .rows_affected()
@@ -101,6 +103,10 @@ impl SqlStore {
             ))
         });
         for ev in new_events {
+            // A phrase revocation changes status only when honoured (README, semantics).
+            if ev.detection == Detection::Phrase && !batch.honor_revocations {
+                continue;
+            }
             summary.status_changes += Self::apply_status(tx, ev).await?;
         }
         Ok(())
@@ -267,17 +273,54 @@ impl Store for SqlStore {
 
     async fn events(&self, f: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
         let mut q = Query::new(
-            "SELECT event_id, opt_out_type, inferred, account_sid, messaging_service_sid, sender, \
-             subscriber, body, message_sid, occurred_at, schema_version, shard_id, \
-             sequence_number FROM opt_events WHERE 1 = 1",
+            "SELECT event_id, opt_out_type, inferred, detection, rule, account_sid, \
+             messaging_service_sid, sender, subscriber, body, message_sid, occurred_at, \
+             schema_version, shard_id, sequence_number FROM opt_events WHERE 1 = 1",
         );
         let since = f.since.map(format_ts);
         q.cmp("occurred_at", ">=", since.as_deref());
         q.eq("opt_out_type", f.opt_out_type.map(OptOutType::as_str));
         q.eq("subscriber", f.subscriber.as_deref());
+        q.eq("detection", f.detection.map(Detection::as_str));
         q.sql.push_str(" ORDER BY occurred_at, event_id");
         let rows = q.fetch(&self.pool).await?;
         rows.iter().map(event_row).collect()
+    }
+
+    async fn revocations(&self, f: &RevocationFilter) -> Result<Vec<RevocationRow>, StoreError> {
+        // The latest STOP/START per (account, scope, subscriber) by data.timestamp, ties to the
+        // larger event id (HELP ignored), is a phrase revocation: nothing later overrides it.
+        let mut q = Query::new(
+            "SELECT e.account_sid, e.scope, e.messaging_service_sid, e.sender, e.subscriber, \
+             e.occurred_at, e.rule, e.body, e.event_id, s.status FROM opt_events e \
+             LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
+             AND s.subscriber = e.subscriber \
+             WHERE e.detection = 'phrase' AND e.opt_out_type = 'STOP' \
+             AND NOT EXISTS (SELECT 1 FROM opt_events l WHERE l.account_sid = e.account_sid \
+             AND l.scope = e.scope AND l.subscriber = e.subscriber \
+             AND l.opt_out_type IN ('STOP', 'START') AND (l.occurred_at > e.occurred_at \
+             OR (l.occurred_at = e.occurred_at AND l.event_id > e.event_id)))",
+        );
+        let since = f.since.map(format_ts);
+        q.cmp("e.occurred_at", ">=", since.as_deref());
+        q.sql.push_str(" ORDER BY e.occurred_at, e.event_id");
+        let rows = q.fetch(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevocationRow {
+                    account_sid: r.try_get("account_sid")?,
+                    scope: r.try_get("scope")?,
+                    messaging_service_sid: r.try_get("messaging_service_sid")?,
+                    sender: r.try_get("sender")?,
+                    subscriber: r.try_get("subscriber")?,
+                    revoked_at: r.try_get("occurred_at")?,
+                    rule: r.try_get("rule")?,
+                    body: r.try_get("body")?,
+                    event_id: r.try_get("event_id")?,
+                    status: r.try_get("status")?,
+                })
+            })
+            .collect()
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
@@ -354,6 +397,8 @@ fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
         event_id: r.try_get("event_id")?,
         opt_out_type: r.try_get("opt_out_type")?,
         inferred: r.try_get::<i64, _>("inferred")? != 0,
+        detection: r.try_get("detection")?,
+        rule: r.try_get("rule")?,
         account_sid: r.try_get("account_sid")?,
         messaging_service_sid: r.try_get("messaging_service_sid")?,
         sender: r.try_get("sender")?,

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use optout::event::{
-    DecodeOptions, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Skip, TEST_EVENT_TYPE,
-    TestEvent, classify,
+    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Revocations,
+    Skip, TEST_EVENT_TYPE, TestEvent, classify,
 };
 use optout::synth::{Kind, MixOptions, Synth};
 use proptest::prelude::*;
@@ -94,22 +94,34 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
         };
     }
     let schema_version = string(&top, "dataschema").and_then(version);
-    let (opt_out_type, inferred) = match data.get("optOutType") {
+    let (opt_out_type, detection, rule) = match data.get("optOutType") {
         None | Some(Value::Null) => {
             let may_infer = opts.infer_keywords && schema_version.is_none_or(|v| v < 5);
             // ASCII case only, as documented (Unicode lower-casing maps the Kelvin sign to `k`).
-            let body = string(&data, "body").map(|b| b.trim().to_ascii_lowercase());
-            let keyword = body.and_then(|b| KEYWORDS.iter().find(|(k, _)| *k == b));
-            match keyword {
-                Some(&(_, t)) if may_infer => (t, true),
+            let body = string(&data, "body");
+            let trimmed = body.map(|b| b.trim().to_ascii_lowercase());
+            let keyword = trimmed.and_then(|b| KEYWORDS.iter().find(|(k, _)| *k == b));
+            // Phrases: the rules without their prefilter, so the fuzzer also checks that the
+            // prefilter never drops a body the rules match.
+            let phrase = opts
+                .revocations
+                .rules()
+                .and_then(|r| body.and_then(|b| r.detect_unfiltered(b)));
+            match (keyword, phrase) {
+                (Some(&(_, t)), _) if may_infer => (t, Detection::Keyword, None),
+                (_, Some(rule)) => (
+                    OptOutType::Stop,
+                    Detection::Phrase,
+                    Some(rule.id().to_owned()),
+                ),
                 _ => return Outcome::Skip(Skip::NotOptKeyword),
             }
         }
         // ASCII case only: Unicode upper-casing maps "ſtop" and "ﬆart" to STOP and START.
         Some(Value::String(s)) => match s.to_ascii_uppercase().as_str() {
-            "STOP" => (OptOutType::Stop, false),
-            "START" => (OptOutType::Start, false),
-            "HELP" => (OptOutType::Help, false),
+            "STOP" => (OptOutType::Stop, Detection::Twilio, None),
+            "START" => (OptOutType::Start, Detection::Twilio, None),
+            "HELP" => (OptOutType::Help, Detection::Twilio, None),
             _ => return dead("unknown optOutType"),
         },
         Some(_) => return dead("unknown optOutType"),
@@ -141,7 +153,9 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
     Outcome::Opt(OptEvent {
         event_id: id.to_owned(),
         opt_out_type,
-        inferred,
+        inferred: detection != Detection::Twilio,
+        detection,
+        rule,
         account_sid: account,
         messaging_service_sid: service,
         sender: to,
@@ -164,12 +178,18 @@ fn same(fast: &Outcome, slow: &Outcome) -> bool {
     }
 }
 
-const MODES: [DecodeOptions; 2] = [
+const MODES: [DecodeOptions; 3] = [
     DecodeOptions {
         infer_keywords: false,
+        revocations: Revocations::Builtin,
     },
     DecodeOptions {
         infer_keywords: true,
+        revocations: Revocations::Builtin,
+    },
+    DecodeOptions {
+        infer_keywords: false,
+        revocations: Revocations::Off,
     },
 ];
 
@@ -191,18 +211,23 @@ fn agrees_with_reference_on_20k_synth_records() {
                 assert!(same(&fast, &slow), "seed {seed} #{i}: {fast:?} vs {slow:?}");
                 let as_kind = match &fast {
                     Outcome::Opt(e) if !e.inferred => Kind::OptKeyword,
+                    Outcome::Opt(e) if e.detection == Detection::Phrase => Kind::Revocation,
+                    // Detection off: a revocation phrase is an ordinary message.
+                    Outcome::Skip(Skip::NotOptKeyword) if kind == Kind::Revocation => {
+                        Kind::Revocation
+                    }
                     Outcome::Skip(Skip::NotOptKeyword) => Kind::InboundMessage,
                     Outcome::Skip(Skip::OtherType) => Kind::DeliveryReceipt,
                     Outcome::Test(_) => Kind::TestEvent,
                     other => panic!("seed {seed} #{i}: unexpected {other:?}"),
                 };
                 assert_eq!(as_kind, kind, "seed {seed} #{i}");
-                opts_seen += usize::from(kind == Kind::OptKeyword);
+                opts_seen += usize::from(kind == Kind::OptKeyword || kind == Kind::Revocation);
             }
         }
     }
     assert!(
-        opts_seen > 2 * 6_000,
+        opts_seen > 3 * 6_000,
         "the mix held too few opt events: {opts_seen}"
     );
 }
