@@ -37,6 +37,8 @@ pub struct RunArgs {
     /// Serve /healthz, /readyz, /metrics and the query API on this address (off by default).
     #[arg(long, env = "OPTOUT_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub auth: super::HttpAuthArgs,
     /// This worker's name in the lease table (PostgreSQL); default: host name and pid.
     #[arg(long, env = "OPTOUT_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -111,6 +113,10 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         ));
     }
     crate::store::StoreUrl::parse(&cli.store)?; // a typo in --store fails before any AWS call
+    let auth = match args.http_addr {
+        Some(addr) => Some(Arc::new(args.auth.api_auth(addr)?)),
+        None => None,
+    };
     let client = kinesis_client(cli, true).await?;
     let pool_size = pool_size_for(&client, &args.stream).await;
     let (store, leases) = crate::store::open_for_run(&cli.store, pool_size)
@@ -119,12 +125,13 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     store.claim_single_runner().await?;
     let shutdown = shutdown_on_signals();
     let ready = Arc::new(AtomicBool::new(false));
-    let http = match args.http_addr {
-        Some(addr) => {
+    let http = match args.http_addr.zip(auth) {
+        Some((addr, auth)) => {
             let state = crate::http::AppState {
                 store: store.clone(),
                 metrics: crate::telemetry::init_metrics(),
                 ready: ready.clone(),
+                auth,
             };
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 CliError::Usage(format!("cannot listen on --http-addr {addr}: {e}"))
