@@ -176,12 +176,58 @@ impl StoreUrl {
             return Ok(StoreUrl::Sqlite(path.to_string()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Shown without its parameters: an unknown key's value may be a misplaced password.
+            check_postgres_params(url).map_err(|reason| StoreError::InvalidUrl {
+                url: format!("{}?…", redact(url).split('?').next().unwrap_or_default()),
+                reason,
+            })?;
             return Ok(StoreUrl::Postgres(url.to_string()));
         }
         Err(invalid(
             "unsupported scheme; use sqlite://PATH (embedded) or postgres://USER@HOST/DB",
         ))
     }
+}
+
+/// The query parameters sqlx's PostgreSQL driver understands (sqlx-postgres 0.9, `parse.rs`).
+const POSTGRES_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Refuses a parameter sqlx does not know. sqlx would ignore it with a warning that logs its
+/// value, so a misspelt `passwd=` would print a password (and a misspelt `sslmode` silently
+/// weaken TLS). The URL is read the way sqlx reads it; one it cannot read is left to sqlx,
+/// whose parse errors hold no part of the URL.
+fn check_postgres_params(url: &str) -> Result<(), String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    for (key, _) in parsed.query_pairs() {
+        if !POSTGRES_PARAMS.contains(&&*key) && !key.starts_with("options[") {
+            return Err(format!(
+                "unknown parameter `{key}`; PostgreSQL URLs take {}",
+                POSTGRES_PARAMS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Hides the password in a connection URL before it reaches a log line or an error.
@@ -423,6 +469,24 @@ mod tests {
             "dbname=d",
         );
         hides("mysql://root:hunter2@h/db", &["hunter2"], "root:***@h/db");
+    }
+
+    #[test]
+    fn unknown_postgres_parameters_are_refused_without_their_values() {
+        for (url, key) in [
+            ("postgres://u@h/db?passwd=TopSecret1", "passwd"),
+            (
+                "postgres://u@h/db?sslmode=require&ssl_mode=TopSecret1",
+                "ssl_mode",
+            ),
+        ] {
+            let msg = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(msg.contains(&format!("unknown parameter `{key}`")), "{msg}");
+            assert!(!msg.contains("TopSecret1"), "{msg}");
+        }
+        let known = "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a\
+                     &options[search_path]=s&password=p&statement-cache-capacity=10";
+        assert!(matches!(StoreUrl::parse(known), Ok(StoreUrl::Postgres(_))));
     }
 
     #[test]
