@@ -107,7 +107,6 @@ async fn require_token(State(auth): State<Arc<ApiAuth>>, request: Request, next:
 /// The routes: `/v1/*` (and `/metrics` if so configured) behind [`ApiAuth`].
 pub fn router(state: AppState) -> Router {
     let auth = state.auth.clone();
-    let guard = || middleware::from_fn_with_state(auth.clone(), require_token);
     let mut protected = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
@@ -121,7 +120,8 @@ pub fn router(state: AppState) -> Router {
     } else {
         open = open.route("/metrics", get(metrics));
     }
-    open.merge(protected.route_layer(guard())).with_state(state)
+    let guard = middleware::from_fn_with_state(auth, require_token);
+    open.merge(protected.route_layer(guard)).with_state(state)
 }
 
 /// Serves the routes on `listener` until `shutdown` is cancelled.
