@@ -508,6 +508,13 @@ async fn the_password_comes_from_pgpassword_pgpassfile_or_the_store_file() {
     assert!(!text.contains(PASSWORD_IN_URL), "password printed: {text}");
     let (code, text) = output_of(optout(&["migrate"]).env("OPTOUT_STORE_FILE", &store_file));
     assert_eq!(code, Some(0), "OPTOUT_STORE_FILE: {text}");
+    // The file wins over OPTOUT_STORE, which the container image sets for its SQLite default.
+    let (code, text) = output_of(
+        optout(&["--store-file", &file, "migrate"])
+            .env("OPTOUT_STORE", "sqlite:///nonexistent/dir/optout.db"),
+    );
+    assert_eq!(code, Some(0), "--store-file with OPTOUT_STORE set: {text}");
+    assert!(text.contains("postgres://optout:***@localhost"), "{text}");
 
     // A wrong password, in each spelling, is never printed back.
     for (url, secret) in [

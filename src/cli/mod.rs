@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::Format;
 use crate::store::{self, Store, StoreError};
@@ -37,14 +37,8 @@ pub struct Cli {
     )]
     pub store: String,
     /// Read the store URL from this file (trimmed), so that no password is on a command line
-    /// or in the environment; e.g. a mounted Kubernetes Secret.
-    #[arg(
-        long,
-        env = "OPTOUT_STORE_FILE",
-        value_name = "PATH",
-        conflicts_with = "store",
-        global = true
-    )]
+    /// or in the environment; e.g. a mounted Kubernetes Secret. Takes precedence over OPTOUT_STORE.
+    #[arg(long, env = "OPTOUT_STORE_FILE", value_name = "PATH", global = true)]
     pub store_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, env = "OPTOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -238,7 +232,18 @@ impl From<StoreError> for CliError {
 
 /// Parses the command line; on a mistake prints one line that says what to fix and exits 2.
 pub fn parse_args() -> Cli {
-    match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|matches| {
+        // The file wins over OPTOUT_STORE (a container image may set that for its SQLite
+        // default), but naming the store twice on the command line is a mistake.
+        if matches.get_one::<PathBuf>("store_file").is_some() && store_on_command_line(&matches) {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--store and --store-file (or OPTOUT_STORE_FILE) both name the store: keep one\n",
+            ));
+        }
+        Cli::from_arg_matches(&matches)
+    });
+    match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
@@ -249,6 +254,18 @@ pub fn parse_args() -> Cli {
             std::process::exit(2);
         }
     }
+}
+
+/// Whether `--store` was given as a flag (not from OPTOUT_STORE or the default), at any level.
+fn store_on_command_line(matches: &clap::ArgMatches) -> bool {
+    let mut level = Some(matches);
+    while let Some(m) = level {
+        if m.value_source("store") == Some(clap::parser::ValueSource::CommandLine) {
+            return true;
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
 }
 
 /// Clap's message up to its first blank line, joined into one line.
