@@ -19,15 +19,20 @@ PROFILE="${PROFILE:-release}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 PG_ADMIN="${OPTOUT_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
 
-if [[ "$PROFILE" == release ]]; then
-    cargo build --quiet --release --bin optout --example emulator
-else
-    cargo build --quiet --bin optout --example emulator
+# OPTOUT_BIN / EMULATOR_BIN: use these binaries instead of building them (the emulator's own
+# speed hardly matters: it only serves the backlog).
+if [[ -z "${OPTOUT_BIN:-}" || -z "${EMULATOR_BIN:-}" ]]; then
+    if [[ "$PROFILE" == release ]]; then
+        cargo build --quiet --release --bin optout --example emulator
+    else
+        cargo build --quiet --bin optout --example emulator
+    fi
 fi
-OPTOUT="$TARGET/$PROFILE/optout"
+OPTOUT="${OPTOUT_BIN:-$TARGET/$PROFILE/optout}"
+EMULATOR_BIN="${EMULATOR_BIN:-$TARGET/$PROFILE/examples/emulator}"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 WORK="$(mktemp -d)"
-"$TARGET/$PROFILE/examples/emulator" --port "$PORT" 2>"$WORK/emulator.log" &
+"$EMULATOR_BIN" --port "$PORT" 2>"$WORK/emulator.log" &
 EMULATOR=$!
 trap 'kill $EMULATOR 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
