@@ -32,6 +32,9 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Who may call the query API (and `/metrics`, if so configured).
     pub auth: Arc<ApiAuth>,
+    /// The consumer's shard health and the time after which a failing shard makes the
+    /// process unready (`optout run` only).
+    pub health: Option<(crate::kinesis::Health, std::time::Duration)>,
 }
 
 /// The bearer tokens the API accepts; none means open (only allowed on a loopback address,
@@ -140,10 +143,25 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !s.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     }
-    match s.store.ping().await {
-        Ok(()) => "ready\n".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+    if let Err(e) = s.store.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response();
     }
+    let failing = match &s.health {
+        Some((health, after)) => health.failing(*after),
+        None => Vec::new(),
+    };
+    if failing.is_empty() {
+        return "ready\n".into_response();
+    }
+    // One line per failing shard, so an operator reading the probe sees what to fix.
+    let mut body = String::new();
+    for f in &failing {
+        body.push_str(&format!(
+            "shard {} failing for {} s: {}\n",
+            f.shard_id, f.for_secs, f.reason
+        ));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::event::{self, DecodeOptions, Outcome, Skip};
 use crate::kinesis::{ProcessError, Processor, RecordBatch, ShardCheckpoint};
 use crate::store::{
-    Batch, CheckpointUpdate, CommitSummary, DeadLetter, LeaseToken, Positioned, Store,
+    Batch, CheckpointUpdate, CommitSummary, DeadLetter, FailureKind, LeaseToken, Positioned, Store,
+    StoreError,
 };
 
 /// How many records of each kind a batch held (for logs and metrics).
@@ -37,9 +38,10 @@ impl DecodeCounts {
         self.opt_events + self.test_events + self.skipped() + self.dead_letters
     }
 
-    /// Adds the batch to `optout_records_total{outcome}`: once per batch, not per record, to
-    /// keep the registry lookups off the hot path.
-    fn emit(&self) {
+    /// Adds a committed batch to `optout_records_total{outcome}`: once per batch, not per
+    /// record, to keep the registry lookups off the hot path, and only once its commit landed,
+    /// so a retried batch never counts twice.
+    pub fn emit(&self) {
         for (outcome, n) in [
             ("opt_event", self.opt_events),
             ("test_event", self.test_events),
@@ -64,14 +66,30 @@ impl std::ops::AddAssign for DecodeCounts {
     }
 }
 
-/// Decodes records into `batch`; each record is `(sequence number, partition key, bytes)`.
+/// One record as the pipeline sees it, whatever its source (a Kinesis record, a replayed line).
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Kinesis sequence number (or the line's number in a replayed file).
+    pub sequence_number: &'a str,
+    /// Kinesis partition key, when there is one.
+    pub partition_key: Option<&'a str>,
+    /// The record's bytes.
+    pub data: &'a [u8],
+}
+
+/// Decodes records into `batch`. Counts are not emitted yet: see [`DecodeCounts::emit`].
 pub fn decode_into<'a>(
     batch: &mut Batch,
-    records: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'a [u8])>,
+    records: impl IntoIterator<Item = RawRecord<'a>>,
     options: DecodeOptions,
 ) -> DecodeCounts {
     let mut counts = DecodeCounts::default();
-    for (seq, partition_key, data) in records {
+    for RawRecord {
+        sequence_number: seq,
+        partition_key,
+        data,
+    } in records
+    {
         match event::classify(data, options) {
             Outcome::Skip(Skip::OtherType) => counts.skipped_other_type += 1,
             Outcome::Skip(Skip::NotOptKeyword) => counts.skipped_not_opt_keyword += 1,
@@ -93,15 +111,19 @@ pub fn decode_into<'a>(
                 counts.dead_letters += 1;
                 batch.dead_letters.push(DeadLetter {
                     sequence_number: seq.to_string(),
-                    partition_key: partition_key.map(str::to_string),
+                    partition_key: partition_key.map(storable),
                     reason,
                     data: data.to_vec(),
                 });
             }
         }
     }
-    counts.emit();
     counts
+}
+
+/// Text any backend can hold: PostgreSQL refuses U+0000 in `text`, so it becomes U+FFFD.
+fn storable(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
 }
 
 /// Logs what a commit stored that an operator should see.
@@ -116,6 +138,141 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
     metrics::counter!("optout_opt_events_stored_total").increment(summary.opt_events_new);
     metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
     metrics::counter!("optout_status_changes_total").increment(summary.status_changes);
+}
+
+/// Where a run of records is committed, and under which lease.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Stream name (`replay` for files).
+    pub stream: String,
+    /// Shard id (for a replay, the file's name and the run).
+    pub shard_id: String,
+    /// The lease the records were read under, checked by every commit.
+    pub lease: Option<LeaseToken>,
+}
+
+impl Target {
+    fn batch(&self, checkpoint: Option<CheckpointUpdate>) -> Batch {
+        Batch {
+            stream: self.stream.clone(),
+            shard_id: self.shard_id.clone(),
+            checkpoint,
+            lease: self.lease.clone(),
+            ..Batch::default()
+        }
+    }
+}
+
+/// What [`commit_records`] stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Every record, by what it turned out to be (records the database refused count as dead
+    /// letters).
+    pub counts: DecodeCounts,
+    /// What the commits changed.
+    pub summary: CommitSummary,
+    /// Records dead-lettered because the database refused them, not the decoder.
+    pub unstorable: u64,
+    /// Transactions it took (1 unless a record had to be isolated).
+    pub commits: u64,
+}
+
+impl Committed {
+    fn add(&mut self, batch: &Batch, counts: DecodeCounts, summary: CommitSummary) {
+        counts.emit();
+        report(batch, &summary);
+        self.counts += counts;
+        self.summary += summary;
+    }
+}
+
+/// Decodes `records` and commits their effects with `checkpoint`, isolating any record the
+/// database refuses.
+///
+/// The common case is one decode and one transaction. When the database refuses the batch
+/// for its data ([`FailureKind::Data`]: an encoding it cannot hold, a value over a size
+/// limit), retrying would fail forever and stall the shard, so the batch is bisected, as AWS
+/// Lambda's bisect-on-error does: each half is committed with a checkpoint at its own last
+/// record, in sequence order, until the refused records stand alone, and each of those is
+/// stored as a dead letter with the database's reason. One poison record costs about two
+/// commits per halving and holds nothing else back. A transient error or a lost lease ends
+/// the call: the caller retries or stops, and since every sub-commit is idempotent (event
+/// ids, dead-letter keys, a forward checkpoint), retrying the whole batch after a partial
+/// isolation stores nothing twice.
+pub async fn commit_records(
+    store: &dyn Store,
+    target: &Target,
+    records: &[RawRecord<'_>],
+    checkpoint: Option<CheckpointUpdate>,
+    options: DecodeOptions,
+) -> Result<Committed, StoreError> {
+    let mut done = Committed::default();
+    // Ranges still to commit, the next one on top, so that they land in sequence order.
+    let mut todo = vec![(0, records.len())];
+    while let Some((lo, hi)) = todo.pop() {
+        let cp = match &checkpoint {
+            Some(cp) if hi == records.len() => Some(cp.clone()),
+            Some(_) => Some(CheckpointUpdate {
+                sequence_number: Some(records[hi - 1].sequence_number.to_string()),
+                finished: false,
+            }),
+            None => None,
+        };
+        let mut batch = target.batch(cp.clone());
+        let counts = decode_into(&mut batch, records[lo..hi].iter().copied(), options);
+        done.commits += 1;
+        match store.commit(&batch).await {
+            Ok(summary) => done.add(&batch, counts, summary),
+            Err(e) if e.kind() == FailureKind::Data && hi - lo > 1 => {
+                debug!(shard_id = %target.shard_id, records = hi - lo, error = %e, "Batch refused for its data; bisecting.");
+                let mid = lo + (hi - lo) / 2;
+                todo.push((mid, hi));
+                todo.push((lo, mid));
+            }
+            Err(e) if e.kind() == FailureKind::Data && hi - lo == 1 => {
+                let (batch, summary) =
+                    dead_letter_refused(store, target, records[lo], cp, &e).await?;
+                let counts = DecodeCounts {
+                    dead_letters: 1,
+                    ..DecodeCounts::default()
+                };
+                done.commits += 1;
+                done.unstorable += 1;
+                done.add(&batch, counts, summary);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Stores one record the database refused as a dead letter with the database's reason (and,
+/// if even that is refused for its partition key, without the partition key).
+async fn dead_letter_refused(
+    store: &dyn Store,
+    target: &Target,
+    record: RawRecord<'_>,
+    checkpoint: Option<CheckpointUpdate>,
+    error: &StoreError,
+) -> Result<(Batch, CommitSummary), StoreError> {
+    warn!(shard_id = %target.shard_id, sequence_number = record.sequence_number, error = %error, "Record refused by the database; dead-lettering it.");
+    let mut letter = DeadLetter {
+        sequence_number: record.sequence_number.to_string(),
+        partition_key: record.partition_key.map(storable),
+        reason: storable(&format!("unstorable: {error}")),
+        data: record.data.to_vec(),
+    };
+    let mut batch = target.batch(checkpoint);
+    batch.dead_letters.push(letter.clone());
+    match store.commit(&batch).await {
+        Err(e) if e.kind() == FailureKind::Data => {
+            letter.partition_key = None;
+            batch.dead_letters = vec![letter];
+            let summary = store.commit(&batch).await?;
+            Ok((batch, summary))
+        }
+        other => Ok((batch, other?)),
+    }
 }
 
 /// The [`Processor`] that feeds Kinesis batches through the decoder into a [`Store`].
@@ -146,33 +303,44 @@ impl Processor for Pipeline {
     }
 
     async fn process(&self, input: RecordBatch<'_>) -> Result<(), ProcessError> {
-        let mut batch = Batch {
+        let target = Target {
             stream: input.stream.to_string(),
             shard_id: input.shard_id.to_string(),
-            checkpoint: Some(CheckpointUpdate {
-                sequence_number: input.sequence_number.map(str::to_string),
-                finished: input.shard_finished,
-            }),
             lease: input.lease.map(|l| LeaseToken {
                 owner: l.owner.to_string(),
                 token: l.token,
             }),
-            ..Batch::default()
         };
-        let records = input
+        let records: Vec<RawRecord<'_>> = input
             .records
             .iter()
-            .map(|r| (r.sequence_number(), r.partition_key(), r.data().as_ref()));
-        let counts = decode_into(&mut batch, records, self.options);
-        let summary = self.store.commit(&batch).await?;
-        report(&batch, &summary);
+            .map(|r| RawRecord {
+                sequence_number: r.sequence_number(),
+                partition_key: r.partition_key(),
+                data: r.data().as_ref(),
+            })
+            .collect();
+        let checkpoint = CheckpointUpdate {
+            sequence_number: input.sequence_number.map(str::to_string),
+            finished: input.shard_finished,
+        };
+        let done = commit_records(
+            &*self.store,
+            &target,
+            &records,
+            Some(checkpoint),
+            self.options,
+        )
+        .await?;
         debug!(
             shard_id = input.shard_id,
             records = input.records.len(),
-            opt_events = counts.opt_events,
-            new = summary.opt_events_new,
-            duplicates = summary.opt_events_duplicate,
-            dead_letters = counts.dead_letters,
+            opt_events = done.counts.opt_events,
+            new = done.summary.opt_events_new,
+            duplicates = done.summary.opt_events_duplicate,
+            dead_letters = done.counts.dead_letters,
+            unstorable = done.unstorable,
+            commits = done.commits,
             checkpoint = ?input.sequence_number,
             "Batch committed."
         );

@@ -361,3 +361,98 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
     assert_eq!(records_read(&logs), put as u64, "every record read once");
     assert_eq!(optout.query(&["events"]).len(), put);
 }
+
+/// A stream consumer deregistered while optout reads (an operator's cleanup, a Terraform
+/// apply) is registered again, and reading resumes from the checkpoints: nothing lost, nothing
+/// read twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deregistered_consumer_is_registered_again() {
+    const SESSION: Duration = Duration::from_secs(1);
+    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
+        subscribe_to_shard_session_ms: SESSION.as_millis() as u64,
+        ..support::ferrokinesis_options()
+    })
+    .await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("fanout-dereg");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    let optout = Optout::new(emu.env());
+    let worker = optout.spawn_run(&stream, &["--consumer-name", CONSUMER]);
+    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let batch = |from: usize| -> Vec<Vec<u8>> {
+        (from..from + 4)
+            .map(|n| {
+                opt(
+                    &format!("EZd{n:02}"),
+                    &format!("+1555300{n:04}"),
+                    "STOP",
+                    "2026-03-01T10:00:00Z",
+                )
+            })
+            .collect()
+    };
+    support::put_records(&client, &stream, &keyed(batch(0)))
+        .await
+        .unwrap();
+    wait_for_count(&*store, 4).await;
+    let stream_arn = support::stream_arn(&client, &stream).await.unwrap();
+    client
+        .deregister_stream_consumer()
+        .stream_arn(&stream_arn)
+        .consumer_name(CONSUMER)
+        .send()
+        .await
+        .unwrap();
+    // Only once it is gone for good do the next records arrive, so that reading them proves
+    // the consumer was registered again.
+    let (c, arn) = (&client, &stream_arn);
+    support::wait_for(
+        "the consumer to be gone",
+        Duration::from_secs(30),
+        || async move {
+            c.describe_stream_consumer()
+                .stream_arn(arn)
+                .consumer_name(CONSUMER)
+                .send()
+                .await
+                .is_err()
+        },
+    )
+    .await
+    .unwrap();
+    // The subscriptions open before the deregistration run out their session (a scenario
+    // step, not a synchronisation): after it, reading needs a registered consumer again.
+    tokio::time::sleep(SESSION * 2).await;
+    support::put_records(&client, &stream, &keyed(batch(4)))
+        .await
+        .unwrap();
+    wait_for_count(&*store, 8).await;
+    let consumer = client
+        .describe_stream_consumer()
+        .stream_arn(&stream_arn)
+        .consumer_name(CONSUMER)
+        .send()
+        .await
+        .expect("the consumer was registered again");
+    assert_eq!(
+        consumer.consumer_description().unwrap().consumer_status(),
+        &ConsumerStatus::Active
+    );
+    let logs = worker.terminate();
+    assert_eq!(records_read(&logs), 8, "every record read once");
+    assert_eq!(optout.query(&["events"]).len(), 8);
+}
+
+/// Waits until `store` holds exactly `want` opt events.
+async fn wait_for_count(store: &dyn optout::store::Store, want: usize) {
+    support::wait_for(
+        &format!("{want} events stored"),
+        Duration::from_secs(60),
+        || async move {
+            let events = store.events(&optout::store::EventFilter::default()).await;
+            events.is_ok_and(|e| e.len() == want)
+        },
+    )
+    .await
+    .unwrap();
+}

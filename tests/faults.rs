@@ -1,7 +1,13 @@
 //! Faults between optout and Kinesis, injected with a TCP proxy in front of the real emulator:
 //! the emulator unreachable for 30 s, and a hung network that answers nothing. The consumer
 //! must wait, recover and lose nothing, and a reader that makes no progress is restarted.
+//! And AWS's own error answers, injected by an HTTP proxy on a fifth of the calls (throttling,
+//! KMS throttling, expired iterators, 500s, slow answers, connections cut mid-body): every
+//! record lands exactly once, no shard is polled more than 5 times a second, and the retries
+//! show in `optout_retries_total{kind}`.
 
+#[path = "common/aws_faults.rs"]
+mod aws_faults;
 #[path = "common/optout.rs"]
 mod common;
 #[path = "common/proxy.rs"]
@@ -14,12 +20,162 @@ use common::*;
 
 /// The emulator's environment, with optout's endpoint pointed at the proxy.
 fn through(env: Vec<(String, String)>, proxy: &proxy::Proxy) -> Vec<(String, String)> {
+    via(env, &proxy.endpoint)
+}
+
+/// The emulator's environment, with optout's endpoint set to `endpoint`.
+fn via(env: Vec<(String, String)>, endpoint: &str) -> Vec<(String, String)> {
     env.into_iter()
         .map(|(k, v)| match k.as_str() {
-            "AWS_ENDPOINT_URL" => (k, proxy.endpoint.clone()),
+            "AWS_ENDPOINT_URL" => (k, endpoint.to_string()),
             _ => (k, v),
         })
         .collect()
+}
+
+/// A free 127.0.0.1 port for `--http-addr`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /metrics` on `port`, as text.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The value of one exposition line, e.g. `optout_retries_total{kind="throttled"}`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Consumes `n` opt events through an AWS fault proxy failing calls as `plan` says; the
+/// retries must show in `optout_retries_total{kind}` for each of `kinds`.
+async fn through_aws_faults(n: usize, plan: aws_faults::Plan, kinds: &[&str], extra: &[&str]) {
+    let emu = support::from_env().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("awsfaults");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    write(&client, &stream, 0, n, 100, Duration::from_millis(10)).await;
+    let proxy = aws_faults::AwsFaults::start(&emu.endpoint, plan, 20261128).await;
+    let o = Optout::new(via(emu.env(), &proxy.endpoint));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["--http-addr", addr.as_str(), "--max-records-per-call", "10"];
+    args.extend_from_slice(extra);
+    let worker = o.spawn_run(&stream, &args);
+    let store = optout::store::open(&o.store, 1).await.unwrap();
+    wait_for_events(&*store, n, Duration::from_secs(180)).await;
+    let text = scrape(port).await;
+    let logs = worker.terminate();
+    let injected = proxy.seen(|s| s.injected.clone());
+    eprintln!("injected {injected:?}");
+    for kind in kinds {
+        let series = format!("optout_retries_total{{kind=\"{kind}\"}}");
+        let retries = metric(&text, &series);
+        eprintln!("{series} {retries}");
+        assert!(
+            retries > 0.0,
+            "{kind} failures were retried and counted:\n{text}"
+        );
+    }
+    assert_eq!(
+        records_read(&logs),
+        n as u64,
+        "every record read exactly once"
+    );
+    check_tables(&o, n);
+    proxy.seen(|s| {
+        for (shard, times) in &s.get_records_at {
+            let most = aws_faults::max_calls_per_second(times);
+            eprintln!(
+                "{shard}: {} GetRecords calls, at most {most} in one second",
+                times.len()
+            );
+            assert!(most <= 5, "{shard} was polled {most} times in one second");
+        }
+    });
+}
+
+fn faults(kinds: &[aws_faults::Fault], share: f64, first: u64) -> aws_faults::OpFaults {
+    aws_faults::OpFaults {
+        kinds: kinds.to_vec(),
+        share,
+        first,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_errors_on_a_fifth_of_the_calls_lose_nothing() {
+    use aws_faults::Fault::*;
+    let plan = [
+        (
+            "GetRecords",
+            faults(
+                &[
+                    Throughput,
+                    KmsThrottling,
+                    ExpiredIterator,
+                    Internal,
+                    Slow,
+                    CutMidBody,
+                ],
+                0.2,
+                0,
+            ),
+        ),
+        (
+            "GetShardIterator",
+            faults(&[Throughput, Internal, CutMidBody], 0.2, 0),
+        ),
+        ("ListShards", faults(&[Limit, Internal, Slow], 0.2, 0)),
+    ]
+    .into_iter()
+    .collect();
+    through_aws_faults(400, plan, &["throttled", "transient"], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_errors_on_subscriptions_lose_nothing() {
+    use aws_faults::Fault::*;
+    // Subscriptions are few (one per shard every few minutes), so the first ones always fail.
+    let plan = [
+        (
+            "SubscribeToShard",
+            faults(&[Limit, KmsThrottling, Internal], 0.2, 4),
+        ),
+        ("ListShards", faults(&[Limit, Internal], 0.2, 0)),
+        ("DescribeStreamConsumer", faults(&[Limit, Internal], 0.2, 1)),
+    ]
+    .into_iter()
+    .collect();
+    through_aws_faults(
+        200,
+        plan,
+        &["throttled"],
+        &["--consumer-name", "optout-aws-faults"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -56,7 +56,7 @@ const MODES: [DecodeOptions; 2] = [
 ];
 
 /// The dead-letter categories documented on [`Outcome::Dead`].
-const DEAD_CATEGORIES: [&str; 7] = [
+const DEAD_CATEGORIES: [&str; 8] = [
     "not JSON",
     "not a CloudEvent",
     "no usable data",
@@ -64,10 +64,11 @@ const DEAD_CATEGORIES: [&str; 7] = [
     "bad timestamp",
     "unknown optOutType",
     "no test_id",
+    "unstorable field",
 ];
 
 /// Outcome categories, as counted: five kinds of success, then one per dead-letter category.
-const CATEGORY_NAMES: [&str; 12] = [
+const CATEGORY_NAMES: [&str; 13] = [
     "opt",
     "opt (inferred)",
     "test",
@@ -80,6 +81,7 @@ const CATEGORY_NAMES: [&str; 12] = [
     "dead: bad timestamp",
     "dead: unknown optOutType",
     "dead: no test_id",
+    "dead: unstorable field",
 ];
 const NOT_JSON: usize = 5;
 
@@ -223,7 +225,9 @@ fn modes_consistent(off: &Outcome, on: &Outcome) -> Result<(), &'static str> {
     let ok = match (off, on) {
         (Outcome::Skip(Skip::NotOptKeyword), Outcome::Opt(e)) => e.inferred,
         (Outcome::Skip(Skip::NotOptKeyword), Outcome::Dead(reason)) => {
-            reason.starts_with("missing field: ") || reason.starts_with("bad timestamp: ")
+            reason.starts_with("missing field: ")
+                || reason.starts_with("bad timestamp: ")
+                || reason.starts_with("unstorable field: ")
         }
         _ => off == on,
     };

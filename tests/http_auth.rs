@@ -18,6 +18,7 @@ async fn serve(auth: ApiAuth) -> (std::net::SocketAddr, CancellationToken) {
         store,
         metrics: None,
         ready: Arc::new(AtomicBool::new(true)),
+        health: None,
         auth: Arc::new(auth),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -186,6 +187,10 @@ async fn serve_reads_rotating_tokens_from_a_file() {
         .unwrap()
         .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // `serve` opens the store read-only, so it must exist first.
+    let store = format!("sqlite://{}", dir.path().join("optout.db").display());
+    let (code, text) = output_of(optout(&["migrate"]).env("OPTOUT_STORE", &store));
+    assert_eq!(code, Some(0), "{text}");
     let child = Killed(
         optout(&[
             "serve",
@@ -194,6 +199,7 @@ async fn serve_reads_rotating_tokens_from_a_file() {
             "--http-token-file",
             tokens.to_str().unwrap(),
         ])
+        .env("OPTOUT_STORE", &store)
         .spawn()
         .unwrap(),
     );

@@ -219,9 +219,10 @@ impl CliError {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::InvalidUrl { .. } | StoreError::Locked { .. } => {
-                CliError::Usage(e.to_string())
-            }
+            StoreError::InvalidUrl { .. }
+            | StoreError::Locked { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::Schema(_) => CliError::Usage(e.to_string()),
             StoreError::Database(sqlx::Error::Configuration(_)) => {
                 CliError::Usage(format!("invalid --store: {e}"))
             }
@@ -292,7 +293,7 @@ pub async fn execute(mut cli: Cli) -> Result<(), CliError> {
         Command::Replay(args) => replay::replay(&cli, args).await,
         Command::Produce(args) => produce::produce(&cli, args).await,
         Command::Migrate => {
-            open_store(&cli.store, 2).await?;
+            open_store(&cli.store, 2).await?.close().await;
             println!("schema up to date: {}", store::redact(&cli.store));
             Ok(())
         }
@@ -316,7 +317,8 @@ fn read_store_file(path: &std::path::Path) -> Result<String, CliError> {
     Ok(url.to_string())
 }
 
-/// Opens the store, with connection errors reported against the (redacted) URL.
+/// Opens the store for writing (`run`, `replay`, `migrate`), with connection errors reported
+/// against the (redacted) URL.
 pub async fn open_store(
     url: &str,
     max_connections: u32,
@@ -326,21 +328,43 @@ pub async fn open_store(
         .map_err(|e| open_error(url, e))
 }
 
-/// A store that could not be opened, reported against the (redacted) URL.
+/// Opens the store for queries: never creates, migrates or writes.
+pub async fn open_store_read_only(
+    url: &str,
+    max_connections: u32,
+) -> Result<std::sync::Arc<dyn Store>, CliError> {
+    store::open_read_only(url, max_connections)
+        .await
+        .map_err(|e| open_error(url, e))
+}
+
+/// A store that could not be opened, reported against the (redacted) URL, in one line that
+/// names the cause.
 pub fn open_error(url: &str, e: StoreError) -> CliError {
     match e {
-        StoreError::Database(db) if is_tls_failure(&db) => CliError::Runtime(anyhow::anyhow!(
-            "cannot open store {}: {db} (TLS: check sslmode, that sslrootcert names the CA that \
-             signed the server's certificate, e.g. the RDS bundle, and with verify-full that the \
-             host is a name in that certificate)",
-            store::redact(url)
-        )),
-        StoreError::Database(db) if !matches!(db, sqlx::Error::Configuration(_)) => {
+        StoreError::Database(db) | StoreError::Connect(db) if is_tls_failure(&db) => {
             CliError::Runtime(anyhow::anyhow!(
-                "cannot open store {}: {db}",
-                store::redact(url)
+                "cannot open store {}: {} (TLS: check sslmode, that sslrootcert names the CA that \
+                 signed the server's certificate, e.g. the RDS bundle, and with verify-full that \
+                 the host is a name in that certificate)",
+                store::redact(url),
+                store::redact(&db.to_string())
             ))
         }
+        StoreError::Database(db) | StoreError::Connect(db)
+            if !matches!(db, sqlx::Error::Configuration(_)) =>
+        {
+            CliError::Runtime(anyhow::anyhow!(
+                "cannot open store {}: {}",
+                store::redact(url),
+                store::redact(&db.to_string())
+            ))
+        }
+        StoreError::Migration { version, source } => CliError::Runtime(anyhow::anyhow!(
+            "cannot migrate store {} (migration {version}): {}",
+            store::redact(url),
+            store::redact(&source.to_string())
+        )),
         other => other.into(),
     }
 }

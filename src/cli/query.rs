@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 
-use super::{Cli, CliError, FormatArg, ServeArgs, open_store};
+use super::{Cli, CliError, FormatArg, ServeArgs, open_store_read_only};
 use crate::event::OptOutType;
 use crate::output::{Format, write_rows};
 use crate::store::{EventFilter, StatusFilter};
@@ -67,7 +67,7 @@ fn runtime(e: crate::store::StoreError) -> CliError {
 
 /// Prints current opt status.
 pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
-    let store = open_store(&cli.store, 2).await?;
+    let store = open_store_read_only(&cli.store, 2).await?;
     let filter = StatusFilter {
         subscriber: args.subscriber.clone(),
         scope: args.scope.clone(),
@@ -81,7 +81,7 @@ pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
 
 /// Prints opt events.
 pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
-    let store = open_store(&cli.store, 2).await?;
+    let store = open_store_read_only(&cli.store, 2).await?;
     let filter = EventFilter {
         since: args.since,
         opt_out_type: args.opt_type.map(|t| match t {
@@ -99,20 +99,20 @@ pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
 
 /// Prints dead letters.
 pub async fn dead_letters(cli: &Cli, format: Format) -> Result<(), CliError> {
-    let store = open_store(&cli.store, 2).await?;
+    let store = open_store_read_only(&cli.store, 2).await?;
     print(&store.dead_letters().await.map_err(runtime)?, format)
 }
 
 /// Prints sink test events.
 pub async fn test_events(cli: &Cli, format: Format) -> Result<(), CliError> {
-    let store = open_store(&cli.store, 2).await?;
+    let store = open_store_read_only(&cli.store, 2).await?;
     print(&store.test_events().await.map_err(runtime)?, format)
 }
 
 /// Serves the HTTP API until SIGINT/SIGTERM.
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     let auth = Arc::new(args.auth.api_auth(args.http_addr)?);
-    let store = open_store(&cli.store, 8).await?;
+    let store = open_store_read_only(&cli.store, 8).await?;
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| {
@@ -126,6 +126,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         metrics: crate::telemetry::init_metrics(),
         ready: Arc::new(AtomicBool::new(true)),
         auth,
+        health: None,
     };
     crate::http::serve_on(listener, state, super::shutdown_on_signals())
         .await

@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// kinesis:RegisterStreamConsumer, DescribeStreamConsumer, SubscribeToShard.
     #[arg(long, env = "OPTOUT_CONSUMER_NAME", value_parser = parse_consumer_name)]
     pub consumer_name: Option<String>,
+    /// A shard whose reads or commits have failed for this many seconds, with no success in
+    /// between, makes /readyz answer 503 and counts in optout_shards_failing.
+    #[arg(long, env = "OPTOUT_FAILING_AFTER_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub failing_after_secs: u64,
 }
 
 /// Parses `trim-horizon`, `latest` or `at-timestamp=2026-03-01T00:00:00Z`.
@@ -125,6 +129,8 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     store.claim_single_runner().await?;
     let shutdown = shutdown_on_signals();
     let ready = Arc::new(AtomicBool::new(false));
+    let health = kinesis::Health::default();
+    let failing_after = Duration::from_secs(args.failing_after_secs);
     let http = match args.http_addr.zip(auth) {
         Some((addr, auth)) => {
             let state = crate::http::AppState {
@@ -132,6 +138,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
                 metrics: crate::telemetry::init_metrics(),
                 ready: ready.clone(),
                 auth,
+                health: Some((health.clone(), failing_after)),
             };
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 CliError::Usage(format!("cannot listen on --http-addr {addr}: {e}"))
@@ -153,6 +160,8 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         max_records: args.max_records_per_call,
         stall_timeout: Duration::from_secs(args.stall_timeout_secs),
         consumer_name: args.consumer_name.clone(),
+        failing_after,
+        health,
         ..ConsumerConfig::new(args.stream.clone())
     };
     let config = match &args.worker_id {
@@ -180,6 +189,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     if let Some(h) = http {
         let _ = h.await;
     }
+    store.close().await;
     match result {
         Ok(stats) => {
             info!(

@@ -41,7 +41,7 @@ struct ShardRow {
 
 /// Prints the stream's shards, joined with the store's leases and checkpoints.
 pub async fn shards(cli: &Cli, args: &ShardsArgs) -> Result<(), CliError> {
-    let store = crate::store::open_sql(&cli.store, 2)
+    let store = crate::store::open_sql_with(&cli.store, 2, crate::store::Access::ReadOnly)
         .await
         .map_err(|e| open_error(&cli.store, e))?;
     let client = kinesis_client(cli, false).await?;

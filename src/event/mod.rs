@@ -40,6 +40,14 @@ pub const INBOUND_MESSAGE_TYPE: &str = "com.twilio.messaging.inbound-message.rec
 /// The CloudEvent type Twilio writes when an operator tests a new sink.
 pub const TEST_EVENT_TYPE: &str = "com.twilio.eventstreams.test-event";
 
+/// Longest identity value (event id, account, from, to, Messaging Service, test id), in bytes.
+///
+/// Twilio's are tens of bytes; the limit exists so that every backend can index what the
+/// decoder accepts: PostgreSQL's btree refuses index rows over 2,704 bytes, and the status key
+/// holds three of these values. Longer ones make the record a dead letter (`unstorable field`)
+/// on every backend alike, instead of a batch one database refuses and another stores.
+pub const MAX_IDENTITY_BYTES: usize = 512;
+
 /// Switches that change which records count as opt events.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DecodeOptions {
@@ -150,7 +158,7 @@ pub enum Outcome {
     Skip(Skip),
     /// A dead letter. The reason starts with a stable category followed by `: ` and details:
     /// `not JSON`, `not a CloudEvent`, `no usable data`, `missing field`, `bad timestamp`,
-    /// `unknown optOutType`, `no test_id`.
+    /// `unknown optOutType`, `no test_id`, `unstorable field`.
     Dead(String),
 }
 
@@ -227,16 +235,24 @@ fn opt_event(
     let timestamp = required("timestamp", d.timestamp)?;
     let occurred_at = parse_timestamp(&timestamp)
         .ok_or_else(|| format!("bad timestamp: {:?}", clip(&timestamp)))?;
+    let messaging_service_sid = text(d.messaging_service_sid).map(String::from);
+    identity("id", &env.id)?;
+    identity("data.accountSid", &account_sid)?;
+    identity("data.from", &subscriber)?;
+    identity("data.to", &sender)?;
+    if let Some(sid) = &messaging_service_sid {
+        identity("data.messagingServiceSid", sid)?;
+    }
     Ok(OptEvent {
         event_id: env.id.clone().into_owned(),
         opt_out_type,
         inferred,
         account_sid,
-        messaging_service_sid: text(d.messaging_service_sid).map(String::from),
+        messaging_service_sid,
         sender,
         subscriber,
-        body: text(d.body).map(String::from),
-        message_sid: text(d.message_sid).map(String::from),
+        body: text(d.body).map(|b| sanitize(&b)),
+        message_sid: text(d.message_sid).map(|s| sanitize(&s)),
         occurred_at,
         schema_version,
     })
@@ -244,11 +260,16 @@ fn opt_event(
 
 fn test_event(env: &Envelope<'_>, d: &Fields<'_>) -> Outcome {
     match text(d.test_id) {
-        Some(id) if !id.is_empty() => Outcome::Test(TestEvent {
-            test_id: id.into_owned(),
-            account_sid: env.id.clone().into_owned(),
-            occurred_at: env.time.as_deref().and_then(parse_timestamp),
-        }),
+        Some(id) if !id.is_empty() => {
+            if let Err(reason) = identity("data.test_id", &id).and(identity("id", &env.id)) {
+                return Outcome::Dead(reason);
+            }
+            Outcome::Test(TestEvent {
+                test_id: id.into_owned(),
+                account_sid: env.id.clone().into_owned(),
+                occurred_at: env.time.as_deref().and_then(parse_timestamp),
+            })
+        }
         _ => {
             Outcome::Dead("no test_id: test event without a non-empty string `test_id`".to_owned())
         }
@@ -271,6 +292,27 @@ fn required(name: &str, v: Option<Val<'_>>) -> Result<String, String> {
             "missing field: `data.{name}` is absent, empty or not a string"
         )),
     }
+}
+
+/// An identity value must be storable and indexable by every backend: no U+0000 (PostgreSQL
+/// text cannot hold it) and at most [`MAX_IDENTITY_BYTES`].
+fn identity(name: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err(format!("unstorable field: `{name}` holds U+0000"));
+    }
+    if value.len() > MAX_IDENTITY_BYTES {
+        return Err(format!(
+            "unstorable field: `{name}` is {} bytes, over the {MAX_IDENTITY_BYTES}-byte limit",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Free text (a body, a message SID) made storable everywhere: each U+0000 becomes U+FFFD, so
+/// a STOP whose body holds one is still recorded, never lost for its body.
+fn sanitize(value: &str) -> String {
+    value.replace('\0', "\u{FFFD}")
 }
 
 /// RFC 3339, or ISO 8601 with a `T` and a numeric offset without a colon (`+0100`).

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::backoff::Backoff;
@@ -26,6 +26,22 @@ use super::{
 struct Running {
     cancel: CancellationToken,
     started: Instant,
+}
+
+/// How a task of the coordinator's set ended (when it did not panic).
+enum TaskEnd {
+    /// A shard reader returned.
+    Reader(String, Result<ShardExit, KinesisError>),
+    /// The discovery task returned (it only does on shutdown).
+    Discovery,
+    /// The stream consumer was described again (and registered again if it was gone).
+    Consumer(Result<Option<String>, KinesisError>),
+}
+
+/// A reader that failed or panicked waits before it is started again.
+struct Restart {
+    backoff: Backoff,
+    not_before: Instant,
 }
 
 /// Consumes `config.stream` until `shutdown` is cancelled (or, with `exit_when_idle`, until
@@ -56,7 +72,6 @@ pub async fn run(
     };
     info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
     let progress = Arc::new(Progress::new());
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let c = Coordinator {
         ctx: Arc::new(ShardContext {
             client: client.clone(),
@@ -78,9 +93,12 @@ pub async fn run(
         held: HashMap::new(),
         unclaimed: 0,
         running: HashMap::new(),
-        tracker: TaskTracker::new(),
-        done_tx,
-        done_rx,
+        tasks: JoinSet::new(),
+        task_shards: HashMap::new(),
+        discovery: None,
+        listings: None,
+        restarts: HashMap::new(),
+        refreshing_consumer: false,
         stats: RunStats::default(),
         fatal: None,
         stop,
@@ -110,9 +128,20 @@ struct Coordinator {
     /// Readable shards nobody holds (leased mode), for the idle exit.
     unclaimed: usize,
     running: HashMap<String, Running>,
-    tracker: TaskTracker,
-    done_tx: mpsc::UnboundedSender<(String, Result<ShardExit, KinesisError>)>,
-    done_rx: mpsc::UnboundedReceiver<(String, Result<ShardExit, KinesisError>)>,
+    /// Every task this coordinator owns: the readers and the discovery task. A task that
+    /// panics is seen here (its `JoinError`), so no shard is left unread by a crash.
+    tasks: JoinSet<TaskEnd>,
+    /// Which shard each reader task reads, to name the shard of a task that panicked.
+    task_shards: HashMap<Id, String>,
+    /// The discovery task.
+    discovery: Option<Id>,
+    /// Where discovery publishes listings (kept here so a restarted discovery reuses it).
+    listings: Option<Arc<watch::Sender<Vec<ShardInfo>>>>,
+    /// Readers waiting to be restarted after a failure or panic.
+    restarts: HashMap<String, Restart>,
+    /// Enhanced fan-out: the consumer is being looked up (and registered again if it was
+    /// deregistered); readers wait for its ARN.
+    refreshing_consumer: bool,
     stats: RunStats,
     fatal: Option<KinesisError>,
     stop: CancellationToken,
@@ -128,15 +157,9 @@ impl Coordinator {
         // Discovery runs in its own task: a hung ListShards must not hold up lease renewal,
         // the stall watchdog or shutdown.
         let (listings, mut listing) = watch::channel(self.shards.clone());
-        let relist_now = Arc::new(Notify::new());
-        let discovery = tokio::spawn(discover(
-            self.client.clone(),
-            self.config.clone(),
-            listings,
-            relist_now.clone(),
-            self.stop.clone(),
-        ));
-        self.relist_now = Some(relist_now);
+        self.listings = Some(Arc::new(listings));
+        self.relist_now = Some(Arc::new(Notify::new()));
+        self.spawn_discovery();
         let mut housekeeping = interval(self.housekeeping_period());
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut idle_check = interval(Duration::from_millis(100));
@@ -147,7 +170,7 @@ impl Coordinator {
             self.start_readers();
             tokio::select! {
                 _ = self.stop.cancelled() => break,
-                Some((id, result)) = self.done_rx.recv() => self.on_done(id, result).await,
+                Some(joined) = self.tasks.join_next_with_id() => self.on_joined(joined).await,
                 Ok(()) = listing.changed() => {
                     let shards = listing.borrow_and_update().clone();
                     if shards != self.shards {
@@ -157,6 +180,7 @@ impl Coordinator {
                 }
                 _ = housekeeping.tick() => {
                     self.restart_stalled();
+                    self.report_health();
                     if !self.refresh().await { break; }
                 }
                 _ = idle_check.tick(), if self.config.exit_when_idle.is_some() => {
@@ -167,8 +191,131 @@ impl Coordinator {
                 }
             }
         }
-        discovery.abort();
         self.finish().await
+    }
+
+    fn spawn_discovery(&mut self) {
+        let (Some(listings), Some(relist_now)) = (self.listings.clone(), self.relist_now.clone())
+        else {
+            return;
+        };
+        let (client, config, stop) = (self.client.clone(), self.config.clone(), self.stop.clone());
+        let handle = self.tasks.spawn(async move {
+            discover(client, config, listings, relist_now, stop).await;
+            TaskEnd::Discovery
+        });
+        self.discovery = Some(handle.id());
+    }
+
+    /// A task of the set ended: a reader (normally, with an error, or by panicking) or the
+    /// discovery task (which is started again unless shutting down).
+    async fn on_joined(&mut self, joined: Result<(Id, TaskEnd), JoinError>) {
+        match joined {
+            Ok((id, TaskEnd::Reader(shard, result))) => {
+                self.task_shards.remove(&id);
+                self.on_done(shard, result).await;
+            }
+            Ok((_, TaskEnd::Consumer(result))) => {
+                self.refreshing_consumer = false;
+                match result {
+                    Ok(Some(arn)) => self.consumer_arn = Some(arn),
+                    Ok(None) => {}
+                    Err(e) => {
+                        error!(error = %e, "Could not describe or register the stream consumer; will try again after the next reader failure.")
+                    }
+                }
+            }
+            Ok((_, TaskEnd::Discovery)) => {
+                if !self.stop.is_cancelled() {
+                    warn!("Shard discovery ended unexpectedly; starting it again.");
+                    self.spawn_discovery();
+                }
+            }
+            Err(e) if Some(e.id()) == self.discovery => {
+                error!(error = %panic_message(e), "Shard discovery panicked; starting it again.");
+                self.spawn_discovery();
+            }
+            Err(e) => {
+                let Some(shard) = self.task_shards.remove(&e.id()) else {
+                    return;
+                };
+                let message = panic_message(e);
+                self.reader_failed(shard, "panic", message).await;
+            }
+        }
+    }
+
+    /// A reader returned an error or panicked: log, count, mark the shard failing, and start
+    /// it again from its checkpoint after a backoff. With `exit_when_idle` (a batch run), a
+    /// shard that keeps failing ends the run instead of retrying forever.
+    async fn reader_failed(&mut self, shard: String, reason: &'static str, message: String) {
+        self.running.remove(&shard);
+        metrics::counter!("optout_shard_restarts_total", "reason" => reason).increment(1);
+        self.config.health.fail(&shard, &message);
+        let (base, max) = (
+            self.config.restart_backoff_base,
+            self.config.restart_backoff_max,
+        );
+        let restart = self
+            .restarts
+            .entry(shard.clone())
+            .or_insert_with(|| Restart {
+                backoff: Backoff::new(base, max),
+                not_before: Instant::now(),
+            });
+        let delay = restart.backoff.next_delay();
+        let attempts = restart.backoff.attempts();
+        restart.not_before = Instant::now() + delay;
+        error!(shard_id = %shard, reason, attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
+        if self.config.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
+            self.fail(KinesisError::ShardFailing {
+                shard_id: shard,
+                attempts,
+                reason: message,
+            });
+            return;
+        }
+        self.reload_checkpoints().await;
+    }
+
+    /// Enhanced fan-out: describes the stream consumer again in a task of its own (registering
+    /// it if it is gone) and holds reader starts until it answers.
+    fn refresh_consumer(&mut self) {
+        let Some(name) = self.config.consumer_name.clone() else {
+            return;
+        };
+        if self.refreshing_consumer {
+            return;
+        }
+        self.refreshing_consumer = true;
+        let (client, stream, stop) = (
+            self.client.clone(),
+            self.config.stream.clone(),
+            self.stop.clone(),
+        );
+        self.tasks.spawn(async move {
+            TaskEnd::Consumer(super::fanout::ensure_consumer(&client, &stream, &name, &stop).await)
+        });
+    }
+
+    /// Publishes how many shards are failing, and forgets the restart backoff of readers that
+    /// have committed since.
+    fn report_health(&mut self) {
+        let failing = self.config.health.failing(self.config.failing_after);
+        metrics::gauge!("optout_shards_failing").set(failing.len() as f64);
+        let health = &self.config.health;
+        self.restarts
+            .retain(|shard, _| !self.running.contains_key(shard) || health.is_failing(shard));
+    }
+
+    /// Reloads where every shard stands (after a reader stopped early), so that its restart
+    /// begins at the stored checkpoint.
+    async fn reload_checkpoints(&mut self) {
+        if !self.stop.is_cancelled()
+            && let Ok(cps) = self.processor.checkpoints(&self.config.stream).await
+        {
+            self.apply_checkpoints(cps);
+        }
     }
 
     fn housekeeping_period(&self) -> Duration {
@@ -189,7 +336,7 @@ impl Coordinator {
                     self.apply_checkpoints(cps);
                     return self.rebalance().await;
                 }
-                Err(e) if e.retryable => {
+                Err(e) if e.is_retryable() => {
                     warn!(error = %e, "Could not read checkpoints; retrying.");
                     tokio::select! {
                         _ = self.stop.cancelled() => return false,
@@ -197,8 +344,8 @@ impl Coordinator {
                     }
                 }
                 Err(e) => {
-                    self.fail(KinesisError::Process {
-                        shard_id: "-".into(),
+                    self.fail(KinesisError::Store {
+                        operation: "loading checkpoints",
                         source: e,
                     });
                     return false;
@@ -216,13 +363,13 @@ impl Coordinator {
         }
         match self.processor.checkpoints(&self.config.stream).await {
             Ok(cps) => self.apply_checkpoints(cps),
-            Err(e) if e.retryable => {
+            Err(e) if e.is_retryable() => {
                 warn!(error = %e, "Could not read checkpoints; will retry.");
                 return true;
             }
             Err(e) => {
-                self.fail(KinesisError::Process {
-                    shard_id: "-".into(),
+                self.fail(KinesisError::Store {
+                    operation: "loading checkpoints",
                     source: e,
                 });
                 return false;
@@ -236,9 +383,9 @@ impl Coordinator {
         if let Some(leases) = self.leases.clone()
             && let Err(e) = self.balance(&*leases).await
         {
-            if !e.retryable {
-                self.fail(KinesisError::Process {
-                    shard_id: "-".into(),
+            if !e.is_retryable() {
+                self.fail(KinesisError::Store {
+                    operation: "lease housekeeping",
                     source: e,
                 });
                 return false;
@@ -332,10 +479,19 @@ impl Coordinator {
 
     /// Starts a reader for every readable shard this worker should read and is not reading.
     fn start_readers(&mut self) {
+        if self.refreshing_consumer {
+            return;
+        }
         let running: HashSet<String> = self.running.keys().cloned().collect();
+        let now = Instant::now();
         let ready: Vec<ShardInfo> = ready_to_read(&self.shards, &self.finished, &running)
             .into_iter()
             .filter(|s| self.leases.is_none() || self.held.contains_key(&s.shard_id))
+            .filter(|s| {
+                self.restarts
+                    .get(&s.shard_id)
+                    .is_none_or(|r| r.not_before <= now)
+            })
             .cloned()
             .collect();
         for shard in ready {
@@ -356,13 +512,12 @@ impl Coordinator {
                     started: Instant::now(),
                 },
             );
-            let (ctx, id, done, arn) = (
+            let (ctx, id, arn) = (
                 self.ctx.clone(),
                 shard.shard_id.clone(),
-                self.done_tx.clone(),
                 self.consumer_arn.clone(),
             );
-            self.tracker.spawn(async move {
+            let handle = self.tasks.spawn(async move {
                 let result = match arn {
                     Some(arn) => {
                         super::fanout::read_shard_fanout(ctx, id.clone(), start, token, arn, cancel)
@@ -370,8 +525,9 @@ impl Coordinator {
                     }
                     None => super::poller::read_shard(ctx, id.clone(), start, token, cancel).await,
                 };
-                let _ = done.send((id, result));
+                TaskEnd::Reader(id, result)
             });
+            self.task_shards.insert(handle.id(), shard.shard_id.clone());
         }
         metrics::gauge!("optout_shards_reading").set(self.running.len() as f64);
     }
@@ -380,6 +536,8 @@ impl Coordinator {
         self.running.remove(&id);
         match result {
             Ok(ShardExit::Finished) => {
+                self.config.health.forget(&id);
+                self.restarts.remove(&id);
                 self.finished.insert(id.clone());
                 self.stats.shards_finished += 1;
                 if let Some(leases) = &self.leases
@@ -394,19 +552,18 @@ impl Coordinator {
                 self.relist();
             }
             Ok(ShardExit::LostOwnership) => {
+                self.config.health.forget(&id);
                 self.held.remove(&id);
             }
             Ok(ShardExit::Stopped) => {
                 // Restarted for a stall, or its lease went: reload where it stands.
-                if !self.stop.is_cancelled()
-                    && let Ok(cps) = self.processor.checkpoints(&self.config.stream).await
-                {
-                    self.apply_checkpoints(cps);
-                }
+                self.reload_checkpoints().await;
             }
             Err(e) => {
-                error!(shard_id = %id, error = %e, "Shard reader failed; stopping.");
-                self.fail(e);
+                // With enhanced fan-out, a failed subscription may mean the consumer was
+                // deregistered: look it up again (registering it if gone) before restarting.
+                self.refresh_consumer();
+                self.reader_failed(id, "error", e.to_string()).await
             }
         }
     }
@@ -421,7 +578,10 @@ impl Coordinator {
                 .map_or(r.started, |a| a.max(r.started));
             if last.elapsed() > limit && !r.cancel.is_cancelled() {
                 warn!(shard_id = %id, stalled_secs = last.elapsed().as_secs(), "Shard reader made no progress; restarting it.");
-                metrics::counter!("optout_shard_restarts_total").increment(1);
+                metrics::counter!("optout_shard_restarts_total", "reason" => "stall").increment(1);
+                self.config
+                    .health
+                    .fail(id, "no successful call within the stall timeout");
                 r.cancel.cancel();
             }
         }
@@ -457,17 +617,20 @@ impl Coordinator {
     /// Waits for every reader, releases leases, and reports.
     async fn finish(mut self) -> Result<RunStats, KinesisError> {
         self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        drop(self.done_tx);
-        while let Some((id, result)) = self.done_rx.recv().await {
-            match result {
-                Ok(ShardExit::Finished) => self.stats.shards_finished += 1,
-                Err(e) => {
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            match joined {
+                Ok((_, TaskEnd::Reader(_, Ok(ShardExit::Finished)))) => {
+                    self.stats.shards_finished += 1
+                }
+                Ok((_, TaskEnd::Reader(id, Err(e)))) => {
                     error!(shard_id = %id, error = %e, "Shard reader failed.");
                     self.fatal.get_or_insert(e);
                 }
                 Ok(_) => {}
+                Err(e) => {
+                    let shard = self.task_shards.get(&e.id()).cloned().unwrap_or_default();
+                    error!(shard_id = %shard, error = %panic_message(e), "Shard reader panicked while stopping; its batch in hand was not committed.");
+                }
             }
         }
         if let Some(leases) = &self.leases {
@@ -486,6 +649,23 @@ impl Coordinator {
             None => Ok(self.stats),
         }
     }
+}
+
+/// Restarts of a failing reader after which a batch run (`exit_when_idle`) gives up.
+const GIVE_UP_ATTEMPTS: u32 = 5;
+
+/// What a task's panic said, for the log.
+fn panic_message(e: JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_string());
+    format!("panicked: {text}")
 }
 
 /// A reader restarted (stall, lost and regained lease) before its first commit must not skip

@@ -11,6 +11,7 @@ mod backoff;
 mod balance;
 mod coordinator;
 mod fanout;
+mod health;
 mod lease;
 mod poller;
 mod progress;
@@ -24,6 +25,7 @@ use aws_sdk_kinesis::types::Record;
 
 pub use backoff::{Backoff, ErrorClass, classify};
 pub use coordinator::run;
+pub use health::{FailingShard, Health};
 pub use lease::{HeldLease, LeaseInfo, LeaseStore};
 pub use shards::{ShardInfo, aws_message, list_shards};
 
@@ -45,7 +47,7 @@ pub enum InitialPosition {
 /// seconds is harmless: effects are idempotent).
 pub const LATEST_SLACK: chrono::Duration = chrono::Duration::seconds(2);
 
-/// How the consumer behaves; every duration has its unit in its name.
+/// How the consumer behaves.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     /// The stream to read.
@@ -75,6 +77,16 @@ pub struct ConsumerConfig {
     /// Read with enhanced fan-out (`SubscribeToShard`) as this registered stream consumer
     /// instead of polling with `GetRecords`.
     pub consumer_name: Option<String>,
+    /// A shard whose calls or commits have failed, with no success since, for this long is
+    /// reported as failing (`/readyz`, `optout_shards_failing`).
+    pub failing_after: Duration,
+    /// First wait before restarting a reader that failed or panicked; doubles up to
+    /// `restart_backoff_max`.
+    pub restart_backoff_base: Duration,
+    /// Longest wait before restarting a failed reader.
+    pub restart_backoff_max: Duration,
+    /// Where the engine reports shard health; keep a clone for the readiness probe.
+    pub health: Health,
 }
 
 impl ConsumerConfig {
@@ -94,6 +106,10 @@ impl ConsumerConfig {
             lease_duration: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(120),
             consumer_name: None,
+            failing_after: Duration::from_secs(60),
+            restart_backoff_base: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(30),
+            health: Health::default(),
         }
     }
 }
@@ -145,16 +161,28 @@ pub struct LeaseClaim<'a> {
     pub token: i64,
 }
 
-/// Why a batch could not be made durable.
+/// Why a batch (or a lease call) could not be made durable: one of three things the engine
+/// does about it.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct ProcessError {
-    /// What happened, for the log.
-    pub message: String,
-    /// Worth trying the same batch again (a database blip), or not (schema mismatch).
-    pub retryable: bool,
-    /// The shard is no longer ours (lease lost): stop reading it without retrying.
-    pub lost_ownership: bool,
+pub enum ProcessError {
+    /// Nothing was committed and trying the same batch again later may succeed (a database
+    /// blip, a restart, a lock timeout): back off and retry.
+    #[error("{0}")]
+    Retry(String),
+    /// The shard is no longer ours (lease lost): stop reading it, without retrying.
+    #[error("{0}")]
+    LostOwnership(String),
+    /// Retrying the same batch cannot help (schema mismatch, read-only database): the reader
+    /// fails and is restarted from its checkpoint with backoff, and the shard shows as failing.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl ProcessError {
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProcessError::Retry(_))
+    }
 }
 
 /// The engine's one customer: turns batches into durable effects plus checkpoints.
@@ -186,6 +214,21 @@ pub enum KinesisError {
     Process {
         shard_id: String,
         source: ProcessError,
+    },
+    /// The processor or the lease store failed outside any one shard (loading checkpoints,
+    /// lease housekeeping) in a way no retry can fix.
+    #[error("{operation} failed: {source}")]
+    Store {
+        operation: &'static str,
+        source: ProcessError,
+    },
+    /// A shard kept failing (error or panic) and the run was asked to end when idle, so it
+    /// gives up instead of retrying forever.
+    #[error("shard {shard_id} kept failing ({attempts} attempts): {reason}")]
+    ShardFailing {
+        shard_id: String,
+        attempts: u32,
+        reason: String,
     },
 }
 

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, ErrorClass};
 use super::progress::ShardState;
-use super::{ConsumerConfig, InitialPosition, KinesisError, Processor, RecordBatch};
+use super::{ConsumerConfig, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch};
 
 /// How a shard task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +138,8 @@ impl ShardReader {
                 .set(ms as f64);
         }
         if records.is_empty() && !finished {
+            // A successful call with nothing pending: any failing spell is over.
+            self.ctx.config.health.ok(&self.shard_id);
             let caught_up = millis_behind_latest.unwrap_or(0) == 0;
             if caught_up && !self.reached_tip {
                 // Once per reader: the backlog is done (or, at `latest`, reading has begun).
@@ -165,20 +167,26 @@ impl ShardReader {
             };
             match self.ctx.processor.process(batch).await {
                 Ok(()) => break,
-                Err(e) if e.lost_ownership => {
-                    warn!(shard_id = %self.shard_id, error = %e, "Shard taken over by another worker; stopping it here.");
+                Err(ProcessError::LostOwnership(message)) => {
+                    metrics::counter!("optout_commit_failures_total", "kind" => "lease_lost")
+                        .increment(1);
+                    warn!(shard_id = %self.shard_id, error = %message, "Shard taken over by another worker; stopping it here.");
                     return Ok(Some(ShardExit::LostOwnership));
                 }
-                Err(e) if e.retryable => {
+                Err(ProcessError::Retry(message)) => {
+                    metrics::counter!("optout_commit_failures_total", "kind" => "transient")
+                        .increment(1);
                     // Nothing was committed; the same records are retried, so nothing is lost.
                     if !self
-                        .wait_after_error(ErrorClass::Transient, &e.message, cancel)
+                        .wait_after_error(ErrorClass::Transient, &message, cancel)
                         .await
                     {
                         return Ok(Some(ShardExit::Stopped));
                     }
                 }
-                Err(e) => {
+                Err(e @ ProcessError::Fatal(_)) => {
+                    metrics::counter!("optout_commit_failures_total", "kind" => "fatal")
+                        .increment(1);
                     return Err(KinesisError::Process {
                         shard_id: self.shard_id.clone(),
                         source: e,
@@ -187,6 +195,9 @@ impl ShardReader {
             }
         }
         self.backoff.reset();
+        self.ctx.config.health.ok(&self.shard_id);
+        metrics::gauge!("optout_shard_last_commit_timestamp_seconds", "shard_id" => self.shard_id.clone())
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         self.committed = last;
         progress.record(records.len() as u64);
         if finished {
@@ -222,6 +233,7 @@ impl ShardReader {
             "transient"
         };
         metrics::counter!("optout_retries_total", "kind" => kind).increment(1);
+        self.ctx.config.health.fail(&self.shard_id, message);
         // The first failure and every tenth are worth an operator's eye; throttling is routine.
         if class != ErrorClass::Throttled && (attempt == 1 || attempt.is_multiple_of(10)) {
             warn!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed; backing off.");

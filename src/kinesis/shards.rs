@@ -138,7 +138,7 @@ pub fn aws_message<E: std::error::Error + 'static>(err: &E) -> String {
 pub(super) async fn discover(
     client: Client,
     config: ConsumerConfig,
-    out: watch::Sender<Vec<ShardInfo>>,
+    out: Arc<watch::Sender<Vec<ShardInfo>>>,
     now: Arc<Notify>,
     stop: CancellationToken,
 ) {

@@ -46,32 +46,123 @@ pub enum StoreError {
     /// Any other I/O problem (lock file).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A query command was pointed at a SQLite file that does not exist (it never creates one).
+    #[error(
+        "no optout database at {path}: check --store, or create it with `optout migrate` (or `optout run`)"
+    )]
+    NotFound { path: String },
+    /// The database holds no optout schema, or an older one than this binary reads.
+    #[error("{0}")]
+    Schema(String),
+    /// The database could not be reached or opened; the cause is the database's own words.
+    #[error("{0}")]
+    Connect(sqlx::Error),
+}
+
+/// How a command uses the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `run`, `replay`, `migrate`: creates the database if needed and migrates it.
+    ReadWrite,
+    /// Queries: never creates, migrates or writes; works on a read-only file or with a
+    /// PostgreSQL role that may only SELECT, and refuses a schema older than the binary's.
+    ReadOnly,
+}
+
+/// What a store failure means for the batch that met it (DESIGN.md, "Errors at the store
+/// boundary").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The database or the way to it failed (connection lost, timeout, serialization failure,
+    /// restart, disk full): retry the same batch with backoff.
+    Transient,
+    /// The database refused a value in the batch (encoding, constraint, size limit): retrying
+    /// the same rows fails the same way, so find the record and dead-letter it.
+    Data,
+    /// This worker's lease on the shard is gone: stop the shard.
+    LeaseLost,
+    /// Neither: a schema mismatch, a read-only database, a bad setting. Needs an operator.
+    Fatal,
 }
 
 impl StoreError {
+    /// Classifies the failure (PostgreSQL by SQLSTATE class, SQLite by primary result code).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            StoreError::Database(e) | StoreError::Migration { source: e, .. } => sqlx_kind(e),
+            StoreError::LeaseLost { .. } => FailureKind::LeaseLost,
+            StoreError::Io(_) => FailureKind::Transient,
+            StoreError::Connect(e) => match sqlx_kind(e) {
+                FailureKind::Transient => FailureKind::Transient,
+                _ => FailureKind::Fatal,
+            },
+            _ => FailureKind::Fatal,
+        }
+    }
+
     /// Whether trying the same operation again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            StoreError::Database(e) => !matches!(
-                e,
-                sqlx::Error::ColumnDecode { .. }
-                    | sqlx::Error::ColumnNotFound(_)
-                    | sqlx::Error::TypeNotFound { .. }
-                    | sqlx::Error::Decode(_)
-            ),
-            StoreError::Io(_) => true,
-            _ => false,
-        }
+        self.kind() == FailureKind::Transient
+    }
+}
+
+/// See [`StoreError::kind`].
+fn sqlx_kind(e: &sqlx::Error) -> FailureKind {
+    use sqlx::Error as E;
+    match e {
+        E::Database(db) => match db.code() {
+            Some(code) => db_code_kind(&code),
+            None => FailureKind::Fatal,
+        },
+        E::Encode(_) => FailureKind::Data,
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed => FailureKind::Transient,
+        _ => FailureKind::Fatal,
+    }
+}
+
+/// A database error code: a PostgreSQL SQLSTATE (always five characters, often all digits,
+/// like `23514`) or a SQLite extended result code (a number below 10,000 whose low byte is the
+/// primary code).
+fn db_code_kind(code: &str) -> FailureKind {
+    if code.len() < 5
+        && let Ok(n) = code.parse::<u32>()
+    {
+        return match n & 0xff {
+            // BUSY, LOCKED, IOERR, FULL, PROTOCOL
+            5 | 6 | 10 | 13 | 15 => FailureKind::Transient,
+            // TOOBIG, CONSTRAINT, MISMATCH, RANGE
+            18 | 19 | 20 | 25 => FailureKind::Data,
+            _ => FailureKind::Fatal,
+        };
+    }
+    match code.get(..2) {
+        // connection exception, transaction rollback (serialization, deadlock), insufficient
+        // resources, operator intervention (shutdown, restart), system error, lock not available
+        Some("08" | "40" | "53" | "57" | "58") => FailureKind::Transient,
+        _ if code == "55P03" => FailureKind::Transient,
+        // data exception (bad encoding, NUL, out of range), integrity constraint, program limit
+        // exceeded (index row too large)
+        Some("22" | "23" | "54") => FailureKind::Data,
+        _ => FailureKind::Fatal,
     }
 }
 
 impl From<StoreError> for crate::kinesis::ProcessError {
     /// What the consumer engine needs to know of a store failure: retry, or stop the shard.
+    /// (Data errors are resolved by the pipeline before they get here; one that still does is
+    /// fatal for the batch.)
     fn from(e: StoreError) -> Self {
-        crate::kinesis::ProcessError {
-            message: e.to_string(),
-            retryable: e.is_retryable(),
-            lost_ownership: matches!(e, StoreError::LeaseLost { .. }),
+        use crate::kinesis::ProcessError as P;
+        let message = e.to_string();
+        match e.kind() {
+            FailureKind::Transient => P::Retry(message),
+            FailureKind::LeaseLost => P::LostOwnership(message),
+            FailureKind::Data | FailureKind::Fatal => P::Fatal(message),
         }
     }
 }
@@ -109,6 +200,10 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap liveness probe of the database (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Closes the connections cleanly: SQLite then folds its write-ahead log back into the
+    /// database file, so the file alone is a complete copy.
+    async fn close(&self);
+
     /// Claims the right to run the consumer from this process.
     ///
     /// SQLite: an exclusive OS lock on the database file, so a second `optout run` refuses to
@@ -116,19 +211,59 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_single_runner(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the SQL store named by `url` and runs its migrations: the concrete type, which is
-/// both a [`Store`] and a [`crate::kinesis::LeaseStore`]. `max_connections` sizes the
-/// PostgreSQL pool (about one per shard this worker may read); SQLite always uses one.
-pub async fn open_sql(url: &str, max_connections: u32) -> Result<Arc<SqlStore>, StoreError> {
+/// Opens the SQL store named by `url` for `access`: the concrete type, which is both a
+/// [`Store`] and a [`crate::kinesis::LeaseStore`]. `max_connections` sizes the PostgreSQL pool
+/// (about one per shard this worker may read); SQLite always uses one.
+pub async fn open_sql_with(
+    url: &str,
+    max_connections: u32,
+    access: Access,
+) -> Result<Arc<SqlStore>, StoreError> {
     Ok(Arc::new(match StoreUrl::parse(url)? {
-        StoreUrl::Sqlite(path) => SqlStore::open_sqlite(&path).await?,
-        StoreUrl::Postgres(url) => SqlStore::open_postgres(&url, max_connections).await?,
+        StoreUrl::Sqlite(path) => SqlStore::open_sqlite(&path, access).await?,
+        StoreUrl::Postgres(url) => SqlStore::open_postgres(&url, max_connections, access).await?,
     }))
 }
 
-/// Opens the store named by `url` (see [`open_sql`]).
+/// Opens the store named by `url` for writing, creating and migrating it as needed.
+pub async fn open_sql(url: &str, max_connections: u32) -> Result<Arc<SqlStore>, StoreError> {
+    open_sql_with(url, max_connections, Access::ReadWrite).await
+}
+
+/// Opens the store named by `url` for writing (see [`open_sql`]).
 pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     Ok(open_sql(url, max_connections).await?)
+}
+
+/// Opens the store named by `url` for queries only (see [`Access::ReadOnly`]).
+pub async fn open_read_only(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(open_sql_with(url, max_connections, Access::ReadOnly).await?)
+}
+
+/// Longest wait for the first connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens one connection and runs `sql` on it, so that a store that cannot be reached or read
+/// fails at once with the database's own reason, instead of a pool retrying in silence until
+/// its timeout says only "pool timed out".
+async fn probe(
+    options: &sqlx::any::AnyConnectOptions,
+    sql: &'static str,
+) -> Result<(), StoreError> {
+    use sqlx::{Connection, Executor};
+    let attempt = async {
+        let mut conn = sqlx::AnyConnection::connect_with(options).await?;
+        conn.execute(sql).await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::Connect(e)),
+        Err(_) => Err(StoreError::Connect(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        )))),
+    }
 }
 
 /// Opens the store for `optout run`: with PostgreSQL, also its leases, so that several
@@ -357,6 +492,35 @@ mod tests {
         assert!(msg.contains("unsupported scheme"), "{msg}");
         assert!(!msg.contains("hunter2"), "password leaked: {msg}");
         assert!(StoreUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn classifies_database_codes() {
+        use FailureKind::*;
+        for (code, kind) in [
+            // PostgreSQL SQLSTATEs
+            ("08006", Transient), // connection failure
+            ("40001", Transient), // serialization failure
+            ("40P01", Transient), // deadlock
+            ("53300", Transient), // too many connections
+            ("57P01", Transient), // admin shutdown
+            ("55P03", Transient), // lock not available
+            ("22021", Data),      // invalid byte sequence (U+0000)
+            ("23514", Data),      // check violation: all digits, still a SQLSTATE
+            ("54000", Data),      // index row size exceeds the btree maximum
+            ("42501", Fatal),     // insufficient privilege
+            ("25006", Fatal),     // read-only transaction
+            // SQLite extended result codes
+            ("5", Transient),   // BUSY
+            ("517", Transient), // BUSY_SNAPSHOT
+            ("1811", Data),     // CONSTRAINT_TRIGGER
+            ("2067", Data),     // CONSTRAINT_UNIQUE
+            ("18", Data),       // TOOBIG
+            ("8", Fatal),       // READONLY
+            ("26", Fatal),      // NOTADB
+        ] {
+            assert_eq!(db_code_kind(code), kind, "{code}");
+        }
     }
 
     #[test]

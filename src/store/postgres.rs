@@ -1,25 +1,55 @@
-//! PostgreSQL specifics: a connection pool sized for the shard count.
+//! PostgreSQL specifics: a connection pool sized for the shard count, read-only for queries.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
-use super::StoreError;
 use super::schema::Dialect;
 use super::sql::SqlStore;
+use super::{Access, StoreError};
+
+/// Query sessions refuse writes even if a bug tried one; a role that may only SELECT works.
+const READ_ONLY_SESSION: &str = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
 
 impl SqlStore {
-    /// Connects to PostgreSQL at `url` with up to `max_connections` and migrates it.
-    pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    /// Connects to PostgreSQL at `url` with up to `max_connections`: for
+    /// [`Access::ReadWrite`] migrating the schema, for [`Access::ReadOnly`] only checking it.
+    ///
+    /// One probe connection is made first, so that a failure ("connection refused",
+    /// "password authentication failed", "database … does not exist") is reported at once
+    /// with its cause instead of as a pool timeout after retries.
+    pub async fn open_postgres(
+        url: &str,
+        max_connections: u32,
+        access: Access,
+    ) -> Result<Self, StoreError> {
         super::install_drivers();
         let options = AnyConnectOptions::from_str(url)?;
-        let pool = AnyPoolOptions::new()
+        let session = match access {
+            Access::ReadWrite => "SELECT 1",
+            Access::ReadOnly => READ_ONLY_SESSION,
+        };
+        super::probe(&options, session).await?;
+        let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        Dialect::Postgres.migrate(&pool).await?;
+            .acquire_timeout(Duration::from_secs(10));
+        if access == Access::ReadOnly {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(READ_ONLY_SESSION).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_with(options).await?;
+        match access {
+            Access::ReadWrite => {
+                Dialect::Postgres.migrate(&pool).await?;
+            }
+            Access::ReadOnly => Dialect::Postgres.check_schema(&pool).await?,
+        }
         Ok(SqlStore {
             pool,
             dialect: Dialect::Postgres,

@@ -85,6 +85,38 @@ impl Dialect {
         }
     }
 
+    /// The schema version this binary writes and reads.
+    pub fn latest_version(self) -> i64 {
+        self.migrations().last().map_or(0, |m| m.0)
+    }
+
+    /// For read-only use: checks that the database holds this binary's schema, without
+    /// changing anything. An older schema (or none) is a [`StoreError::Schema`] that says to
+    /// run `optout migrate`.
+    pub async fn check_schema(self, pool: &AnyPool) -> Result<(), StoreError> {
+        let found: Option<i64> = match sqlx::query("SELECT MAX(version) FROM optout_migrations")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(row) => row.try_get(0)?,
+            Err(sqlx::Error::Database(e)) if is_undefined_table(&*e) => {
+                return Err(StoreError::Schema(
+                    "the store holds no optout schema: check --store, or create it with `optout migrate`"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let expected = self.latest_version();
+        match found {
+            Some(v) if v >= expected => Ok(()),
+            found => Err(StoreError::Schema(format!(
+                "the store's schema is version {}, older than this optout's {expected}: run `optout migrate` (as a role that may alter tables)",
+                found.unwrap_or(0)
+            ))),
+        }
+    }
+
     /// Applies the migrations this database has not seen yet; returns how many ran.
     pub async fn migrate(self, pool: &AnyPool) -> Result<usize, StoreError> {
         let mut tx = pool.begin().await?;
@@ -162,4 +194,9 @@ impl Dialect {
             }),
         }
     }
+}
+
+/// "No such table": PostgreSQL's SQLSTATE 42P01, or SQLite's generic error with that message.
+fn is_undefined_table(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code().as_deref() == Some("42P01") || e.message().starts_with("no such table")
 }

@@ -327,6 +327,10 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn claim_single_runner(&self) -> Result<(), StoreError> {
         self.claim_runner_lock()
     }

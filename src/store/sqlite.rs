@@ -1,58 +1,85 @@
-//! SQLite specifics: opening the file in WAL mode, and the lock that keeps one runner per file.
+//! SQLite specifics: opening the file (private, in WAL mode, or read-only for queries), and
+//! the lock that keeps one runner per file.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
-use super::StoreError;
 use super::schema::Dialect;
 use super::sql::SqlStore;
+use super::{Access, StoreError};
+
+/// Run on every connection that writes: WAL lets `optout status` read while `run` writes.
+const READ_WRITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+/// Run on every query connection: never write, even by mistake. Reading the schema makes a
+/// file that is no database fail here, with SQLite's own words.
+const READ_ONLY_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 10000; PRAGMA query_only = ON; SELECT count(*) FROM sqlite_master;";
 
 impl SqlStore {
-    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    /// Opens the SQLite database at `path`: for [`Access::ReadWrite`], creating it (mode 0600:
+    /// it holds phone numbers) and migrating it; for [`Access::ReadOnly`], only if it exists,
+    /// without writing anything, and checking its schema is this binary's.
     ///
     /// One connection: SQLite has one writer at a time anyway, and a single connection never
-    /// meets `SQLITE_BUSY` from itself. WAL lets `optout status` read while `run` writes.
-    pub async fn open_sqlite(path: &str) -> Result<Self, StoreError> {
+    /// meets `SQLITE_BUSY` from itself.
+    pub async fn open_sqlite(path: &str, access: Access) -> Result<Self, StoreError> {
         super::install_drivers();
-        let url = if path == ":memory:" {
-            "sqlite::memory:".to_string()
-        } else {
-            format!("sqlite://{path}?mode=rwc")
+        let memory = path == ":memory:";
+        if !memory {
+            match access {
+                Access::ReadWrite => create_private(Path::new(path))?,
+                Access::ReadOnly if !Path::new(path).exists() => {
+                    return Err(StoreError::NotFound {
+                        path: path.to_string(),
+                    });
+                }
+                Access::ReadOnly => {}
+            }
+        }
+        let pool = match access {
+            Access::ReadWrite => {
+                let url = if memory {
+                    "sqlite::memory:".to_string()
+                } else {
+                    format!("sqlite://{path}?mode=rw")
+                };
+                let pool = connect(&url, READ_WRITE_PRAGMAS).await?;
+                Dialect::Sqlite.migrate(&pool).await?;
+                pool
+            }
+            Access::ReadOnly => {
+                let url = format!("sqlite://{path}?mode=ro");
+                match connect(&url, READ_ONLY_PRAGMAS).await {
+                    Ok(pool) => pool,
+                    // A WAL database in a directory we may not write (a read-only copy) cannot
+                    // create its `-shm` file: read it as immutable instead.
+                    Err(StoreError::Connect(e) | StoreError::Database(e)) if cannot_open(&e) => {
+                        connect(&format!("{url}&immutable=true"), READ_ONLY_PRAGMAS).await?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         };
-        let options = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
-        Dialect::Sqlite.migrate(&pool).await?;
+        if access == Access::ReadOnly {
+            Dialect::Sqlite.check_schema(&pool).await?;
+        }
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
             runner_lock: std::sync::Mutex::new(None),
-            sqlite_path: (path != ":memory:").then(|| path.to_string()),
+            sqlite_path: (!memory).then(|| path.to_string()),
         })
     }
 
     /// Takes an exclusive OS lock on `<db>.lock`, held until the process exits (a `kill -9`
     /// releases it too). A sidecar file, because closing any descriptor of the database file
-    /// itself would drop SQLite's own POSIX locks.
+    /// itself would drop SQLite's own POSIX locks. The lock is named after the file's
+    /// canonical path, so a symlink or a `..` in `--store` still meets the same lock.
     pub(super) fn claim_runner_lock(&self) -> Result<(), StoreError> {
         let Some(path) = &self.sqlite_path else {
             return Ok(());
@@ -61,12 +88,14 @@ impl SqlStore {
         if held.is_some() {
             return Ok(());
         }
-        let lock_path = format!("{path}.lock");
-        let file = std::fs::OpenOptions::new()
+        let canonical = std::fs::canonicalize(path)?;
+        let mut lock_path = canonical.into_os_string();
+        lock_path.push(".lock");
+        let file = private_options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&lock_path)?;
+            .open(PathBuf::from(lock_path))?;
         match file.try_lock() {
             Ok(()) => {
                 *held = Some(file);
@@ -78,4 +107,58 @@ impl SqlStore {
             Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
         }
     }
+}
+
+/// Opens a one-connection pool on `url`, first with a single probe connection so that a
+/// failure is reported at once with its cause ("file is not a database", "unable to open
+/// database file") rather than as a pool timeout.
+async fn connect(url: &str, pragmas: &'static str) -> Result<sqlx::AnyPool, StoreError> {
+    let options = AnyConnectOptions::from_str(url)?;
+    super::probe(&options, pragmas).await?;
+    Ok(AnyPoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(pragmas).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?)
+}
+
+/// SQLite's `SQLITE_CANTOPEN` or `SQLITE_READONLY` (primary codes 14 and 8).
+fn cannot_open(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 8 | 14)),
+        _ => false,
+    }
+}
+
+/// Creates the database file readable and writable by its owner only (0600), whatever the
+/// umask, if it does not exist yet. SQLite gives its `-wal` and `-shm` files the database
+/// file's mode, so they are private too.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    match private_options().write(true).create_new(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot create {}: {e}", path.display()),
+        ))),
+    }
+}
+
+fn private_options() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
 }

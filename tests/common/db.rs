@@ -29,8 +29,12 @@ pub fn pg_admin_url() -> String {
 /// Opens another handle on the database at `url` (migrating it if needed).
 pub async fn open_sql(url: &str) -> Arc<SqlStore> {
     let store = match StoreUrl::parse(url).unwrap() {
-        StoreUrl::Sqlite(path) => SqlStore::open_sqlite(&path).await,
-        StoreUrl::Postgres(url) => SqlStore::open_postgres(&url, 4).await,
+        StoreUrl::Sqlite(path) => {
+            SqlStore::open_sqlite(&path, optout::store::Access::ReadWrite).await
+        }
+        StoreUrl::Postgres(url) => {
+            SqlStore::open_postgres(&url, 4, optout::store::Access::ReadWrite).await
+        }
     };
     Arc::new(store.unwrap())
 }

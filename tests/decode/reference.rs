@@ -27,6 +27,11 @@ const KEYWORDS: [(&str, OptOutType); 13] = [
     ("info", OptOutType::Help),
 ];
 
+/// An identity value every backend can store and index: no NUL, at most 512 bytes.
+fn storable_id(v: &str) -> bool {
+    !v.contains('\u{0}') && v.len() <= 512
+}
+
 fn dead(category: &str) -> Outcome {
     Outcome::Dead(format!("{category}: (reference)"))
 }
@@ -77,6 +82,9 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
     };
     if ty == TEST_EVENT_TYPE {
         return match string(&data, "test_id") {
+            Some(t) if !t.is_empty() && (!storable_id(t) || !storable_id(id)) => {
+                dead("unstorable field")
+            }
             Some(t) if !t.is_empty() => Outcome::Test(TestEvent {
                 test_id: t.to_owned(),
                 account_sid: id.to_owned(),
@@ -117,16 +125,29 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
         return dead("bad timestamp");
     };
     let optional = |k| string(&data, k).map(str::to_owned);
+    let service = optional("messagingServiceSid");
+    let ids = [
+        Some(id),
+        Some(&account),
+        Some(&from),
+        Some(&to),
+        service.as_deref(),
+    ];
+    if !ids.into_iter().flatten().all(storable_id) {
+        return dead("unstorable field");
+    }
+    // Free text keeps the event: U+0000 becomes U+FFFD.
+    let text = |k| optional(k).map(|v: String| v.replace('\u{0}', "\u{FFFD}"));
     Outcome::Opt(OptEvent {
         event_id: id.to_owned(),
         opt_out_type,
         inferred,
         account_sid: account,
-        messaging_service_sid: optional("messagingServiceSid"),
+        messaging_service_sid: service,
         sender: to,
         subscriber: from,
-        body: optional("body"),
-        message_sid: optional("messageSid"),
+        body: text("body"),
+        message_sid: text("messageSid"),
         occurred_at,
         schema_version,
     })

@@ -1,0 +1,317 @@
+//! An HTTP proxy in front of the real emulator that answers a share of Kinesis calls the way
+//! AWS fails: its real error codes and bodies (`ProvisionedThroughputExceededException`,
+//! `LimitExceededException`, `KMSThrottlingException`, `ExpiredIteratorException`, 500
+//! `InternalFailure`), slow answers, and connections cut mid-body. Neither emulator throttles
+//! or fails like this, and the SDK parses these answers for real, so the engine's error
+//! classification is tested end to end. It also times every `GetRecords` call it forwards.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// One way to fail a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// 400 `ProvisionedThroughputExceededException` (GetRecords over the shard's limit).
+    Throughput,
+    /// 400 `LimitExceededException` (ListShards, SubscribeToShard over their limits).
+    Limit,
+    /// 400 `KMSThrottlingException` (KMS throttled the decryption of an encrypted stream).
+    KmsThrottling,
+    /// 400 `ExpiredIteratorException`.
+    ExpiredIterator,
+    /// 500 `InternalFailure`.
+    Internal,
+    /// The real answer, two seconds late.
+    Slow,
+    /// The real answer's headers and half its body, then the connection is closed.
+    CutMidBody,
+}
+
+impl Fault {
+    fn error(self) -> Option<(StatusCode, &'static str, &'static str)> {
+        Some(match self {
+            Fault::Throughput => (
+                StatusCode::BAD_REQUEST,
+                "ProvisionedThroughputExceededException",
+                "Rate exceeded for shard shardId-000000000000 in stream s under account 123456789012.",
+            ),
+            Fault::Limit => (
+                StatusCode::BAD_REQUEST,
+                "LimitExceededException",
+                "Rate exceeded for stream s under account 123456789012.",
+            ),
+            Fault::KmsThrottling => (
+                StatusCode::BAD_REQUEST,
+                "KMSThrottlingException",
+                "The request was denied due to request throttling.",
+            ),
+            Fault::ExpiredIterator => (
+                StatusCode::BAD_REQUEST,
+                "ExpiredIteratorException",
+                "Iterator expired. The iterator was created at time ... while right now it is ...",
+            ),
+            Fault::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "The request processing has failed because of an unknown error.",
+            ),
+            Fault::Slow | Fault::CutMidBody => return None,
+        })
+    }
+}
+
+/// How one operation fails.
+#[derive(Debug, Clone, Default)]
+pub struct OpFaults {
+    /// The faults, drawn at random for each failing call.
+    pub kinds: Vec<Fault>,
+    /// Share of the operation's calls that fail (0.0 to 1.0).
+    pub share: f64,
+    /// The first this many calls fail whatever the share (so a rare operation is covered).
+    pub first: u64,
+}
+
+/// Which faults each operation gets: operation (`GetRecords`, `ListShards`,
+/// `SubscribeToShard`…) → its faults.
+pub type Plan = HashMap<&'static str, OpFaults>;
+
+/// What the proxy saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Faults injected, by kind.
+    pub injected: HashMap<Fault, u64>,
+    /// Calls per operation (forwarded or not).
+    pub calls: HashMap<String, u64>,
+    /// Arrival time of every `GetRecords` call, by the shard its iterator belongs to.
+    pub get_records_at: HashMap<String, Vec<Instant>>,
+}
+
+struct Inner {
+    upstream: String,
+    client: Client<HttpConnector, Body>,
+    plan: Mutex<Plan>,
+    seen: Mutex<Seen>,
+    rng: Mutex<fastrand::Rng>,
+    /// Shard id of every iterator handed out, so GetRecords calls can be told apart by shard.
+    iterators: Mutex<HashMap<String, String>>,
+}
+
+/// The proxy on a random 127.0.0.1 port.
+pub struct AwsFaults {
+    /// `http://127.0.0.1:PORT`, to give `optout` as its endpoint.
+    pub endpoint: String,
+    inner: Arc<Inner>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AwsFaults {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AwsFaults {
+    /// Starts forwarding to `upstream` (`http://127.0.0.1:PORT`) with `plan`; `seed` makes the
+    /// draw of failing calls repeatable.
+    pub async fn start(upstream: &str, plan: Plan, seed: u64) -> AwsFaults {
+        let inner = Arc::new(Inner {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            plan: Mutex::new(plan),
+            seen: Mutex::new(Seen::default()),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            iterators: Mutex::new(HashMap::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(inner.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        AwsFaults {
+            endpoint,
+            inner,
+            task,
+        }
+    }
+
+    /// Stops injecting faults (the proxy keeps forwarding and counting).
+    pub fn heal(&self) {
+        self.inner.plan.lock().unwrap().clear();
+    }
+
+    /// What the proxy saw so far.
+    pub fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.inner.seen.lock().unwrap())
+    }
+}
+
+/// The operation named by the `X-Amz-Target` header (`Kinesis_20131202.GetRecords`).
+fn operation(req: &Request) -> String {
+    req.headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let op = operation(&req);
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let now = Instant::now();
+    let shard = match op.as_str() {
+        "GetRecords" => {
+            iterator_of(&body).and_then(|it| inner.iterators.lock().unwrap().get(&it).cloned())
+        }
+        _ => None,
+    };
+    let fault = {
+        let plan = inner.plan.lock().unwrap();
+        let mut rng = inner.rng.lock().unwrap();
+        let calls = inner
+            .seen
+            .lock()
+            .unwrap()
+            .calls
+            .get(&op)
+            .copied()
+            .unwrap_or(0);
+        match plan.get(op.as_str()) {
+            Some(f) if !f.kinds.is_empty() && (calls < f.first || rng.f64() < f.share) => {
+                Some(f.kinds[rng.usize(..f.kinds.len())])
+            }
+            _ => None,
+        }
+    };
+    {
+        let mut seen = inner.seen.lock().unwrap();
+        *seen.calls.entry(op.clone()).or_default() += 1;
+        if op == "GetRecords" {
+            let key = shard.clone().unwrap_or_else(|| "unknown".into());
+            seen.get_records_at.entry(key).or_default().push(now);
+        }
+        if let Some(f) = fault {
+            *seen.injected.entry(f).or_default() += 1;
+        }
+    }
+    if let Some((status, code, message)) = fault.and_then(Fault::error) {
+        let body = format!(r#"{{"__type":"{code}","message":"{message}"}}"#);
+        return Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/x-amz-json-1.1")
+            .header("x-amzn-requestid", "00000000-0000-0000-0000-000000000000")
+            .body(Body::from(body))
+            .unwrap();
+    }
+    if fault == Some(Fault::Slow) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let uri = format!(
+        "{}{}",
+        inner.upstream,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut forward = axum::http::Request::from_parts(parts, Body::from(body.clone()));
+    *forward.uri_mut() = uri.parse().unwrap();
+    forward.headers_mut().remove(header::HOST);
+    let response = match inner.client.request(forward).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Body::from(format!("proxy: {e}")))
+                .unwrap();
+        }
+    };
+    let (parts, upstream_body) = response.into_parts();
+    if op == "SubscribeToShard" {
+        // An event stream: pass it through as it comes.
+        return Response::from_parts(parts, Body::new(upstream_body));
+    }
+    let bytes = upstream_body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if op == "GetShardIterator"
+        && let (Some(shard), Some(it)) = (shard_of(&body), iterator_in(&bytes))
+    {
+        inner.iterators.lock().unwrap().insert(it, shard);
+    }
+    if op == "GetRecords"
+        && let (Some(shard), Some(it)) = (shard, next_iterator_in(&bytes))
+    {
+        inner.iterators.lock().unwrap().insert(it, shard);
+    }
+    if fault == Some(Fault::CutMidBody) {
+        // Promise the whole body, send half, then fail: the connection is closed mid-body.
+        let mut parts = parts;
+        parts.headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from_str(&bytes.len().to_string()).unwrap(),
+        );
+        let half = bytes.slice(..bytes.len() / 2);
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(half),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "cut mid-body",
+            )),
+        ];
+        return Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)));
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn json_field(bytes: &Bytes, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get(key)?.as_str().map(str::to_string)
+}
+
+fn iterator_of(request: &Bytes) -> Option<String> {
+    json_field(request, "ShardIterator")
+}
+
+fn shard_of(request: &Bytes) -> Option<String> {
+    json_field(request, "ShardId")
+}
+
+fn iterator_in(response: &Bytes) -> Option<String> {
+    json_field(response, "ShardIterator")
+}
+
+fn next_iterator_in(response: &Bytes) -> Option<String> {
+    json_field(response, "NextShardIterator")
+}
+
+/// The most `GetRecords` calls one shard received within any one second.
+pub fn max_calls_per_second(times: &[Instant]) -> usize {
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}

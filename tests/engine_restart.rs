@@ -1,0 +1,197 @@
+//! The engine owns its reader tasks: a reader whose processor panics or fails is restarted
+//! from its checkpoint with backoff, and every record still lands exactly once. Driven in
+//! process (`kinesis::run` against the in-process emulator) with a recording processor that
+//! knows nothing of Twilio, and asserted on what it recorded, not on log text.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use optout::kinesis::{
+    self, ConsumerConfig, ProcessError, Processor, RecordBatch, ShardCheckpoint,
+};
+use tokio_util::sync::CancellationToken;
+
+/// What goes wrong on the processor's `fail_on`-th call (counted from 1), once.
+#[derive(Clone, Copy)]
+enum Fault {
+    Panic,
+    Fatal,
+}
+
+/// One shard as committed: its records' sequence numbers in order, checkpoint, finished.
+type Committed = (Vec<String>, Option<String>, bool);
+
+/// Commits into memory: the records of each shard in order, and its checkpoint.
+struct Recorder {
+    calls: AtomicUsize,
+    failed: std::sync::atomic::AtomicBool,
+    fail_on: usize,
+    fault: Fault,
+    state: Mutex<HashMap<String, Committed>>,
+}
+
+#[async_trait]
+impl Processor for Recorder {
+    async fn checkpoints(&self, _stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .iter()
+            .map(|(id, (_, seq, finished))| ShardCheckpoint {
+                shard_id: id.clone(),
+                sequence_number: seq.clone(),
+                finished: *finished,
+            })
+            .collect())
+    }
+
+    async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if call >= self.fail_on
+            && !batch.records.is_empty()
+            && !self.failed.swap(true, Ordering::SeqCst)
+        {
+            match self.fault {
+                Fault::Panic => panic!("processor bug on call {call}"),
+                Fault::Fatal => return Err(ProcessError::Fatal("schema mismatch".into())),
+            }
+        }
+        let mut state = self.state.lock().unwrap();
+        let entry = state.entry(batch.shard_id.to_string()).or_default();
+        entry.0.extend(
+            batch
+                .records
+                .iter()
+                .map(|r| r.sequence_number().to_string()),
+        );
+        entry.1 = batch.sequence_number.map(str::to_string);
+        entry.2 = batch.shard_finished;
+        Ok(())
+    }
+}
+
+async fn reader_is_restarted_after(fault: Fault) {
+    let emu = support::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("restart");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    let records: Vec<(String, Vec<u8>)> = (0..600)
+        .map(|i| (format!("key-{i}"), format!("record {i}").into_bytes()))
+        .collect();
+    let put = support::put_records(&client, &stream, &records)
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+        failed: Default::default(),
+        fail_on: 3,
+        fault,
+        state: Mutex::new(HashMap::new()),
+    });
+    let config = ConsumerConfig {
+        max_records: 50,
+        poll_interval: Duration::from_millis(50),
+        exit_when_idle: Some(Duration::from_secs(1)),
+        restart_backoff_base: Duration::from_millis(100),
+        failing_after: Duration::ZERO,
+        ..ConsumerConfig::new(stream.clone())
+    };
+    let health = config.health.clone();
+    let stats = tokio::time::timeout(
+        Duration::from_secs(60),
+        kinesis::run(
+            client.clone(),
+            config,
+            recorder.clone(),
+            None,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the run ends once idle")
+    .expect("the run succeeds after the restart");
+    let state = recorder.state.lock().unwrap();
+    let mut stored: Vec<(String, String)> = Vec::new();
+    for (shard, (seqs, checkpoint, _)) in state.iter() {
+        assert_eq!(checkpoint.as_ref(), seqs.last(), "checkpoint of {shard}");
+        stored.extend(seqs.iter().map(|s| (shard.clone(), s.clone())));
+    }
+    let mut want: Vec<(String, String)> = put;
+    want.sort();
+    let mut got = stored.clone();
+    got.sort();
+    assert_eq!(got.len(), stored.len());
+    got.dedup();
+    assert_eq!(got.len(), stored.len(), "a record was committed twice");
+    assert_eq!(got, want, "every record committed exactly once");
+    assert_eq!(stats.records, 600);
+    assert!(
+        health.failing(Duration::ZERO).is_empty(),
+        "the restarted shard is healthy again"
+    );
+    assert!(recorder.calls.load(Ordering::SeqCst) > 12, "batches of 50");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_reader_is_restarted_from_its_checkpoint() {
+    reader_is_restarted_after(Fault::Panic).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_reader_is_restarted_from_its_checkpoint() {
+    reader_is_restarted_after(Fault::Fatal).await;
+}
+
+/// A batch run (`exit_when_idle`) does not retry a shard that fails every time forever: it
+/// gives up after a few restarts with an error naming the shard.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_run_gives_up_on_a_shard_that_always_fails() {
+    struct AlwaysFails;
+    #[async_trait]
+    impl Processor for AlwaysFails {
+        async fn checkpoints(&self, _: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
+            Ok(Vec::new())
+        }
+        async fn process(&self, b: RecordBatch<'_>) -> Result<(), ProcessError> {
+            if b.records.is_empty() {
+                return Ok(());
+            }
+            Err(ProcessError::Fatal("read-only database".into()))
+        }
+    }
+    let emu = support::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("giveup");
+    support::create_stream(&client, &stream, 1).await.unwrap();
+    support::put_records(&client, &stream, &[("k".into(), b"x".to_vec())])
+        .await
+        .unwrap();
+    let config = ConsumerConfig {
+        exit_when_idle: Some(Duration::from_secs(1)),
+        restart_backoff_base: Duration::from_millis(10),
+        restart_backoff_max: Duration::from_millis(50),
+        ..ConsumerConfig::new(stream.clone())
+    };
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        kinesis::run(
+            client,
+            config,
+            Arc::new(AlwaysFails),
+            None,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the run gives up")
+    .expect_err("a shard that always fails fails the batch run");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("shardId-000000000000") && msg.contains("read-only database"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,137 @@
+//! A shard that cannot commit is visible: `/readyz` answers 503 naming the shard and the
+//! database's error once it has failed for `--failing-after-secs`, `/metrics` counts it in
+//! `optout_shards_failing` and its restarts, and both recover once the database does.
+
+#[path = "common/optout.rs"]
+mod common;
+#[path = "common/db.rs"]
+mod db;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+async fn get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    c.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out).await;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The checkpoint upsert fails with a permission error (not the data's fault, not transient):
+/// what a role that lost its grants, or a schema changed under the consumer, looks like.
+const BREAK: &str = "CREATE FUNCTION refuse_checkpoints() RETURNS trigger LANGUAGE plpgsql AS $$ \
+     BEGIN RAISE EXCEPTION 'checkpoints are read-only here' USING ERRCODE = 'insufficient_privilege'; END $$; \
+     CREATE TRIGGER refuse_checkpoints BEFORE INSERT OR UPDATE ON checkpoints \
+     FOR EACH ROW EXECUTE FUNCTION refuse_checkpoints();";
+const MEND: &str = "DROP TRIGGER refuse_checkpoints ON checkpoints;";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
+    use sqlx::Connection;
+    let pg = db::postgres().await;
+    let mut admin = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+    sqlx::raw_sql(BREAK).execute(&mut admin).await.unwrap();
+    let emu = support::from_env().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("unready");
+    support::create_stream(&client, &stream, 1).await.unwrap();
+    write(&client, &stream, 0, 50, 50, Duration::ZERO).await;
+    let o = Optout::with_store(emu.env(), &pg.url);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let worker = o.spawn_run(
+        &stream,
+        &["--http-addr", &addr, "--failing-after-secs", "2"],
+    );
+    let body = support::poll(
+        "/readyz to name the failing shard",
+        Duration::from_secs(60),
+        || async {
+            Ok(match get(port, "/readyz").await {
+                (503, body) if body.contains("shardId-000000000000 failing for") => Some(body),
+                _ => None,
+            })
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "failing shard surfaced {:.1} s after start (threshold 2 s): {}",
+        started.elapsed().as_secs_f64(),
+        body.trim()
+    );
+    assert!(body.contains("checkpoints are read-only here"), "{body}");
+    // The gauge is published by the engine's housekeeping, once a second.
+    let metrics = support::poll(
+        "optout_shards_failing 1",
+        Duration::from_secs(10),
+        || async {
+            let (_, m) = get(port, "/metrics").await;
+            Ok(m.contains("optout_shards_failing 1").then_some(m))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains(r#"optout_shard_restarts_total{reason="error"}"#),
+        "{metrics}"
+    );
+    assert_eq!(
+        event_count(&*pg.store).await,
+        0,
+        "nothing lands without its checkpoint"
+    );
+
+    sqlx::raw_sql(MEND).execute(&mut admin).await.unwrap();
+    wait_for_events(&*pg.store, 50, Duration::from_secs(60)).await;
+    support::wait_for(
+        "/readyz to be ready again",
+        Duration::from_secs(30),
+        || async { get(port, "/readyz").await.0 == 200 },
+    )
+    .await
+    .unwrap();
+    let metrics = support::poll(
+        "optout_shards_failing 0",
+        Duration::from_secs(10),
+        || async {
+            let (_, m) = get(port, "/metrics").await;
+            Ok(m.contains("optout_shards_failing 0").then_some(m))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains(
+            "optout_shard_last_commit_timestamp_seconds{shard_id=\"shardId-000000000000\"}"
+        ),
+        "{metrics}"
+    );
+    worker.terminate();
+    check_tables(&o, 50);
+}
