@@ -1,11 +1,16 @@
 //! The HTTP surface: health and readiness probes, Prometheus metrics, and the read-only query
 //! API for data teams (JSON arrays; the same rows as the CLI prints).
+//!
+//! The query API serves phone numbers, so `/v1/*` takes a bearer token when one is set
+//! ([`ApiAuth`]); the probes stay open for the orchestrator, and `/metrics` is open unless
+//! asked otherwise.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,22 +30,101 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Set once the consumer has started reading (or always, for `optout serve`).
     pub ready: Arc<AtomicBool>,
+    /// Who may call the query API (and `/metrics`, if so configured).
+    pub auth: Arc<ApiAuth>,
     /// The consumer's shard health and the time after which a failing shard makes the
     /// process unready (`optout run` only).
     pub health: Option<(crate::kinesis::Health, std::time::Duration)>,
 }
 
-/// The routes.
+/// The bearer tokens the API accepts; none means open (only allowed on a loopback address,
+/// which the CLI enforces).
+pub struct ApiAuth {
+    tokens: Vec<Vec<u8>>,
+    metrics_require_token: bool,
+}
+
+impl ApiAuth {
+    /// Accepts any of `tokens` (several, so that a token can be rotated without downtime).
+    pub fn new(tokens: Vec<String>, metrics_require_token: bool) -> Self {
+        ApiAuth {
+            tokens: tokens.into_iter().map(String::into_bytes).collect(),
+            metrics_require_token,
+        }
+    }
+
+    /// No token: every route is open.
+    pub fn open() -> Self {
+        ApiAuth::new(Vec::new(), false)
+    }
+
+    /// Whether an `Authorization` header value grants access. Every configured token is
+    /// compared, each in constant time, so timing tells neither which token nor how much of
+    /// one matched (only, as always, the length of the candidate).
+    fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        if self.tokens.is_empty() {
+            return true;
+        }
+        let Some(presented) = authorization.and_then(bearer_token) else {
+            return false;
+        };
+        self.tokens
+            .iter()
+            .fold(subtle::Choice::from(0), |any, token| {
+                any | subtle::ConstantTimeEq::ct_eq(token.as_slice(), presented)
+            })
+            .into()
+    }
+}
+
+/// The token of `Bearer <token>` (scheme in any case, as RFC 7235 says).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| token.trim_ascii())
+}
+
+/// Rejects a request without a valid bearer token: 401 with a JSON body that says what to send.
+async fn require_token(State(auth): State<Arc<ApiAuth>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if auth.allows(presented) {
+        return next.run(request).await;
+    }
+    let detail = if presented.is_some() {
+        "the bearer token is not valid"
+    } else {
+        "send `Authorization: Bearer <token>` with a token from OPTOUT_HTTP_TOKEN or --http-token-file"
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({ "error": "unauthorized", "detail": detail })),
+    )
+        .into_response()
+}
+
+/// The routes: `/v1/*` (and `/metrics` if so configured) behind [`ApiAuth`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let auth = state.auth.clone();
+    let mut protected = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
         .route("/v1/dead-letters", get(dead_letters))
-        .route("/v1/test-events", get(test_events))
-        .with_state(state)
+        .route("/v1/test-events", get(test_events));
+    let mut open = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz));
+    if auth.metrics_require_token {
+        protected = protected.route("/metrics", get(metrics));
+    } else {
+        open = open.route("/metrics", get(metrics));
+    }
+    let guard = middleware::from_fn_with_state(auth, require_token);
+    open.merge(protected.route_layer(guard)).with_state(state)
 }
 
 /// Serves the routes on `listener` until `shutdown` is cancelled.

@@ -11,11 +11,12 @@ mod run;
 mod shards;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::Format;
 use crate::store::{self, Store, StoreError};
@@ -23,17 +24,23 @@ use crate::telemetry::LogFormat;
 
 /// Twilio Event Streams on Kinesis → an exactly-once record of opt-outs, opt-ins and help
 /// requests, with each subscriber's current opt status.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "optout", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Where opt events and status are kept: sqlite://PATH (embedded) or postgres://USER@HOST/DB.
+    /// Where opt events and status are kept: sqlite://PATH (embedded) or postgres://USER@HOST/DB
+    /// (PostgreSQL also takes PGPASSWORD, PGPASSFILE, ?sslmode=verify-full&sslrootcert=PATH).
     #[arg(
         long,
         env = "OPTOUT_STORE",
+        hide_env_values = true,
         default_value = "sqlite://optout.db",
         global = true
     )]
     pub store: String,
+    /// Read the store URL from this file (trimmed), so that no password is on a command line
+    /// or in the environment; e.g. a mounted Kubernetes Secret. Takes precedence over OPTOUT_STORE.
+    #[arg(long, env = "OPTOUT_STORE_FILE", value_name = "PATH", global = true)]
+    pub store_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, env = "OPTOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -45,6 +52,20 @@ pub struct Cli {
     pub region: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl std::fmt::Debug for Cli {
+    /// By hand, so that the store's password never reaches a debug print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("store", &store::redact(&self.store))
+            .field("store_file", &self.store_file)
+            .field("log_format", &self.log_format)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 /// The subcommands.
@@ -88,6 +109,93 @@ pub struct ServeArgs {
     /// Address for the HTTP API.
     #[arg(long, env = "OPTOUT_HTTP_ADDR", default_value = "127.0.0.1:9464")]
     pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub auth: HttpAuthArgs,
+}
+
+/// Who may call the HTTP API (`optout run --http-addr` and `optout serve`).
+#[derive(Args)]
+pub struct HttpAuthArgs {
+    /// Bearer token that /v1/* requires (prefer the environment or --http-token-file to the
+    /// flag, which `ps` shows).
+    #[arg(
+        long,
+        env = "OPTOUT_HTTP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub http_token: Option<String>,
+    /// File of bearer tokens, one per line (several allow rotation: add the new one, move the
+    /// clients, remove the old one); read at start.
+    #[arg(long, env = "OPTOUT_HTTP_TOKEN_FILE", value_name = "PATH")]
+    pub http_token_file: Option<PathBuf>,
+    /// Require the token on /metrics too (default: /metrics, /healthz and /readyz are open).
+    #[arg(long, env = "OPTOUT_METRICS_REQUIRE_TOKEN")]
+    pub metrics_require_token: bool,
+}
+
+impl std::fmt::Debug for HttpAuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAuthArgs")
+            .field("http_token", &self.http_token.as_ref().map(|_| "***"))
+            .field("http_token_file", &self.http_token_file)
+            .field("metrics_require_token", &self.metrics_require_token)
+            .finish()
+    }
+}
+
+impl HttpAuthArgs {
+    /// The API's access rule for a server on `addr`: tokens from the environment or the file,
+    /// and a refusal (exit 2) to serve a non-loopback address without any.
+    pub fn api_auth(&self, addr: SocketAddr) -> Result<crate::http::ApiAuth, CliError> {
+        let mut tokens = Vec::new();
+        if let Some(token) = &self.http_token {
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(CliError::Usage(
+                    "OPTOUT_HTTP_TOKEN is empty: set a token, or unset it".into(),
+                ));
+            }
+            tokens.push(token.to_string());
+        }
+        if let Some(path) = &self.http_token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot read --http-token-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let before = tokens.len();
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+            if tokens.len() == before {
+                return Err(CliError::Usage(format!(
+                    "--http-token-file {} holds no token: write one per line",
+                    path.display()
+                )));
+            }
+        }
+        if tokens.is_empty() && !addr.ip().is_loopback() {
+            return Err(CliError::Usage(format!(
+                "--http-addr {addr} is reachable from other hosts but no token is set: set \
+                 OPTOUT_HTTP_TOKEN or --http-token-file, or listen on 127.0.0.1"
+            )));
+        }
+        if tokens.is_empty() && self.metrics_require_token {
+            return Err(CliError::Usage(
+                "--metrics-require-token needs a token: set OPTOUT_HTTP_TOKEN or --http-token-file"
+                    .into(),
+            ));
+        }
+        Ok(crate::http::ApiAuth::new(
+            tokens,
+            self.metrics_require_token,
+        ))
+    }
 }
 
 /// A failure, sorted by who must act: the user (usage) or the operator (runtime).
@@ -128,7 +236,18 @@ impl From<StoreError> for CliError {
 
 /// Parses the command line; on a mistake prints one line that says what to fix and exits 2.
 pub fn parse_args() -> Cli {
-    match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|matches| {
+        // The file wins over OPTOUT_STORE (a container image may set that for its SQLite
+        // default), but naming the store twice on the command line is a mistake.
+        if matches.get_one::<PathBuf>("store_file").is_some() && store_on_command_line(&matches) {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--store and --store-file (or OPTOUT_STORE_FILE) both name the store: keep one\n",
+            ));
+        }
+        Cli::from_arg_matches(&matches)
+    });
+    match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
@@ -139,6 +258,18 @@ pub fn parse_args() -> Cli {
             std::process::exit(2);
         }
     }
+}
+
+/// Whether `--store` was given as a flag (not from OPTOUT_STORE or the default), at any level.
+fn store_on_command_line(matches: &clap::ArgMatches) -> bool {
+    let mut level = Some(matches);
+    while let Some(m) = level {
+        if m.value_source("store") == Some(clap::parser::ValueSource::CommandLine) {
+            return true;
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
 }
 
 /// Clap's message up to its first blank line, joined into one line.
@@ -152,7 +283,10 @@ fn one_line(message: &str) -> String {
 }
 
 /// Runs the parsed command line.
-pub async fn execute(cli: Cli) -> Result<(), CliError> {
+pub async fn execute(mut cli: Cli) -> Result<(), CliError> {
+    if let Some(path) = &cli.store_file {
+        cli.store = read_store_file(path)?;
+    }
     match &cli.command {
         Command::Run(args) => run::run(&cli, args).await,
         Command::Status(args) => query::status(&cli, args).await,
@@ -170,6 +304,21 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Shards(args) => shards::shards(&cli, args).await,
         Command::Revocations(args) => revocations::revocations(&cli, args).await,
     }
+}
+
+/// The store URL kept in `path` (a mounted Secret, say), trimmed.
+fn read_store_file(path: &std::path::Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Usage(format!("cannot read --store-file {}: {e}", path.display()))
+    })?;
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(CliError::Usage(format!(
+            "--store-file {} is empty: write the store URL in it",
+            path.display()
+        )));
+    }
+    Ok(url.to_string())
 }
 
 /// Opens the store for writing (`run`, `replay`, `migrate`), with connection errors reported
@@ -197,6 +346,15 @@ pub async fn open_store_read_only(
 /// names the cause.
 pub fn open_error(url: &str, e: StoreError) -> CliError {
     match e {
+        StoreError::Database(db) | StoreError::Connect(db) if is_tls_failure(&db) => {
+            CliError::Runtime(anyhow::anyhow!(
+                "cannot open store {}: {} (TLS: check sslmode, that sslrootcert names the CA that \
+                 signed the server's certificate, e.g. the RDS bundle, and with verify-full that \
+                 the host is a name in that certificate)",
+                store::redact(url),
+                store::redact(&db.to_string())
+            ))
+        }
         StoreError::Database(db) | StoreError::Connect(db)
             if !matches!(db, sqlx::Error::Configuration(_)) =>
         {
@@ -212,6 +370,16 @@ pub fn open_error(url: &str, e: StoreError) -> CliError {
             store::redact(&source.to_string())
         )),
         other => other.into(),
+    }
+}
+
+/// Whether a connection failed in the TLS handshake (sqlx reports a refused certificate as an
+/// I/O error that carries rustls's message).
+fn is_tls_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io.to_string().contains("certificate"),
+        _ => false,
     }
 }
 

@@ -127,6 +127,7 @@ pub async fn test_events(cli: &Cli, format: Format) -> Result<(), CliError> {
 
 /// Serves the HTTP API until SIGINT/SIGTERM.
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
+    let auth = Arc::new(args.auth.api_auth(args.http_addr)?);
     let store = open_store_read_only(&cli.store, 8).await?;
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -140,6 +141,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         store,
         metrics: crate::telemetry::init_metrics(),
         ready: Arc::new(AtomicBool::new(true)),
+        auth,
         health: None,
     };
     crate::http::serve_on(listener, state, super::shutdown_on_signals())

@@ -37,6 +37,8 @@ pub struct RunArgs {
     /// Serve /healthz, /readyz, /metrics and the query API on this address (off by default).
     #[arg(long, env = "OPTOUT_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub auth: super::HttpAuthArgs,
     /// This worker's name in the lease table (PostgreSQL); default: host name and pid.
     #[arg(long, env = "OPTOUT_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -117,6 +119,10 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         ));
     }
     crate::store::StoreUrl::parse(&cli.store)?; // a typo in --store fails before any AWS call
+    let auth = match args.http_addr {
+        Some(addr) => Some(Arc::new(args.auth.api_auth(addr)?)),
+        None => None,
+    };
     let client = kinesis_client(cli, true).await?;
     let pool_size = pool_size_for(&client, &args.stream).await;
     let (store, leases) = crate::store::open_for_run(&cli.store, pool_size)
@@ -127,12 +133,13 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     let ready = Arc::new(AtomicBool::new(false));
     let health = kinesis::Health::default();
     let failing_after = Duration::from_secs(args.failing_after_secs);
-    let http = match args.http_addr {
-        Some(addr) => {
+    let http = match args.http_addr.zip(auth) {
+        Some((addr, auth)) => {
             let state = crate::http::AppState {
                 store: store.clone(),
                 metrics: crate::telemetry::init_metrics(),
                 ready: ready.clone(),
+                auth,
                 health: Some((health.clone(), failing_after)),
             };
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

@@ -318,6 +318,11 @@ impl StoreUrl {
             return Ok(StoreUrl::Sqlite(path.to_string()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Shown without its parameters: an unknown key's value may be a misplaced password.
+            check_postgres_params(url).map_err(|reason| StoreError::InvalidUrl {
+                url: format!("{}?…", redact(url).split('?').next().unwrap_or_default()),
+                reason,
+            })?;
             return Ok(StoreUrl::Postgres(url.to_string()));
         }
         Err(invalid(
@@ -326,18 +331,145 @@ impl StoreUrl {
     }
 }
 
-/// Hides the password in a connection URL before it reaches a log line or an error.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+/// The query parameters sqlx's PostgreSQL driver understands (sqlx-postgres 0.9, `parse.rs`).
+const POSTGRES_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Refuses a parameter sqlx does not know. sqlx would ignore it with a warning that logs its
+/// value, so a misspelt `passwd=` would print a password (and a misspelt `sslmode` silently
+/// weaken TLS). The URL is read the way sqlx reads it; one it cannot read is left to sqlx,
+/// whose parse errors hold no part of the URL.
+fn check_postgres_params(url: &str) -> Result<(), String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    for (key, _) in parsed.query_pairs() {
+        if !POSTGRES_PARAMS.contains(&&*key) && !key.starts_with("options[") {
+            return Err(format!(
+                "unknown parameter `{key}`; PostgreSQL URLs take {}",
+                POSTGRES_PARAMS.join(", ")
+            ));
+        }
     }
+    Ok(())
+}
+
+/// Hides the password in a connection URL before it reaches a log line or an error.
+///
+/// Errs on the side of hiding too much: every spelling sqlx accepts is covered, including
+/// passwords that contain raw `@`, `:`, `/`, `?` or `%` (userinfo runs to the *last* `@`),
+/// `password=` query parameters (keys compared after percent-decoding, any case) and libpq-style
+/// `key=value` strings. A query value that itself contains `@` makes the host part hidden too.
+pub fn redact(url: &str) -> String {
+    let (prefix, rest) = split_scheme(url);
+    let authority = rest.split('?').next().unwrap_or_default();
+    // Userinfo before any `?`: hide it whole, whatever it contains (`&`, `=`, `@`...).
+    if let Some(at) = authority.rfind('@')
+        && let Some((user, _)) = rest[..at].split_once(':')
+    {
+        return format!("{prefix}{user}:***{}", redact_password_params(&rest[at..]));
+    }
+    // Parameters first, so that an `@` inside a `password=` value cannot pass for userinfo;
+    // then userinfo whose password holds a raw `?`.
+    let rest = redact_password_params(rest);
+    match rest
+        .rfind('@')
+        .and_then(|at| Some((rest[..at].split_once(':')?.0, at)))
+    {
+        Some((user, at)) => format!("{prefix}{user}:***{}", &rest[at..]),
+        None => format!("{prefix}{rest}"),
+    }
+}
+
+/// Splits `scheme://` (or `scheme:` followed by slashes) from the rest; no scheme, no prefix.
+fn split_scheme(url: &str) -> (&str, &str) {
+    if let Some(i) = url.find("://") {
+        return url.split_at(i + 3);
+    }
+    let is_scheme = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+    };
+    match url.split_once(':') {
+        Some((scheme, rest)) if is_scheme(scheme) => {
+            let slashes = rest.len() - rest.trim_start_matches('/').len();
+            url.split_at(scheme.len() + 1 + slashes)
+        }
+        _ => ("", url),
+    }
+}
+
+/// Replaces the value of every `password=` pair. A key starts after `?`, `&`, `;` or
+/// whitespace; a value runs to the next `&`, `;` or whitespace (so a raw `@`, `?` or `:` in
+/// it stays hidden).
+fn redact_password_params(s: &str) -> String {
+    let ends_value = |c: char| c == '&' || c == ';' || c.is_whitespace();
+    let mut out = String::with_capacity(s.len());
+    for segment in s.split_inclusive(ends_value) {
+        let (pair, end) = match segment.char_indices().last() {
+            Some((i, c)) if ends_value(c) => segment.split_at(i),
+            _ => (segment, ""),
+        };
+        match pair.find('=') {
+            Some(eq) if is_password_key(pair[..eq].rsplit('?').next().unwrap_or_default()) => {
+                out.push_str(&pair[..=eq]);
+                out.push_str("***");
+            }
+            _ => out.push_str(pair),
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+/// Whether a query key, once percent-decoded, names a password (`password`, `PassWord`, `p%61ssword`).
+fn is_password_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let key = decoded.trim();
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("pass")
 }
 
 #[cfg(test)]
@@ -403,5 +535,140 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem"),
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+        );
+    }
+
+    /// Asserts that `url` redacted keeps none of `secrets` and still shows `keep`.
+    fn hides(url: &str, secrets: &[&str], keep: &str) {
+        let shown = redact(url);
+        for secret in secrets {
+            assert!(
+                !shown.contains(secret),
+                "`{secret}` leaked from {url}: {shown}"
+            );
+        }
+        assert!(shown.contains(keep), "{shown} lost `{keep}`");
+    }
+
+    #[test]
+    fn redacts_userinfo_with_raw_at_sign() {
+        // Cut at the first `@`, the old redaction printed `ss@word`.
+        hides(
+            "postgres://u:p@ss@word@db.example.com/optout",
+            &["p@ss", "ss@word", "word"],
+            "@db.example.com/optout",
+        );
+    }
+
+    #[test]
+    fn redacts_userinfo_with_raw_colon_slash_and_percent() {
+        hides("postgres://u:pa:ss@h/db", &["pa:ss", "ss@"], "u:***@h/db");
+        hides("postgres://u:pa/ss@h/db", &["pa/ss", "pa"], "u:***@h/db");
+        hides(
+            "postgres://u:100%sure@h/db",
+            &["100%sure", "sure"],
+            "u:***@h/db",
+        );
+        hides("postgres://u:pa?ss@h/db", &["pa?ss", "pa"], "u:***@h/db");
+        hides(
+            "postgres://u:a&password=b@h/db",
+            &["a&", "=b"],
+            "u:***@h/db",
+        );
+    }
+
+    #[test]
+    fn redacts_percent_encoded_userinfo() {
+        hides(
+            "postgres://u:p%40ss%3Aw%2Frd%25@h/db",
+            &["p%40ss", "%3Aw", "%2Frd", "%25"],
+            "u:***@h/db",
+        );
+    }
+
+    #[test]
+    fn redacts_password_query_parameters() {
+        // Was printed whole: no userinfo, so the old redaction left it alone.
+        hides(
+            "postgres://127.0.0.1:1/db?user=u&password=TopSecret1",
+            &["TopSecret1"],
+            "user=u&password=***",
+        );
+        hides(
+            "postgres://h/db?password=TopSecret1&sslmode=require",
+            &["TopSecret1"],
+            "&sslmode=require",
+        );
+        hides(
+            "postgres://h/db?sslmode=require&PASSWORD=TopSecret1",
+            &["TopSecret1"],
+            "sslmode=require",
+        );
+        hides(
+            "postgres://h/db?p%61ssword=TopSecret1",
+            &["TopSecret1"],
+            "h/db",
+        );
+        hides(
+            "postgres://h/db?password=Top%26Secret%401",
+            &["Top", "Secret"],
+            "h/db",
+        );
+        hides(
+            "postgres://u:one@h/db?password=two",
+            &["one", "two"],
+            "u:***@h/db",
+        );
+        hides(
+            "postgres://h/db?password=Top@Secret?1:x",
+            &["Top", "Secret", "1:x"],
+            "h/db?password=***",
+        );
+    }
+
+    #[test]
+    fn redacts_malformed_and_keyword_spellings() {
+        // Not a URL sqlx accepts, but it reaches the "unsupported scheme" error all the same.
+        hides("postgres:/u:TopSecret1@h/db", &["TopSecret1"], "u:***@h/db");
+        hides("postgresql:u:TopSecret1@h", &["TopSecret1"], "@h");
+        hides(
+            "host=h user=u password=TopSecret1 dbname=d",
+            &["TopSecret1"],
+            "dbname=d",
+        );
+        hides("mysql://root:hunter2@h/db", &["hunter2"], "root:***@h/db");
+    }
+
+    #[test]
+    fn unknown_postgres_parameters_are_refused_without_their_values() {
+        for (url, key) in [
+            ("postgres://u@h/db?passwd=TopSecret1", "passwd"),
+            (
+                "postgres://u@h/db?sslmode=require&ssl_mode=TopSecret1",
+                "ssl_mode",
+            ),
+        ] {
+            let msg = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(msg.contains(&format!("unknown parameter `{key}`")), "{msg}");
+            assert!(!msg.contains("TopSecret1"), "{msg}");
+        }
+        let known = "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=a\
+                     &options[search_path]=s&password=p&statement-cache-capacity=10";
+        assert!(matches!(StoreUrl::parse(known), Ok(StoreUrl::Postgres(_))));
+    }
+
+    #[test]
+    fn invalid_url_errors_never_show_the_password() {
+        for url in [
+            "postgres:/u:TopSecret1@h/db",
+            "pg://u:TopSecret1@h/db",
+            "host=h password=TopSecret1",
+        ] {
+            let msg = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(!msg.contains("TopSecret1"), "{msg}");
+        }
     }
 }

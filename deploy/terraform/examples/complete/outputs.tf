@@ -1,0 +1,19 @@
+output "sink_sid" {
+  description = "The Twilio sink (DG...): test and validate it with this."
+  value       = twilio_events_sinks_v1.kinesis.sid
+}
+
+output "stream_name" {
+  description = "OPTOUT_STREAM in deploy/kubernetes/base/configmap.yaml."
+  value       = module.optout.stream_name
+}
+
+output "consumer_role_arn" {
+  description = "The eks.amazonaws.com/role-arn annotation in deploy/kubernetes/base/serviceaccount.yaml."
+  value       = module.optout.consumer_role_arn
+}
+
+output "consumer_policy_arn" {
+  description = "Attach to optout's principal if you did not ask for a role here."
+  value       = module.optout.consumer_policy_arn
+}
