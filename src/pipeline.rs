@@ -149,6 +149,7 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
     metrics::counter!("optout_opt_events_stored_total").increment(summary.opt_events_new);
     metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
     metrics::counter!("optout_status_changes_total").increment(summary.status_changes);
+    metrics::counter!("optout_dead_letters_total").increment(summary.dead_letters);
 }
 
 /// Where a run of records is committed, and under which lease.

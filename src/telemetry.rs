@@ -65,4 +65,24 @@ fn describe() {
         "optout_shards_reading",
         "Shards being read by this process."
     );
+    describe_counter!(
+        "optout_dead_letters_total",
+        "Dead letters stored (undecodable or unstorable records)."
+    );
+    describe_counter!(
+        "optout_shard_restarts_total",
+        "Shard readers restarted, by reason (panic, error, stall)."
+    );
+    describe_counter!(
+        "optout_commit_failures_total",
+        "Batch commits that failed, by kind (transient, lease_lost, fatal)."
+    );
+    describe_gauge!(
+        "optout_shards_failing",
+        "Shards whose reads or commits have failed for longer than --failing-after-secs."
+    );
+    describe_gauge!(
+        "optout_shard_last_commit_timestamp_seconds",
+        "Unix time of each shard's last successful commit."
+    );
 }

@@ -857,14 +857,17 @@ async fn http_api_serves_health_metrics_and_queries() {
     );
     let (code, metrics) = http_get(&addr, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(
-        metrics.contains("optout_records_total{outcome=\"opt_event\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("optout_records_total{outcome=\"dead_letter\"} 1"),
-        "{metrics}"
-    );
+    // Whole lines, so that `… 1` cannot match `… 10`.
+    for line in [
+        "optout_records_total{outcome=\"opt_event\"} 1",
+        "optout_records_total{outcome=\"dead_letter\"} 1",
+        "optout_dead_letters_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
     let (code, body) = http_get(&addr, "/v1/status?subscriber=%2B15551230001").await;
     assert_eq!(code, 200);
     let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
