@@ -33,29 +33,6 @@ fn via(env: Vec<(String, String)>, endpoint: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A free 127.0.0.1 port for `--http-addr`.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /metrics` on `port`, as text.
-async fn scrape(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 /// The value of one exposition line, e.g. `optout_retries_total{kind="throttled"}`.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -86,7 +63,7 @@ async fn through_aws_faults(n: usize, plan: aws_faults::Plan, kinds: &[&str], ex
     let worker = o.spawn_run(&stream, &args);
     let store = optout::store::open(&o.store, 1).await.unwrap();
     wait_for_events(&*store, n, Duration::from_secs(180)).await;
-    let text = scrape(port).await;
+    let (_, text) = http_get(&addr, "/metrics").await;
     let logs = worker.terminate();
     let injected = proxy.seen(|s| s.injected.clone());
     eprintln!("injected {injected:?}");

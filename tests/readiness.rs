@@ -12,35 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-async fn get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return (0, String::new());
-    };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    c.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out).await;
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The checkpoint upsert fails with a permission error (not the data's fault, not transient):
 /// what a role that lost its grants, or a schema changed under the consumer, looks like.
 const BREAK: &str = "CREATE FUNCTION refuse_checkpoints() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -72,7 +43,7 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
         "/readyz to name the failing shard",
         Duration::from_secs(60),
         || async {
-            Ok(match get(port, "/readyz").await {
+            Ok(match http_get(&addr, "/readyz").await {
                 (503, body) if body.contains("shardId-000000000000 failing for") => Some(body),
                 _ => None,
             })
@@ -91,7 +62,7 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
         "optout_shards_failing 1",
         Duration::from_secs(10),
         || async {
-            let (_, m) = get(port, "/metrics").await;
+            let (_, m) = http_get(&addr, "/metrics").await;
             Ok(m.contains("optout_shards_failing 1").then_some(m))
         },
     )
@@ -112,7 +83,7 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
     support::wait_for(
         "/readyz to be ready again",
         Duration::from_secs(30),
-        || async { get(port, "/readyz").await.0 == 200 },
+        || async { http_get(&addr, "/readyz").await.0 == 200 },
     )
     .await
     .unwrap();
@@ -120,7 +91,7 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
         "optout_shards_failing 0",
         Duration::from_secs(10),
         || async {
-            let (_, m) = get(port, "/metrics").await;
+            let (_, m) = http_get(&addr, "/metrics").await;
             Ok(m.contains("optout_shards_failing 0").then_some(m))
         },
     )
