@@ -246,6 +246,13 @@ pub async fn commit_records(
                 todo.push((lo, mid));
             }
             Err(e) if e.kind() == FailureKind::Data && hi - lo == 1 => {
+                // An opt event refused for its free text keeps the opt-out: try it once more
+                // without body and message SID before giving up on the record.
+                if let Some(summary) = commit_without_text(store, &mut batch, &e).await? {
+                    done.commits += 1;
+                    done.add(&batch, counts, summary);
+                    continue;
+                }
                 let (batch, summary) =
                     dead_letter_refused(store, target, records[lo], cp, &e).await?;
                 let counts = DecodeCounts {
@@ -260,6 +267,32 @@ pub async fn commit_records(
         }
     }
     Ok(done)
+}
+
+/// Commits a refused one-record batch again with its opt event's body and message SID
+/// removed; `None` when there is no opt event or the database still refuses it.
+async fn commit_without_text(
+    store: &dyn Store,
+    batch: &mut Batch,
+    error: &StoreError,
+) -> Result<Option<CommitSummary>, StoreError> {
+    let Some(ev) = batch.opt_events.first_mut() else {
+        return Ok(None);
+    };
+    if ev.value.body.is_none() && ev.value.message_sid.is_none() {
+        return Ok(None);
+    }
+    ev.value.body = None;
+    ev.value.message_sid = None;
+    let sequence_number = ev.sequence_number.clone();
+    match store.commit(batch).await {
+        Ok(summary) => {
+            warn!(shard_id = %batch.shard_id, sequence_number, error = %error, "Opt event refused for its text; stored without body and message SID.");
+            Ok(Some(summary))
+        }
+        Err(e) if e.kind() == FailureKind::Data => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Stores one record the database refused as a dead letter with the database's reason (and,

@@ -134,6 +134,10 @@ async fn reader_is_restarted_after(fault: Fault) {
         "the restarted shard is healthy again"
     );
     assert!(recorder.calls.load(Ordering::SeqCst) > 12, "batches of 50");
+    assert!(
+        recorder.failed.load(Ordering::SeqCst),
+        "the fault was injected"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,7 +195,8 @@ async fn a_batch_run_gives_up_on_a_shard_that_always_fails() {
     .expect_err("a shard that always fails fails the batch run");
     let msg = err.to_string();
     assert!(
-        msg.contains("shardId-000000000000") && msg.contains("read-only database"),
+        msg.contains("shard shardId-000000000000 kept failing (5 attempts)")
+            && msg.contains("read-only database"),
         "{msg}"
     );
 }

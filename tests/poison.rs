@@ -96,18 +96,23 @@ async fn consume_hostile(store_url: Option<&str>) -> Optout {
     let client = emu.client().await;
     let stream = support::unique_stream("poison");
     support::create_stream(&client, &stream, 1).await.unwrap();
-    support::put_records(&client, &stream, &keyed(hostile_shard()))
+    let put = support::put_records(&client, &stream, &keyed(hostile_shard()))
         .await
         .unwrap();
+    let last = put
+        .iter()
+        .map(|(_, seq)| seq.clone())
+        .max_by_key(|s| (s.len(), s.clone()));
     let o = match store_url {
         Some(url) => Optout::with_store(emu.env(), url),
         None => Optout::new(emu.env()),
     };
     o.run_to_idle(&stream, &[]);
     let shards = o.query(&["shards", "--stream", &stream]);
-    assert!(
-        shards[0]["checkpoint"].is_string(),
-        "the shard's checkpoint moved past the hostile records: {shards:?}"
+    assert_eq!(
+        shards[0]["checkpoint"].as_str(),
+        last.as_deref(),
+        "the shard's checkpoint moved past the hostile records to the last one"
     );
     o
 }
@@ -172,15 +177,16 @@ async fn replay_stores_hostile_files_the_same_on_both_backends() {
     }
 }
 
-/// Makes the database refuse any opt event whose body holds `POISON`, with a constraint
-/// error: the same class of refusal as PostgreSQL's "index row size exceeds" or a bad byte.
+/// Makes the database refuse, with a constraint error (the same class of refusal as
+/// PostgreSQL's "index row size exceeds" or a bad byte), any opt event whose subscriber holds
+/// `POISON` or whose body holds `BADBODY`.
 async fn refuse_poison(db: &db::Db) {
     use sqlx::Connection;
     if db.url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
         sqlx::raw_sql(
             "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.body LIKE '%POISON%' THEN \
+             IF NEW.subscriber LIKE '%POISON%' OR NEW.body LIKE '%BADBODY%' THEN \
              RAISE EXCEPTION 'poison body refused' USING ERRCODE = 'check_violation'; \
              END IF; RETURN NEW; END $$; \
              CREATE TRIGGER refuse_poison BEFORE INSERT ON opt_events \
@@ -193,7 +199,8 @@ async fn refuse_poison(db: &db::Db) {
         let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
         sqlx::raw_sql(
             "CREATE TRIGGER refuse_poison BEFORE INSERT ON opt_events \
-             WHEN NEW.body LIKE '%POISON%' BEGIN SELECT RAISE(ABORT, 'poison body refused'); END;",
+             WHEN NEW.subscriber LIKE '%POISON%' OR NEW.body LIKE '%BADBODY%' \
+             BEGIN SELECT RAISE(ABORT, 'poison body refused'); END;",
         )
         .execute(&mut c)
         .await
@@ -202,25 +209,33 @@ async fn refuse_poison(db: &db::Db) {
 }
 
 /// 10,000 records, two of which the database refuses: both are dead-lettered with the
-/// database's reason, the 9,998 others are stored, and the checkpoint is the batch's last.
+/// database's reason, the 9,998 others are stored, and the checkpoint is the batch's last. A
+/// third whose body alone is refused is stored without its body: the opt-out is kept.
 async fn database_refusals_are_isolated(db: db::Db) {
     refuse_poison(&db).await;
     const N: usize = 10_000;
     let poison = [1_234, 8_765];
+    let bad_body = 5_000;
     let data: Vec<Vec<u8>> = (0..N)
         .map(|i| {
-            if poison.contains(&i) {
-                let ts = format!("2026-03-01T12:00:00.{:03}Z", i % 1000);
+            let ts = format!("2026-03-01T12:00:00.{:03}Z", i % 1000);
+            let refused = |from: &str, body: &str| {
+                let id = format!("EZw{i:08}");
                 inbound(
-                    &format!("EZw{i:08}"),
-                    "+15550001111",
+                    &id,
+                    from,
                     "+15559870002",
                     Some("MGw"),
-                    "STOP POISON",
+                    body,
                     Some("STOP"),
                     &ts,
                     5,
                 )
+            };
+            if poison.contains(&i) {
+                refused("+1555POISON", "STOP")
+            } else if i == bad_body {
+                refused("+15550002222", "STOP BADBODY")
             } else {
                 opt_event(i)
             }
@@ -268,6 +283,14 @@ async fn database_refusals_are_isolated(db: db::Db) {
     assert_eq!(done.summary.opt_events_new, (N - 2) as u64);
     let events = db.store.events(&Default::default()).await.unwrap();
     assert_eq!(events.len(), N - 2);
+    let kept = events
+        .iter()
+        .find(|e| e.event_id == format!("EZw{bad_body:08}"))
+        .expect("the STOP refused for its body is kept");
+    assert_eq!(
+        (kept.opt_out_type.as_str(), kept.body.as_deref()),
+        ("STOP", None)
+    );
     let dead = db.store.dead_letters().await.unwrap();
     let dead_seqs: Vec<&str> = dead.iter().map(|d| d.sequence_number.as_str()).collect();
     assert_eq!(

@@ -63,7 +63,9 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
         Duration::from_secs(10),
         || async {
             let (_, m) = http_get(&addr, "/metrics").await;
-            Ok(m.contains("optout_shards_failing 1").then_some(m))
+            Ok(m.lines()
+                .any(|l| l == "optout_shards_failing 1")
+                .then_some(m))
         },
     )
     .await
@@ -92,7 +94,9 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
         Duration::from_secs(10),
         || async {
             let (_, m) = http_get(&addr, "/metrics").await;
-            Ok(m.contains("optout_shards_failing 0").then_some(m))
+            Ok(m.lines()
+                .any(|l| l == "optout_shards_failing 0")
+                .then_some(m))
         },
     )
     .await

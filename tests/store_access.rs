@@ -100,35 +100,51 @@ fn an_unreachable_postgres_is_named_at_once() {
     assert!(!err.contains("TopSecret1"), "password leaked: {err}");
 }
 
+/// While `optout run` holds the database (WAL, shared memory and runner lock all present),
+/// every file next to it is 0600, even under umask 000.
 #[test]
 fn database_files_are_private_whatever_the_umask() {
     let o = Optout::new(vec![]);
-    let file = o.db_path.with_file_name("in.jsonl");
-    std::fs::write(&file, [opt_event(0), b"\n".to_vec()].concat()).unwrap();
-    // A permissive umask must not make phone numbers world-readable.
-    let out = Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "umask 000; exec {} --store {} replay {}",
+            "umask 000; exec {} --store {} run --stream s",
             env!("CARGO_BIN_EXE_optout"),
-            o.store,
-            file.display()
+            o.store
         ))
-        .output()
+        // Nothing listens there: the consumer keeps retrying its first listing, holding the
+        // store open, which is all this test needs.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let dir = o.db_path.parent().unwrap();
-    let mut seen = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("optout.db") {
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{name} is {mode:o}");
-            seen += 1;
-        }
+    let dir = o.db_path.parent().unwrap().to_path_buf();
+    let names = [
+        "optout.db",
+        "optout.db-wal",
+        "optout.db-shm",
+        "optout.db.lock",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !names.iter().all(|n| dir.join(n).exists()) {
+        assert!(std::time::Instant::now() < deadline, "files never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(seen >= 1);
+    for name in names {
+        let mode = std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Reads a copy the querying user may not write, in a directory it may not write either, as

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tracing::info;
 
-use super::{Cli, CliError, FormatArg, open_store};
+use super::{Cli, CliError, FormatArg, open_store_read_only};
 use crate::event::Revocations;
 use crate::event::revocation::RuleSet;
 use crate::store::RevocationFilter;
@@ -58,7 +58,7 @@ pub struct RevocationsArgs {
 
 /// Prints the subscribers whose latest signal is a phrase revocation Twilio did not block.
 pub async fn revocations(cli: &Cli, args: &RevocationsArgs) -> Result<(), CliError> {
-    let store = open_store(&cli.store, 2).await?;
+    let store = open_store_read_only(&cli.store, 2).await?;
     let rows = store
         .revocations(&RevocationFilter { since: args.since })
         .await

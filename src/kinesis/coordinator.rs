@@ -98,7 +98,7 @@ pub async fn run(
         discovery: None,
         listings: None,
         restarts: HashMap::new(),
-        refreshing_consumer: false,
+        refreshing_consumer: None,
         stats: RunStats::default(),
         fatal: None,
         stop,
@@ -139,9 +139,9 @@ struct Coordinator {
     listings: Option<Arc<watch::Sender<Vec<ShardInfo>>>>,
     /// Readers waiting to be restarted after a failure or panic.
     restarts: HashMap<String, Restart>,
-    /// Enhanced fan-out: the consumer is being looked up (and registered again if it was
-    /// deregistered); readers wait for its ARN.
-    refreshing_consumer: bool,
+    /// Enhanced fan-out: the task looking the consumer up (and registering it again if it was
+    /// deregistered); reader starts wait for its answer.
+    refreshing_consumer: Option<Id>,
     stats: RunStats,
     fatal: Option<KinesisError>,
     stop: CancellationToken,
@@ -195,12 +195,19 @@ impl Coordinator {
     }
 
     fn spawn_discovery(&mut self) {
+        self.spawn_discovery_after(Duration::ZERO);
+    }
+
+    /// Starts the discovery task after `delay` (a pause, so a task that keeps panicking is
+    /// not restarted in a hot loop).
+    fn spawn_discovery_after(&mut self, delay: Duration) {
         let (Some(listings), Some(relist_now)) = (self.listings.clone(), self.relist_now.clone())
         else {
             return;
         };
         let (client, config, stop) = (self.client.clone(), self.config.clone(), self.stop.clone());
         let handle = self.tasks.spawn(async move {
+            sleep(delay).await;
             discover(client, config, listings, relist_now, stop).await;
             TaskEnd::Discovery
         });
@@ -216,7 +223,7 @@ impl Coordinator {
                 self.on_done(shard, result).await;
             }
             Ok((_, TaskEnd::Consumer(result))) => {
-                self.refreshing_consumer = false;
+                self.refreshing_consumer = None;
                 match result {
                     Ok(Some(arn)) => self.consumer_arn = Some(arn),
                     Ok(None) => {}
@@ -232,8 +239,12 @@ impl Coordinator {
                 }
             }
             Err(e) if Some(e.id()) == self.discovery => {
-                error!(error = %panic_message(e), "Shard discovery panicked; starting it again.");
-                self.spawn_discovery();
+                error!(error = %panic_message(e), "Shard discovery panicked; starting it again in 1 s.");
+                self.spawn_discovery_after(Duration::from_secs(1));
+            }
+            Err(e) if Some(e.id()) == self.refreshing_consumer => {
+                self.refreshing_consumer = None;
+                error!(error = %panic_message(e), "Looking up the stream consumer panicked; readers start with the known consumer.");
             }
             Err(e) => {
                 let Some(shard) = self.task_shards.remove(&e.id()) else {
@@ -284,18 +295,24 @@ impl Coordinator {
         let Some(name) = self.config.consumer_name.clone() else {
             return;
         };
-        if self.refreshing_consumer {
+        if self.refreshing_consumer.is_some() {
             return;
         }
-        self.refreshing_consumer = true;
         let (client, stream, stop) = (
             self.client.clone(),
             self.config.stream.clone(),
             self.stop.clone(),
         );
-        self.tasks.spawn(async move {
-            TaskEnd::Consumer(super::fanout::ensure_consumer(&client, &stream, &name, &stop).await)
+        let handle = self.tasks.spawn(async move {
+            let lookup = super::fanout::ensure_consumer(&client, &stream, &name, &stop);
+            // Bounded, so that a consumer stuck CREATING or an AWS outage holds reader starts
+            // back for at most this long.
+            match tokio::time::timeout(CONSUMER_REFRESH_TIMEOUT, lookup).await {
+                Ok(result) => TaskEnd::Consumer(result),
+                Err(_) => TaskEnd::Consumer(Ok(None)),
+            }
         });
+        self.refreshing_consumer = Some(handle.id());
     }
 
     /// Publishes how many shards are failing, and forgets the restart backoff of readers that
@@ -430,6 +447,10 @@ impl Coordinator {
                 if let Some(r) = self.running.get(shard) {
                     r.cancel.cancel();
                 }
+                // Its health is the new owner's to report now, and it is no longer ours to
+                // restart.
+                self.config.health.forget(shard);
+                self.restarts.remove(shard);
             }
         }
         self.held = renewed;
@@ -479,7 +500,7 @@ impl Coordinator {
 
     /// Starts a reader for every readable shard this worker should read and is not reading.
     fn start_readers(&mut self) {
-        if self.refreshing_consumer {
+        if self.refreshing_consumer.is_some() {
             return;
         }
         let running: HashSet<String> = self.running.keys().cloned().collect();
@@ -557,12 +578,24 @@ impl Coordinator {
             }
             Ok(ShardExit::Stopped) => {
                 // Restarted for a stall, or its lease went: reload where it stands.
+                if self.leases.is_some() && !self.held.contains_key(&id) {
+                    self.config.health.forget(&id);
+                    self.restarts.remove(&id);
+                }
                 self.reload_checkpoints().await;
             }
             Err(e) => {
                 // With enhanced fan-out, a failed subscription may mean the consumer was
                 // deregistered: look it up again (registering it if gone) before restarting.
-                self.refresh_consumer();
+                if matches!(
+                    e,
+                    KinesisError::Aws {
+                        operation: "SubscribeToShard",
+                        ..
+                    }
+                ) {
+                    self.refresh_consumer();
+                }
                 self.reader_failed(id, "error", e.to_string()).await
             }
         }
@@ -653,6 +686,8 @@ impl Coordinator {
 
 /// Restarts of a failing reader after which a batch run (`exit_when_idle`) gives up.
 const GIVE_UP_ATTEMPTS: u32 = 5;
+/// Longest wait for the stream consumer to be looked up again after a failed subscription.
+const CONSUMER_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a task's panic said, for the log.
 fn panic_message(e: JoinError) -> String {

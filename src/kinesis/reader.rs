@@ -138,9 +138,12 @@ impl ShardReader {
                 .set(ms as f64);
         }
         if records.is_empty() && !finished {
-            // A successful call with nothing pending: any failing spell is over.
-            self.ctx.config.health.ok(&self.shard_id);
             let caught_up = millis_behind_latest.unwrap_or(0) == 0;
+            if caught_up {
+                // At the tip with nothing pending: any failing spell is over. (An empty answer
+                // while behind proves no progress, so it clears nothing.)
+                self.ctx.config.health.ok(&self.shard_id);
+            }
             if caught_up && !self.reached_tip {
                 // Once per reader: the backlog is done (or, at `latest`, reading has begun).
                 info!(shard_id = %self.shard_id, "Shard caught up with the tip.");
@@ -176,7 +179,8 @@ impl ShardReader {
                 Err(ProcessError::Retry(message)) => {
                     metrics::counter!("optout_commit_failures_total", "kind" => "transient")
                         .increment(1);
-                    // Nothing was committed; the same records are retried, so nothing is lost.
+                    // The batch did not land (or, after a partial isolation, only a prefix
+                    // did): the same records are retried, idempotently, so nothing is lost.
                     if !self
                         .wait_after_error(ErrorClass::Transient, &message, cancel)
                         .await

@@ -135,8 +135,8 @@ fn db_code_kind(code: &str) -> FailureKind {
         return match n & 0xff {
             // BUSY, LOCKED, IOERR, FULL, PROTOCOL
             5 | 6 | 10 | 13 | 15 => FailureKind::Transient,
-            // TOOBIG, CONSTRAINT, MISMATCH, RANGE
-            18 | 19 | 20 | 25 => FailureKind::Data,
+            // TOOBIG, CONSTRAINT, MISMATCH (RANGE, a bind-index bug, is no data's fault)
+            18..=20 => FailureKind::Data,
             _ => FailureKind::Fatal,
         };
     }

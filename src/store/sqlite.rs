@@ -57,8 +57,12 @@ impl SqlStore {
                 match connect(&url, READ_ONLY_PRAGMAS).await {
                     Ok(pool) => pool,
                     // A WAL database in a directory we may not write (a read-only copy) cannot
-                    // create its `-shm` file: read it as immutable instead.
-                    Err(StoreError::Connect(e) | StoreError::Database(e)) if cannot_open(&e) => {
+                    // create its `-shm` file: read it as immutable instead, but only when it
+                    // has no write-ahead log to miss (immutable reads ignore the `-wal`).
+                    Err(StoreError::Connect(e) | StoreError::Database(e))
+                        if cannot_open(&e) && wal_is_empty(path) =>
+                    {
+                        tracing::warn!(path, error = %e, "Cannot open the database's shared memory; reading it as an immutable file.");
                         connect(&format!("{url}&immutable=true"), READ_ONLY_PRAGMAS).await?
                     }
                     Err(e) => return Err(e),
@@ -129,6 +133,11 @@ async fn connect(url: &str, pragmas: &'static str) -> Result<sqlx::AnyPool, Stor
         })
         .connect_with(options)
         .await?)
+}
+
+/// Whether `<path>-wal` is absent or empty: then the main file alone is the whole database.
+fn wal_is_empty(path: &str) -> bool {
+    std::fs::metadata(format!("{path}-wal")).map_or(true, |m| m.len() == 0)
 }
 
 /// SQLite's `SQLITE_CANTOPEN` or `SQLITE_READONLY` (primary codes 14 and 8).
