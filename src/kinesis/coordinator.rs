@@ -449,8 +449,7 @@ impl Coordinator {
                 }
                 // Its health is the new owner's to report now, and it is no longer ours to
                 // restart.
-                self.config.health.forget(shard);
-                self.restarts.remove(shard);
+                forget_shard(&self.config, &mut self.restarts, shard);
             }
         }
         self.held = renewed;
@@ -579,8 +578,7 @@ impl Coordinator {
             Ok(ShardExit::Stopped) => {
                 // Restarted for a stall, or its lease went: reload where it stands.
                 if self.leases.is_some() && !self.held.contains_key(&id) {
-                    self.config.health.forget(&id);
-                    self.restarts.remove(&id);
+                    forget_shard(&self.config, &mut self.restarts, &id);
                 }
                 self.reload_checkpoints().await;
             }
@@ -682,6 +680,15 @@ impl Coordinator {
             None => Ok(self.stats),
         }
     }
+}
+
+/// Drops what this worker reports of a shard it no longer reads (its lease went elsewhere):
+/// its failing spell, its restart backoff, and its lag, set to 0 so that this worker's stale
+/// series cannot raise a "behind and not committing" alert for a shard another one reads.
+fn forget_shard(config: &ConsumerConfig, restarts: &mut HashMap<String, Restart>, shard: &str) {
+    config.health.forget(shard);
+    restarts.remove(shard);
+    metrics::gauge!("optout_millis_behind_latest", "shard_id" => shard.to_string()).set(0.0);
 }
 
 /// Restarts of a failing reader after which a batch run (`exit_when_idle`) gives up.
