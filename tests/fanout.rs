@@ -313,16 +313,7 @@ async fn resharding_reads_parents_before_children_with_fan_out() {
 /// ferrokinesis only: kinesis-local's session length is fixed at 5 minutes.
 #[tokio::test(flavor = "multi_thread")]
 async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
-    const SESSION: Duration = Duration::from_secs(1);
-    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
-        subscribe_to_shard_session_ms: SESSION.as_millis() as u64,
-        ..support::ferrokinesis_options()
-    })
-    .await;
-    let client = emu.client().await;
-    let stream = support::unique_stream("fanout-renew");
-    support::create_stream(&client, &stream, 2).await.unwrap();
-    let optout = Optout::new(emu.env());
+    let (_emu, client, stream, optout) = short_sessions("fanout-renew").await;
     let worker = optout.spawn_run(&stream, &["--consumer-name", CONSUMER]);
     let store = optout::store::open(&optout.store, 1).await.unwrap();
     let mut put = 0;
@@ -367,16 +358,7 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
 /// read twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deregistered_consumer_is_registered_again() {
-    const SESSION: Duration = Duration::from_secs(1);
-    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
-        subscribe_to_shard_session_ms: SESSION.as_millis() as u64,
-        ..support::ferrokinesis_options()
-    })
-    .await;
-    let client = emu.client().await;
-    let stream = support::unique_stream("fanout-dereg");
-    support::create_stream(&client, &stream, 2).await.unwrap();
-    let optout = Optout::new(emu.env());
+    let (_emu, client, stream, optout) = short_sessions("fanout-dereg").await;
     let worker = optout.spawn_run(&stream, &["--consumer-name", CONSUMER]);
     let store = optout::store::open(&optout.store, 1).await.unwrap();
     let batch = |from: usize| -> Vec<Vec<u8>> {
@@ -455,4 +437,22 @@ async fn wait_for_count(store: &dyn optout::store::Store, want: usize) {
     )
     .await
     .unwrap();
+}
+
+/// How long ferrokinesis keeps a subscription open in the short-session tests (AWS: 5 minutes).
+const SESSION: Duration = Duration::from_secs(1);
+
+/// ferrokinesis with subscriptions that end after [`SESSION`], a fresh 2-shard stream, and an
+/// optout installation pointed at it.
+async fn short_sessions(prefix: &str) -> (support::Emulator, Client, String, Optout) {
+    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
+        subscribe_to_shard_session_ms: SESSION.as_millis() as u64,
+        ..support::ferrokinesis_options()
+    })
+    .await;
+    let client = emu.client().await;
+    let stream = support::unique_stream(prefix);
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    let optout = Optout::new(emu.env());
+    (emu, client, stream, optout)
 }
