@@ -103,8 +103,6 @@ pub fn decode_into<'a>(
                 counts.opt_events += 1;
                 if ev.detection == Detection::Phrase {
                     counts.revocations += 1;
-                    // Scope and rule only: the number and the body are personal data.
-                    warn!(shard_id = %batch.shard_id, sequence_number = seq, scope = ev.scope(), rule = ev.rule.as_deref().unwrap_or_default(), honored = batch.honor_revocations, "Revocation phrase in a message Twilio did not flag: recorded as a STOP.");
                 }
                 batch.opt_events.push(Positioned {
                     sequence_number: seq.to_string(),
@@ -122,7 +120,7 @@ pub fn decode_into<'a>(
                 counts.dead_letters += 1;
                 batch.dead_letters.push(DeadLetter {
                     sequence_number: seq.to_string(),
-                    partition_key: partition_key.map(storable),
+                    partition_key: partition_key.map(event::sanitize),
                     reason,
                     data: data.to_vec(),
                 });
@@ -130,11 +128,6 @@ pub fn decode_into<'a>(
         }
     }
     counts
-}
-
-/// Text any backend can hold: PostgreSQL refuses U+0000 in `text`, so it becomes U+FFFD.
-fn storable(s: &str) -> String {
-    s.replace('\0', "\u{FFFD}")
 }
 
 /// Logs what a commit stored that an operator should see.
@@ -145,6 +138,15 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
     }
     for d in &batch.dead_letters {
         info!(shard_id = %batch.shard_id, sequence_number = %d.sequence_number, reason = %d.reason, "Record dead-lettered.");
+    }
+    // Logged once the commit landed, so a retried or bisected batch does not say it twice.
+    // Scope and rule only: the number and the body are personal data.
+    for e in batch
+        .opt_events
+        .iter()
+        .filter(|e| e.value.detection == Detection::Phrase)
+    {
+        warn!(shard_id = %batch.shard_id, sequence_number = %e.sequence_number, scope = e.value.scope(), rule = e.value.rule.as_deref().unwrap_or_default(), honored = batch.honor_revocations, "Revocation phrase in a message Twilio did not flag: recorded as a STOP.");
     }
     metrics::counter!("optout_opt_events_stored_total").increment(summary.opt_events_new);
     metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
@@ -307,8 +309,8 @@ async fn dead_letter_refused(
     warn!(shard_id = %target.shard_id, sequence_number = record.sequence_number, error = %error, "Record refused by the database; dead-lettering it.");
     let mut letter = DeadLetter {
         sequence_number: record.sequence_number.to_string(),
-        partition_key: record.partition_key.map(storable),
-        reason: storable(&format!("unstorable: {error}")),
+        partition_key: record.partition_key.map(event::sanitize),
+        reason: event::sanitize(&format!("unstorable: {error}")),
         data: record.data.to_vec(),
     };
     let mut batch = target.batch(checkpoint);

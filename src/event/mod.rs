@@ -402,9 +402,10 @@ fn identity(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Free text (a body, a message SID) made storable everywhere: each U+0000 becomes U+FFFD, so
-/// a STOP whose body holds one is still recorded, never lost for its body.
-fn sanitize(value: &str) -> String {
+/// Free text (a body, a message SID, a partition key, a reason) made storable everywhere:
+/// PostgreSQL text refuses U+0000, so each becomes U+FFFD; a STOP whose body holds one is
+/// still recorded, never lost for its body.
+pub fn sanitize(value: &str) -> String {
     value.replace('\0', "\u{FFFD}")
 }
 
