@@ -11,6 +11,7 @@ use optout::store::{Batch, EventFilter, RevocationFilter, StatusFilter, Store};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+#[macro_use]
 #[path = "common/db.rs"]
 mod support_db;
 
@@ -553,17 +554,6 @@ fn fixtures_that_revoke_consent_are_phrase_events_by_default() {
 
 // ---------------------------------------------------------------------------------------------
 // The store, both backends
-
-macro_rules! both_backends {
-    ($($name:ident;)*) => {
-        mod sqlite_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::support_db::sqlite().await).await; })*
-        }
-        mod postgres_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::support_db::postgres().await).await; })*
-        }
-    };
-}
 
 both_backends! {
     phrases_are_recorded_and_change_status_only_when_honoured;

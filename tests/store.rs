@@ -9,22 +9,11 @@ use optout::store::{
 };
 use proptest::prelude::*;
 
+#[macro_use]
 #[path = "common/db.rs"]
 mod support_db;
 
 use support_db::Db;
-
-/// Runs one async test body against both backends.
-macro_rules! both_backends {
-    ($($name:ident;)*) => {
-        mod sqlite_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::support_db::sqlite().await).await; })*
-        }
-        mod postgres_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::support_db::postgres().await).await; })*
-        }
-    };
-}
 
 both_backends! {
     duplicates_change_nothing;

@@ -110,3 +110,18 @@ impl Drop for Db {
         }
     }
 }
+
+/// Runs each named async test body (`async fn NAME(db: Db)`) against both backends, as
+/// `sqlite_backend::NAME` and `postgres_backend::NAME`. The including test declares this
+/// module as `#[macro_use] mod support_db`.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($($name:ident;)*) => {
+        mod sqlite_backend {
+            $(#[tokio::test] async fn $name() { super::$name(super::support_db::sqlite().await).await; })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test] async fn $name() { super::$name(super::support_db::postgres().await).await; })*
+        }
+    };
+}
