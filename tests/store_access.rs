@@ -90,7 +90,7 @@ fn a_garbage_file_is_named_as_such() {
 }
 
 #[test]
-fn an_unreachable_postgres_is_named_at_once() {
+fn an_unreachable_postgres_is_named_by_its_cause() {
     let o = Optout::with_store(vec![], "postgres://u:TopSecret1@127.0.0.1:1/db");
     let out = o.output(&["status"]);
     let err = stderr(&out);
