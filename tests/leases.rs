@@ -8,10 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeZone, Utc};
 use optout::event::{OptEvent, OptOutType};
-use optout::kinesis::{HeldLease, LeaseInfo, LeaseStore};
 use optout::store::{
-    Batch, CheckpointUpdate, EventFilter, LeaseToken, Positioned, SqlStore, StatusFilter, Store,
-    StoreError,
+    Batch, CheckpointUpdate, EventFilter, HeldLease, LeaseRow, LeaseToken, Positioned, SqlStore,
+    StatusFilter, Store, StoreError,
 };
 
 #[path = "common/db.rs"]
@@ -66,7 +65,7 @@ fn held(pairs: &[(&str, i64)]) -> Vec<HeldLease> {
         .collect()
 }
 
-async fn lease_map(s: &SqlStore) -> (BTreeMap<String, LeaseInfo>, i64) {
+async fn lease_map(s: &SqlStore) -> (BTreeMap<String, LeaseRow>, i64) {
     let (rows, now) = s.leases(STREAM).await.unwrap();
     let map = rows.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
     (map, now)
@@ -110,7 +109,7 @@ async fn ensure_leases_is_idempotent(db: Db) {
     assert!((now - wall).abs() < 5_000, "db now {now}, wall {wall}");
 
     // Existing rows, held or not, are left alone; new shards are added.
-    s.acquire(STREAM, "w1", &ids(&["a"]), 1, LONG_MS)
+    s.acquire_leases(STREAM, "w1", &ids(&["a"]), 1, LONG_MS)
         .await
         .unwrap();
     s.ensure_leases(STREAM, &ids(&["a", "b", "c", "d"]))
@@ -128,7 +127,10 @@ async fn acquire_takes_free_leases_up_to_max(db: Db) {
     let shards = ids(&["a", "b", "c"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
     let before = db_now(s).await;
-    let got = s.acquire(STREAM, "w1", &shards, 2, LONG_MS).await.unwrap();
+    let got = s
+        .acquire_leases(STREAM, "w1", &shards, 2, LONG_MS)
+        .await
+        .unwrap();
     let after = db_now(s).await;
     assert_eq!(got, held(&[("a", 1), ("b", 1)]));
     let (map, _) = lease_map(s).await;
@@ -143,20 +145,26 @@ async fn acquire_takes_free_leases_up_to_max(db: Db) {
     assert_eq!(map["c"].owner, None);
 
     // Only the free one is left; what w1 holds is not taken again.
-    let more = s.acquire(STREAM, "w1", &shards, 5, LONG_MS).await.unwrap();
+    let more = s
+        .acquire_leases(STREAM, "w1", &shards, 5, LONG_MS)
+        .await
+        .unwrap();
     assert_eq!(more, held(&[("c", 1)]));
     // A second worker gets none while they are live.
-    let none = s.acquire(STREAM, "w2", &shards, 3, LONG_MS).await.unwrap();
+    let none = s
+        .acquire_leases(STREAM, "w2", &shards, 3, LONG_MS)
+        .await
+        .unwrap();
     assert!(none.is_empty(), "{none:?}");
     // Nothing asked, nothing taken; unknown shards are not leases.
     assert!(
-        s.acquire(STREAM, "w2", &[], 3, LONG_MS)
+        s.acquire_leases(STREAM, "w2", &[], 3, LONG_MS)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        s.acquire(STREAM, "w2", &ids(&["zz"]), 3, LONG_MS)
+        s.acquire_leases(STREAM, "w2", &ids(&["zz"]), 3, LONG_MS)
             .await
             .unwrap()
             .is_empty()
@@ -169,19 +177,30 @@ async fn expired_leases_are_taken_and_the_token_grows(db: Db) {
     let s = &*db.sql;
     let shards = ids(&["a", "b"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
-    let got = s.acquire(STREAM, "w1", &shards, 2, SHORT_MS).await.unwrap();
+    let got = s
+        .acquire_leases(STREAM, "w1", &shards, 2, SHORT_MS)
+        .await
+        .unwrap();
     assert_eq!(got, held(&[("a", 1), ("b", 1)]));
     wait_until_expired(s, &shards).await;
 
-    let taken = s.acquire(STREAM, "w2", &shards, 2, LONG_MS).await.unwrap();
+    let taken = s
+        .acquire_leases(STREAM, "w2", &shards, 2, LONG_MS)
+        .await
+        .unwrap();
     assert_eq!(taken, held(&[("a", 2), ("b", 2)]));
     let (map, _) = lease_map(s).await;
     assert!(map.values().all(|l| l.owner.as_deref() == Some("w2")));
     // The former owner renews nothing: the leases are gone.
-    assert!(s.renew(STREAM, "w1", LONG_MS).await.unwrap().is_empty());
+    assert!(
+        s.renew_leases(STREAM, "w1", LONG_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // And cannot take them back while w2's are live.
     assert!(
-        s.acquire(STREAM, "w1", &shards, 2, LONG_MS)
+        s.acquire_leases(STREAM, "w1", &shards, 2, LONG_MS)
             .await
             .unwrap()
             .is_empty()
@@ -192,19 +211,22 @@ async fn renew_extends_ours_and_omits_lost_ones(db: Db) {
     let s = &*db.sql;
     let shards = ids(&["a", "b", "c", "d"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
-    s.acquire(STREAM, "w1", &ids(&["a", "b", "c"]), 3, LONG_MS)
+    s.acquire_leases(STREAM, "w1", &ids(&["a", "b", "c"]), 3, LONG_MS)
         .await
         .unwrap();
     // `d` is ours too but expires; nobody takes it, so it is still ours to renew.
-    s.acquire(STREAM, "w1", &ids(&["d"]), 1, SHORT_MS)
+    s.acquire_leases(STREAM, "w1", &ids(&["d"]), 1, SHORT_MS)
         .await
         .unwrap();
     wait_until_expired(s, &ids(&["d"])).await;
-    let stolen = s.steal(STREAM, "w2", "w1", "b", LONG_MS).await.unwrap();
+    let stolen = s
+        .steal_lease(STREAM, "w2", "w1", "b", LONG_MS)
+        .await
+        .unwrap();
     assert_eq!(stolen, Some(held(&[("b", 2)]).remove(0)));
 
     let before = db_now(s).await;
-    let renewed = s.renew(STREAM, "w1", 2 * LONG_MS).await.unwrap();
+    let renewed = s.renew_leases(STREAM, "w1", 2 * LONG_MS).await.unwrap();
     assert_eq!(renewed, held(&[("a", 1), ("c", 1), ("d", 1)]));
     let (map, _) = lease_map(s).await;
     for id in ["a", "c", "d"] {
@@ -219,37 +241,53 @@ async fn renew_extends_ours_and_omits_lost_ones(db: Db) {
     assert_eq!((map["b"].owner.as_deref(), map["b"].token), (Some("w2"), 2));
     assert!(map["b"].expires_at_ms < before + 2 * LONG_MS);
     // A worker holding nothing renews nothing.
-    assert!(s.renew(STREAM, "w3", LONG_MS).await.unwrap().is_empty());
+    assert!(
+        s.renew_leases(STREAM, "w3", LONG_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn steal_works_only_while_the_victim_holds_the_lease(db: Db) {
     let s = &*db.sql;
     s.ensure_leases(STREAM, &ids(&["a", "b"])).await.unwrap();
-    s.acquire(STREAM, "w1", &ids(&["a"]), 1, LONG_MS)
+    s.acquire_leases(STREAM, "w1", &ids(&["a"]), 1, LONG_MS)
         .await
         .unwrap();
     // Wrong victim, free lease, unknown shard: nothing happens.
     assert_eq!(
-        s.steal(STREAM, "w3", "w2", "a", LONG_MS).await.unwrap(),
+        s.steal_lease(STREAM, "w3", "w2", "a", LONG_MS)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        s.steal(STREAM, "w3", "w1", "b", LONG_MS).await.unwrap(),
+        s.steal_lease(STREAM, "w3", "w1", "b", LONG_MS)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        s.steal(STREAM, "w3", "w1", "zz", LONG_MS).await.unwrap(),
+        s.steal_lease(STREAM, "w3", "w1", "zz", LONG_MS)
+            .await
+            .unwrap(),
         None
     );
     let (map, _) = lease_map(s).await;
     assert_eq!((map["a"].owner.as_deref(), map["a"].token), (Some("w1"), 1));
     assert_eq!((map["b"].owner.as_deref(), map["b"].token), (None, 0));
 
-    let stolen = s.steal(STREAM, "w2", "w1", "a", LONG_MS).await.unwrap();
+    let stolen = s
+        .steal_lease(STREAM, "w2", "w1", "a", LONG_MS)
+        .await
+        .unwrap();
     assert_eq!(stolen, Some(held(&[("a", 2)]).remove(0)));
     // w1 no longer holds it: a second steal from w1 fails.
     assert_eq!(
-        s.steal(STREAM, "w3", "w1", "a", LONG_MS).await.unwrap(),
+        s.steal_lease(STREAM, "w3", "w1", "a", LONG_MS)
+            .await
+            .unwrap(),
         None
     );
     let (map, _) = lease_map(s).await;
@@ -260,11 +298,15 @@ async fn release_frees_leases_at_once(db: Db) {
     let s = &*db.sql;
     let shards = ids(&["a", "b", "c"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
-    s.acquire(STREAM, "w1", &shards, 3, LONG_MS).await.unwrap();
-    s.release(STREAM, "w1", &ids(&["a", "b"])).await.unwrap();
+    s.acquire_leases(STREAM, "w1", &shards, 3, LONG_MS)
+        .await
+        .unwrap();
+    s.release_leases(STREAM, "w1", &ids(&["a", "b"]))
+        .await
+        .unwrap();
     // Releasing what one does not hold changes nothing; an empty list is fine.
-    s.release(STREAM, "w2", &ids(&["c"])).await.unwrap();
-    s.release(STREAM, "w1", &[]).await.unwrap();
+    s.release_leases(STREAM, "w2", &ids(&["c"])).await.unwrap();
+    s.release_leases(STREAM, "w1", &[]).await.unwrap();
     let (map, _) = lease_map(s).await;
     for id in ["a", "b"] {
         let l = &map[id];
@@ -273,10 +315,13 @@ async fn release_frees_leases_at_once(db: Db) {
     assert_eq!(map["c"].owner.as_deref(), Some("w1"));
 
     // Another worker takes them without waiting for any expiry; their token grows.
-    let got = s.acquire(STREAM, "w2", &shards, 3, LONG_MS).await.unwrap();
+    let got = s
+        .acquire_leases(STREAM, "w2", &shards, 3, LONG_MS)
+        .await
+        .unwrap();
     assert_eq!(got, held(&[("a", 2), ("b", 2)]));
     assert_eq!(
-        s.renew(STREAM, "w1", LONG_MS).await.unwrap(),
+        s.renew_leases(STREAM, "w1", LONG_MS).await.unwrap(),
         held(&[("c", 1)])
     );
 }
@@ -320,13 +365,16 @@ async fn a_stale_token_cannot_commit(db: Db) {
     let s = &*db.sql;
     let shard = ids(&["shard-1"]);
     s.ensure_leases(STREAM, &shard).await.unwrap();
-    let mine = s.acquire(STREAM, "w1", &shard, 1, LONG_MS).await.unwrap();
+    let mine = s
+        .acquire_leases(STREAM, "w1", &shard, 1, LONG_MS)
+        .await
+        .unwrap();
     let old = LeaseToken {
         owner: "w1".into(),
         token: mine[0].token,
     };
     let stolen = s
-        .steal(STREAM, "w2", "w1", "shard-1", LONG_MS)
+        .steal_lease(STREAM, "w2", "w1", "shard-1", LONG_MS)
         .await
         .unwrap()
         .unwrap();
@@ -396,7 +444,7 @@ async fn race_round(
                 let worker = format!("w{i}");
                 barrier.wait().await;
                 let got = store
-                    .acquire(STREAM, &worker, &candidates, max, LONG_MS)
+                    .acquire_leases(STREAM, &worker, &candidates, max, LONG_MS)
                     .await
                     .unwrap();
                 (worker, got)
@@ -444,7 +492,7 @@ async fn concurrent_workers_never_share_a_lease(db: Db) {
         }
         for (store, (worker, got)) in workers.iter().zip(&results) {
             let mine: Vec<String> = got.iter().map(|l| l.shard_id.clone()).collect();
-            store.release(STREAM, worker, &mine).await.unwrap();
+            store.release_leases(STREAM, worker, &mine).await.unwrap();
         }
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use optout::kinesis::LeaseStore;
+use optout::store::SqlStore;
 
 /// These tests each start several processes; run one at a time so they measure the consumer,
 /// not a 2-core machine running three scenarios at once.
@@ -22,7 +22,7 @@ fn worker(o: &Optout, stream: &str, id: &str, lease_ms: &str) -> Worker {
     o.spawn_run(stream, &["--worker-id", id, "--lease-ms", lease_ms])
 }
 
-async fn owners(leases: &dyn LeaseStore, stream: &str) -> BTreeMap<String, usize> {
+async fn owners(leases: &SqlStore, stream: &str) -> BTreeMap<String, usize> {
     let (all, now) = leases.leases(stream).await.unwrap();
     let mut m = BTreeMap::new();
     for l in all {
@@ -49,7 +49,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
         .map(|w| worker(&o, &stream, w, "3000"))
         .collect();
     let leases = db.sql.clone();
-    let l: &dyn LeaseStore = &*leases;
+    let l: &SqlStore = &leases;
     let st = &stream;
     support::wait_for(
         "8 shards shared by 3 workers",

@@ -234,6 +234,22 @@ impl From<StoreError> for CliError {
     }
 }
 
+impl From<crate::app::AppError> for CliError {
+    fn from(e: crate::app::AppError) -> Self {
+        use crate::app::AppError;
+        use crate::kinesis::KinesisError;
+        match e {
+            AppError::Usage(message) => CliError::Usage(message),
+            AppError::Open { url, source } => open_error(&url, source),
+            AppError::Store(e) => e.into(),
+            AppError::Engine(e @ KinesisError::StreamNotFound { .. }) => {
+                CliError::Usage(e.to_string())
+            }
+            AppError::Engine(e) => CliError::Runtime(e.into()),
+        }
+    }
+}
+
 /// Parses the command line; on a mistake prints one line that says what to fix and exits 2.
 pub fn parse_args() -> Cli {
     let parsed = Cli::command().try_get_matches().and_then(|matches| {

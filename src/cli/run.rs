@@ -2,16 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
 use tracing::info;
 
 use super::{Cli, CliError, kinesis_client, shutdown_on_signals};
-use crate::event::DecodeOptions;
-use crate::kinesis::{self, ConsumerConfig, InitialPosition, KinesisError};
-use crate::pipeline::Pipeline;
+use crate::app::{self, ConsumerConfig, DecodeOptions, InitialPosition, RunSettings, StoreUrl};
 
 /// `optout run` flags.
 #[derive(Debug, Args)]
@@ -101,16 +98,6 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{s}` is not a non-negative number of seconds"))
 }
 
-/// PostgreSQL connections for a stream: one per shard (each reader commits on its own) plus a
-/// few for leases and queries, within reason. If the stream cannot be listed yet, a default;
-/// the consumer reports the real problem when it starts.
-async fn pool_size_for(client: &aws_sdk_kinesis::Client, stream: &str) -> u32 {
-    match crate::kinesis::list_shards(client, stream).await {
-        Ok(shards) => (shards.len() as u32 + 4).clamp(4, 64),
-        Err(_) => 16,
-    }
-}
-
 /// Runs the consumer.
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     if args.stream.trim().is_empty() {
@@ -118,42 +105,12 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             "--stream is empty: name the Kinesis stream to read".into(),
         ));
     }
-    crate::store::StoreUrl::parse(&cli.store)?; // a typo in --store fails before any AWS call
-    let auth = match args.http_addr {
-        Some(addr) => Some(Arc::new(args.auth.api_auth(addr)?)),
+    StoreUrl::parse(&cli.store)?; // a typo in --store fails before any AWS call
+    let http = match args.http_addr {
+        Some(addr) => Some((addr, Arc::new(args.auth.api_auth(addr)?))),
         None => None,
     };
-    let client = kinesis_client(cli, true).await?;
-    let pool_size = pool_size_for(&client, &args.stream).await;
-    let (store, leases) = crate::store::open_for_run(&cli.store, pool_size)
-        .await
-        .map_err(|e| super::open_error(&cli.store, e))?;
-    store.claim_single_runner().await?;
-    let shutdown = shutdown_on_signals();
-    let ready = Arc::new(AtomicBool::new(false));
-    let health = kinesis::Health::default();
-    let failing_after = Duration::from_secs(args.failing_after_secs);
-    let http = match args.http_addr.zip(auth) {
-        Some((addr, auth)) => {
-            let state = crate::http::AppState {
-                store: store.clone(),
-                metrics: crate::telemetry::init_metrics(),
-                ready: ready.clone(),
-                auth,
-                health: Some((health.clone(), failing_after)),
-            };
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                CliError::Usage(format!("cannot listen on --http-addr {addr}: {e}"))
-            })?;
-            Some(tokio::spawn(crate::http::serve_on(
-                listener,
-                state,
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
-    let config = ConsumerConfig {
+    let mut engine = ConsumerConfig {
         initial_position: args.initial_position,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         discovery_interval: Duration::from_secs(args.shard_discovery_secs),
@@ -162,51 +119,34 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         max_records: args.max_records_per_call,
         stall_timeout: Duration::from_secs(args.stall_timeout_secs),
         consumer_name: args.consumer_name.clone(),
-        failing_after,
-        health,
+        failing_after: Duration::from_secs(args.failing_after_secs),
         ..ConsumerConfig::new(args.stream.clone())
     };
-    let config = match &args.worker_id {
+    match &args.worker_id {
         Some(id) if id.trim().is_empty() => {
             return Err(CliError::Usage(
                 "--worker-id is empty: give each worker a name".into(),
             ));
         }
-        Some(id) => ConsumerConfig {
-            worker_id: id.clone(),
-            ..config
+        Some(id) => engine.worker_id = id.clone(),
+        None => {}
+    }
+    let settings = RunSettings {
+        store_url: cli.store.clone(),
+        engine,
+        decode: DecodeOptions {
+            infer_keywords: args.infer_keywords,
+            revocations: args.revocation.revocations()?,
         },
-        None => config,
+        honor_revocations: args.revocation.honor_revocations,
+        http,
     };
-    let revocations = args.revocation.revocations()?;
-    let pipeline = Arc::new(
-        Pipeline::new(
-            store.clone(),
-            DecodeOptions {
-                infer_keywords: args.infer_keywords,
-                revocations,
-            },
-        )
-        .honor_revocations(args.revocation.honor_revocations),
+    let client = kinesis_client(cli, true).await?;
+    let stats = app::run(settings, client, shutdown_on_signals()).await?;
+    info!(
+        records = stats.records,
+        shards_finished = stats.shards_finished,
+        "Consumer stopped cleanly."
     );
-    info!(stream = %args.stream, store = store.backend(), infer_keywords = args.infer_keywords, "Starting consumer.");
-    ready.store(true, Ordering::Relaxed);
-    let result = kinesis::run(client, config, pipeline, leases, shutdown.clone()).await;
-    shutdown.cancel();
-    if let Some(h) = http {
-        let _ = h.await;
-    }
-    store.close().await;
-    match result {
-        Ok(stats) => {
-            info!(
-                records = stats.records,
-                shards_finished = stats.shards_finished,
-                "Consumer stopped cleanly."
-            );
-            Ok(())
-        }
-        Err(e @ KinesisError::StreamNotFound { .. }) => Err(CliError::Usage(e.to_string())),
-        Err(e) => Err(CliError::Runtime(e.into())),
-    }
+    Ok(())
 }

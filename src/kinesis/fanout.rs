@@ -32,21 +32,19 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::describe_stream_consumer::DescribeStreamConsumerError;
-use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
 use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{
-    ConsumerStatus, Record, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
-    SubscribeToShardEventStream,
+    ConsumerStatus, Record, SubscribeToShardEvent, SubscribeToShardEventStream,
 };
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::KinesisError;
 use super::backoff::{Backoff, ErrorClass, classify, classify_code};
 use super::reader::{ShardContext, ShardExit, ShardReader, StartAt};
 use super::shards::aws_message;
-use super::{InitialPosition, KinesisError};
 
 /// AWS refuses a new subscription to a shard (`ResourceInUseException`) within 5 seconds of the
 /// consumer's last successful one, so subscriptions of a shard are at least this far apart.
@@ -273,7 +271,7 @@ async fn run(
             .subscribe_to_shard()
             .consumer_arn(consumer_arn)
             .shard_id(r.shard_id())
-            .starting_position(starting_position(r)?);
+            .starting_position(r.position());
         let response = tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = request.send() => res,
@@ -351,25 +349,6 @@ async fn consume(
     }
 }
 
-/// Where the next subscription starts: after the checkpoint, else the initial position.
-fn starting_position(r: &ShardReader) -> Result<StartingPosition, KinesisError> {
-    let builder = StartingPosition::builder();
-    let builder = match (r.committed(), r.initial()) {
-        (Some(seq), _) => builder
-            .r#type(ShardIteratorType::AfterSequenceNumber)
-            .sequence_number(seq),
-        (None, InitialPosition::TrimHorizon) => builder.r#type(ShardIteratorType::TrimHorizon),
-        (None, InitialPosition::Latest) => builder.r#type(ShardIteratorType::Latest),
-        (None, InitialPosition::AtTimestamp(ts)) => builder
-            .r#type(ShardIteratorType::AtTimestamp)
-            .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
-    };
-    builder.build().map_err(|e| KinesisError::Aws {
-        operation: "SubscribeToShard",
-        message: format!("invalid starting position: {e}"),
-    })
-}
-
 /// Whether this event ends the (closed) shard; see the module notes for each server.
 fn ends_shard(event: &SubscribeToShardEvent) -> bool {
     event.continuation_sequence_number().is_empty()
@@ -417,7 +396,7 @@ async fn finish_if_drained(
 /// Asks `GetRecords` whether the shard is closed and has nothing after the checkpoint.
 async fn ends_at_checkpoint(r: &ShardReader) -> Result<bool, String> {
     let ctx = r.context();
-    let request = super::poller::iterator_request(r);
+    let request = r.iterator_request();
     let out = request.send().await.map_err(|e| aws_message(&e))?;
     let iterator = out.shard_iterator().ok_or("no shard iterator returned")?;
     let page = ctx

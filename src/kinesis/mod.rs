@@ -13,9 +13,11 @@ mod coordinator;
 mod fanout;
 mod health;
 mod lease;
+mod leasing;
 mod poller;
 mod progress;
 mod reader;
+mod restarts;
 mod shards;
 
 use std::time::Duration;

@@ -5,17 +5,14 @@
 
 use std::sync::Arc;
 
-use aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder;
-use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::KinesisError;
 use super::backoff::{ErrorClass, classify};
 use super::reader::{ShardContext, ShardExit, ShardReader, StartAt};
 use super::shards::aws_message;
-use super::{InitialPosition, KinesisError};
 
 /// Reads one shard with `GetRecords` until it ends, the token is cancelled, or a fatal error.
 pub async fn read_shard(
@@ -81,7 +78,7 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             return Ok(exit);
         }
         let Some(next) = out.next_shard_iterator() else {
-            return Ok(ShardExit::Finished); // hand_off has checkpointed the end
+            return Ok(ShardExit::Finished); // `deliver` has checkpointed the end
         };
         iterator = next.to_string();
         let caught_up = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
@@ -91,37 +88,14 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
     }
 }
 
-/// A shard iterator from the last committed position, retrying transient errors.
-/// `None` when cancelled while waiting.
-/// A `GetShardIterator` request for where `r` stands: after its checkpoint, else at its
-/// initial position.
-pub(super) fn iterator_request(r: &ShardReader) -> GetShardIteratorFluentBuilder {
-    let req = r
-        .ctx
-        .client
-        .get_shard_iterator()
-        .stream_name(&r.ctx.config.stream)
-        .shard_id(&r.shard_id);
-    match (&r.committed, r.initial) {
-        (Some(seq), _) => req
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(seq),
-        (None, InitialPosition::TrimHorizon) => {
-            req.shard_iterator_type(ShardIteratorType::TrimHorizon)
-        }
-        (None, InitialPosition::Latest) => req.shard_iterator_type(ShardIteratorType::Latest),
-        (None, InitialPosition::AtTimestamp(ts)) => req
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
-    }
-}
-
+/// A shard iterator from where the reader stands ([`ShardReader::position`]), retrying
+/// transient errors. `None` when cancelled while waiting.
 async fn new_iterator(
     r: &mut ShardReader,
     cancel: &CancellationToken,
 ) -> Result<Option<String>, KinesisError> {
     loop {
-        let req = iterator_request(r);
+        let req = r.iterator_request();
         let result = tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
             res = req.send() => res,

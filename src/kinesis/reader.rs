@@ -1,16 +1,22 @@
 //! What every shard reader shares, whatever the transport (polling or enhanced fan-out):
+//! where a shard starts (the one place that decides it, with the one rule for `latest`),
 //! handing records to the processor until they are durable, the committed position, and the
 //! retry backoff.
 
+use std::collections::HashMap;
+
 use std::sync::Arc;
 
-use aws_sdk_kinesis::types::Record;
+use aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder;
+use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
+use aws_sdk_kinesis::types::{Record, ShardIteratorType, StartingPosition};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, ErrorClass};
 use super::progress::ShardState;
+use super::shards::ShardInfo;
 use super::{ConsumerConfig, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch};
 
 /// How a shard task ended.
@@ -43,8 +49,49 @@ pub struct ShardContext {
     pub processor: Arc<dyn Processor>,
     /// Shared progress (idle exit, liveness).
     pub progress: Arc<super::progress::Progress>,
-    /// This worker's id (lease owner).
-    pub worker_id: String,
+}
+
+/// Where a shard starts: after its checkpoint, else the initial position. With `latest`, a
+/// child of a shard we know (listed or checkpointed) starts at its beginning instead, so the
+/// records written to it since the reshard are not skipped; and a shard started at `latest`
+/// before (its reader restarted before its first commit) resumes from that first start, by
+/// [`pin_latest`], instead of jumping to the tip again.
+pub(super) fn start_for(
+    shard: &ShardInfo,
+    committed: &HashMap<String, String>,
+    shards: &[ShardInfo],
+    initial: InitialPosition,
+    pins: &mut HashMap<String, chrono::DateTime<chrono::Utc>>,
+) -> StartAt {
+    if let Some(seq) = committed.get(&shard.shard_id) {
+        return StartAt::After(seq.clone());
+    }
+    let known_parent = shard
+        .parents()
+        .any(|p| committed.contains_key(p) || shards.iter().any(|s| s.shard_id == p));
+    match initial {
+        InitialPosition::Latest if known_parent => StartAt::Initial(InitialPosition::TrimHorizon),
+        InitialPosition::Latest => match pins.get(&shard.shard_id) {
+            Some(&t) => StartAt::Initial(InitialPosition::AtTimestamp(t)),
+            None => {
+                let now = chrono::Utc::now();
+                if let InitialPosition::AtTimestamp(t) = pin_latest(now) {
+                    pins.insert(shard.shard_id.clone(), t);
+                }
+                StartAt::Initial(InitialPosition::Latest)
+            }
+        },
+        p => StartAt::Initial(p),
+    }
+}
+
+/// The one rule for `latest`: once reading has begun at the tip at `now`, any later start of
+/// the same shard before its first commit (a restarted reader, an expired iterator, a new
+/// subscription) begins at `now` less [`super::LATEST_SLACK`] (slack for clock skew with
+/// Kinesis), so that nothing that arrived in between is skipped; re-reading those seconds is
+/// harmless, as effects are idempotent.
+pub(super) fn pin_latest(now: chrono::DateTime<chrono::Utc>) -> InitialPosition {
+    InitialPosition::AtTimestamp(now - super::LATEST_SLACK)
 }
 
 /// One shard's reading state: position, lease and backoff.
@@ -71,7 +118,7 @@ impl ShardReader {
         lease_token: Option<i64>,
     ) -> Self {
         let backoff = Backoff::new(ctx.config.backoff_base, ctx.config.backoff_max);
-        let lease = lease_token.map(|t| (ctx.worker_id.clone(), t));
+        let lease = lease_token.map(|t| (ctx.config.worker_id.clone(), t));
         let (committed, initial) = match start {
             StartAt::After(seq) => (Some(seq), InitialPosition::TrimHorizon),
             StartAt::Initial(p) => (None, p),
@@ -97,9 +144,38 @@ impl ShardReader {
         self.committed.as_deref()
     }
 
-    /// The position to start from when nothing is committed.
-    pub fn initial(&self) -> InitialPosition {
-        self.initial
+    /// Where reading (re)starts: after the last durable record, else the initial position. One
+    /// answer for both transports (a `GetShardIterator` request and a subscription).
+    pub fn position(&self) -> StartingPosition {
+        let builder = StartingPosition::builder();
+        let builder = match (&self.committed, self.initial) {
+            (Some(seq), _) => builder
+                .r#type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+            (None, InitialPosition::TrimHorizon) => builder.r#type(ShardIteratorType::TrimHorizon),
+            (None, InitialPosition::Latest) => builder.r#type(ShardIteratorType::Latest),
+            (None, InitialPosition::AtTimestamp(ts)) => builder
+                .r#type(ShardIteratorType::AtTimestamp)
+                .timestamp(AwsDateTime::from_millis(ts.timestamp_millis())),
+        };
+        // Infallible: the type, the one required field, is always set above.
+        builder
+            .build()
+            .expect("a starting position always has a type")
+    }
+
+    /// A `GetShardIterator` request for [`Self::position`] (polling, and fan-out's check for
+    /// a shard's end).
+    pub fn iterator_request(&self) -> GetShardIteratorFluentBuilder {
+        let position = self.position();
+        self.ctx
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.ctx.config.stream)
+            .shard_id(&self.shard_id)
+            .shard_iterator_type(position.r#type().clone())
+            .set_starting_sequence_number(position.sequence_number().map(str::to_string))
+            .set_timestamp(position.timestamp().cloned())
     }
 
     /// The shared context (client, config).
@@ -112,7 +188,7 @@ impl ShardReader {
     /// between, so the start is pinned to now less [`super::LATEST_SLACK`].
     pub fn pin_latest(&mut self) {
         if self.committed.is_none() && self.initial == InitialPosition::Latest {
-            self.initial = InitialPosition::AtTimestamp(chrono::Utc::now() - super::LATEST_SLACK);
+            self.initial = pin_latest(chrono::Utc::now());
         }
     }
 
@@ -248,5 +324,84 @@ impl ShardReader {
             _ = cancel.cancelled() => false,
             _ = sleep(delay) => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, parent: Option<&str>) -> ShardInfo {
+        ShardInfo {
+            shard_id: id.into(),
+            parent: parent.map(str::to_string),
+            adjacent_parent: None,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn latest_is_pinned_to_the_first_start_for_restarts() {
+        let mut pins = HashMap::new();
+        let none = HashMap::new();
+        let s0 = shard("s0", None);
+        let before = chrono::Utc::now();
+        let first = start_for(&s0, &none, &[], InitialPosition::Latest, &mut pins);
+        assert!(matches!(first, StartAt::Initial(InitialPosition::Latest)));
+        let again = start_for(&s0, &none, &[], InitialPosition::Latest, &mut pins);
+        match again {
+            StartAt::Initial(InitialPosition::AtTimestamp(t)) => {
+                assert!(t >= before - super::super::LATEST_SLACK);
+                assert!(t <= chrono::Utc::now() - super::super::LATEST_SLACK);
+            }
+            other => panic!("restart not pinned: {other:?}"),
+        }
+        // A checkpoint always wins.
+        let committed = HashMap::from([("s0".to_string(), "42".to_string())]);
+        let after = start_for(&s0, &committed, &[], InitialPosition::Latest, &mut pins);
+        assert!(matches!(after, StartAt::After(ref s) if s == "42"));
+        // Other positions are left alone and pin nothing.
+        let s1 = shard("s1", None);
+        let trim = start_for(&s1, &none, &[], InitialPosition::TrimHorizon, &mut pins);
+        assert!(matches!(
+            trim,
+            StartAt::Initial(InitialPosition::TrimHorizon)
+        ));
+        assert!(!pins.contains_key("s1"));
+    }
+
+    #[test]
+    fn a_child_of_a_known_shard_starts_at_its_beginning_under_latest() {
+        let mut pins = HashMap::new();
+        let parent = shard("p", None);
+        let child = shard("c", Some("p"));
+        let listed = [parent.clone(), child.clone()];
+        let start = start_for(
+            &child,
+            &HashMap::new(),
+            &listed,
+            InitialPosition::Latest,
+            &mut pins,
+        );
+        assert!(matches!(
+            start,
+            StartAt::Initial(InitialPosition::TrimHorizon)
+        ));
+        // Known only by its checkpoint (already trimmed from the listing) counts too.
+        let committed = HashMap::from([("p".to_string(), "7".to_string())]);
+        let start = start_for(&child, &committed, &[], InitialPosition::Latest, &mut pins);
+        assert!(matches!(
+            start,
+            StartAt::Initial(InitialPosition::TrimHorizon)
+        ));
+        // An unknown parent (trimmed and never read here) does not.
+        let start = start_for(
+            &child,
+            &HashMap::new(),
+            &[],
+            InitialPosition::Latest,
+            &mut pins,
+        );
+        assert!(matches!(start, StartAt::Initial(InitialPosition::Latest)));
     }
 }

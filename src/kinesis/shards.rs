@@ -45,8 +45,8 @@ impl ShardInfo {
 
 /// Lists every shard of `stream`, following pagination.
 ///
-/// Returns `Ok(Err(class))`-style errors as [`KinesisError`] only for hopeless cases; the
-/// caller retries the rest with backoff.
+/// A failure comes back as a [`ListError`]: callers retry the retryable ones with backoff and
+/// turn the rest into a [`KinesisError`] with [`ListError::into_kinesis_error`].
 pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<ShardInfo>, ListError> {
     let mut shards = Vec::new();
     let mut next_token: Option<String> = None;

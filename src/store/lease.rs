@@ -1,4 +1,6 @@
-//! Lease storage: [`LeaseStore`] on the SQL store, the same statements on both backends.
+//! Lease storage on the SQL store, the same statements on both backends. The engine reaches
+//! these methods through its `LeaseStore` trait, implemented by an adapter in [`crate::app`]:
+//! the store knows nothing of the engine.
 //!
 //! Every method is one short transaction (most are a single statement), and every time is the
 //! database's clock ([`Dialect::now_ms`]), so workers with skewed clocks agree on expiry.
@@ -8,14 +10,13 @@
 //! takers split the free rows instead of waiting for each other; SQLite has one writer at a
 //! time). The fencing check at commit is [`Dialect::check_lease`].
 
-use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::StoreError;
+use super::model::{HeldLease, LeaseRow};
 use super::schema::Dialect;
 use super::sql::SqlStore;
-use crate::kinesis::{HeldLease, LeaseInfo, LeaseStore, ProcessError};
 
 /// `$first, $first+1, …` for `n` values bound in order.
 fn placeholders(first: usize, n: usize) -> String {
@@ -40,8 +41,8 @@ fn held_leases(rows: &[AnyRow]) -> Result<Vec<HeldLease>, StoreError> {
     Ok(held)
 }
 
-fn lease_info(r: &AnyRow) -> Result<LeaseInfo, StoreError> {
-    Ok(LeaseInfo {
+fn lease_row(r: &AnyRow) -> Result<LeaseRow, StoreError> {
+    Ok(LeaseRow {
         shard_id: r.try_get("shard_id")?,
         owner: r.try_get("owner")?,
         token: r.try_get("token")?,
@@ -114,7 +115,12 @@ impl SqlStore {
         LeaseSql(self.dialect)
     }
 
-    async fn ensure_leases_tx(&self, stream: &str, shard_ids: &[String]) -> Result<(), StoreError> {
+    /// Makes sure a (free) lease row exists for each shard; existing rows are left alone.
+    pub async fn ensure_leases(
+        &self,
+        stream: &str,
+        shard_ids: &[String],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for shard_id in shard_ids {
             sqlx::query(LeaseSql::ensure())
@@ -127,7 +133,9 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn renew_rows(
+    /// Extends every lease `worker` still holds by `lease_ms` and returns them; a lease taken
+    /// over by another worker is absent from the result.
+    pub async fn renew_leases(
         &self,
         stream: &str,
         worker: &str,
@@ -142,7 +150,8 @@ impl SqlStore {
         held_leases(&rows)
     }
 
-    async fn acquire_rows(
+    /// Takes up to `max` free or expired leases among `candidates` (their token grows).
+    pub async fn acquire_leases(
         &self,
         stream: &str,
         worker: &str,
@@ -166,7 +175,8 @@ impl SqlStore {
         held_leases(&rows)
     }
 
-    async fn steal_row(
+    /// Takes one unexpired lease from `victim` (its token grows), if the victim still holds it.
+    pub async fn steal_lease(
         &self,
         stream: &str,
         worker: &str,
@@ -185,7 +195,8 @@ impl SqlStore {
         Ok(held_leases(&rows)?.into_iter().next())
     }
 
-    async fn release_rows(
+    /// Gives up `worker`'s leases on these shards at once: no owner, expiry in the past.
+    pub async fn release_leases(
         &self,
         stream: &str,
         worker: &str,
@@ -204,7 +215,8 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn lease_rows(&self, stream: &str) -> Result<(Vec<LeaseInfo>, i64), StoreError> {
+    /// Every lease of the stream, and the database's current time in ms since the epoch.
+    pub async fn leases(&self, stream: &str) -> Result<(Vec<LeaseRow>, i64), StoreError> {
         let rows = sqlx::query(
             "SELECT shard_id, owner, token, expires_at FROM leases WHERE stream_name = $1 \
              ORDER BY shard_id",
@@ -212,66 +224,11 @@ impl SqlStore {
         .bind(stream)
         .fetch_all(&self.pool)
         .await?;
-        let leases = rows.iter().map(lease_info).collect::<Result<_, _>>()?;
+        let leases = rows.iter().map(lease_row).collect::<Result<_, _>>()?;
         let now: i64 = sqlx::query(sqlx::AssertSqlSafe(self.lease_sql().now()))
             .fetch_one(&self.pool)
             .await?
             .try_get("now_ms")?;
         Ok((leases, now))
-    }
-}
-
-#[async_trait]
-impl LeaseStore for SqlStore {
-    async fn ensure_leases(&self, stream: &str, shard_ids: &[String]) -> Result<(), ProcessError> {
-        Ok(self.ensure_leases_tx(stream, shard_ids).await?)
-    }
-
-    async fn renew(
-        &self,
-        stream: &str,
-        worker: &str,
-        lease_ms: i64,
-    ) -> Result<Vec<HeldLease>, ProcessError> {
-        Ok(self.renew_rows(stream, worker, lease_ms).await?)
-    }
-
-    async fn acquire(
-        &self,
-        stream: &str,
-        worker: &str,
-        candidates: &[String],
-        max: usize,
-        lease_ms: i64,
-    ) -> Result<Vec<HeldLease>, ProcessError> {
-        Ok(self
-            .acquire_rows(stream, worker, candidates, max, lease_ms)
-            .await?)
-    }
-
-    async fn steal(
-        &self,
-        stream: &str,
-        worker: &str,
-        victim: &str,
-        shard_id: &str,
-        lease_ms: i64,
-    ) -> Result<Option<HeldLease>, ProcessError> {
-        Ok(self
-            .steal_row(stream, worker, victim, shard_id, lease_ms)
-            .await?)
-    }
-
-    async fn release(
-        &self,
-        stream: &str,
-        worker: &str,
-        shard_ids: &[String],
-    ) -> Result<(), ProcessError> {
-        Ok(self.release_rows(stream, worker, shard_ids).await?)
-    }
-
-    async fn leases(&self, stream: &str) -> Result<(Vec<LeaseInfo>, i64), ProcessError> {
-        Ok(self.lease_rows(stream).await?)
     }
 }

@@ -152,21 +152,6 @@ fn db_code_kind(code: &str) -> FailureKind {
     }
 }
 
-impl From<StoreError> for crate::kinesis::ProcessError {
-    /// What the consumer engine needs to know of a store failure: retry, or stop the shard.
-    /// (Data errors are resolved by the pipeline before they get here; one that still does is
-    /// fatal for the batch.)
-    fn from(e: StoreError) -> Self {
-        use crate::kinesis::ProcessError as P;
-        let message = e.to_string();
-        match e.kind() {
-            FailureKind::Transient => P::Retry(message),
-            FailureKind::LeaseLost => P::LostOwnership(message),
-            FailureKind::Data | FailureKind::Fatal => P::Fatal(message),
-        }
-    }
-}
-
 /// The persistence contract shared by every backend.
 ///
 /// Designed for several workers: commits may carry a [`LeaseToken`], and then only land while
@@ -219,7 +204,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the SQL store named by `url` for `access`: the concrete type, which is both a
-/// [`Store`] and a [`crate::kinesis::LeaseStore`]. `max_connections` sizes the PostgreSQL pool
+/// [`Store`] and the lease table's owner. `max_connections` sizes the PostgreSQL pool
 /// (about one per shard this worker may read); SQLite always uses one.
 pub async fn open_sql_with(
     url: &str,
@@ -271,20 +256,6 @@ async fn probe(
             format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
         )))),
     }
-}
-
-/// Opens the store for `optout run`: with PostgreSQL, also its leases, so that several
-/// workers can share the stream; with SQLite, no leases (one runner per file).
-pub async fn open_for_run(
-    url: &str,
-    max_connections: u32,
-) -> Result<(Arc<dyn Store>, Option<Arc<dyn crate::kinesis::LeaseStore>>), StoreError> {
-    let store = open_sql(url, max_connections).await?;
-    let leases: Option<Arc<dyn crate::kinesis::LeaseStore>> = match store.dialect() {
-        schema::Dialect::Postgres => Some(store.clone()),
-        schema::Dialect::Sqlite => None,
-    };
-    Ok((store, leases))
 }
 
 /// Registers sqlx's SQLite and PostgreSQL drivers with the `any` driver (idempotent).

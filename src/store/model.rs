@@ -44,6 +44,28 @@ pub struct LeaseToken {
     pub token: i64,
 }
 
+/// A lease a worker holds: the shard and the fencing token to present at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    /// Shard id.
+    pub shard_id: String,
+    /// Fencing token at the time it was taken or renewed.
+    pub token: i64,
+}
+
+/// A lease row as stored (`optout shards`, balancing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// Shard id.
+    pub shard_id: String,
+    /// Current owner, if any.
+    pub owner: Option<String>,
+    /// Fencing token.
+    pub token: i64,
+    /// Expiry, milliseconds since the Unix epoch (database clock).
+    pub expires_at_ms: i64,
+}
+
 /// One batch's effects, committed in a single transaction with the checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
