@@ -6,9 +6,12 @@
 //! [`StoreLeases`] for leases). It is the only module that knows every stage, so that the
 //! engine, the decoder and the store each stay ignorant of the others.
 
+mod aws;
 mod leases;
 mod processor;
+mod produce;
 mod shards;
+mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,16 +20,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use crate::event::DecodeOptions;
+pub use crate::event::revocation::RuleSet;
+pub use crate::event::{DecodeOptions, Revocations};
+pub use crate::http::ApiAuth;
+pub use crate::kinesis::KinesisError;
 pub use crate::kinesis::{ConsumerConfig, InitialPosition, RunStats};
-pub use crate::store::StoreUrl;
+pub use crate::store::{RevocationFilter, Store, StoreError, StoreUrl, redact};
+pub use crate::telemetry::LogFormat;
+pub use aws::kinesis_client;
 pub use leases::StoreLeases;
 pub use processor::Pipeline;
+pub use produce::{ProduceSettings, Produced, produce};
 pub use shards::{ShardRow, shard_table};
+pub use store::{open_failed, open_store, open_store_read_only};
 
-use crate::http::ApiAuth;
-use crate::kinesis::{self, KinesisError, LeaseStore, ProcessError};
-use crate::store::{self, Dialect, FailureKind, SqlStore, Store, StoreError};
+use crate::kinesis::{self, LeaseStore, ProcessError};
+use crate::store::{Dialect, FailureKind, SqlStore};
 
 /// Why a command of the application failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +43,15 @@ pub enum AppError {
     /// A setting is wrong; the message says which and what to do.
     #[error("{0}")]
     Usage(String),
-    /// The store named by `url` could not be opened (or migrated).
-    #[error("cannot open store: {source}")]
-    Open { url: String, source: StoreError },
+    /// The store could not be opened (or migrated): the cause, against the redacted URL.
+    #[error("{0}")]
+    Open(String),
     /// The store failed while in use.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("store: {0}")]
+    Store(StoreError),
+    /// A Kinesis call failed (outside the consumer engine).
+    #[error("{0}")]
+    Aws(String),
     /// The consumer engine stopped with an error.
     #[error(transparent)]
     Engine(#[from] KinesisError),
@@ -78,11 +90,8 @@ pub async fn open_for_run(
     url: &str,
     max_connections: u32,
 ) -> Result<(Arc<SqlStore>, Option<Arc<dyn LeaseStore>>), AppError> {
-    let open = store::open_sql(url, max_connections).await;
-    let store = open.map_err(|source| AppError::Open {
-        url: url.to_string(),
-        source,
-    })?;
+    let open = crate::store::open_sql(url, max_connections).await;
+    let store = open.map_err(|e| open_failed(url, e))?;
     let leases: Option<Arc<dyn LeaseStore>> = match store.dialect() {
         Dialect::Postgres => Some(Arc::new(StoreLeases(store.clone()))),
         Dialect::Sqlite => None,

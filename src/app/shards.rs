@@ -35,10 +35,7 @@ pub async fn shard_table(
 ) -> Result<Vec<ShardRow>, AppError> {
     let store = store::open_sql_with(store_url, 2, Access::ReadOnly)
         .await
-        .map_err(|source| AppError::Open {
-            url: store_url.to_string(),
-            source,
-        })?;
+        .map_err(|e| super::open_failed(store_url, e))?;
     let listed = list_shards(client, stream)
         .await
         .map_err(|e| e.into_kinesis_error(stream))?;

@@ -13,14 +13,12 @@ mod shards;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use std::sync::Arc;
+
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::app::{self, AppError, KinesisError, LogFormat, Store, StoreError};
 use crate::output::Format;
-use crate::store::{self, Store, StoreError};
-use crate::telemetry::LogFormat;
 
 /// Twilio Event Streams on Kinesis → an exactly-once record of opt-outs, opt-ins and help
 /// requests, with each subscriber's current opt status.
@@ -58,7 +56,7 @@ impl std::fmt::Debug for Cli {
     /// By hand, so that the store's password never reaches a debug print.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cli")
-            .field("store", &store::redact(&self.store))
+            .field("store", &app::redact(&self.store))
             .field("store_file", &self.store_file)
             .field("log_format", &self.log_format)
             .field("endpoint_url", &self.endpoint_url)
@@ -147,7 +145,7 @@ impl std::fmt::Debug for HttpAuthArgs {
 impl HttpAuthArgs {
     /// The API's access rule for a server on `addr`: tokens from the environment or the file,
     /// and a refusal (exit 2) to serve a non-loopback address without any.
-    pub fn api_auth(&self, addr: SocketAddr) -> Result<crate::http::ApiAuth, CliError> {
+    pub fn api_auth(&self, addr: SocketAddr) -> Result<app::ApiAuth, CliError> {
         let mut tokens = Vec::new();
         if let Some(token) = &self.http_token {
             let token = token.trim();
@@ -191,10 +189,7 @@ impl HttpAuthArgs {
                     .into(),
             ));
         }
-        Ok(crate::http::ApiAuth::new(
-            tokens,
-            self.metrics_require_token,
-        ))
+        Ok(app::ApiAuth::new(tokens, self.metrics_require_token))
     }
 }
 
@@ -221,31 +216,18 @@ impl CliError {
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::InvalidUrl { .. }
-            | StoreError::Locked { .. }
-            | StoreError::NotFound { .. }
-            | StoreError::Schema(_) => CliError::Usage(e.to_string()),
-            StoreError::Database(sqlx::Error::Configuration(_)) => {
-                CliError::Usage(format!("invalid --store: {e}"))
-            }
-            other => CliError::Runtime(anyhow::Error::new(other).context("store")),
-        }
+        AppError::from(e).into()
     }
 }
 
-impl From<crate::app::AppError> for CliError {
-    fn from(e: crate::app::AppError) -> Self {
-        use crate::app::AppError;
-        use crate::kinesis::KinesisError;
+impl From<AppError> for CliError {
+    fn from(e: AppError) -> Self {
         match e {
             AppError::Usage(message) => CliError::Usage(message),
-            AppError::Open { url, source } => open_error(&url, source),
-            AppError::Store(e) => e.into(),
             AppError::Engine(e @ KinesisError::StreamNotFound { .. }) => {
                 CliError::Usage(e.to_string())
             }
-            AppError::Engine(e) => CliError::Runtime(e.into()),
+            other => CliError::Runtime(other.into()),
         }
     }
 }
@@ -313,7 +295,7 @@ pub async fn execute(mut cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => produce::produce(&cli, args).await,
         Command::Migrate => {
             open_store(&cli.store, 2).await?.close().await;
-            println!("schema up to date: {}", store::redact(&cli.store));
+            println!("schema up to date: {}", app::redact(&cli.store));
             Ok(())
         }
         Command::Serve(args) => query::serve(&cli, args).await,
@@ -337,101 +319,27 @@ fn read_store_file(path: &std::path::Path) -> Result<String, CliError> {
     Ok(url.to_string())
 }
 
-/// Opens the store for writing (`run`, `replay`, `migrate`), with connection errors reported
-/// against the (redacted) URL.
-pub async fn open_store(
-    url: &str,
-    max_connections: u32,
-) -> Result<std::sync::Arc<dyn Store>, CliError> {
-    store::open(url, max_connections)
-        .await
-        .map_err(|e| open_error(url, e))
+/// Opens the store for writing (`run`, `replay`, `migrate`).
+pub async fn open_store(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, CliError> {
+    Ok(app::open_store(url, max_connections).await?)
 }
 
 /// Opens the store for queries: never creates, migrates or writes.
 pub async fn open_store_read_only(
     url: &str,
     max_connections: u32,
-) -> Result<std::sync::Arc<dyn Store>, CliError> {
-    store::open_read_only(url, max_connections)
-        .await
-        .map_err(|e| open_error(url, e))
+) -> Result<Arc<dyn Store>, CliError> {
+    Ok(app::open_store_read_only(url, max_connections).await?)
 }
 
-/// A store that could not be opened, reported against the (redacted) URL, in one line that
-/// names the cause.
-pub fn open_error(url: &str, e: StoreError) -> CliError {
-    match e {
-        StoreError::Database(db) | StoreError::Connect(db) if is_tls_failure(&db) => {
-            CliError::Runtime(anyhow::anyhow!(
-                "cannot open store {}: {} (TLS: check sslmode, that sslrootcert names the CA that \
-                 signed the server's certificate, e.g. the RDS bundle, and with verify-full that \
-                 the host is a name in that certificate)",
-                store::redact(url),
-                store::redact(&db.to_string())
-            ))
-        }
-        StoreError::Database(db) | StoreError::Connect(db)
-            if !matches!(db, sqlx::Error::Configuration(_)) =>
-        {
-            CliError::Runtime(anyhow::anyhow!(
-                "cannot open store {}: {}",
-                store::redact(url),
-                store::redact(&db.to_string())
-            ))
-        }
-        StoreError::Migration { version, source } => CliError::Runtime(anyhow::anyhow!(
-            "cannot migrate store {} (migration {version}): {}",
-            store::redact(url),
-            store::redact(&source.to_string())
-        )),
-        other => other.into(),
-    }
-}
-
-/// Whether a connection failed in the TLS handshake (sqlx reports a refused certificate as an
-/// I/O error that carries rustls's message).
-fn is_tls_failure(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Tls(_) => true,
-        sqlx::Error::Io(io) => io.to_string().contains("certificate"),
-        _ => false,
-    }
-}
-
-/// A Kinesis client from the default AWS chain plus `--region`/`--endpoint-url`.
-///
-/// `consumer` clients have the SDK's retries off (the engine's backoff is the one policy) and
-/// bounded timeouts, so a hung connection cannot stall a shard.
+/// A Kinesis client from the default AWS chain plus `--region`/`--endpoint-url` (see
+/// [`app::kinesis_client`]).
 pub async fn kinesis_client(
     cli: &Cli,
     consumer: bool,
 ) -> Result<aws_sdk_kinesis::Client, CliError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(r) = &cli.region {
-        loader = loader.region(Region::new(r.clone()));
-    }
-    if let Some(e) = &cli.endpoint_url {
-        loader = loader.endpoint_url(e);
-    }
-    let shared = loader.load().await;
-    if shared.region().is_none() {
-        return Err(CliError::Usage(
-            "no AWS region: set AWS_REGION or pass --region (e.g. --region us-east-1)".into(),
-        ));
-    }
-    let mut builder = aws_sdk_kinesis::config::Builder::from(&shared);
-    if consumer {
-        builder = builder
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(std::time::Duration::from_secs(3))
-                    .operation_attempt_timeout(std::time::Duration::from_secs(30))
-                    .build(),
-            );
-    }
-    Ok(aws_sdk_kinesis::Client::from_conf(builder.build()))
+    let (region, endpoint) = (cli.region.as_deref(), cli.endpoint_url.as_deref());
+    Ok(app::kinesis_client(region, endpoint, consumer).await?)
 }
 
 /// A token cancelled on SIGINT or SIGTERM; a second signal exits at once.

@@ -7,9 +7,7 @@ use clap::Args;
 use tracing::info;
 
 use super::{Cli, CliError, FormatArg, open_store_read_only};
-use crate::event::Revocations;
-use crate::event::revocation::RuleSet;
-use crate::store::RevocationFilter;
+use crate::app::{RevocationFilter, Revocations, RuleSet};
 
 /// Revocation-phrase flags of `optout run` and `optout replay`.
 #[derive(Debug, Clone, Args)]

@@ -2,24 +2,26 @@
 //! alone; its fair share of leases when several workers share the stream), starts a reader per
 //! shard in lineage order, restarts stalled readers, notices idleness, and shuts down cleanly.
 
+mod checkpoints;
+mod failures;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use tokio::sync::{Notify, watch};
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::task::{Id, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use super::backoff::Backoff;
 use super::leasing::Leasing;
 use super::progress::{Progress, ShardState};
 use super::reader::{ShardContext, ShardExit, start_for};
-use super::restarts::{GIVE_UP_ATTEMPTS, Restarts, panic_message};
+use super::restarts::{Restarts, panic_message};
 use super::shards::{ShardInfo, discover, first_listing, ready_to_read};
-use super::{ConsumerConfig, KinesisError, LeaseStore, Processor, RunStats, ShardCheckpoint};
+use super::{ConsumerConfig, KinesisError, LeaseStore, Processor, RunStats};
 
 /// A shard reader in flight.
 struct Running {
@@ -206,123 +208,6 @@ impl Coordinator {
         self.discovery = Some(handle.id());
     }
 
-    /// A task of the set ended: a reader (normally, with an error, or by panicking) or the
-    /// discovery task (which is started again unless shutting down).
-    async fn on_joined(&mut self, joined: Result<(Id, TaskEnd), JoinError>) {
-        match joined {
-            Ok((id, TaskEnd::Reader(shard, result))) => {
-                self.task_shards.remove(&id);
-                self.on_done(shard, result).await;
-            }
-            Ok((_, TaskEnd::Consumer(result))) => {
-                self.refreshing_consumer = None;
-                match result {
-                    Ok(Some(arn)) => self.consumer_arn = Some(arn),
-                    Ok(None) => {}
-                    Err(e) => {
-                        error!(error = %e, "Could not describe or register the stream consumer; will try again after the next reader failure.")
-                    }
-                }
-            }
-            Ok((_, TaskEnd::Discovery)) => {
-                if !self.stop.is_cancelled() {
-                    warn!("Shard discovery ended unexpectedly; starting it again.");
-                    self.spawn_discovery();
-                }
-            }
-            Err(e) if Some(e.id()) == self.discovery => {
-                error!(error = %panic_message(e), "Shard discovery panicked; starting it again in 1 s.");
-                self.spawn_discovery_after(Duration::from_secs(1));
-            }
-            Err(e) if Some(e.id()) == self.refreshing_consumer => {
-                self.refreshing_consumer = None;
-                error!(error = %panic_message(e), "Looking up the stream consumer panicked; readers start with the known consumer.");
-            }
-            Err(e) => {
-                let Some(shard) = self.task_shards.remove(&e.id()) else {
-                    return;
-                };
-                let message = panic_message(e);
-                self.reader_failed(shard, "panic", message).await;
-            }
-        }
-    }
-
-    /// A reader returned an error or panicked: log, count, mark the shard failing, and start
-    /// it again from its checkpoint after a backoff. With `exit_when_idle` (a batch run), a
-    /// shard that keeps failing ends the run instead of retrying forever.
-    async fn reader_failed(&mut self, shard: String, reason: &'static str, message: String) {
-        self.running.remove(&shard);
-        metrics::counter!("optout_shard_restarts_total", "reason" => reason).increment(1);
-        self.ctx.config.health.fail(&shard, &message);
-        let (delay, attempts) = self.restarts.failed(&shard);
-        error!(shard_id = %shard, reason, attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
-        if self.ctx.config.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
-            self.fail(KinesisError::ShardFailing {
-                shard_id: shard,
-                attempts,
-                reason: message,
-            });
-            return;
-        }
-        self.reload_checkpoints().await;
-    }
-
-    /// Enhanced fan-out: describes the stream consumer again in a task of its own (registering
-    /// it if it is gone) and holds reader starts until it answers.
-    fn refresh_consumer(&mut self) {
-        let Some(name) = self.ctx.config.consumer_name.clone() else {
-            return;
-        };
-        if self.refreshing_consumer.is_some() {
-            return;
-        }
-        let (client, stream, stop) = (
-            self.ctx.client.clone(),
-            self.ctx.config.stream.clone(),
-            self.stop.clone(),
-        );
-        let handle = self.tasks.spawn(async move {
-            let lookup = super::fanout::ensure_consumer(&client, &stream, &name, &stop);
-            // Bounded, so that a consumer stuck CREATING or an AWS outage holds reader starts
-            // back for at most this long.
-            match tokio::time::timeout(CONSUMER_REFRESH_TIMEOUT, lookup).await {
-                Ok(result) => TaskEnd::Consumer(result),
-                Err(_) => TaskEnd::Consumer(Ok(None)),
-            }
-        });
-        self.refreshing_consumer = Some(handle.id());
-    }
-
-    /// Publishes how many shards are failing, and forgets the restart backoff of readers that
-    /// have committed since.
-    fn report_health(&mut self) {
-        let failing = self
-            .ctx
-            .config
-            .health
-            .failing(self.ctx.config.failing_after);
-        metrics::gauge!("optout_shards_failing").set(failing.len() as f64);
-        let health = &self.ctx.config.health;
-        let running = &self.running;
-        self.restarts
-            .retain(|shard| !running.contains_key(shard) || health.is_failing(shard));
-    }
-
-    /// Reloads where every shard stands (after a reader stopped early), so that its restart
-    /// begins at the stored checkpoint.
-    async fn reload_checkpoints(&mut self) {
-        if !self.stop.is_cancelled()
-            && let Ok(cps) = self
-                .ctx
-                .processor
-                .checkpoints(&self.ctx.config.stream)
-                .await
-        {
-            self.apply_checkpoints(cps);
-        }
-    }
-
     fn housekeeping_period(&self) -> Duration {
         self.leasing
             .as_ref()
@@ -332,109 +217,6 @@ impl Coordinator {
     /// Whether this worker should read `shard`: always alone, else when it holds the lease.
     fn is_mine(&self, shard: &str) -> bool {
         self.leasing.as_ref().is_none_or(|l| l.holds(shard))
-    }
-
-    /// Loads the checkpoints before any reader starts (retrying while the store is down), so
-    /// that no finished shard is read again and no child starts before its parents.
-    async fn initial_checkpoints(&mut self) -> bool {
-        let mut backoff = Backoff::new(self.ctx.config.backoff_base, self.ctx.config.backoff_max);
-        loop {
-            match self
-                .ctx
-                .processor
-                .checkpoints(&self.ctx.config.stream)
-                .await
-            {
-                Ok(cps) => {
-                    self.apply_checkpoints(cps);
-                    return self.rebalance().await;
-                }
-                Err(e) if e.is_retryable() => {
-                    warn!(error = %e, "Could not read checkpoints; retrying.");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return false,
-                        _ = sleep(backoff.next_delay()) => {}
-                    }
-                }
-                Err(e) => {
-                    self.fail(KinesisError::Store {
-                        operation: "loading checkpoints",
-                        source: e,
-                    });
-                    return false;
-                }
-            }
-        }
-    }
-
-    /// With leases, reloads the checkpoints (other workers move them) and rebalances.
-    /// `false` on a fatal error.
-    async fn refresh(&mut self) -> bool {
-        if self.leasing.is_none() {
-            // Alone, this worker's own readers report every finish; nothing to reload.
-            return true;
-        }
-        match self
-            .ctx
-            .processor
-            .checkpoints(&self.ctx.config.stream)
-            .await
-        {
-            Ok(cps) => self.apply_checkpoints(cps),
-            Err(e) if e.is_retryable() => {
-                warn!(error = %e, "Could not read checkpoints; will retry.");
-                return true;
-            }
-            Err(e) => {
-                self.fail(KinesisError::Store {
-                    operation: "loading checkpoints",
-                    source: e,
-                });
-                return false;
-            }
-        }
-        self.rebalance().await
-    }
-
-    /// With leases: renew, drop lost shards, take the fair share. `false` on a fatal error.
-    async fn rebalance(&mut self) -> bool {
-        let Some(leasing) = &mut self.leasing else {
-            return true;
-        };
-        let running: HashSet<String> = self.running.keys().cloned().collect();
-        let round = leasing.round(&self.shards, &self.finished, &running).await;
-        match round {
-            Ok(round) => {
-                for shard in round.lost {
-                    if let Some(r) = self.running.get(&shard) {
-                        r.cancel.cancel();
-                    }
-                    // Its health is the new owner's to report now, and it is no longer ours
-                    // to restart.
-                    forget_shard(&self.ctx.config, &mut self.restarts, &shard);
-                }
-            }
-            Err(e) if !e.is_retryable() => {
-                self.fail(KinesisError::Store {
-                    operation: "lease housekeeping",
-                    source: e,
-                });
-                return false;
-            }
-            Err(e) => warn!(error = %e, "Lease housekeeping failed; will retry."),
-        }
-        true
-    }
-
-    fn apply_checkpoints(&mut self, cps: Vec<ShardCheckpoint>) {
-        for c in cps {
-            if c.finished {
-                self.finished.insert(c.shard_id.clone());
-            }
-            if let Some(seq) = c.sequence_number {
-                self.committed.insert(c.shard_id, seq);
-            }
-        }
     }
 
     /// Starts a reader for every readable shard this worker should read and is not reading.
@@ -533,27 +315,6 @@ impl Coordinator {
         }
     }
 
-    /// Cancels readers that made no successful call for `stall_timeout`; they restart.
-    fn restart_stalled(&mut self) {
-        let limit = self.ctx.config.stall_timeout;
-        for (id, r) in &self.running {
-            let last = self
-                .ctx
-                .progress
-                .last_alive(id)
-                .map_or(r.started, |a| a.max(r.started));
-            if last.elapsed() > limit && !r.cancel.is_cancelled() {
-                warn!(shard_id = %id, stalled_secs = last.elapsed().as_secs(), "Shard reader made no progress; restarting it.");
-                metrics::counter!("optout_shard_restarts_total", "reason" => "stall").increment(1);
-                self.ctx
-                    .config
-                    .health
-                    .fail(id, "no successful call within the stall timeout");
-                r.cancel.cancel();
-            }
-        }
-    }
-
     fn is_idle(&self) -> bool {
         let Some(idle) = self.ctx.config.exit_when_idle else {
             return false;
@@ -622,6 +383,3 @@ fn forget_shard(config: &ConsumerConfig, restarts: &mut Restarts, shard: &str) {
     restarts.forget(shard);
     metrics::gauge!("optout_millis_behind_latest", "shard_id" => shard.to_string()).set(0.0);
 }
-
-/// Longest wait for the stream consumer to be looked up again after a failed subscription.
-const CONSUMER_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);

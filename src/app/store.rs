@@ -1,0 +1,81 @@
+//! Opening the store for a command, with failures in one line that names the cause and never
+//! the password: a wrong `--store` is a usage error, an unreachable or refusing database a
+//! run-time one.
+
+use std::sync::Arc;
+
+use super::AppError;
+use crate::store::{self, Store, StoreError};
+
+/// Opens the store for writing (`run`, `replay`, `migrate`), creating and migrating it.
+pub async fn open_store(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, AppError> {
+    store::open(url, max_connections)
+        .await
+        .map_err(|e| open_failed(url, e))
+}
+
+/// Opens the store for queries: never creates, migrates or writes.
+pub async fn open_store_read_only(
+    url: &str,
+    max_connections: u32,
+) -> Result<Arc<dyn Store>, AppError> {
+    store::open_read_only(url, max_connections)
+        .await
+        .map_err(|e| open_failed(url, e))
+}
+
+impl From<StoreError> for AppError {
+    /// A mistake in what was asked (a wrong URL, a store held by another runner, a missing or
+    /// older file) is the user's to fix; anything else failed at run time.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidUrl { .. }
+            | StoreError::Locked { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::Schema(_) => AppError::Usage(e.to_string()),
+            StoreError::Database(sqlx::Error::Configuration(_)) => {
+                AppError::Usage(format!("invalid --store: {e}"))
+            }
+            other => AppError::Store(other),
+        }
+    }
+}
+
+/// A store that could not be opened, reported against the (redacted) URL, in one line that
+/// names the cause.
+pub fn open_failed(url: &str, e: StoreError) -> AppError {
+    let url = store::redact(url);
+    match e {
+        StoreError::Database(db) | StoreError::Connect(db) if is_tls_failure(&db) => {
+            AppError::Open(format!(
+                "cannot open store {url}: {} (TLS: check sslmode, that sslrootcert names the CA \
+                 that signed the server's certificate, e.g. the RDS bundle, and with verify-full \
+                 that the host is a name in that certificate)",
+                store::redact(&db.to_string())
+            ))
+        }
+        StoreError::Database(db) | StoreError::Connect(db)
+            if !matches!(db, sqlx::Error::Configuration(_)) =>
+        {
+            AppError::Open(format!(
+                "cannot open store {url}: {}",
+                store::redact(&db.to_string())
+            ))
+        }
+        StoreError::Migration { version, source } => AppError::Open(format!(
+            "cannot migrate store {url} (migration {version}): {}",
+            store::redact(&source.to_string())
+        )),
+        other => other.into(),
+    }
+}
+
+/// Whether a connection failed in the TLS handshake (sqlx reports a refused certificate as an
+/// I/O error that carries rustls's message).
+fn is_tls_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io.to_string().contains("certificate"),
+        _ => false,
+    }
+}

@@ -1,0 +1,131 @@
+//! Where every shard stands: checkpoints loaded before any reader starts (retrying while the
+//! store is down), reloaded after a reader stops early or other workers move them, and, with
+//! leases, one housekeeping round after each reload.
+
+use std::collections::HashSet;
+
+use tokio::time::sleep;
+use tracing::warn;
+
+use super::{Coordinator, forget_shard};
+use crate::kinesis::backoff::Backoff;
+use crate::kinesis::{KinesisError, ShardCheckpoint};
+
+impl Coordinator {
+    /// Reloads where every shard stands (after a reader stopped early), so that its restart
+    /// begins at the stored checkpoint.
+    pub(super) async fn reload_checkpoints(&mut self) {
+        if !self.stop.is_cancelled()
+            && let Ok(cps) = self
+                .ctx
+                .processor
+                .checkpoints(&self.ctx.config.stream)
+                .await
+        {
+            self.apply_checkpoints(cps);
+        }
+    }
+
+    /// Loads the checkpoints before any reader starts (retrying while the store is down), so
+    /// that no finished shard is read again and no child starts before its parents.
+    pub(super) async fn initial_checkpoints(&mut self) -> bool {
+        let mut backoff = Backoff::new(self.ctx.config.backoff_base, self.ctx.config.backoff_max);
+        loop {
+            match self
+                .ctx
+                .processor
+                .checkpoints(&self.ctx.config.stream)
+                .await
+            {
+                Ok(cps) => {
+                    self.apply_checkpoints(cps);
+                    return self.rebalance().await;
+                }
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "Could not read checkpoints; retrying.");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return false,
+                        _ = sleep(backoff.next_delay()) => {}
+                    }
+                }
+                Err(e) => {
+                    self.fail(KinesisError::Store {
+                        operation: "loading checkpoints",
+                        source: e,
+                    });
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// With leases, reloads the checkpoints (other workers move them) and rebalances.
+    /// `false` on a fatal error.
+    pub(super) async fn refresh(&mut self) -> bool {
+        if self.leasing.is_none() {
+            // Alone, this worker's own readers report every finish; nothing to reload.
+            return true;
+        }
+        match self
+            .ctx
+            .processor
+            .checkpoints(&self.ctx.config.stream)
+            .await
+        {
+            Ok(cps) => self.apply_checkpoints(cps),
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, "Could not read checkpoints; will retry.");
+                return true;
+            }
+            Err(e) => {
+                self.fail(KinesisError::Store {
+                    operation: "loading checkpoints",
+                    source: e,
+                });
+                return false;
+            }
+        }
+        self.rebalance().await
+    }
+
+    /// With leases: renew, drop lost shards, take the fair share. `false` on a fatal error.
+    pub(super) async fn rebalance(&mut self) -> bool {
+        let Some(leasing) = &mut self.leasing else {
+            return true;
+        };
+        let running: HashSet<String> = self.running.keys().cloned().collect();
+        let round = leasing.round(&self.shards, &self.finished, &running).await;
+        match round {
+            Ok(round) => {
+                for shard in round.lost {
+                    if let Some(r) = self.running.get(&shard) {
+                        r.cancel.cancel();
+                    }
+                    // Its health is the new owner's to report now, and it is no longer ours
+                    // to restart.
+                    forget_shard(&self.ctx.config, &mut self.restarts, &shard);
+                }
+            }
+            Err(e) if !e.is_retryable() => {
+                self.fail(KinesisError::Store {
+                    operation: "lease housekeeping",
+                    source: e,
+                });
+                return false;
+            }
+            Err(e) => warn!(error = %e, "Lease housekeeping failed; will retry."),
+        }
+        true
+    }
+
+    pub(super) fn apply_checkpoints(&mut self, cps: Vec<ShardCheckpoint>) {
+        for c in cps {
+            if c.finished {
+                self.finished.insert(c.shard_id.clone());
+            }
+            if let Some(seq) = c.sequence_number {
+                self.committed.insert(c.shard_id, seq);
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! What the coordinator does when something goes wrong: a task of its set ended (a reader
+//! that failed or panicked, discovery, the fan-out consumer lookup), a reader stalled, or
+//! shards are failing. Failed readers restart from their checkpoint after a backoff.
+
+use std::time::Duration;
+
+use tokio::task::{Id, JoinError};
+use tracing::{error, warn};
+
+use super::{Coordinator, TaskEnd};
+use crate::kinesis::KinesisError;
+use crate::kinesis::restarts::{GIVE_UP_ATTEMPTS, panic_message};
+
+/// Longest wait for the stream consumer to be looked up again after a failed subscription.
+const CONSUMER_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Coordinator {
+    /// A task of the set ended: a reader (normally, with an error, or by panicking) or the
+    /// discovery task (which is started again unless shutting down).
+    pub(super) async fn on_joined(&mut self, joined: Result<(Id, TaskEnd), JoinError>) {
+        match joined {
+            Ok((id, TaskEnd::Reader(shard, result))) => {
+                self.task_shards.remove(&id);
+                self.on_done(shard, result).await;
+            }
+            Ok((_, TaskEnd::Consumer(result))) => {
+                self.refreshing_consumer = None;
+                match result {
+                    Ok(Some(arn)) => self.consumer_arn = Some(arn),
+                    Ok(None) => {}
+                    Err(e) => {
+                        error!(error = %e, "Could not describe or register the stream consumer; will try again after the next reader failure.")
+                    }
+                }
+            }
+            Ok((_, TaskEnd::Discovery)) => {
+                if !self.stop.is_cancelled() {
+                    warn!("Shard discovery ended unexpectedly; starting it again.");
+                    self.spawn_discovery();
+                }
+            }
+            Err(e) if Some(e.id()) == self.discovery => {
+                error!(error = %panic_message(e), "Shard discovery panicked; starting it again in 1 s.");
+                self.spawn_discovery_after(Duration::from_secs(1));
+            }
+            Err(e) if Some(e.id()) == self.refreshing_consumer => {
+                self.refreshing_consumer = None;
+                error!(error = %panic_message(e), "Looking up the stream consumer panicked; readers start with the known consumer.");
+            }
+            Err(e) => {
+                let Some(shard) = self.task_shards.remove(&e.id()) else {
+                    return;
+                };
+                let message = panic_message(e);
+                self.reader_failed(shard, "panic", message).await;
+            }
+        }
+    }
+
+    /// A reader returned an error or panicked: log, count, mark the shard failing, and start
+    /// it again from its checkpoint after a backoff. With `exit_when_idle` (a batch run), a
+    /// shard that keeps failing ends the run instead of retrying forever.
+    pub(super) async fn reader_failed(
+        &mut self,
+        shard: String,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.running.remove(&shard);
+        metrics::counter!("optout_shard_restarts_total", "reason" => reason).increment(1);
+        self.ctx.config.health.fail(&shard, &message);
+        let (delay, attempts) = self.restarts.failed(&shard);
+        error!(shard_id = %shard, reason, attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
+        if self.ctx.config.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
+            self.fail(KinesisError::ShardFailing {
+                shard_id: shard,
+                attempts,
+                reason: message,
+            });
+            return;
+        }
+        self.reload_checkpoints().await;
+    }
+
+    /// Enhanced fan-out: describes the stream consumer again in a task of its own (registering
+    /// it if it is gone) and holds reader starts until it answers.
+    pub(super) fn refresh_consumer(&mut self) {
+        let Some(name) = self.ctx.config.consumer_name.clone() else {
+            return;
+        };
+        if self.refreshing_consumer.is_some() {
+            return;
+        }
+        let (client, stream, stop) = (
+            self.ctx.client.clone(),
+            self.ctx.config.stream.clone(),
+            self.stop.clone(),
+        );
+        let handle = self.tasks.spawn(async move {
+            let lookup = crate::kinesis::fanout::ensure_consumer(&client, &stream, &name, &stop);
+            // Bounded, so that a consumer stuck CREATING or an AWS outage holds reader starts
+            // back for at most this long.
+            match tokio::time::timeout(CONSUMER_REFRESH_TIMEOUT, lookup).await {
+                Ok(result) => TaskEnd::Consumer(result),
+                Err(_) => TaskEnd::Consumer(Ok(None)),
+            }
+        });
+        self.refreshing_consumer = Some(handle.id());
+    }
+
+    /// Publishes how many shards are failing, and forgets the restart backoff of readers that
+    /// have committed since.
+    pub(super) fn report_health(&mut self) {
+        let failing = self
+            .ctx
+            .config
+            .health
+            .failing(self.ctx.config.failing_after);
+        metrics::gauge!("optout_shards_failing").set(failing.len() as f64);
+        let health = &self.ctx.config.health;
+        let running = &self.running;
+        self.restarts
+            .retain(|shard| !running.contains_key(shard) || health.is_failing(shard));
+    }
+
+    /// Cancels readers that made no successful call for `stall_timeout`; they restart.
+    pub(super) fn restart_stalled(&mut self) {
+        let limit = self.ctx.config.stall_timeout;
+        for (id, r) in &self.running {
+            let last = self
+                .ctx
+                .progress
+                .last_alive(id)
+                .map_or(r.started, |a| a.max(r.started));
+            if last.elapsed() > limit && !r.cancel.is_cancelled() {
+                warn!(shard_id = %id, stalled_secs = last.elapsed().as_secs(), "Shard reader made no progress; restarting it.");
+                metrics::counter!("optout_shard_restarts_total", "reason" => "stall").increment(1);
+                self.ctx
+                    .config
+                    .health
+                    .fail(id, "no successful call within the stall timeout");
+                r.cancel.cancel();
+            }
+        }
+    }
+}
