@@ -2,8 +2,11 @@
 //! processor and a lease store that record into memory and know nothing of Twilio or SQL.
 //! Everything is asserted on what they recorded and on the returned stats, never on log text:
 //! each record delivered once and in order, resume after a stop, children after their
-//! parents, and shards handed over between two engines that share one lease store.
+//! parents, shards handed over between two engines that share one lease store, and the stall
+//! watchdog restarting a reader whose calls hang.
 
+#[path = "common/proxy.rs"]
+mod proxy;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -466,4 +469,77 @@ async fn two_engines_share_the_stream_and_hand_shards_over_on_shutdown() {
             );
         }
     }
+}
+
+/// Calls that hang (a black-holed network) leave the reader without a successful call: the
+/// watchdog restarts it after the stall timeout and reports the shard as failing; once the
+/// network heals, reading resumes from the checkpoint and every record is delivered once.
+#[tokio::test]
+async fn the_stall_watchdog_restarts_a_hung_reader_from_its_checkpoint() {
+    let emu = support::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("engine-stall");
+    support::create_stream(&client, &stream, 1).await.unwrap();
+    let proxy = proxy::Proxy::start(&emu.endpoint).await;
+    let hung_client = support::client_for(&proxy.endpoint);
+    let memory = Arc::new(Memory::default());
+    let config = ConsumerConfig {
+        stall_timeout: Duration::from_millis(700),
+        failing_after: Duration::ZERO,
+        restart_backoff_base: Duration::from_millis(100),
+        exit_when_idle: None,
+        ..config(&stream)
+    };
+    let health = config.health.clone();
+    let stop = CancellationToken::new();
+    let engine = tokio::spawn(kinesis::run(
+        hung_client,
+        config,
+        memory.clone(),
+        None,
+        stop.clone(),
+    ));
+    let first = support::put_records(&client, &stream, &records("before", 50))
+        .await
+        .unwrap();
+    support::wait_for("the first records", Duration::from_secs(30), || async {
+        memory.records().len() >= first.len()
+    })
+    .await
+    .unwrap();
+
+    proxy.blackhole();
+    support::wait_for(
+        "the stalled shard reported as failing",
+        Duration::from_secs(30),
+        || async { !health.failing(Duration::ZERO).is_empty() },
+    )
+    .await
+    .unwrap();
+    let failing = health.failing(Duration::ZERO);
+    assert!(
+        failing[0].reason.contains("stall"),
+        "the watchdog says why: {failing:?}"
+    );
+    let second = support::put_records(&client, &stream, &records("during", 50))
+        .await
+        .unwrap();
+    proxy.heal();
+    support::wait_for("reading resumed", Duration::from_secs(30), || async {
+        memory.records().len() >= first.len() + second.len()
+    })
+    .await
+    .unwrap();
+    support::wait_for(
+        "the shard healthy again",
+        Duration::from_secs(30),
+        || async { health.failing(Duration::ZERO).is_empty() },
+    )
+    .await
+    .unwrap();
+    stop.cancel();
+    engine.await.unwrap().expect("the engine stops cleanly");
+    let mut all = first;
+    all.extend(second);
+    assert_eq!(sorted(memory.records()), sorted(all), "each record once");
 }
