@@ -482,7 +482,7 @@ async fn resharding_reads_parents_before_children() {
     let optout = Optout::new(emu.env());
     let logs = optout.run_to_idle(&stream, &[]);
     assert_eq!(records_read(&logs), 60, "every record read exactly once");
-    assert_children_after_parents(&logs, &children, &merged);
+    assert_children_after_parents(&optout, &stream, &logs, &children, &merged).await;
     // `optout shards` shows the lineage and where each shard stands.
     let shards = optout.query(&["shards", "--stream", &stream]);
     assert_eq!(shards.len(), 6, "{shards:#?}");
@@ -515,7 +515,9 @@ async fn resharding_reads_parents_before_children() {
     );
 }
 
-/// Resharding while the consumer runs: shard discovery finds the children.
+/// Resharding while the consumer runs: shard discovery finds the children. The parents still
+/// hold a backlog when they close (small calls), so the children are found while their parents
+/// are being read, and must wait for them.
 #[tokio::test(flavor = "multi_thread")]
 async fn resharding_while_running_loses_nothing() {
     let emu = support::from_env().await;
@@ -523,7 +525,7 @@ async fn resharding_while_running_loses_nothing() {
     let stream = support::unique_stream("live-reshard");
     support::create_stream(&client, &stream, 3).await.unwrap();
     let optout = Optout::new(emu.env());
-    let child = optout.spawn_run(&stream, &[]);
+    let child = optout.spawn_run(&stream, &["--max-records-per-call", "5"]);
     let stop = |i: usize| {
         inbound(
             &format!("EZs{i:03}"),
@@ -554,18 +556,23 @@ async fn resharding_while_running_loses_nothing() {
     support::wait_for("first 20 events", Duration::from_secs(60), || count(20))
         .await
         .unwrap();
-    split_0_merge_1_2(&client, &stream).await;
-    let second: Vec<_> = (20..60).map(stop).collect();
+    let backlog: Vec<_> = (20..320).map(stop).collect();
+    support::put_records(&client, &stream, &keyed(backlog))
+        .await
+        .unwrap();
+    let (children, merged) = split_0_merge_1_2(&client, &stream).await;
+    let second: Vec<_> = (320..360).map(stop).collect();
     support::put_records(&client, &stream, &keyed(second))
         .await
         .unwrap();
-    support::wait_for("all 60 events", Duration::from_secs(60), || count(60))
+    support::wait_for("all 360 events", Duration::from_secs(60), || count(360))
         .await
         .unwrap();
     // Graceful stop: SIGTERM → exit 0.
     let logs = child.terminate();
-    assert_eq!(records_read(&logs), 60);
-    assert_eq!(optout.query(&["events"]).len(), 60);
+    assert_eq!(records_read(&logs), 360);
+    assert_eq!(optout.query(&["events"]).len(), 360);
+    assert_children_after_parents(&optout, &stream, &logs, &children, &merged).await;
 }
 
 /// `kill -9` in the middle of a backlog, restart: the same tables as an uninterrupted run.
@@ -600,26 +607,39 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
         "the scenario should hold many opt events"
     );
 
+    // Small calls: each shard needs many commits, so the kill lands between two of them.
     let crashed = Optout::new(emu.env());
-    let mut child = crashed.spawn_run(&stream, &[]);
+    let mut child = crashed.spawn_run(&stream, &["--max-records-per-call", "300"]);
     let store = optout::store::open(&crashed.store, 1).await.unwrap();
     let s = &store;
-    let stream_ref = &stream;
     support::wait_for(
-        "a first checkpoint",
+        "a first committed opt event",
         Duration::from_secs(60),
         || async move {
-            s.checkpoints(stream_ref)
+            s.events(&Default::default())
                 .await
-                .map(|c| !c.is_empty())
-                .unwrap_or(false)
+                .is_ok_and(|e| !e.is_empty())
         },
     )
     .await
     .unwrap();
     child.kill_9();
     let partial = s.events(&Default::default()).await.unwrap().len();
-    crashed.run_to_idle(&stream, &[]);
+    assert!(
+        0 < partial && partial < expected[1].len(),
+        "the kill must land mid-backlog: {partial} of {} opt events stored",
+        expected[1].len()
+    );
+    // The restart resumes exactly at the checkpoints: it makes durable the records after
+    // them and none before (a reader that ignored them would read everything again).
+    let cps = checkpoint_map(&*store, &stream).await;
+    let all = support::read_all(&client, &stream).await;
+    let resumed = records_read(&crashed.run_to_idle(&stream, &[]));
+    assert_eq!(
+        resumed,
+        records_after(&all, &cps, None),
+        "records read after the restart"
+    );
     let after = crashed.tables();
     assert_eq!(after[0], expected[0], "status differs after a crash");
     assert_eq!(after[1], expected[1], "events differ after a crash");
@@ -895,11 +915,9 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
         "an expired iterator",
         Duration::from_secs(30),
         || async move {
-            w.logs().iter().any(|l| {
-                l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("iterator expired"))
-            })
+            w.logs()
+                .iter()
+                .any(|l| l["shard_event"] == "iterator_expired")
         },
     )
     .await
@@ -957,7 +975,7 @@ async fn initial_position_latest() {
         || async move {
             w.logs()
                 .iter()
-                .filter(|l| l["message"] == "Reading shard.")
+                .filter(|l| l["start"].is_string()) // a reader's start line
                 .count()
                 == 2
         },
@@ -1008,7 +1026,7 @@ async fn latest_survives_expired_iterators_without_skipping() {
     support::wait_for(
         "the first poll at latest",
         Duration::from_secs(30),
-        || async move { w.logs().iter().any(|l| l["message"] == "Reading shard.") },
+        || async move { w.logs().iter().any(|l| l["start"].is_string()) },
     )
     .await
     .unwrap();
@@ -1019,4 +1037,57 @@ async fn latest_survives_expired_iterators_without_skipping() {
     wait_for_events(&**s, 40, Duration::from_secs(30)).await;
     worker.terminate();
     check_tables(&o, 40);
+}
+
+/// Arrival order under control: one partition key puts every record on one shard, in the order
+/// written, newer events first. The status follows the timestamps, not the arrival order, and
+/// a newer HELP changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn newer_events_arriving_first_do_not_lose_to_older_ones() {
+    let emu = support::from_env().await;
+    let client = emu.client().await;
+    let stream = support::unique_stream("arrival");
+    support::create_stream(&client, &stream, 2).await.unwrap();
+    let ev = |id: &str, from: &str, t: &str, at: &str| {
+        inbound(id, from, "+15559870002", Some("MGo"), t, Some(t), at, 5)
+    };
+    let records = vec![
+        ev("EZo1", "+15550000101", "START", "2026-03-01T10:00:00Z"),
+        ev("EZo2", "+15550000101", "STOP", "2026-03-01T09:00:00Z"),
+        ev("EZo3", "+15550000101", "HELP", "2026-03-01T11:00:00Z"),
+        ev("EZo4", "+15550000102", "STOP", "2026-03-01T10:00:00Z"),
+        ev("EZo5", "+15550000102", "START", "2026-03-01T09:00:00Z"),
+    ];
+    let one_key: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|r| ("one-key".to_string(), r.clone()))
+        .collect();
+    support::put_records(&client, &stream, &one_key)
+        .await
+        .unwrap();
+    // The shard holds them in the order written.
+    let stored: Vec<Vec<u8>> = support::read_all(&client, &stream)
+        .await
+        .into_iter()
+        .map(|(_, _, data)| data)
+        .collect();
+    assert_eq!(stored, records, "arrival order is not the order written");
+    let optout = Optout::new(emu.env());
+    optout.run_to_idle(&stream, &[]);
+    let status: BTreeSet<(String, String, String)> = optout
+        .query(&["status"])
+        .into_iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap().to_string();
+            (s("subscriber"), s("status"), s("event_id"))
+        })
+        .collect();
+    assert_eq!(
+        status,
+        BTreeSet::from([
+            ("+15550000101".into(), "opted_in".into(), "EZo1".into()),
+            ("+15550000102".into(), "opted_out".into(), "EZo4".into()),
+        ])
+    );
+    assert_eq!(optout.query(&["events"]).len(), 5);
 }

@@ -20,28 +20,22 @@ const STOP_FIXTURE_ID: &str = "EZ7a1c3e5b9d2f4a6c8e0b1d3f5a7c9e1b";
 const START_FIXTURE_ID: &str = "EZ0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a";
 const TEST_ID: &str = "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11";
 const CONSUMER: &str = "optout-fanout-test";
-/// The log line of a run that reads with enhanced fan-out.
-const FAN_OUT_ACTIVE: &str = "Stream consumer is active; reading with enhanced fan-out.";
 
 /// `optout run --consumer-name CONSUMER` until idle; asserts it really read with fan-out.
 fn run_fanout(optout: &Optout, stream: &str) -> Vec<Value> {
     let logs = optout.run_to_idle(stream, &["--consumer-name", CONSUMER]);
     assert!(
-        logs.iter().any(|l| l["message"] == FAN_OUT_ACTIVE),
+        logs.iter().any(|l| l["consumer_arn"].is_string()),
         "no fan-out in {logs:#?}"
     );
-    assert!(
-        logs.iter()
-            .any(|l| l["message"] == "Consuming stream." && l["fan_out"] == true),
-        "{logs:#?}"
-    );
+    assert!(logs.iter().any(|l| l["fan_out"] == true), "{logs:#?}");
     logs
 }
 
 /// How many times a run registered the consumer (0 when it reused it).
 fn registrations(logs: &[Value]) -> usize {
     logs.iter()
-        .filter(|l| l["message"] == "Registered the stream consumer.")
+        .filter(|l| l["stream_arn"].is_string() && l["consumer"].is_string())
         .count()
 }
 
@@ -297,7 +291,7 @@ async fn resharding_reads_parents_before_children_with_fan_out() {
     let optout = Optout::new(emu.env());
     let logs = run_fanout(&optout, &stream);
     assert_eq!(records_read(&logs), 24, "every record read exactly once");
-    assert_children_after_parents(&logs, &[low, high], &merged);
+    assert_children_after_parents(&optout, &stream, &logs, &[low, high], &merged).await;
     assert_eq!(optout.query(&["events"]).len(), 24);
     let status = optout.query(&["status"]);
     assert_eq!(status.len(), 12);
@@ -314,7 +308,12 @@ async fn resharding_reads_parents_before_children_with_fan_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
     let (_emu, client, stream, optout) = short_sessions("fanout-renew").await;
-    let worker = optout.spawn_run(&stream, &["--consumer-name", CONSUMER]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    let worker = optout.spawn_run(
+        &stream,
+        &["--consumer-name", CONSUMER, "--http-addr", &addr],
+    );
     let store = optout::store::open(&optout.store, 1).await.unwrap();
     let mut put = 0;
     for round in 0..3 {
@@ -348,6 +347,18 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
         // not a synchronisation: the wait above is the sync point).
         tokio::time::sleep(SESSION * 3 / 2).await;
     }
+    // Sessions end every second, but each shard subscribes at most once per 5 s (AWS allows
+    // one SubscribeToShard per second and shard; the reader keeps well under it), and did
+    // renew: more than one subscription per shard.
+    let (_, m) = http_get(&addr, "/metrics").await;
+    let subscriptions = metric(&m, "optout_subscriptions_total");
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = 2.0 * (elapsed / 5.0).ceil();
+    eprintln!("{subscriptions} subscriptions for 2 shards in {elapsed:.1} s (at most {most})");
+    assert!(
+        subscriptions > 2.0 && subscriptions <= most,
+        "{subscriptions} subscriptions for 2 shards in {elapsed:.1} s: want 3..={most}"
+    );
     let logs = worker.terminate();
     assert_eq!(records_read(&logs), put as u64, "every record read once");
     assert_eq!(optout.query(&["events"]).len(), put);

@@ -15,15 +15,17 @@
 //! Both modes run with revocation phrase detection on (the default). The reference matches the
 //! rules without their prefilter, so any body the prefilter wrongly drops is a disagreement.
 //!
-//! `fuzz_smoke` runs 20,000 inputs from a fixed seed on every `cargo test`. The long run:
+//! `fuzz_smoke` runs 20,000 inputs from a fixed seed on every `cargo test`. The long run is
+//! `scripts/fuzz.sh` (30 minutes by default, `FUZZ_SECONDS` to change it), or by hand:
 //!
 //! ```text
 //! FUZZ_ITERATIONS=10000000 FUZZ_SEED=<seed> \
 //!     cargo test --release --test fuzz_decoder -- --ignored --nocapture
 //! ```
 //!
-//! `FUZZ_ITERATIONS` defaults to 10,000,000 and `FUZZ_SEED` (decimal or `0x` hex) to a random
-//! seed, printed at the start and the end: the same seed and corpus give the same inputs.
+//! `FUZZ_ITERATIONS` defaults to 10,000,000, `FUZZ_SECONDS` to no time limit, and `FUZZ_SEED`
+//! (decimal or `0x` hex) to a random seed, printed at the start and the end: the same seed and
+//! corpus give the same inputs.
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
@@ -1377,9 +1379,15 @@ impl Report {
     }
 }
 
-/// Fuzzes `iterations` inputs from `seed`, none longer than `max_input`; panics with a full
-/// report on the first failure.
-fn run(iterations: u64, seed: u64, max_input: usize, progress: bool) -> Report {
+/// Fuzzes `iterations` inputs from `seed`, none longer than `max_input`, stopping early once
+/// `budget` has passed; panics with a full report on the first failure.
+fn run(
+    iterations: u64,
+    budget: Option<Duration>,
+    seed: u64,
+    max_input: usize,
+    progress: bool,
+) -> Report {
     install_panic_hook();
     let (corpus, fixtures) = corpus();
     let sizes = (fixtures, corpus.len() - fixtures);
@@ -1398,7 +1406,12 @@ fn run(iterations: u64, seed: u64, max_input: usize, progress: bool) -> Report {
     let mut slowest = (Duration::ZERO, 0);
     let start = Instant::now();
     let mut last_progress = start;
+    let mut done = iterations;
     for i in 0..iterations {
+        if i % 1024 == 0 && budget.is_some_and(|b| start.elapsed() >= b) {
+            done = i;
+            break;
+        }
         let input = fuzzer.next_input();
         match guarded_check(&input) {
             Ok(Checked { categories, fast }) => {
@@ -1421,7 +1434,7 @@ fn run(iterations: u64, seed: u64, max_input: usize, progress: bool) -> Report {
         }
     }
     Report {
-        iterations,
+        iterations: done,
         seed,
         elapsed: start.elapsed(),
         counts,
@@ -1456,19 +1469,24 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|e| panic!("{name}={raw:?}: {e}")))
 }
 
-/// The long run: `cargo test --release --test fuzz_decoder -- --ignored --nocapture`.
+/// The long run: `scripts/fuzz.sh` (or `cargo test --release --test fuzz_decoder -- --ignored
+/// --nocapture`). `FUZZ_SECONDS` bounds it by time as well as by `FUZZ_ITERATIONS`.
 #[test]
 #[ignore = "long-running; run in release with --ignored --nocapture"]
 fn fuzz_decoder() {
     let iterations = env_u64("FUZZ_ITERATIONS").unwrap_or(10_000_000);
+    let budget = env_u64("FUZZ_SECONDS").map(Duration::from_secs);
     let seed = env_u64("FUZZ_SEED").unwrap_or_else(|| fastrand::u64(..));
-    println!("fuzz_decoder: {iterations} inputs from seed {seed} (FUZZ_SEED={seed})");
-    let report = run(iterations, seed, 256 << 10, true);
+    println!(
+        "fuzz_decoder: up to {iterations} inputs{} from seed {seed} (FUZZ_SEED={seed})",
+        budget.map_or(String::new(), |b| format!(" or {} s", b.as_secs()))
+    );
+    let report = run(iterations, budget, seed, 256 << 10, true);
     report.print();
     println!("  result:       0 panics, 0 disagreements, 0 invariant violations");
     let unreached = report.unreached();
     assert!(
-        iterations < 100_000 || unreached.is_empty(),
+        report.iterations < 100_000 || unreached.is_empty(),
         "the mutations never reached {unreached:?}"
     );
 }
@@ -1477,7 +1495,7 @@ fn fuzz_decoder() {
 #[test]
 fn fuzz_smoke() {
     // Smaller inputs than the long run, to stay fast in debug builds.
-    let report = run(20_000, 20_260_301, 32 << 10, false);
+    let report = run(20_000, None, 20_260_301, 32 << 10, false);
     report.print();
     let unreached = report.unreached();
     assert!(

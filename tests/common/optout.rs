@@ -211,13 +211,50 @@ pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-/// The `records` field of the consumer's final "stopped cleanly" log line.
+/// The `records` field of the consumer's final summary line (the one with `shards_finished`):
+/// the records it made durable.
 pub fn records_read(logs: &[Value]) -> u64 {
     logs.iter()
         .rev()
-        .find(|l| l["message"] == "Consumer stopped cleanly.")
+        .find(|l| l["shards_finished"].is_u64())
         .and_then(|l| l["records"].as_u64())
         .unwrap_or_else(|| panic!("no final log line in {logs:?}"))
+}
+
+/// Sequence numbers are decimal strings of up to 128 bits: compare by length, then text.
+pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.len(), a).cmp(&(b.len(), b))
+}
+
+/// The stored checkpoint of each shard (shard id → sequence number).
+pub async fn checkpoint_map(
+    store: &dyn optout::store::Store,
+    stream: &str,
+) -> BTreeMap<String, String> {
+    store
+        .checkpoints(stream)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| Some((c.shard_id, c.sequence_number?)))
+        .collect()
+}
+
+/// How many of `records` (shard, sequence number, data) lie after the checkpoints `cps`:
+/// exactly what a reader that resumes from them must read again, no more.
+pub fn records_after(
+    records: &[(String, String, Vec<u8>)],
+    cps: &BTreeMap<String, String>,
+    shards: Option<&BTreeSet<String>>,
+) -> u64 {
+    records
+        .iter()
+        .filter(|(shard, _, _)| shards.is_none_or(|s| s.contains(shard)))
+        .filter(|(shard, seq, _)| {
+            cps.get(shard)
+                .is_none_or(|cp| seq_cmp(seq, cp) == std::cmp::Ordering::Greater)
+        })
+        .count() as u64
 }
 
 /// The reshard every lineage test uses: split shard 0, merge shards 1 and 2. Returns the two
@@ -242,12 +279,30 @@ pub async fn split_0_merge_1_2(
 
 /// Asserts that each child shard of a split (`split`: the two children of shard 0) and of a
 /// merge (`merged`: the child of shards 1 and 2) started to be read only after each of its
-/// parents was read to its end, from the JSON logs of one or several workers (by timestamp).
-pub fn assert_children_after_parents(logs: &[Value], split: &[String; 2], merged: &str) {
-    let first = |message: &str, shard: &str| -> Option<String> {
+/// parents' end commit, from structured data only: a parent's end is its `finished`
+/// checkpoint's `updated_at` in the store; a child's start is the earliest reader-start line
+/// (the one with a `start` field) for it in the JSON logs of one or several workers.
+pub async fn assert_children_after_parents(
+    optout: &Optout,
+    stream: &str,
+    logs: &[Value],
+    split: &[String; 2],
+    merged: &str,
+) {
+    use chrono::{DateTime, Utc};
+    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let ends: BTreeMap<String, DateTime<Utc>> = store
+        .checkpoints(stream)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.finished)
+        .map(|c| (c.shard_id, c.updated_at.parse().unwrap()))
+        .collect();
+    let started = |shard: &str| -> Option<DateTime<Utc>> {
         logs.iter()
-            .filter(|l| l["message"] == message && l["shard_id"] == shard)
-            .filter_map(|l| l["timestamp"].as_str().map(str::to_string))
+            .filter(|l| l["shard_id"] == shard && !l["start"].is_null())
+            .filter_map(|l| l["timestamp"].as_str()?.parse().ok())
             .min()
     };
     let lineage = [
@@ -256,17 +311,18 @@ pub fn assert_children_after_parents(logs: &[Value], split: &[String; 2], merged
         (merged, vec!["shardId-000000000001", "shardId-000000000002"]),
     ];
     for (child, parents) in lineage {
-        let started =
-            first("Reading shard.", child).unwrap_or_else(|| panic!("child {child} never read"));
+        let started = started(child).unwrap_or_else(|| panic!("child {child} never read"));
         for parent in parents {
-            let ended = first("Shard read to its end and checkpointed.", parent)
+            let ended = ends
+                .get(parent)
                 .unwrap_or_else(|| panic!("parent {parent} never finished"));
             assert!(
-                ended <= started,
+                *ended <= started,
                 "{child} started at {started}, before {parent} ended at {ended}"
             );
         }
     }
+    eprintln!("lineage: each of 3 children started after its parents' end commits");
 }
 
 /// A Twilio inbound-message CloudEvent (schema `version`), with `optOutType` when given.
@@ -450,6 +506,20 @@ pub async fn write(
         i = end;
         tokio::time::sleep(pause).await;
     }
+}
+
+/// The value of one exposition line, e.g. `optout_retries_total{kind="throttled"}` (the whole
+/// series, labels included, up to the space before the value); 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }
 
 /// A free 127.0.0.1 port, for `--http-addr`.
