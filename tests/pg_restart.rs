@@ -116,7 +116,7 @@ async fn postgres_restart_mid_run_loses_nothing() {
             "3000",
             // Many small commits during the catch-up, so the snapshots land between them.
             "--max-records-per-call",
-            "50",
+            "10",
         ],
     );
     write(&client, &stream, 0, 500, 100, Duration::from_millis(20)).await;
@@ -128,6 +128,8 @@ async fn postgres_restart_mid_run_loses_nothing() {
     // Writes go on while the database is down, longer than the pool's 10 s acquire timeout, so
     // the worker's commits fail and it must back off rather than wait quietly.
     write(&client, &stream, 500, 1500, 100, Duration::from_millis(100)).await;
+    // All records are in the stream now; read them before the catch-up starts.
+    let records: Vec<(String, String, Vec<u8>)> = support::read_all(&client, &stream).await;
     tokio::time::sleep(Duration::from_secs(12).saturating_sub(stopped_at.elapsed())).await;
     pg_ctl("start", &version);
     eprintln!(
@@ -136,11 +138,10 @@ async fn postgres_restart_mid_run_loses_nothing() {
     );
     let mut w = worker;
     assert!(w.is_running(), "the worker died with the database");
-    // All records are in the stream by now: snapshot checkpoints and events over and over
-    // while the worker catches up, so a checkpoint that lands before its effects is seen.
-    let records: Vec<(String, String, Vec<u8>)> = support::read_all(&client, &stream).await;
+    // Snapshot checkpoints and events over and over while the worker catches up, so a
+    // checkpoint that lands before its effects is seen.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let (mut snapshots, mut during_catch_up) = (0, 0);
+    let (mut snapshots, mut during_catch_up, mut unanswered) = (0, 0, 0);
     let mut covered;
     loop {
         if let Some(c) = checkpoints_never_ahead(&**store, &stream, &records).await {
@@ -150,16 +151,19 @@ async fn postgres_restart_mid_run_loses_nothing() {
                 break;
             }
             during_catch_up += 1;
+        } else {
+            unanswered += 1;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "1500 events not stored within 120 s of the restart"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(
         during_catch_up >= 3,
-        "only {during_catch_up} snapshots were taken before the worker caught up"
+        "only {during_catch_up} snapshots were taken before the worker caught up \
+         ({unanswered} unanswered)"
     );
     eprintln!("{snapshots} snapshots, {during_catch_up} of them during catch-up");
     let logs = w.terminate();
