@@ -4,15 +4,17 @@
 //! Each scenario makes its own stream and store, writes Twilio-shaped records, runs the
 //! consumer as a user would, and checks the exact contents of every table.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-mod support;
+
+use common::emulator;
+use common::optout::*;
+use common::records::*;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::*;
 use serde_json::Value;
 
 const ACCOUNT: &str = "AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a";
@@ -178,12 +180,12 @@ fn set<const N: usize>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mixed_stream_over_four_shards() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("mixed");
-    support::create_stream(&client, &stream, 4).await.unwrap();
+    let stream = emulator::unique_stream("mixed");
+    emulator::create_stream(&client, &stream, 4).await.unwrap();
     let (records, dead) = mixed_records();
-    let placed = support::put_records(&client, &stream, &keyed(records.clone()))
+    let placed = emulator::put_records(&client, &stream, &keyed(records.clone()))
         .await
         .unwrap();
     let shards_used: BTreeSet<_> = placed.iter().map(|(s, _)| s.clone()).collect();
@@ -313,10 +315,10 @@ async fn mixed_stream_over_four_shards() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn infer_keywords_marks_old_schema_bodies() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("infer");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::unique_stream("infer");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
     let records = vec![
         inbound(
             "EZe1",
@@ -349,7 +351,7 @@ async fn infer_keywords_marks_old_schema_bodies() {
             5,
         ),
     ];
-    support::put_records(&client, &stream, &keyed(records))
+    emulator::put_records(&client, &stream, &keyed(records))
         .await
         .unwrap();
     let optout = Optout::new(emu.env());
@@ -370,10 +372,10 @@ async fn infer_keywords_marks_old_schema_bodies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_reads_nothing_twice_and_misses_nothing() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("resume");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("resume");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     let first = vec![
         inbound(
             "EZr1",
@@ -389,7 +391,7 @@ async fn resume_reads_nothing_twice_and_misses_nothing() {
     ];
     let mut first_all = first.clone();
     first_all.extend(filler(3, 100));
-    support::put_records(&client, &stream, &keyed(first_all.clone()))
+    emulator::put_records(&client, &stream, &keyed(first_all.clone()))
         .await
         .unwrap();
     let optout = Optout::new(emu.env());
@@ -412,7 +414,7 @@ async fn resume_reads_nothing_twice_and_misses_nothing() {
         b"garbage two".to_vec(),
     ];
     second.extend(filler(4, 50));
-    support::put_records(&client, &stream, &keyed(second.clone()))
+    emulator::put_records(&client, &stream, &keyed(second.clone()))
         .await
         .unwrap();
     let logs = optout.run_to_idle(&stream, &[]);
@@ -438,10 +440,10 @@ async fn resume_reads_nothing_twice_and_misses_nothing() {
 /// read once, and each child only after its parents are read to the end.
 #[tokio::test(flavor = "multi_thread")]
 async fn resharding_reads_parents_before_children() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("reshard");
-    support::create_stream(&client, &stream, 3).await.unwrap();
+    let stream = emulator::unique_stream("reshard");
+    emulator::create_stream(&client, &stream, 3).await.unwrap();
     let before: Vec<Vec<u8>> = (0..30)
         .map(|i| {
             inbound(
@@ -456,7 +458,7 @@ async fn resharding_reads_parents_before_children() {
             )
         })
         .collect();
-    support::put_records(&client, &stream, &keyed(before.clone()))
+    emulator::put_records(&client, &stream, &keyed(before.clone()))
         .await
         .unwrap();
     let (children, merged) = split_0_merge_1_2(&client, &stream).await;
@@ -475,7 +477,7 @@ async fn resharding_reads_parents_before_children() {
             )
         })
         .collect();
-    support::put_records(&client, &stream, &keyed(after.clone()))
+    emulator::put_records(&client, &stream, &keyed(after.clone()))
         .await
         .unwrap();
 
@@ -520,10 +522,10 @@ async fn resharding_reads_parents_before_children() {
 /// are being read, and must wait for them.
 #[tokio::test(flavor = "multi_thread")]
 async fn resharding_while_running_loses_nothing() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("live-reshard");
-    support::create_stream(&client, &stream, 3).await.unwrap();
+    let stream = emulator::unique_stream("live-reshard");
+    emulator::create_stream(&client, &stream, 3).await.unwrap();
     let optout = Optout::new(emu.env());
     let child = optout.spawn_run(&stream, &["--max-records-per-call", "5"]);
     let stop = |i: usize| {
@@ -539,7 +541,7 @@ async fn resharding_while_running_loses_nothing() {
         )
     };
     let first: Vec<_> = (0..20).map(stop).collect();
-    support::put_records(&client, &stream, &keyed(first))
+    emulator::put_records(&client, &stream, &keyed(first))
         .await
         .unwrap();
     let store = optout::store::open(&optout.store, 1).await.unwrap();
@@ -553,19 +555,19 @@ async fn resharding_while_running_loses_nothing() {
                 .unwrap_or(false)
         }
     };
-    support::wait_for("first 20 events", Duration::from_secs(60), || count(20))
+    emulator::wait_for("first 20 events", Duration::from_secs(60), || count(20))
         .await
         .unwrap();
     let backlog: Vec<_> = (20..320).map(stop).collect();
-    support::put_records(&client, &stream, &keyed(backlog))
+    emulator::put_records(&client, &stream, &keyed(backlog))
         .await
         .unwrap();
     let (children, merged) = split_0_merge_1_2(&client, &stream).await;
     let second: Vec<_> = (320..360).map(stop).collect();
-    support::put_records(&client, &stream, &keyed(second))
+    emulator::put_records(&client, &stream, &keyed(second))
         .await
         .unwrap();
-    support::wait_for("all 360 events", Duration::from_secs(60), || count(360))
+    emulator::wait_for("all 360 events", Duration::from_secs(60), || count(360))
         .await
         .unwrap();
     // Graceful stop: SIGTERM → exit 0.
@@ -578,13 +580,13 @@ async fn resharding_while_running_loses_nothing() {
 /// `kill -9` in the middle of a backlog, restart: the same tables as an uninterrupted run.
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("crash");
-    support::create_stream(&client, &stream, 4).await.unwrap();
+    let stream = emulator::unique_stream("crash");
+    emulator::create_stream(&client, &stream, 4).await.unwrap();
     let n = match emu.kind {
-        support::EmulatorKind::Ferrokinesis => 20_000,
-        support::EmulatorKind::KinesisLocal => 1_500,
+        emulator::EmulatorKind::Ferrokinesis => 20_000,
+        emulator::EmulatorKind::KinesisLocal => 1_500,
     };
     let mut synth = optout::synth::Synth::new(optout::synth::MixOptions {
         seed: 99,
@@ -595,7 +597,7 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     records.extend((0..n).map(|_| synth.next_record().1));
     records.extend((0..20).map(|i| format!("broken record {i}").into_bytes()));
     fastrand::Rng::with_seed(5).shuffle(&mut records);
-    support::put_records(&client, &stream, &keyed(records.clone()))
+    emulator::put_records(&client, &stream, &keyed(records.clone()))
         .await
         .unwrap();
 
@@ -612,7 +614,7 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     let mut child = crashed.spawn_run(&stream, &["--max-records-per-call", "300"]);
     let store = optout::store::open(&crashed.store, 1).await.unwrap();
     let s = &store;
-    support::wait_for(
+    emulator::wait_for(
         "a first committed opt event",
         Duration::from_secs(60),
         || async move {
@@ -633,7 +635,7 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     // The restart resumes exactly at the checkpoints: it makes durable the records after
     // them and none before (a reader that ignored them would read everything again).
     let cps = checkpoint_map(&*store, &stream).await;
-    let all = support::read_all(&client, &stream).await;
+    let all = emulator::read_all(&client, &stream).await;
     let resumed = records_read(&crashed.run_to_idle(&stream, &[]));
     assert_eq!(
         resumed,
@@ -653,7 +655,7 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_mistakes_exit_2_with_one_useful_line() {
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let optout = Optout::new(emu.env());
     let cases: &[(&[&str], &str)] = &[
         (&["run"], "--stream"),
@@ -713,20 +715,20 @@ use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_on_the_same_sqlite_file_refuses_to_start() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("lock");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::unique_stream("lock");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
     let optout = Optout::new(emu.env());
     let mut first = optout.spawn_run(&stream, &[]);
     let store = optout::store::open(&optout.store, 1).await.unwrap();
     let s = &store;
     let st = &stream;
     // The first runner holds the lock once it has read the (empty) shard.
-    support::put_records(&client, &stream, &keyed(filler(1, 3)))
+    emulator::put_records(&client, &stream, &keyed(filler(1, 3)))
         .await
         .unwrap();
-    support::wait_for(
+    emulator::wait_for(
         "the first runner to checkpoint",
         Duration::from_secs(30),
         || async move {
@@ -750,7 +752,7 @@ async fn a_second_run_on_the_same_sqlite_file_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_uses_the_same_semantics_and_dedup() {
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let optout = Optout::new(emu.env());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("archive.jsonl");
@@ -818,16 +820,16 @@ async fn replay_uses_the_same_semantics_and_dedup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_api_serves_health_metrics_and_queries() {
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("http");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::unique_stream("http");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
     let records = vec![
         fixture("inbound-stop-v5.json"),
         fixture("sink-test-event.json"),
         b"junk".to_vec(),
     ];
-    support::put_records(&client, &stream, &keyed(records))
+    emulator::put_records(&client, &stream, &keyed(records))
         .await
         .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -840,7 +842,7 @@ async fn http_api_serves_health_metrics_and_queries() {
     let worker = optout.spawn_run(&stream, &["--http-addr", &addr]);
     let store = optout::store::open(&optout.store, 1).await.unwrap();
     let s = &store;
-    support::wait_for("the STOP event", Duration::from_secs(30), || async move {
+    emulator::wait_for("the STOP event", Duration::from_secs(30), || async move {
         s.events(&Default::default())
             .await
             .map(|e| e.len() == 1)
@@ -889,21 +891,21 @@ async fn http_api_serves_health_metrics_and_queries() {
 /// checkpoint, without losing or re-reading records.
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_iterators_are_renewed_from_the_checkpoint() {
-    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
+    let emu = emulator::ferrokinesis_with(ferrokinesis::store::StoreOptions {
         iterator_ttl_seconds: 1,
-        ..support::ferrokinesis_options()
+        ..emulator::ferrokinesis_options()
     })
     .await;
     let client = emu.client().await;
-    let stream = support::unique_stream("expiry");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::unique_stream("expiry");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
     let o = Optout::new(emu.env());
     let worker = o.spawn_run(&stream, &["--poll-interval-ms", "1500"]);
     write(&client, &stream, 0, 40, 20, Duration::from_millis(10)).await;
     let store = optout::store::open(&o.store, 1).await.unwrap();
     let s = &store;
     let w = &worker;
-    if let Err(e) = support::wait_for("40 events", Duration::from_secs(30), || async move {
+    if let Err(e) = emulator::wait_for("40 events", Duration::from_secs(30), || async move {
         event_count(&**s).await >= 40
     })
     .await
@@ -911,7 +913,7 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
         panic!("{e}: {}", w.raw_log());
     }
     let w = &worker;
-    support::wait_for(
+    emulator::wait_for(
         "an expired iterator",
         Duration::from_secs(30),
         || async move {
@@ -932,10 +934,10 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
 /// `at-timestamp` starts at a point in time.
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_position_at_timestamp() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("position");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("position");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     write(&client, &stream, 0, 40, 40, Duration::ZERO).await;
     // Arrival times have millisecond precision: leave a clear gap between the two batches.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -961,15 +963,15 @@ async fn initial_position_at_timestamp() {
 /// followed as AWS documents (seen in 1 of 3 runs; the same flow 3 s later always worked).
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_position_latest() {
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("latest");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("latest");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     write(&client, &stream, 0, 80, 40, Duration::ZERO).await;
     let latest = Optout::new(emu.env());
     let worker = latest.spawn_run(&stream, &["--initial-position", "latest"]);
     let w = &worker;
-    support::wait_for(
+    emulator::wait_for(
         "both shards polled",
         Duration::from_secs(30),
         || async move {
@@ -986,7 +988,7 @@ async fn initial_position_latest() {
     let store = optout::store::open(&latest.store, 1).await.unwrap();
     write(&client, &stream, 80, 100, 20, Duration::ZERO).await;
     let s = &store;
-    if let Err(e) = support::wait_for("the new events", Duration::from_secs(30), || async move {
+    if let Err(e) = emulator::wait_for("the new events", Duration::from_secs(30), || async move {
         event_count(&**s).await >= 20
     })
     .await
@@ -1006,14 +1008,14 @@ async fn initial_position_latest() {
 /// again: records written between the first poll and the renewal would be skipped.
 #[tokio::test(flavor = "multi_thread")]
 async fn latest_survives_expired_iterators_without_skipping() {
-    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
+    let emu = emulator::ferrokinesis_with(ferrokinesis::store::StoreOptions {
         iterator_ttl_seconds: 1,
-        ..support::ferrokinesis_options()
+        ..emulator::ferrokinesis_options()
     })
     .await;
     let client = emu.client().await;
-    let stream = support::unique_stream("latest-expiry");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::unique_stream("latest-expiry");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
     write(&client, &stream, 1000, 1010, 10, Duration::ZERO).await; // before start: skipped
     // Older than the 2 s margin `latest` keeps when it has to renew an iterator.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -1023,7 +1025,7 @@ async fn latest_survives_expired_iterators_without_skipping() {
         &["--initial-position", "latest", "--poll-interval-ms", "1500"],
     );
     let w = &worker;
-    support::wait_for(
+    emulator::wait_for(
         "the first poll at latest",
         Duration::from_secs(30),
         || async move { w.logs().iter().any(|l| l["start"].is_string()) },
@@ -1044,10 +1046,10 @@ async fn latest_survives_expired_iterators_without_skipping() {
 /// a newer HELP changes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn newer_events_arriving_first_do_not_lose_to_older_ones() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("arrival");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("arrival");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     let ev = |id: &str, from: &str, t: &str, at: &str| {
         inbound(id, from, "+15559870002", Some("MGo"), t, Some(t), at, 5)
     };
@@ -1062,11 +1064,11 @@ async fn newer_events_arriving_first_do_not_lose_to_older_ones() {
         .iter()
         .map(|r| ("one-key".to_string(), r.clone()))
         .collect();
-    support::put_records(&client, &stream, &one_key)
+    emulator::put_records(&client, &stream, &one_key)
         .await
         .unwrap();
     // The shard holds them in the order written.
-    let stored: Vec<Vec<u8>> = support::read_all(&client, &stream)
+    let stored: Vec<Vec<u8>> = emulator::read_all(&client, &stream)
         .await
         .into_iter()
         .map(|(_, _, data)| data)

@@ -3,9 +3,12 @@
 //! store. The same scenarios as tests/consumer.rs, read with `SubscribeToShard`: the results
 //! must be exactly those of the polling reader.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-mod support;
+
+use common::emulator;
+use common::optout::*;
+use common::records::*;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,7 +16,6 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ConsumerStatus;
 use base64::Engine as _;
-use common::*;
 use serde_json::Value;
 
 const STOP_FIXTURE_ID: &str = "EZ7a1c3e5b9d2f4a6c8e0b1d3f5a7c9e1b";
@@ -41,7 +43,7 @@ fn registrations(logs: &[Value]) -> usize {
 
 /// The consumer's status as the emulator describes it.
 async fn consumer_status(client: &Client, stream: &str) -> ConsumerStatus {
-    let arn = support::stream_arn(client, stream).await.unwrap();
+    let arn = emulator::stream_arn(client, stream).await.unwrap();
     let described = client
         .describe_stream_consumer()
         .stream_arn(arn)
@@ -125,12 +127,12 @@ fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mixed_stream_read_with_enhanced_fan_out() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("fanout-mixed");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("fanout-mixed");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     let (records, dead) = mixed_records();
-    let placed = support::put_records(&client, &stream, &keyed(records.clone()))
+    let placed = emulator::put_records(&client, &stream, &keyed(records.clone()))
         .await
         .unwrap();
     let shards: BTreeSet<_> = placed.iter().map(|(s, _)| s.clone()).collect();
@@ -203,16 +205,16 @@ async fn mixed_stream_read_with_enhanced_fan_out() {
 /// subscriptions for a moment; ferrokinesis re-sends from the shard's start).
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_with_the_same_consumer_reads_only_new_records() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("fanout-resume");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("fanout-resume");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     let mut first = vec![
         opt("EZr1", "+15550000001", "STOP", "2026-03-01T10:00:00Z"),
         b"garbage one".to_vec(),
     ];
     first.extend(filler(3, 20));
-    support::put_records(&client, &stream, &keyed(first.clone()))
+    emulator::put_records(&client, &stream, &keyed(first.clone()))
         .await
         .unwrap();
     let optout = Optout::new(emu.env());
@@ -226,7 +228,7 @@ async fn resume_with_the_same_consumer_reads_only_new_records() {
         b"garbage two".to_vec(),
     ];
     second.extend(filler(4, 10));
-    support::put_records(&client, &stream, &keyed(second.clone()))
+    emulator::put_records(&client, &stream, &keyed(second.clone()))
         .await
         .unwrap();
     let logs = run_fanout(&optout, &stream);
@@ -254,10 +256,10 @@ async fn resume_with_the_same_consumer_reads_only_new_records() {
 /// child only after its parents are read to the end and checkpointed.
 #[tokio::test(flavor = "multi_thread")]
 async fn resharding_reads_parents_before_children_with_fan_out() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("fanout-reshard");
-    support::create_stream(&client, &stream, 3).await.unwrap();
+    let stream = emulator::unique_stream("fanout-reshard");
+    emulator::create_stream(&client, &stream, 3).await.unwrap();
     let subscriber = |i: usize| format!("+1555000{i:04}");
     let before: Vec<Vec<u8>> = (0..12)
         .map(|i| {
@@ -269,7 +271,7 @@ async fn resharding_reads_parents_before_children_with_fan_out() {
             )
         })
         .collect();
-    support::put_records(&client, &stream, &keyed(before))
+    emulator::put_records(&client, &stream, &keyed(before))
         .await
         .unwrap();
     let ([low, high], merged) = split_0_merge_1_2(&client, &stream).await;
@@ -284,7 +286,7 @@ async fn resharding_reads_parents_before_children_with_fan_out() {
             )
         })
         .collect();
-    support::put_records(&client, &stream, &keyed(after))
+    emulator::put_records(&client, &stream, &keyed(after))
         .await
         .unwrap();
 
@@ -329,11 +331,11 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
             })
             .collect();
         put += batch.len();
-        support::put_records(&client, &stream, &keyed(batch))
+        emulator::put_records(&client, &stream, &keyed(batch))
             .await
             .unwrap();
         let (s, want) = (&store, put);
-        support::wait_for(
+        emulator::wait_for(
             &format!("{want} events stored"),
             Duration::from_secs(30),
             || async move {
@@ -384,11 +386,11 @@ async fn a_deregistered_consumer_is_registered_again() {
             })
             .collect()
     };
-    support::put_records(&client, &stream, &keyed(batch(0)))
+    emulator::put_records(&client, &stream, &keyed(batch(0)))
         .await
         .unwrap();
     wait_for_count(&*store, 4).await;
-    let stream_arn = support::stream_arn(&client, &stream).await.unwrap();
+    let stream_arn = emulator::stream_arn(&client, &stream).await.unwrap();
     client
         .deregister_stream_consumer()
         .stream_arn(&stream_arn)
@@ -399,7 +401,7 @@ async fn a_deregistered_consumer_is_registered_again() {
     // Only once it is gone for good do the next records arrive, so that reading them proves
     // the consumer was registered again.
     let (c, arn) = (&client, &stream_arn);
-    support::wait_for(
+    emulator::wait_for(
         "the consumer to be gone",
         Duration::from_secs(30),
         || async move {
@@ -416,7 +418,7 @@ async fn a_deregistered_consumer_is_registered_again() {
     // The subscriptions open before the deregistration run out their session (a scenario
     // step, not a synchronisation): after it, reading needs a registered consumer again.
     tokio::time::sleep(SESSION * 2).await;
-    support::put_records(&client, &stream, &keyed(batch(4)))
+    emulator::put_records(&client, &stream, &keyed(batch(4)))
         .await
         .unwrap();
     wait_for_count(&*store, 8).await;
@@ -438,7 +440,7 @@ async fn a_deregistered_consumer_is_registered_again() {
 
 /// Waits until `store` holds exactly `want` opt events.
 async fn wait_for_count(store: &dyn optout::store::Store, want: usize) {
-    support::wait_for(
+    emulator::wait_for(
         &format!("{want} events stored"),
         Duration::from_secs(60),
         || async move {
@@ -455,15 +457,15 @@ const SESSION: Duration = Duration::from_secs(1);
 
 /// ferrokinesis with subscriptions that end after [`SESSION`], a fresh 2-shard stream, and an
 /// optout installation pointed at it.
-async fn short_sessions(prefix: &str) -> (support::Emulator, Client, String, Optout) {
-    let emu = support::ferrokinesis_with(ferrokinesis::store::StoreOptions {
+async fn short_sessions(prefix: &str) -> (emulator::Emulator, Client, String, Optout) {
+    let emu = emulator::ferrokinesis_with(ferrokinesis::store::StoreOptions {
         subscribe_to_shard_session_ms: SESSION.as_millis() as u64,
-        ..support::ferrokinesis_options()
+        ..emulator::ferrokinesis_options()
     })
     .await;
     let client = emu.client().await;
-    let stream = support::unique_stream(prefix);
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream(prefix);
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     let optout = Optout::new(emu.env());
     (emu, client, stream, optout)
 }

@@ -12,16 +12,15 @@
 //! housekeeping until it resumes. The database therefore ends idle transactions after 5 s
 //! (`idle_in_transaction_session_timeout`), as a deployment with several workers should.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
+
+use common::optout::*;
+use common::{db, emulator};
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use sqlx::{Connection, Row};
 
 const LEASE_MS: i64 = 3000;
@@ -58,10 +57,10 @@ async fn lock_waiters(url: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("fencing");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::unique_stream("fencing");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
     let db = db::postgres().await;
     let o = Optout::with_store(emu.env(), &db.url);
     let name = db.url.rsplit('/').next().unwrap();
@@ -105,7 +104,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
         .unwrap()
         .get("token");
     let url = &db.url;
-    support::poll(
+    emulator::poll(
         "a commit waiting on the lease",
         Duration::from_secs(30),
         || async move { Ok((lock_waiters(url).await > 0).then_some(())) },
@@ -132,7 +131,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     writer.await.unwrap();
     write(&client, &stream, 400, 500, 50, Duration::from_millis(10)).await;
     let st = &db.store;
-    if let Err(e) = support::wait_for("b to store all 500", Duration::from_secs(60), || async {
+    if let Err(e) = emulator::wait_for("b to store all 500", Duration::from_secs(60), || async {
         event_count(&**st).await >= 500
     })
     .await
@@ -154,7 +153,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     signal(&a, "-CONT");
     // a's commit in flight is refused, and a stops reading the shard.
     let addr = &a_addr;
-    support::poll(
+    emulator::poll(
         "a to give the shard up",
         Duration::from_secs(30),
         || async move {

@@ -2,13 +2,14 @@
 //! revocation and undecodable records carrying numbers and bodies, at the default level and at
 //! `RUST_LOG=debug` (every crate), in both log formats, and none of them shows in stderr.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-mod support;
+
+use common::emulator;
+use common::optout::*;
+use common::records::*;
 
 use std::process::Command;
-
-use common::*;
 
 /// Subscriber numbers (as the 10 digits that any rendering of them contains) and body
 /// markers that must never reach the logs.
@@ -71,11 +72,11 @@ fn run(o: &Optout, stream: &str, rust_log: Option<&str>, json: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_phone_number_or_body_reaches_the_logs() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("hygiene");
-    support::create_stream(&client, &stream, 1).await.unwrap();
-    support::put_records(&client, &stream, &keyed(records()))
+    let stream = emulator::unique_stream("hygiene");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
+    emulator::put_records(&client, &stream, &keyed(records()))
         .await
         .unwrap();
     for (level, json) in [

@@ -5,17 +5,16 @@
 //! `pg_ctlcluster`, as root, as CI runs). Where that is not possible it fails, unless
 //! `OPTOUT_TEST_SKIP_PG_RESTART=1` asks to skip it, and then it says so: no silent pass.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
+
+use common::optout::*;
+use common::{db, emulator};
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use optout::event::{DecodeOptions, Outcome, classify};
 
 /// The cluster to restart, or why there is none.
@@ -101,10 +100,10 @@ async fn postgres_restart_mid_run_loses_nothing() {
              set OPTOUT_TEST_SKIP_PG_RESTART=1 to skip it on purpose"
         ),
     };
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("pg-restart");
-    support::create_stream(&client, &stream, 4).await.unwrap();
+    let stream = emulator::unique_stream("pg-restart");
+    emulator::create_stream(&client, &stream, 4).await.unwrap();
     let db = db::postgres().await;
     let o = Optout::with_store(emu.env(), &db.url);
     let worker = o.spawn_run(
@@ -129,7 +128,7 @@ async fn postgres_restart_mid_run_loses_nothing() {
     // the worker's commits fail and it must back off rather than wait quietly.
     write(&client, &stream, 500, 1500, 100, Duration::from_millis(100)).await;
     // All records are in the stream now; read them before the catch-up starts.
-    let records: Vec<(String, String, Vec<u8>)> = support::read_all(&client, &stream).await;
+    let records: Vec<(String, String, Vec<u8>)> = emulator::read_all(&client, &stream).await;
     tokio::time::sleep(Duration::from_secs(12).saturating_sub(stopped_at.elapsed())).await;
     pg_ctl("start", &version);
     eprintln!(

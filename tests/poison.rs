@@ -8,15 +8,15 @@
 //!   error, the way PostgreSQL refuses an over-long index row) is isolated by bisecting the
 //!   batch, dead-lettered with the database's reason, and everything around it is committed.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
+
+use common::optout::*;
+use common::records::*;
+use common::{db, emulator};
 
 use std::time::Instant;
 
-use common::*;
 use optout::event::DecodeOptions;
 use optout::pipeline::{RawRecord, Target, commit_records};
 use optout::store::CheckpointUpdate;
@@ -92,11 +92,11 @@ fn check_hostile(o: &Optout) {
 
 /// Consumes one hostile shard into `store_url` and returns the installation for queries.
 async fn consume_hostile(store_url: Option<&str>) -> Optout {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("poison");
-    support::create_stream(&client, &stream, 1).await.unwrap();
-    let put = support::put_records(&client, &stream, &keyed(hostile_shard()))
+    let stream = emulator::unique_stream("poison");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
+    let put = emulator::put_records(&client, &stream, &keyed(hostile_shard()))
         .await
         .unwrap();
     let last = put

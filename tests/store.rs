@@ -11,10 +11,9 @@ use optout::store::{
 };
 
 #[macro_use]
-#[path = "common/db.rs"]
-mod support_db;
+mod common;
 
-use support_db::Db;
+use common::db::{self, Db};
 
 both_backends! {
     duplicates_change_nothing;
@@ -383,7 +382,7 @@ async fn migrations_are_idempotent(db: Db) {
 
 #[tokio::test]
 async fn a_second_runner_on_one_sqlite_file_is_refused() {
-    let db = support_db::sqlite().await;
+    let db = db::sqlite().await;
     db.store.claim_single_runner().await.unwrap();
     let other = optout::store::open(&db.url, 2).await.unwrap();
     let err = other.claim_single_runner().await.unwrap_err();

@@ -17,10 +17,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 #[macro_use]
-#[path = "common/db.rs"]
-mod support_db;
+mod common;
 
-use support_db::Db;
+use common::db::{self, Db};
 
 both_backends! {
     a_commit_failing_at_its_checkpoint_leaves_nothing;
@@ -290,13 +289,13 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn any_order_and_batching_match_the_oracle_on_sqlite() {
     let rt = runtime();
-    let db = rt.block_on(support_db::sqlite());
+    let db = rt.block_on(db::sqlite());
     order_independence(db, &rt);
 }
 
 #[test]
 fn any_order_and_batching_match_the_oracle_on_postgres() {
     let rt = runtime();
-    let db = rt.block_on(support_db::postgres());
+    let db = rt.block_on(db::postgres());
     order_independence(db, &rt);
 }

@@ -2,17 +2,17 @@
 //! resharding under steady writes. Each test checks that every opt event is stored exactly
 //! once and every status is right, and prints what it measured.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
+
+use common::optout::*;
+use common::records::*;
+use common::{db, emulator};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::Value;
 
 /// These tests each start several processes; run one at a time so they measure the consumer,
@@ -126,10 +126,10 @@ fn steals(logs: &[Value], after: DateTime<Utc>) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let _serial = SERIAL.lock().await;
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("workers");
-    support::create_stream(&client, &stream, 8).await.unwrap();
+    let stream = emulator::unique_stream("workers");
+    emulator::create_stream(&client, &stream, 8).await.unwrap();
     let db = db::postgres().await;
     let o = Optout::with_store(emu.env(), &db.url);
     let w1_addr = format!("127.0.0.1:{}", free_port());
@@ -146,7 +146,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
         })
         .collect();
     let (url, st) = (&db.url, &stream);
-    support::wait_for(
+    emulator::wait_for(
         "8 shards shared by 3 workers",
         Duration::from_secs(60),
         || async move {
@@ -175,7 +175,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
             write(&client, &stream, 0, 3000, 100, Duration::from_millis(100)).await
         })
     };
-    support::wait_for("some events stored", Duration::from_secs(60), || async {
+    emulator::wait_for("some events stored", Duration::from_secs(60), || async {
         event_count(&*db.store).await > 300
     })
     .await
@@ -189,7 +189,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     victim.kill_9(); // no release: its leases must expire
     // Nobody writes w1's shards' checkpoints until their leases are taken over.
     let cps_at_kill = checkpoint_map(&*db.store, &stream).await;
-    support::wait_for(
+    emulator::wait_for(
         "w2 and w3 to own all 8 shards",
         Duration::from_secs(30),
         || async move {
@@ -226,7 +226,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let w2_logs = w2.terminate();
     let stopped_at = Instant::now();
     assert_released(url, st, &w2_shards).await;
-    support::wait_for(
+    emulator::wait_for(
         "w3 to own all 8 shards",
         Duration::from_secs(30),
         || async move { owners(url, st).await.get("w3") == Some(&8) },
@@ -278,10 +278,10 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     let _serial = SERIAL.lock().await;
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("kill-loop");
-    support::create_stream(&client, &stream, 4).await.unwrap();
+    let stream = emulator::unique_stream("kill-loop");
+    emulator::create_stream(&client, &stream, 4).await.unwrap();
     let mut synth = optout::synth::Synth::new(optout::synth::MixOptions {
         seed: 21,
         opt_ratio: 0.2,
@@ -291,7 +291,7 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     records.extend((0..3000).map(opt_event));
     records.extend((0..30).map(|i| format!("broken {i}").into_bytes()));
     fastrand::Rng::with_seed(8).shuffle(&mut records);
-    support::put_records(&client, &stream, &keyed(records))
+    emulator::put_records(&client, &stream, &keyed(records))
         .await
         .unwrap();
 
@@ -320,7 +320,7 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
         // Kill at a random moment once this run has committed something.
         let store = &db.store;
         let before = stored;
-        support::wait_for("progress", Duration::from_secs(60), || async move {
+        emulator::wait_for("progress", Duration::from_secs(60), || async move {
             event_count(&**store).await > before
         })
         .await
@@ -349,10 +349,10 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
 #[tokio::test(flavor = "multi_thread")]
 async fn split_and_merge_under_writes_with_two_workers() {
     let _serial = SERIAL.lock().await;
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("reshard-workers");
-    support::create_stream(&client, &stream, 3).await.unwrap();
+    let stream = emulator::unique_stream("reshard-workers");
+    emulator::create_stream(&client, &stream, 3).await.unwrap();
     let db = db::postgres().await;
     let o = Optout::with_store(emu.env(), &db.url);
     let workers: Vec<Worker> = ["a", "b"]
@@ -366,7 +366,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
         })
     };
     let store = &db.store;
-    support::wait_for("writes under way", Duration::from_secs(60), || async move {
+    emulator::wait_for("writes under way", Duration::from_secs(60), || async move {
         event_count(&**store).await > 200
     })
     .await
