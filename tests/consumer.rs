@@ -28,19 +28,13 @@ fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         br#"{"specversion":"1.0","type":"com.twilio.messaging.inbound-message.received","id":"EZtrunc"#.to_vec(),
         // An opt event without `from`: cannot be attributed, must not vanish.
         serde_json::to_vec(&{
-            let mut v: Value = serde_json::from_slice(&inbound(
-                "EZnofrom00000000000000000000000000", "+15550000009", "+15559870002", None,
-                "STOP", Some("STOP"), "2026-03-01T10:00:00Z", 5,
-            ))
+            let mut v: Value = serde_json::from_slice(&Inbound::new("EZnofrom00000000000000000000000000", "+15550000009").keyword("STOP").build())
             .unwrap();
             v["data"].as_object_mut().unwrap().remove("from");
             v
         })
         .unwrap(),
-        inbound(
-            "EZunknown0000000000000000000000000", "+15550000008", "+15559870002", None,
-            "UNSUBSCRIBE", Some("UNSUBSCRIBE"), "2026-03-01T10:00:00Z", 5,
-        ),
+        Inbound::new("EZunknown0000000000000000000000000", "+15550000008").keyword("UNSUBSCRIBE").build(),
     ];
     let mut records = vec![
         fixture("inbound-stop-v5.json"),
@@ -49,101 +43,64 @@ fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         fixture("message-delivered.json"),
         fixture("sink-test-event.json"),
         // Out of order: the newer START arrives before the older STOP.
-        inbound(
-            "EZa1",
-            "+15550000001",
-            "+15559870002",
-            Some("MGtest"),
-            "Start",
-            Some("START"),
-            "2026-03-01T10:00:00.000Z",
-            5,
-        ),
-        inbound(
-            "EZa2",
-            "+15550000001",
-            "+15559870002",
-            Some("MGtest"),
-            "stop",
-            Some("STOP"),
-            "2026-03-01T09:00:00.000Z",
-            5,
-        ),
+        Inbound::new("EZa1", "+15550000001")
+            .service("MGtest")
+            .body("Start")
+            .opt_out_type("START")
+            .at("2026-03-01T10:00:00.000Z")
+            .build(),
+        Inbound::new("EZa2", "+15550000001")
+            .service("MGtest")
+            .body("stop")
+            .opt_out_type("STOP")
+            .at("2026-03-01T09:00:00.000Z")
+            .build(),
         // Duplicates (at-least-once delivery): the same event three times.
-        inbound(
-            "EZb1",
-            "whatsapp:+447700900123",
-            "+15559990000",
-            None,
-            "STOP",
-            Some("STOP"),
-            "2026-03-01T11:00:00Z",
-            6,
-        ),
-        inbound(
-            "EZb1",
-            "whatsapp:+447700900123",
-            "+15559990000",
-            None,
-            "STOP",
-            Some("STOP"),
-            "2026-03-01T11:00:00Z",
-            6,
-        ),
-        inbound(
-            "EZb1",
-            "whatsapp:+447700900123",
-            "+15559990000",
-            None,
-            "STOP",
-            Some("STOP"),
-            "2026-03-01T11:00:00Z",
-            6,
-        ),
+        Inbound::new("EZb1", "whatsapp:+447700900123")
+            .to("+15559990000")
+            .keyword("STOP")
+            .at("2026-03-01T11:00:00Z")
+            .version(6)
+            .build(),
+        Inbound::new("EZb1", "whatsapp:+447700900123")
+            .to("+15559990000")
+            .keyword("STOP")
+            .at("2026-03-01T11:00:00Z")
+            .version(6)
+            .build(),
+        Inbound::new("EZb1", "whatsapp:+447700900123")
+            .to("+15559990000")
+            .keyword("STOP")
+            .at("2026-03-01T11:00:00Z")
+            .version(6)
+            .build(),
         // HELP: recorded, no status.
-        inbound(
-            "EZc1",
-            "+15550000003",
-            "+15559870002",
-            Some("MGtest"),
-            "help",
-            Some("HELP"),
-            "2026-03-01T11:30:00Z",
-            5,
-        ),
+        Inbound::new("EZc1", "+15550000003")
+            .service("MGtest")
+            .body("help")
+            .opt_out_type("HELP")
+            .at("2026-03-01T11:30:00Z")
+            .build(),
         // optOutType in another case.
-        inbound(
-            "EZd1",
-            "+15550000004",
-            "+15559870002",
-            Some("MGtest"),
-            "sToP",
-            Some("stop"),
-            "2026-03-01T11:45:00+01:00",
-            5,
-        ),
+        Inbound::new("EZd1", "+15550000004")
+            .service("MGtest")
+            .body("sToP")
+            .opt_out_type("stop")
+            .at("2026-03-01T11:45:00+01:00")
+            .build(),
         // Schema v4 without optOutType: not an opt event unless --infer-keywords.
-        inbound(
-            "EZe1",
-            "+15550000005",
-            "+15559870002",
-            Some("MGtest"),
-            " STOP ",
-            None,
-            "2026-03-01T12:00:00Z",
-            4,
-        ),
+        Inbound::new("EZe1", "+15550000005")
+            .service("MGtest")
+            .body(" STOP ")
+            .at("2026-03-01T12:00:00Z")
+            .version(4)
+            .build(),
         // v5 without optOutType: Twilio decided it is no keyword.
-        inbound(
-            "EZf1",
-            "+15550000006",
-            "+15559870002",
-            Some("MGtest"),
-            "Stop please",
-            None,
-            "2026-03-01T12:00:00Z",
-            5,
-        ),
+        Inbound::new("EZf1", "+15550000006")
+            .service("MGtest")
+            .body("Stop please")
+            .at("2026-03-01T12:00:00Z")
+            .build(),
     ];
     records.extend(dead.iter().cloned());
     records.extend(filler(11, 400));
@@ -320,36 +277,23 @@ async fn infer_keywords_marks_old_schema_bodies() {
     let stream = emulator::unique_stream("infer");
     emulator::create_stream(&client, &stream, 1).await.unwrap();
     let records = vec![
-        inbound(
-            "EZe1",
-            "+15550000005",
-            "+15559870002",
-            Some("MGtest"),
-            " STOP ",
-            None,
-            "2026-03-01T12:00:00Z",
-            4,
-        ),
-        inbound(
-            "EZe2",
-            "+15550000005",
-            "+15559870002",
-            Some("MGtest"),
-            "Stop please",
-            None,
-            "2026-03-01T12:01:00Z",
-            4,
-        ),
-        inbound(
-            "EZe3",
-            "+15550000006",
-            "+15559870002",
-            Some("MGtest"),
-            "STOP",
-            None,
-            "2026-03-01T12:01:00Z",
-            5,
-        ),
+        Inbound::new("EZe1", "+15550000005")
+            .service("MGtest")
+            .body(" STOP ")
+            .at("2026-03-01T12:00:00Z")
+            .version(4)
+            .build(),
+        Inbound::new("EZe2", "+15550000005")
+            .service("MGtest")
+            .body("Stop please")
+            .at("2026-03-01T12:01:00Z")
+            .version(4)
+            .build(),
+        Inbound::new("EZe3", "+15550000006")
+            .service("MGtest")
+            .body("STOP")
+            .at("2026-03-01T12:01:00Z")
+            .build(),
     ];
     emulator::put_records(&client, &stream, &keyed(records))
         .await
@@ -377,16 +321,10 @@ async fn resume_reads_nothing_twice_and_misses_nothing() {
     let stream = emulator::unique_stream("resume");
     emulator::create_stream(&client, &stream, 2).await.unwrap();
     let first = vec![
-        inbound(
-            "EZr1",
-            "+15550000001",
-            "+15559870002",
-            Some("MGr"),
-            "STOP",
-            Some("STOP"),
-            "2026-03-01T10:00:00Z",
-            5,
-        ),
+        Inbound::new("EZr1", "+15550000001")
+            .service("MGr")
+            .keyword("STOP")
+            .build(),
         b"garbage one".to_vec(),
     ];
     let mut first_all = first.clone();
@@ -401,16 +339,11 @@ async fn resume_reads_nothing_twice_and_misses_nothing() {
     // More records, including an old opt event delivered again.
     let mut second = vec![
         first[0].clone(),
-        inbound(
-            "EZr2",
-            "+15550000001",
-            "+15559870002",
-            Some("MGr"),
-            "START",
-            Some("START"),
-            "2026-03-01T11:00:00Z",
-            5,
-        ),
+        Inbound::new("EZr2", "+15550000001")
+            .service("MGr")
+            .keyword("START")
+            .at("2026-03-01T11:00:00Z")
+            .build(),
         b"garbage two".to_vec(),
     ];
     second.extend(filler(4, 50));
@@ -446,16 +379,10 @@ async fn resharding_reads_parents_before_children() {
     emulator::create_stream(&client, &stream, 3).await.unwrap();
     let before: Vec<Vec<u8>> = (0..30)
         .map(|i| {
-            inbound(
-                &format!("EZp{i:02}"),
-                &format!("+1555000{i:04}"),
-                "+15559870002",
-                Some("MGx"),
-                "STOP",
-                Some("STOP"),
-                "2026-03-01T10:00:00Z",
-                5,
-            )
+            Inbound::new(&format!("EZp{i:02}"), &format!("+1555000{i:04}"))
+                .service("MGx")
+                .keyword("STOP")
+                .build()
         })
         .collect();
     emulator::put_records(&client, &stream, &keyed(before.clone()))
@@ -465,16 +392,11 @@ async fn resharding_reads_parents_before_children() {
     // Same subscribers opt back in, later: only children hold the START events.
     let after: Vec<Vec<u8>> = (0..30)
         .map(|i| {
-            inbound(
-                &format!("EZc{i:02}"),
-                &format!("+1555000{i:04}"),
-                "+15559870002",
-                Some("MGx"),
-                "START",
-                Some("START"),
-                "2026-03-01T11:00:00Z",
-                5,
-            )
+            Inbound::new(&format!("EZc{i:02}"), &format!("+1555000{i:04}"))
+                .service("MGx")
+                .keyword("START")
+                .at("2026-03-01T11:00:00Z")
+                .build()
         })
         .collect();
     emulator::put_records(&client, &stream, &keyed(after.clone()))
@@ -529,16 +451,9 @@ async fn resharding_while_running_loses_nothing() {
     let optout = Optout::new(emu.env());
     let child = optout.spawn_run(&stream, &["--max-records-per-call", "5"]);
     let stop = |i: usize| {
-        inbound(
-            &format!("EZs{i:03}"),
-            &format!("+1555100{i:04}"),
-            "+15559870002",
-            None,
-            "STOP",
-            Some("STOP"),
-            "2026-03-01T10:00:00Z",
-            5,
-        )
+        Inbound::new(&format!("EZs{i:03}"), &format!("+1555100{i:04}"))
+            .keyword("STOP")
+            .build()
     };
     let first: Vec<_> = (0..20).map(stop).collect();
     emulator::put_records(&client, &stream, &keyed(first))
@@ -1051,7 +966,11 @@ async fn newer_events_arriving_first_do_not_lose_to_older_ones() {
     let stream = emulator::unique_stream("arrival");
     emulator::create_stream(&client, &stream, 2).await.unwrap();
     let ev = |id: &str, from: &str, t: &str, at: &str| {
-        inbound(id, from, "+15559870002", Some("MGo"), t, Some(t), at, 5)
+        Inbound::new(id, from)
+            .service("MGo")
+            .keyword(t)
+            .at(at)
+            .build()
     };
     let records = vec![
         ev("EZo1", "+15550000101", "START", "2026-03-01T10:00:00Z"),

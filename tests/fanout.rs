@@ -59,16 +59,11 @@ async fn consumer_status(client: &Client, stream: &str) -> ConsumerStatus {
 }
 
 fn opt(id: &str, from: &str, kind: &str, timestamp: &str) -> Vec<u8> {
-    inbound(
-        id,
-        from,
-        "+15559870002",
-        Some("MGfan"),
-        kind,
-        Some(kind),
-        timestamp,
-        5,
-    )
+    Inbound::new(id, from)
+        .service("MGfan")
+        .keyword(kind)
+        .at(timestamp)
+        .build()
 }
 
 fn ids(rows: &[Value], field: &str) -> BTreeSet<String> {
@@ -94,16 +89,9 @@ fn status_map(rows: &[Value]) -> BTreeSet<(String, String, String)> {
 fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let dead = vec![
         b"not json at all".to_vec(),
-        inbound(
-            "EZunknown0000000000000000000000000",
-            "+15550000008",
-            "+15559870002",
-            None,
-            "UNSUBSCRIBE",
-            Some("UNSUBSCRIBE"),
-            "2026-03-01T10:00:00Z",
-            5,
-        ),
+        Inbound::new("EZunknown0000000000000000000000000", "+15550000008")
+            .keyword("UNSUBSCRIBE")
+            .build(),
     ];
     let mut records = vec![
         fixture("inbound-stop-v5.json"),

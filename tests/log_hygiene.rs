@@ -26,7 +26,13 @@ fn records() -> Vec<Vec<u8>> {
     let at = "2026-03-01T10:00:00Z";
     let to = "+15559870002";
     let opt = |id: &str, from: &str, body: &str, t: Option<&str>| {
-        inbound(id, from, to, Some("MGh"), body, t, at, 5)
+        Inbound::new(id, from)
+            .to(to)
+            .service("MGh")
+            .body(body)
+            .opt_out_type(t)
+            .at(at)
+            .build()
     };
     let mut r = vec![
         opt("EZh1", "+15557770001", "STOP quokka-a", Some("STOP")),

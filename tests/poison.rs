@@ -26,16 +26,13 @@ use serde_json::Value;
 /// whose `from` is 3,000 characters, one whose `to` holds U+0000, and a last good one.
 fn hostile_shard() -> Vec<Vec<u8>> {
     let stop = |i: usize, from: &str, to: &str, body: &str| {
-        inbound(
-            &format!("EZp{i:08}"),
-            from,
-            to,
-            Some("MGp"),
-            body,
-            Some("STOP"),
-            &format!("2026-03-01T12:00:{i:02}.000Z"),
-            5,
-        )
+        Inbound::new(&format!("EZp{i:08}"), from)
+            .to(to)
+            .service("MGp")
+            .body(body)
+            .opt_out_type("STOP")
+            .at(&format!("2026-03-01T12:00:{i:02}.000Z"))
+            .build()
     };
     let long_from = format!("+{}", "5".repeat(2_999));
     vec![
@@ -221,16 +218,12 @@ async fn database_refusals_are_isolated(db: db::Db) {
             let ts = format!("2026-03-01T12:00:00.{:03}Z", i % 1000);
             let refused = |from: &str, body: &str| {
                 let id = format!("EZw{i:08}");
-                inbound(
-                    &id,
-                    from,
-                    "+15559870002",
-                    Some("MGw"),
-                    body,
-                    Some("STOP"),
-                    &ts,
-                    5,
-                )
+                Inbound::new(&id, from)
+                    .service("MGw")
+                    .body(body)
+                    .opt_out_type("STOP")
+                    .at(&ts)
+                    .build()
             };
             if poison.contains(&i) {
                 refused("+1555POISON", "STOP")

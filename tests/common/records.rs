@@ -6,47 +6,119 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-/// A Twilio inbound-message CloudEvent (schema `version`), with `optOutType` when given.
-#[allow(clippy::too_many_arguments)]
-pub fn inbound(
-    id: &str,
-    from: &str,
-    to: &str,
-    service: Option<&str>,
-    body: &str,
-    opt_out_type: Option<&str>,
-    timestamp: &str,
+/// A Twilio inbound-message CloudEvent, built field by field instead of an eight-argument call:
+/// `Inbound::new("EZ1", "+15550000001").body("STOP").opt_out_type("STOP").build()`.
+/// Defaults: sent to +15559870002 without a messaging service, an empty body, no `optOutType`,
+/// at 2026-03-01T10:00:00Z, schema version 5.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    id: String,
+    from: String,
+    to: String,
+    service: Option<String>,
+    body: String,
+    opt_out_type: Option<String>,
+    timestamp: String,
     version: u32,
-) -> Vec<u8> {
-    let mut data = json!({
-        "messageSid": format!("SM{}", &id[2..]),
-        "timestamp": timestamp,
-        "accountSid": "AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a",
-        "eventName": "com.twilio.messaging.inbound-message.received",
-        "from": from,
-        "to": to,
-        "body": body,
-        "numMedia": 0,
-        "numSegments": 1,
-        "recipients": [],
-    });
-    if let Some(s) = service {
-        data["messagingServiceSid"] = json!(s);
+}
+
+impl Inbound {
+    /// Event `id` (its message SID is derived from it) from subscriber `from`.
+    pub fn new(id: &str, from: &str) -> Self {
+        Inbound {
+            id: id.into(),
+            from: from.into(),
+            to: "+15559870002".into(),
+            service: None,
+            body: String::new(),
+            opt_out_type: None,
+            timestamp: "2026-03-01T10:00:00Z".into(),
+            version: 5,
+        }
     }
-    if let Some(t) = opt_out_type {
-        data["optOutType"] = json!(t);
+
+    /// The sender (the business number) the message went to.
+    pub fn to(mut self, to: &str) -> Self {
+        self.to = to.into();
+        self
     }
-    serde_json::to_vec(&json!({
-        "specversion": "1.0",
-        "type": "com.twilio.messaging.inbound-message.received",
-        "source": "/2010-04-01/Accounts/AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a/Messages.json",
-        "id": id,
-        "dataschema": format!("https://events-schemas.twilio.com/Messaging.InboundMessageV1/{version}"),
-        "datacontenttype": "application/json",
-        "time": timestamp,
-        "data": data,
-    }))
-    .unwrap()
+
+    /// `messagingServiceSid`, the opt-out scope when present.
+    pub fn service<'a>(mut self, sid: impl Into<Option<&'a str>>) -> Self {
+        self.service = sid.into().map(Into::into);
+        self
+    }
+
+    /// The message text.
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Twilio's `optOutType` (absent unless set).
+    pub fn opt_out_type<'a>(mut self, t: impl Into<Option<&'a str>>) -> Self {
+        self.opt_out_type = t.into().map(Into::into);
+        self
+    }
+
+    /// A keyword message Twilio flagged: body and `optOutType` both `kind` (STOP, START, HELP).
+    pub fn keyword(self, kind: &str) -> Self {
+        self.body(kind).opt_out_type(kind)
+    }
+
+    /// `data.timestamp` and the envelope's `time`.
+    pub fn at(mut self, timestamp: &str) -> Self {
+        self.timestamp = timestamp.into();
+        self
+    }
+
+    /// The schema version in `dataschema`.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The record's bytes, as Twilio writes them.
+    pub fn build(&self) -> Vec<u8> {
+        let (id, from, to, body, timestamp, version) = (
+            self.id.as_str(),
+            self.from.as_str(),
+            self.to.as_str(),
+            self.body.as_str(),
+            self.timestamp.as_str(),
+            self.version,
+        );
+        let (service, opt_out_type) = (self.service.as_deref(), self.opt_out_type.as_deref());
+        let mut data = json!({
+            "messageSid": format!("SM{}", &id[2..]),
+            "timestamp": timestamp,
+            "accountSid": "AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a",
+            "eventName": "com.twilio.messaging.inbound-message.received",
+            "from": from,
+            "to": to,
+            "body": body,
+            "numMedia": 0,
+            "numSegments": 1,
+            "recipients": [],
+        });
+        if let Some(s) = service {
+            data["messagingServiceSid"] = json!(s);
+        }
+        if let Some(t) = opt_out_type {
+            data["optOutType"] = json!(t);
+        }
+        serde_json::to_vec(&json!({
+            "specversion": "1.0",
+            "type": "com.twilio.messaging.inbound-message.received",
+            "source": "/2010-04-01/Accounts/AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a/Messages.json",
+            "id": id,
+            "dataschema": format!("https://events-schemas.twilio.com/Messaging.InboundMessageV1/{version}"),
+            "datacontenttype": "application/json",
+            "time": timestamp,
+            "data": data,
+        }))
+        .unwrap()
+    }
 }
 
 /// A shared example payload from `tests/fixtures/`.
@@ -83,24 +155,19 @@ pub fn keyed(records: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
 /// second apart, so the expected final status is known.
 pub fn opt_event(i: usize) -> Vec<u8> {
     let subscriber = format!("+1555200{:04}", i % 40);
-    let (body, t) = if (i / 40).is_multiple_of(2) {
-        ("STOP", "STOP")
+    let kind = if (i / 40).is_multiple_of(2) {
+        "STOP"
     } else {
-        ("START", "START")
+        "START"
     };
     let ts = chrono::DateTime::from_timestamp(1_772_366_400 + i as i64, 0)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    inbound(
-        &format!("EZw{i:08}"),
-        &subscriber,
-        "+15559870002",
-        Some("MGw"),
-        body,
-        Some(t),
-        &ts,
-        5,
-    )
+    Inbound::new(&format!("EZw{i:08}"), &subscriber)
+        .service("MGw")
+        .keyword(kind)
+        .at(&ts)
+        .build()
 }
 
 /// What the tables must say after events `0..n`.
