@@ -240,57 +240,6 @@ async fn resume_with_the_same_consumer_reads_only_new_records() {
     assert_eq!(records_read(&run_fanout(&optout, &stream)), 0);
 }
 
-/// Split shard 0 and merge shards 1 and 2 before reading: every record is read once, and each
-/// child only after its parents are read to the end and checkpointed.
-#[tokio::test(flavor = "multi_thread")]
-async fn resharding_reads_parents_before_children_with_fan_out() {
-    let emu = emulator::from_env().await;
-    let client = emu.client().await;
-    let stream = emulator::unique_stream("fanout-reshard");
-    emulator::create_stream(&client, &stream, 3).await.unwrap();
-    let subscriber = |i: usize| format!("+1555000{i:04}");
-    let before: Vec<Vec<u8>> = (0..12)
-        .map(|i| {
-            opt(
-                &format!("EZp{i:02}"),
-                &subscriber(i),
-                "STOP",
-                "2026-03-01T10:00:00Z",
-            )
-        })
-        .collect();
-    emulator::put_records(&client, &stream, &keyed(before))
-        .await
-        .unwrap();
-    let ([low, high], merged) = split_0_merge_1_2(&client, &stream).await;
-    // The same subscribers opt back in, later: only the children hold the START events.
-    let after: Vec<Vec<u8>> = (0..12)
-        .map(|i| {
-            opt(
-                &format!("EZc{i:02}"),
-                &subscriber(i),
-                "START",
-                "2026-03-01T11:00:00Z",
-            )
-        })
-        .collect();
-    emulator::put_records(&client, &stream, &keyed(after))
-        .await
-        .unwrap();
-
-    let optout = Optout::new(emu.env());
-    let logs = run_fanout(&optout, &stream);
-    assert_eq!(records_read(&logs), 24, "every record read exactly once");
-    assert_children_after_parents(&optout, &stream, &logs, &[low, high], &merged).await;
-    assert_eq!(optout.query(&["events"]).len(), 24);
-    let status = optout.query(&["status"]);
-    assert_eq!(status.len(), 12);
-    assert!(
-        status.iter().all(|r| r["status"] == "opted_in"),
-        "{status:#?}"
-    );
-}
-
 /// Subscriptions that end after a second (AWS ends them after 5 minutes): the reader subscribes
 /// again from its checkpoint, no faster than AWS allows, and reads every record exactly once
 /// although ferrokinesis re-sends each shard from its start on every subscription.
