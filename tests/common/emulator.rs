@@ -17,6 +17,9 @@
 //! - ferrokinesis's ListShards needs StreamName (not StreamARN), so helpers use names;
 //! - state delays are set to zero on both, but helpers still poll until the change is visible.
 //!
+//! One file although long: the two emulators' start-up and the stream helpers share the quirks
+//! listed above.
+//!
 //! Synchronisation is by polling ([`poll`], [`wait_for`]) every 50 ms, never by fixed sleeps.
 
 use std::future::Future;
