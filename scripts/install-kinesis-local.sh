@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the `kinesis-local` Kinesis emulator (npm, pinned) into the crate root's node_modules/,
-# where tests/support/mod.rs and scripts/kinesis-local.sh look for it. Idempotent: does nothing
+# where tests/common/emulator.rs and scripts/kinesis-local.sh look for it. Idempotent: does nothing
 # when the pinned version is already there. Needs Node.js (>= 18) and npm on PATH.
 set -euo pipefail
 

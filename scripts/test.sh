@@ -5,7 +5,9 @@
 #
 # Needs: cargo, Node.js + npm (kinesis-local is installed into node_modules/ on first use), and
 # PostgreSQL on 127.0.0.1:5432 with trust auth and a `test` database (started here if it is
-# installed but down). OPTOUT_TEST_PG overrides the admin URL.
+# installed but down). OPTOUT_TEST_PG overrides the admin URL. tests/pg_restart.rs restarts the
+# local Debian cluster (pg_ctlcluster, as root) and fails where it cannot, unless
+# OPTOUT_TEST_SKIP_PG_RESTART=1 (then it prints that it skipped).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,7 +21,8 @@ echo "== end-to-end scenarios against kinesis-local (polling, fan-out, faults, s
 # The skipped tests need ferrokinesis-only settings (1 s iterators or sessions, a 60k backlog)
 # or no emulator at all, and already ran above.
 OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked \
-    --test consumer --test fanout --test faults --test workers --test poison -- \
+    --test consumer --test fanout --test faults --test workers --test poison \
+    --test log_hygiene -- \
     --skip twenty_kills --skip expired_iterators --skip latest_survives \
     --skip expiring_subscriptions --skip a_deregistered_consumer \
     --skip database_refusals --skip replay_stores

@@ -1,4 +1,4 @@
-//! Proves the test harness (tests/support) against both Kinesis emulators and pins, per
+//! Proves the test harness (tests/common/emulator.rs) against both Kinesis emulators and pins, per
 //! emulator, the behaviour the consumer engine has to cope with. Both emulator tests always run:
 //! the kinesis-local one fails with an install hint when `scripts/install-kinesis-local.sh` has
 //! not been run.
@@ -37,7 +37,11 @@
 //! - ExpiredIteratorException: ferrokinesis with `iterator_ttl_seconds: 1` gives the modelled
 //!   error (`is_expired_iterator_exception()`) about 1 s after GetShardIterator. kinesis-local's
 //!   TTL is a fixed 5 minutes: not tested.
-mod support;
+
+#[macro_use]
+mod common;
+
+use common::emulator::{self, Emulator, EmulatorKind};
 
 use std::time::Duration;
 
@@ -47,32 +51,31 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::{
     ConsumerStatus, Shard, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
 };
-use support::{Emulator, EmulatorKind};
 
 /// kinesis-local's EndingSequenceNumber for every closed shard.
 const KINESIS_LOCAL_ENDING_SEQUENCE: &str = "9223372036854775807";
 
 #[tokio::test]
 async fn ferrokinesis_harness() -> anyhow::Result<()> {
-    exercise(&support::ferrokinesis().await).await
+    exercise(&emulator::ferrokinesis().await).await
 }
 
 #[tokio::test]
 async fn kinesis_local_harness() -> anyhow::Result<()> {
-    exercise(&support::kinesis_local().await?).await
+    exercise(&emulator::kinesis_local().await?).await
 }
 
 /// The emulator chosen by OPTOUT_TEST_EMULATOR answers and its env() names it.
 #[tokio::test]
 async fn from_env_emulator_answers() -> anyhow::Result<()> {
-    let emulator = support::from_env().await;
+    let emulator = emulator::from_env().await;
     let env = emulator.env();
     ensure!(env.contains(&("AWS_ENDPOINT_URL".into(), emulator.endpoint.clone())));
     ensure!(env.contains(&("AWS_REGION".into(), "us-east-1".into())));
     let client = emulator.client().await;
-    let stream = support::unique_stream("from-env");
-    support::create_stream(&client, &stream, 1).await?;
-    ensure!(support::list_shards(&client, &stream).await.len() == 1);
+    let stream = emulator::unique_stream("from-env");
+    emulator::create_stream(&client, &stream, 1).await?;
+    ensure!(emulator::list_shards(&client, &stream).await.len() == 1);
     Ok(())
 }
 
@@ -80,14 +83,14 @@ async fn from_env_emulator_answers() -> anyhow::Result<()> {
 async fn ferrokinesis_expired_iterator() -> anyhow::Result<()> {
     let options = ferrokinesis::store::StoreOptions {
         iterator_ttl_seconds: 1,
-        ..support::ferrokinesis_options()
+        ..emulator::ferrokinesis_options()
     };
-    let emulator = support::ferrokinesis_with(options).await;
+    let emulator = emulator::ferrokinesis_with(options).await;
     let client = &emulator.client().await;
-    let stream = &support::unique_stream("expiry");
-    support::create_stream(client, stream, 1).await?;
+    let stream = &emulator::unique_stream("expiry");
+    emulator::create_stream(client, stream, 1).await?;
     let iterator = &trim_horizon(client, stream, "shardId-000000000000").await?;
-    let error = support::poll(
+    let error = emulator::poll(
         "the iterator to expire",
         Duration::from_secs(10),
         || async move {
@@ -129,8 +132,8 @@ async fn exercise(emulator: &Emulator) -> anyhow::Result<()> {
 
 /// 2 shards, 20 records by partition key and 3 aimed at shard 1: read_all returns each once.
 async fn put_and_read_back(client: &Client) -> anyhow::Result<()> {
-    let stream = &support::unique_stream("put-read");
-    support::create_stream(client, stream, 2).await?;
+    let stream = &emulator::unique_stream("put-read");
+    emulator::create_stream(client, stream, 2).await?;
     let empty = read_pages(client, stream, "shardId-000000000000", Until::Empty).await?;
     ensure!(empty.len() == 1 && empty[0].records.is_empty(), "{empty:?}");
     ensure!(
@@ -140,11 +143,11 @@ async fn put_and_read_back(client: &Client) -> anyhow::Result<()> {
     ensure!(empty[0].children.is_empty(), "{empty:?}");
 
     let mut records = numbered("key", "record", 20);
-    let mut placed = support::put_records(client, stream, &records).await?;
+    let mut placed = emulator::put_records(client, stream, &records).await?;
     ensure!(placed.iter().any(|(s, _)| s == "shardId-000000000000"));
     ensure!(placed.iter().any(|(s, _)| s == "shardId-000000000001"));
     let aimed = numbered("aimed", "aimed", 3);
-    placed.extend(support::put_to_shard(client, stream, "shardId-000000000001", &aimed).await?);
+    placed.extend(emulator::put_to_shard(client, stream, "shardId-000000000001", &aimed).await?);
     records.extend(aimed);
 
     let mut expected: Vec<(String, String, Vec<u8>)> = placed
@@ -152,7 +155,7 @@ async fn put_and_read_back(client: &Client) -> anyhow::Result<()> {
         .zip(records)
         .map(|((shard, seq), (_, data))| (shard, seq, data))
         .collect();
-    let mut read = support::read_all(client, stream).await;
+    let mut read = emulator::read_all(client, stream).await;
     expected.sort();
     read.sort();
     ensure!(read == expected, "read {read:?}\nexpected {expected:?}");
@@ -161,15 +164,15 @@ async fn put_and_read_back(client: &Client) -> anyhow::Result<()> {
 
 /// 3 shards: split 0, merge 1 and 2; lineage, closed parents, drained parents, read_all.
 async fn resharding(client: &Client, kind: EmulatorKind) -> anyhow::Result<()> {
-    let stream = &support::unique_stream("reshard");
-    support::create_stream(client, stream, 3).await?;
+    let stream = &emulator::unique_stream("reshard");
+    emulator::create_stream(client, stream, 3).await?;
     let [s0, s1, s2] = ["0", "1", "2"].map(|n| format!("shardId-00000000000{n}"));
-    let before = support::list_shards(client, stream).await;
-    let parents = support::put_to_shard(client, stream, &s0, &numbered("p", "parent", 3)).await?;
-    support::put_to_shard(client, stream, &s1, &numbered("q", "one", 1)).await?;
+    let before = emulator::list_shards(client, stream).await;
+    let parents = emulator::put_to_shard(client, stream, &s0, &numbered("p", "parent", 3)).await?;
+    emulator::put_to_shard(client, stream, &s1, &numbered("q", "one", 1)).await?;
 
-    let [low, high] = support::split_shard(client, stream, &s0).await?;
-    let merged = support::merge_shards(client, stream, &s1, &s2).await?;
+    let [low, high] = emulator::split_shard(client, stream, &s0).await?;
+    let merged = emulator::merge_shards(client, stream, &s1, &s2).await?;
     ensure!(
         [&low, &high, &merged]
             == [
@@ -179,7 +182,7 @@ async fn resharding(client: &Client, kind: EmulatorKind) -> anyhow::Result<()> {
             ]
     );
 
-    let shards = support::list_shards(client, stream).await;
+    let shards = emulator::list_shards(client, stream).await;
     ensure!(shards.len() == 6, "{shards:?}");
     check_split_lineage(&shards, &before, &s0, [&low, &high])?;
     check_merge_lineage(&shards, &before, [&s1, &s2], &merged)?;
@@ -195,9 +198,9 @@ async fn resharding(client: &Client, kind: EmulatorKind) -> anyhow::Result<()> {
     check_drained_parent(client, kind, stream, &s2, 0, &[&merged]).await?;
 
     for child in [&low, &high, &merged] {
-        support::put_to_shard(client, stream, child, &numbered(child, "child", 1)).await?;
+        emulator::put_to_shard(client, stream, child, &numbered(child, "child", 1)).await?;
     }
-    let all = support::read_all(client, stream).await;
+    let all = emulator::read_all(client, stream).await;
     let count = |id: &str| all.iter().filter(|(s, _, _)| s == id).count();
     let counts = [&s0, &s1, &s2, &low, &high, &merged].map(|id| count(id));
     ensure!(counts == [3, 1, 0, 1, 1, 1], "records per shard {counts:?}");
@@ -214,7 +217,7 @@ fn check_split_lineage(
     for child in [low, high] {
         ensure!(child.parent_shard_id() == Some(parent), "{child:?}");
         ensure!(child.adjacent_parent_shard_id().is_none(), "{child:?}");
-        ensure!(!support::is_closed(child), "{child:?}");
+        ensure!(!emulator::is_closed(child), "{child:?}");
     }
     let (start, end) = range(shard(before, parent)?);
     ensure!(
@@ -237,7 +240,7 @@ fn check_merge_lineage(
     let child = shard(shards, merged)?;
     ensure!(child.parent_shard_id() == Some(a), "{child:?}");
     ensure!(child.adjacent_parent_shard_id() == Some(b), "{child:?}");
-    ensure!(!support::is_closed(child), "{child:?}");
+    ensure!(!emulator::is_closed(child), "{child:?}");
     let span = (range(shard(before, a)?).0, range(shard(before, b)?).1);
     ensure!(range(child) == span, "{child:?}");
     Ok(())
@@ -299,9 +302,9 @@ async fn check_drained_parent(
 }
 
 async fn list_shards_by_arn(client: &Client, kind: EmulatorKind) -> anyhow::Result<()> {
-    let stream = &support::unique_stream("by-arn");
-    support::create_stream(client, stream, 1).await?;
-    let arn = support::stream_arn(client, stream).await?;
+    let stream = &emulator::unique_stream("by-arn");
+    emulator::create_stream(client, stream, 1).await?;
+    let arn = emulator::stream_arn(client, stream).await?;
     let result = client.list_shards().stream_arn(&arn).send().await;
     match kind {
         EmulatorKind::Ferrokinesis => {
@@ -382,11 +385,11 @@ async fn errors(client: &Client, kind: EmulatorKind) -> anyhow::Result<()> {
 
 /// RegisterStreamConsumer + SubscribeToShard from TRIM_HORIZON delivers 3 records.
 async fn subscribe(client: &Client) -> anyhow::Result<()> {
-    let stream = &support::unique_stream("subscribe");
-    support::create_stream(client, stream, 1).await?;
+    let stream = &emulator::unique_stream("subscribe");
+    emulator::create_stream(client, stream, 1).await?;
     let records = numbered("key", "fan-out", 3);
-    support::put_records(client, stream, &records).await?;
-    let arn = support::stream_arn(client, stream).await?;
+    emulator::put_records(client, stream, &records).await?;
+    let arn = emulator::stream_arn(client, stream).await?;
     let registered = client
         .register_stream_consumer()
         .stream_arn(&arn)
@@ -398,7 +401,7 @@ async fn subscribe(client: &Client) -> anyhow::Result<()> {
         .context("no consumer")?
         .consumer_arn()
         .to_string();
-    support::wait_for(
+    emulator::wait_for(
         "the consumer to be ACTIVE",
         Duration::from_secs(10),
         || async move {

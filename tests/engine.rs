@@ -5,9 +5,11 @@
 //! parents, shards handed over between two engines that share one lease store, and the stall
 //! watchdog restarting a reader whose calls hang.
 
-#[path = "common/proxy.rs"]
-mod proxy;
-mod support;
+#[macro_use]
+mod common;
+
+use common::emulator as support;
+use common::proxy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

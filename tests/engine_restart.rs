@@ -3,7 +3,10 @@
 //! process (`kinesis::run` against the in-process emulator) with a recording processor that
 //! knows nothing of Twilio, and asserted on what it recorded, not on log text.
 
-mod support;
+#[macro_use]
+mod common;
+
+use common::emulator;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,14 +78,14 @@ impl Processor for Recorder {
 }
 
 async fn reader_is_restarted_after(fault: Fault) {
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("restart");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("restart");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     let records: Vec<(String, Vec<u8>)> = (0..600)
         .map(|i| (format!("key-{i}"), format!("record {i}").into_bytes()))
         .collect();
-    let put = support::put_records(&client, &stream, &records)
+    let put = emulator::put_records(&client, &stream, &records)
         .await
         .unwrap();
     let recorder = Arc::new(Recorder {
@@ -167,11 +170,11 @@ async fn a_batch_run_gives_up_on_a_shard_that_always_fails() {
             Err(ProcessError::Fatal("read-only database".into()))
         }
     }
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("giveup");
-    support::create_stream(&client, &stream, 1).await.unwrap();
-    support::put_records(&client, &stream, &[("k".into(), b"x".to_vec())])
+    let stream = emulator::unique_stream("giveup");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
+    emulator::put_records(&client, &stream, &[("k".into(), b"x".to_vec())])
         .await
         .unwrap();
     let config = ConsumerConfig {

@@ -6,20 +6,16 @@
 //! record lands exactly once, no shard is polled more than 5 times a second, and the retries
 //! show in `optout_retries_total{kind}`.
 
-#[path = "common/aws_faults.rs"]
-mod aws_faults;
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/proxy.rs"]
-mod proxy;
-mod support;
+
+use common::emulator;
+use common::optout::*;
 
 use std::time::{Duration, Instant};
 
-use common::*;
-
 /// The emulator's environment, with optout's endpoint pointed at the proxy.
-fn through(env: Vec<(String, String)>, proxy: &proxy::Proxy) -> Vec<(String, String)> {
+fn through(env: Vec<(String, String)>, proxy: &common::proxy::Proxy) -> Vec<(String, String)> {
     via(env, &proxy.endpoint)
 }
 
@@ -33,28 +29,20 @@ fn via(env: Vec<(String, String)>, endpoint: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The value of one exposition line, e.g. `optout_retries_total{kind="throttled"}`.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 /// Consumes `n` opt events through an AWS fault proxy failing calls as `plan` says; the
 /// retries must show in `optout_retries_total{kind}` for each of `kinds`.
-async fn through_aws_faults(n: usize, plan: aws_faults::Plan, kinds: &[&str], extra: &[&str]) {
-    let emu = support::from_env().await;
+async fn through_aws_faults(
+    n: usize,
+    plan: common::aws_faults::Plan,
+    kinds: &[&str],
+    extra: &[&str],
+) {
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("awsfaults");
-    support::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::unique_stream("awsfaults");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
     write(&client, &stream, 0, n, 100, Duration::from_millis(10)).await;
-    let proxy = aws_faults::AwsFaults::start(&emu.endpoint, plan, 20261128).await;
+    let proxy = common::aws_faults::AwsFaults::start(&emu.endpoint, plan, 20261128).await;
     let o = Optout::new(via(emu.env(), &proxy.endpoint));
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -84,7 +72,7 @@ async fn through_aws_faults(n: usize, plan: aws_faults::Plan, kinds: &[&str], ex
     check_tables(&o, n);
     proxy.seen(|s| {
         for (shard, times) in &s.get_records_at {
-            let most = aws_faults::max_calls_per_second(times);
+            let most = common::aws_faults::max_calls_per_second(times);
             eprintln!(
                 "{shard}: {} GetRecords calls, at most {most} in one second",
                 times.len()
@@ -94,8 +82,12 @@ async fn through_aws_faults(n: usize, plan: aws_faults::Plan, kinds: &[&str], ex
     });
 }
 
-fn faults(kinds: &[aws_faults::Fault], share: f64, first: u64) -> aws_faults::OpFaults {
-    aws_faults::OpFaults {
+fn faults(
+    kinds: &[common::aws_faults::Fault],
+    share: f64,
+    first: u64,
+) -> common::aws_faults::OpFaults {
+    common::aws_faults::OpFaults {
         kinds: kinds.to_vec(),
         share,
         first,
@@ -104,7 +96,7 @@ fn faults(kinds: &[aws_faults::Fault], share: f64, first: u64) -> aws_faults::Op
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_errors_on_a_fifth_of_the_calls_lose_nothing() {
-    use aws_faults::Fault::*;
+    use common::aws_faults::Fault::*;
     let plan = [
         (
             "GetRecords",
@@ -134,7 +126,7 @@ async fn aws_errors_on_a_fifth_of_the_calls_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_errors_on_subscriptions_lose_nothing() {
-    use aws_faults::Fault::*;
+    use common::aws_faults::Fault::*;
     // Subscriptions are few (one per shard every few minutes), so the first ones always fail.
     let plan = [
         (
@@ -157,11 +149,11 @@ async fn aws_errors_on_subscriptions_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn emulator_unreachable_for_30_seconds_loses_nothing() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("outage");
-    support::create_stream(&client, &stream, 2).await.unwrap();
-    let proxy = proxy::Proxy::start(&emu.endpoint).await;
+    let stream = emulator::unique_stream("outage");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
+    let proxy = common::proxy::Proxy::start(&emu.endpoint).await;
     let o = Optout::new(through(emu.env(), &proxy));
     let mut worker = o.spawn_run(&stream, &[]);
     write(&client, &stream, 0, 200, 50, Duration::from_millis(20)).await;
@@ -193,9 +185,7 @@ async fn emulator_unreachable_for_30_seconds_loses_nothing() {
     );
     let logs = worker.terminate();
     assert!(
-        logs.iter().any(|l| l["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("backing off"))),
+        logs.iter().any(|l| l["delay_ms"].is_u64()),
         "retries were logged"
     );
     check_tables(&o, 600);
@@ -203,11 +193,11 @@ async fn emulator_unreachable_for_30_seconds_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_network_restarts_stalled_readers() {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("stall");
-    support::create_stream(&client, &stream, 2).await.unwrap();
-    let proxy = proxy::Proxy::start(&emu.endpoint).await;
+    let stream = emulator::unique_stream("stall");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
+    let proxy = common::proxy::Proxy::start(&emu.endpoint).await;
     let o = Optout::new(through(emu.env(), &proxy));
     let worker = o.spawn_run(&stream, &["--stall-timeout-secs", "2"]);
     write(&client, &stream, 0, 100, 50, Duration::from_millis(10)).await;
@@ -218,14 +208,10 @@ async fn a_hung_network_restarts_stalled_readers() {
     proxy.blackhole();
     write(&client, &stream, 100, 300, 50, Duration::from_millis(10)).await;
     let w = &worker;
-    support::wait_for(
+    emulator::wait_for(
         "a stalled reader to be restarted",
         Duration::from_secs(30),
-        || async move {
-            w.logs()
-                .iter()
-                .any(|l| l["message"] == "Shard reader made no progress; restarting it.")
-        },
+        || async move { w.logs().iter().any(|l| l["stalled_secs"].is_u64()) },
     )
     .await
     .unwrap();

@@ -13,21 +13,21 @@ use optout::store::{
     StatusFilter, Store, StoreError,
 };
 
-#[path = "common/db.rs"]
-mod support_db;
+#[macro_use]
+mod common;
 
-use support_db::Db;
+use common::db::{self, Db};
 
 /// Runs one async test body against both backends.
 macro_rules! both_backends {
     ($($name:ident;)*) => {
         mod sqlite_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-              async fn $name() { super::$name(super::support_db::sqlite().await).await; })*
+              async fn $name() { super::$name(super::db::sqlite().await).await; })*
         }
         mod postgres_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-              async fn $name() { super::$name(super::support_db::postgres().await).await; })*
+              async fn $name() { super::$name(super::db::postgres().await).await; })*
         }
     };
 }
@@ -465,7 +465,7 @@ async fn concurrent_workers_never_share_a_lease(db: Db) {
     db.sql.ensure_leases(STREAM, &shards).await.unwrap();
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        workers.push(support_db::open_sql(&db.url).await);
+        workers.push(db::open_sql(&db.url).await);
     }
     // Rounds 1-3: everyone asks for everything; rounds 4-6: everyone asks for a fair share.
     for round in 1..=6_i64 {

@@ -8,15 +8,15 @@
 //!   error, the way PostgreSQL refuses an over-long index row) is isolated by bisecting the
 //!   batch, dead-lettered with the database's reason, and everything around it is committed.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
+
+use common::optout::*;
+use common::records::*;
+use common::{db, emulator};
 
 use std::time::Instant;
 
-use common::*;
 use optout::event::DecodeOptions;
 use optout::pipeline::{RawRecord, Target, commit_records};
 use optout::store::CheckpointUpdate;
@@ -26,16 +26,13 @@ use serde_json::Value;
 /// whose `from` is 3,000 characters, one whose `to` holds U+0000, and a last good one.
 fn hostile_shard() -> Vec<Vec<u8>> {
     let stop = |i: usize, from: &str, to: &str, body: &str| {
-        inbound(
-            &format!("EZp{i:08}"),
-            from,
-            to,
-            Some("MGp"),
-            body,
-            Some("STOP"),
-            &format!("2026-03-01T12:00:{i:02}.000Z"),
-            5,
-        )
+        Inbound::new(&format!("EZp{i:08}"), from)
+            .to(to)
+            .service("MGp")
+            .body(body)
+            .opt_out_type("STOP")
+            .at(&format!("2026-03-01T12:00:{i:02}.000Z"))
+            .build()
     };
     let long_from = format!("+{}", "5".repeat(2_999));
     vec![
@@ -92,11 +89,11 @@ fn check_hostile(o: &Optout) {
 
 /// Consumes one hostile shard into `store_url` and returns the installation for queries.
 async fn consume_hostile(store_url: Option<&str>) -> Optout {
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("poison");
-    support::create_stream(&client, &stream, 1).await.unwrap();
-    let put = support::put_records(&client, &stream, &keyed(hostile_shard()))
+    let stream = emulator::unique_stream("poison");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
+    let put = emulator::put_records(&client, &stream, &keyed(hostile_shard()))
         .await
         .unwrap();
     let last = put
@@ -221,16 +218,12 @@ async fn database_refusals_are_isolated(db: db::Db) {
             let ts = format!("2026-03-01T12:00:00.{:03}Z", i % 1000);
             let refused = |from: &str, body: &str| {
                 let id = format!("EZw{i:08}");
-                inbound(
-                    &id,
-                    from,
-                    "+15559870002",
-                    Some("MGw"),
-                    body,
-                    Some("STOP"),
-                    &ts,
-                    5,
-                )
+                Inbound::new(&id, from)
+                    .service("MGw")
+                    .body(body)
+                    .opt_out_type("STOP")
+                    .at(&ts)
+                    .build()
             };
             if poison.contains(&i) {
                 refused("+1555POISON", "STOP")

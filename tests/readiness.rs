@@ -2,15 +2,13 @@
 //! database's error once it has failed for `--failing-after-secs`, `/metrics` counts it in
 //! `optout_shards_failing` and its restarts, and both recover once the database does.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
+
+use common::optout::*;
+use common::{db, emulator};
 
 use std::time::{Duration, Instant};
-
-use common::*;
 
 /// The checkpoint upsert fails with a permission error (not the data's fault, not transient):
 /// what a role that lost its grants, or a schema changed under the consumer, looks like.
@@ -26,10 +24,10 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
     let pg = db::postgres().await;
     let mut admin = sqlx::PgConnection::connect(&pg.url).await.unwrap();
     sqlx::raw_sql(BREAK).execute(&mut admin).await.unwrap();
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("unready");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::unique_stream("unready");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
     write(&client, &stream, 0, 50, 50, Duration::ZERO).await;
     let o = Optout::with_store(emu.env(), &pg.url);
     let port = free_port();
@@ -39,7 +37,7 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
         &stream,
         &["--http-addr", &addr, "--failing-after-secs", "2"],
     );
-    let body = support::poll(
+    let body = emulator::poll(
         "/readyz to name the failing shard",
         Duration::from_secs(60),
         || async {
@@ -58,7 +56,7 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
     );
     assert!(body.contains("checkpoints are read-only here"), "{body}");
     // The gauge is published by the engine's housekeeping, once a second.
-    let metrics = support::poll(
+    let metrics = emulator::poll(
         "optout_shards_failing 1",
         Duration::from_secs(10),
         || async {
@@ -82,14 +80,14 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
 
     sqlx::raw_sql(MEND).execute(&mut admin).await.unwrap();
     wait_for_events(&*pg.store, 50, Duration::from_secs(60)).await;
-    support::wait_for(
+    emulator::wait_for(
         "/readyz to be ready again",
         Duration::from_secs(30),
         || async { http_get(&addr, "/readyz").await.0 == 200 },
     )
     .await
     .unwrap();
-    let metrics = support::poll(
+    let metrics = emulator::poll(
         "optout_shards_failing 0",
         Duration::from_secs(10),
         || async {

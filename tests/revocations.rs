@@ -12,10 +12,9 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 #[macro_use]
-#[path = "common/db.rs"]
-mod support_db;
+mod common;
 
-use support_db::Db;
+use common::db::Db;
 
 // ---------------------------------------------------------------------------------------------
 // The corpus

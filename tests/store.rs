@@ -1,19 +1,19 @@
 //! The store's semantics (DESIGN rules 2, 3, 4, 5, 6), run against both backends from one
 //! set of tests: SQLite in a temporary file, and PostgreSQL in a fresh database per test on
 //! the machine's server (`OPTOUT_TEST_PG`, default postgres://postgres@127.0.0.1:5432/test).
+//! Order independence as a property and atomicity under a failing write are in
+//! tests/store_guarantees.rs.
 
 use chrono::{DateTime, TimeZone, Utc};
 use optout::event::{OptEvent, OptOutType, TestEvent};
 use optout::store::{
     Batch, CheckpointUpdate, DeadLetter, EventFilter, Positioned, StatusFilter, Store,
 };
-use proptest::prelude::*;
 
 #[macro_use]
-#[path = "common/db.rs"]
-mod support_db;
+mod common;
 
-use support_db::Db;
+use common::db::{self, Db};
 
 both_backends! {
     duplicates_change_nothing;
@@ -382,7 +382,7 @@ async fn migrations_are_idempotent(db: Db) {
 
 #[tokio::test]
 async fn a_second_runner_on_one_sqlite_file_is_refused() {
-    let db = support_db::sqlite().await;
+    let db = db::sqlite().await;
     db.store.claim_single_runner().await.unwrap();
     let other = optout::store::open(&db.url, 2).await.unwrap();
     let err = other.claim_single_runner().await.unwrap_err();
@@ -391,58 +391,4 @@ async fn a_second_runner_on_one_sqlite_file_is_refused() {
             .contains("another `optout run` is already using"),
         "{err}"
     );
-}
-
-/// Rule 3, as a property: any arrival order and any split into batches give the same
-/// statuses and events.
-fn final_state(events: &[OptEvent], order: &[usize], cuts: &[usize]) -> (Vec<String>, usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = optout::store::open("sqlite::memory:", 1).await.unwrap();
-        let ordered: Vec<OptEvent> = order.iter().map(|&i| events[i].clone()).collect();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&ordered.len())) {
-            let end = cut.clamp(start, ordered.len());
-            store
-                .commit(&batch("a", ordered[start..end].to_vec()))
-                .await
-                .unwrap();
-            start = end;
-        }
-        let status = store
-            .status(&StatusFilter::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| format!("{}|{}|{}|{}", r.subscriber, r.scope, r.status, r.event_id))
-            .collect();
-        let n = store.events(&EventFilter::default()).await.unwrap().len();
-        (status, n)
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-    #[test]
-    fn any_order_and_batching_gives_the_same_tables(
-        spec in prop::collection::vec((0u8..3, 0u8..4, 0i64..6), 1..30),
-        seed in any::<u64>(),
-        cuts in prop::collection::vec(0usize..30, 0..5),
-    ) {
-        let types = [OptOutType::Stop, OptOutType::Start, OptOutType::Help];
-        let events: Vec<OptEvent> = spec.iter().enumerate().map(|(i, &(t, who, at))| {
-            ev(&format!("EZ{i:03}"), types[t as usize], &format!("+{who}"), at)
-        }).collect();
-        // Duplicates too: every third event is delivered twice.
-        let mut order: Vec<usize> = (0..events.len()).chain((0..events.len()).step_by(3)).collect();
-        fastrand::Rng::with_seed(seed).shuffle(&mut order);
-        let mut sorted_cuts = cuts.clone();
-        sorted_cuts.sort_unstable();
-        let reference = final_state(&events, &(0..events.len()).collect::<Vec<_>>(), &[]);
-        let shuffled = final_state(&events, &order, &sorted_cuts);
-        prop_assert_eq!(shuffled, reference);
-    }
 }

@@ -3,16 +3,15 @@
 //! lock cannot be dodged through a symlink, failures name their cause, replay never drops a
 //! dead letter and checks its inputs before committing anything.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
+
+use common::db;
+use common::optout::*;
+use common::records::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-
-use common::*;
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

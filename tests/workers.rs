@@ -2,17 +2,18 @@
 //! resharding under steady writes. Each test checks that every opt event is stored exactly
 //! once and every status is right, and prints what it measured.
 
-#[path = "common/optout.rs"]
+#[macro_use]
 mod common;
-#[path = "common/db.rs"]
-mod db;
-mod support;
 
-use std::collections::BTreeMap;
+use common::optout::*;
+use common::records::*;
+use common::{db, emulator};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
-use optout::store::SqlStore;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 /// These tests each start several processes; run one at a time so they measure the consumer,
 /// not a 2-core machine running three scenarios at once.
@@ -22,12 +23,43 @@ fn worker(o: &Optout, stream: &str, id: &str, lease_ms: &str) -> Worker {
     o.spawn_run(stream, &["--worker-id", id, "--lease-ms", lease_ms])
 }
 
-async fn owners(leases: &SqlStore, stream: &str) -> BTreeMap<String, usize> {
-    let (all, now) = leases.leases(stream).await.unwrap();
+/// The lease rows as stored, with the database's clock: (shard → (owner, expires_at ms), now).
+/// Raw, not filtered by expiry, so "released" and "expired" can be told apart.
+async fn lease_rows(url: &str, stream: &str) -> (BTreeMap<String, (Option<String>, i64)>, i64) {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT shard_id, owner, expires_at, \
+         (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS now_ms \
+         FROM leases WHERE stream_name = $1",
+    )
+    .bind(stream)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let now = rows.first().map_or(0, |r| r.get::<i64, _>("now_ms"));
+    let map = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("shard_id"),
+                (
+                    r.get::<Option<String>, _>("owner"),
+                    r.get::<i64, _>("expires_at"),
+                ),
+            )
+        })
+        .collect();
+    (map, now)
+}
+
+/// Live leases per worker (owner set and not expired).
+async fn owners(url: &str, stream: &str) -> BTreeMap<String, usize> {
+    let (rows, now) = lease_rows(url, stream).await;
     let mut m = BTreeMap::new();
-    for l in all {
-        if let Some(o) = l.owner
-            && l.expires_at_ms > now
+    for (owner, expires) in rows.into_values() {
+        if let Some(o) = owner
+            && expires > now
         {
             *m.entry(o).or_insert(0) += 1;
         }
@@ -35,27 +67,90 @@ async fn owners(leases: &SqlStore, stream: &str) -> BTreeMap<String, usize> {
     m
 }
 
+/// The shards `worker` holds a live lease on.
+async fn shards_of(url: &str, stream: &str, worker: &str) -> BTreeSet<String> {
+    let (rows, now) = lease_rows(url, stream).await;
+    rows.into_iter()
+        .filter(|(_, (o, e))| o.as_deref() == Some(worker) && *e > now)
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// Asserts that every shard of `shards` is held by no one, with an expiry already past: what
+/// a graceful stop leaves, at once, rather than leases that merely run out.
+async fn assert_released(url: &str, stream: &str, shards: &BTreeSet<String>) {
+    let (rows, now) = lease_rows(url, stream).await;
+    for shard in shards {
+        let (owner, expires) = &rows[shard];
+        assert!(
+            owner.is_none() && *expires <= now,
+            "{shard} not released at once: owner {owner:?}, expires {expires} (now {now})"
+        );
+    }
+}
+
+/// The `optout_records_total` sum from a worker's /metrics: the records it made durable.
+async fn records_committed(addr: &str) -> u64 {
+    let (code, body) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("optout_records_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The `start` of the first reader-start line (the one with a `start` field) for `shard`
+/// logged after `after`.
+fn first_start_after(logs: &[Value], shard: &str, after: DateTime<Utc>) -> Option<String> {
+    logs.iter()
+        .filter(|l| l["shard_id"] == shard && l["start"].is_string())
+        .filter_map(|l| Some((l["timestamp"].as_str()?.parse::<DateTime<Utc>>().ok()?, l)))
+        .filter(|(t, _)| *t > after)
+        .min_by_key(|(t, _)| *t)
+        .map(|(_, l)| l["start"].as_str().unwrap().to_string())
+}
+
+const LEASE_MS: u64 = 3000;
+const MAX_BATCH: &str = "50";
+
+/// Lease moves to balance the load (a steal) after `after`, from the structured fields of the
+/// line that records one (`from`: the previous owner).
+fn steals(logs: &[Value], after: DateTime<Utc>) -> usize {
+    logs.iter()
+        .filter(|l| l["from"].is_string() && l["token"].is_i64() && l["shard_id"].is_string())
+        .filter_map(|l| l["timestamp"].as_str()?.parse::<DateTime<Utc>>().ok())
+        .filter(|t| *t > after)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let _serial = SERIAL.lock().await;
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("workers");
-    support::create_stream(&client, &stream, 8).await.unwrap();
+    let stream = emulator::unique_stream("workers");
+    emulator::create_stream(&client, &stream, 8).await.unwrap();
     let db = db::postgres().await;
     let o = Optout::with_store(emu.env(), &db.url);
+    let w1_addr = format!("127.0.0.1:{}", free_port());
     let mut workers: Vec<Worker> = ["w1", "w2", "w3"]
         .iter()
-        .map(|w| worker(&o, &stream, w, "3000"))
+        .map(|w| {
+            let mut extra = vec!["--worker-id", w, "--lease-ms", "3000"];
+            // Bounded batches, so that a lease move re-reads a bounded number of records.
+            extra.extend(["--max-records-per-call", MAX_BATCH]);
+            if *w == "w1" {
+                extra.extend(["--http-addr", &w1_addr]);
+            }
+            o.spawn_run(&stream, &extra)
+        })
         .collect();
-    let leases = db.sql.clone();
-    let l: &SqlStore = &leases;
-    let st = &stream;
-    support::wait_for(
+    let (url, st) = (&db.url, &stream);
+    emulator::wait_for(
         "8 shards shared by 3 workers",
         Duration::from_secs(60),
         || async move {
-            let o = owners(l, st).await;
+            let o = owners(url, st).await;
             o.len() == 3 && o.values().sum::<usize>() == 8 && o.values().all(|&c| c >= 2)
         },
     )
@@ -71,27 +166,34 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
         "{table:#?}"
     );
     let t0 = Instant::now();
-    eprintln!("balanced: {:?}", owners(l, st).await);
+    eprintln!("balanced: {:?}", owners(url, st).await);
 
+    let writes_wall = Utc::now();
     let writer = {
         let (client, stream) = (client.clone(), stream.clone());
         tokio::spawn(async move {
             write(&client, &stream, 0, 3000, 100, Duration::from_millis(100)).await
         })
     };
-    support::wait_for("some events stored", Duration::from_secs(60), || async {
+    emulator::wait_for("some events stored", Duration::from_secs(60), || async {
         event_count(&*db.store).await > 300
     })
     .await
     .unwrap();
     let mut victim = workers.remove(0);
+    let victims = shards_of(url, st, "w1").await;
+    // A lower bound of what w1 made durable: it may commit more before the kill lands.
+    let w1_committed = records_committed(&w1_addr).await;
     let killed_at = Instant::now();
+    let killed_wall = Utc::now();
     victim.kill_9(); // no release: its leases must expire
-    support::wait_for(
+    // Nobody writes w1's shards' checkpoints until their leases are taken over.
+    let cps_at_kill = checkpoint_map(&*db.store, &stream).await;
+    emulator::wait_for(
         "w2 and w3 to own all 8 shards",
         Duration::from_secs(30),
         || async move {
-            let o = owners(l, st).await;
+            let o = owners(url, st).await;
             !o.contains_key("w1") && o.values().sum::<usize>() == 8
         },
     )
@@ -101,20 +203,74 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     eprintln!(
         "takeover after kill -9: {:.2} s (lease 3 s): {:?}",
         takeover.as_secs_f64(),
-        owners(l, st).await
+        owners(url, st).await
     );
-    assert!(takeover < Duration::from_secs(15));
+    // The lease runs out at most LEASE_MS after the last renewal, and the next housekeeping
+    // round (every third of a lease) takes it; 1 s of margin for a busy machine.
+    let bound = Duration::from_millis(LEASE_MS + LEASE_MS / 3 + 1000);
+    assert!(
+        takeover <= bound,
+        "takeover took {takeover:?}, bound {bound:?}"
+    );
     writer.await.unwrap();
     eprintln!("writes done at {:.1} s", t0.elapsed().as_secs_f64());
     let store = &db.store;
     wait_for_events(&**store, 3000, Duration::from_secs(120)).await;
-    for w in workers {
-        w.terminate();
-    }
-    // A graceful stop releases leases at once.
+
+    // A graceful stop releases its leases at once, and the other worker takes them within
+    // one housekeeping round.
+    let w3 = workers.pop().unwrap();
+    let w2 = workers.pop().unwrap();
+    let w2_shards = shards_of(url, st, "w2").await;
+    assert!(!w2_shards.is_empty());
+    let w2_logs = w2.terminate();
+    let stopped_at = Instant::now();
+    assert_released(url, st, &w2_shards).await;
+    emulator::wait_for(
+        "w3 to own all 8 shards",
+        Duration::from_secs(30),
+        || async move { owners(url, st).await.get("w3") == Some(&8) },
+    )
+    .await
+    .unwrap();
+    let handover = stopped_at.elapsed();
+    let round = Duration::from_millis(LEASE_MS / 3 + 1000);
+    eprintln!("handover after SIGTERM: {:.2} s", handover.as_secs_f64());
     assert!(
-        owners(l, st).await.is_empty(),
-        "leases left after a graceful stop"
+        handover <= round,
+        "handover took {handover:?}, bound {round:?}"
+    );
+    let w3_logs = w3.terminate();
+    let all: BTreeSet<String> = (0..8).map(|i| format!("shardId-{i:012}")).collect();
+    assert_released(url, st, &all).await;
+
+    // Re-reads are bounded: each of w1's shards was taken over exactly at its stored
+    // checkpoint, and the survivors made durable nothing w1 had already committed.
+    let logs: Vec<Value> = w2_logs.iter().chain(&w3_logs).cloned().collect();
+    for shard in &victims {
+        let want = match cps_at_kill.get(shard) {
+            Some(cp) => format!("After({cp:?})"),
+            None => "Initial(TrimHorizon)".to_string(),
+        };
+        assert_eq!(
+            first_start_after(&logs, shard, killed_wall).as_deref(),
+            Some(want.as_str()),
+            "{shard} taken over elsewhere than its checkpoint"
+        );
+    }
+    // A kill -9 costs nothing (asserted above: exact restarts at the checkpoints). A steal
+    // may cost one batch: the stealer reads the checkpoints before it takes the lease, and the
+    // victim may commit once more in between (it still holds the lease then).
+    let survivors = records_read(&w2_logs) + records_read(&w3_logs);
+    let moves = steals(&victim.logs(), writes_wall) + steals(&logs, writes_wall);
+    let bound = 3000 + moves as u64 * MAX_BATCH.parse::<u64>().unwrap();
+    eprintln!(
+        "records made durable: w1 ≥ {w1_committed}, w2 + w3 {survivors}, of 3000 \
+         ({moves} steals, bound {bound})"
+    );
+    assert!(
+        w1_committed + survivors <= bound,
+        "records read again: w1 ≥ {w1_committed} + survivors {survivors} > {bound}"
     );
     check_tables(&o, 3000);
 }
@@ -122,10 +278,10 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     let _serial = SERIAL.lock().await;
-    let emu = support::ferrokinesis().await;
+    let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("kill-loop");
-    support::create_stream(&client, &stream, 4).await.unwrap();
+    let stream = emulator::unique_stream("kill-loop");
+    emulator::create_stream(&client, &stream, 4).await.unwrap();
     let mut synth = optout::synth::Synth::new(optout::synth::MixOptions {
         seed: 21,
         opt_ratio: 0.2,
@@ -135,7 +291,7 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     records.extend((0..3000).map(opt_event));
     records.extend((0..30).map(|i| format!("broken {i}").into_bytes()));
     fastrand::Rng::with_seed(8).shuffle(&mut records);
-    support::put_records(&client, &stream, &keyed(records))
+    emulator::put_records(&client, &stream, &keyed(records))
         .await
         .unwrap();
 
@@ -164,7 +320,7 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
         // Kill at a random moment once this run has committed something.
         let store = &db.store;
         let before = stored;
-        support::wait_for("progress", Duration::from_secs(60), || async move {
+        emulator::wait_for("progress", Duration::from_secs(60), || async move {
             event_count(&**store).await > before
         })
         .await
@@ -193,10 +349,10 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
 #[tokio::test(flavor = "multi_thread")]
 async fn split_and_merge_under_writes_with_two_workers() {
     let _serial = SERIAL.lock().await;
-    let emu = support::from_env().await;
+    let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("reshard-workers");
-    support::create_stream(&client, &stream, 3).await.unwrap();
+    let stream = emulator::unique_stream("reshard-workers");
+    emulator::create_stream(&client, &stream, 3).await.unwrap();
     let db = db::postgres().await;
     let o = Optout::with_store(emu.env(), &db.url);
     let workers: Vec<Worker> = ["a", "b"]
@@ -210,7 +366,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
         })
     };
     let store = &db.store;
-    support::wait_for("writes under way", Duration::from_secs(60), || async move {
+    emulator::wait_for("writes under way", Duration::from_secs(60), || async move {
         event_count(&**store).await > 200
     })
     .await
@@ -226,5 +382,5 @@ async fn split_and_merge_under_writes_with_two_workers() {
     }
     check_tables(&o, 2000);
     // Each child started (on whichever worker) after its parents ended (on whichever worker).
-    assert_children_after_parents(&logs, &children, &merged);
+    assert_children_after_parents(&o, &stream, &logs, &children, &merged).await;
 }

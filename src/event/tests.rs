@@ -204,7 +204,7 @@ fn dead_letter_reasons_start_with_their_category() {
 }
 
 #[test]
-fn truncations_and_byte_flips_never_panic_or_opt() {
+fn truncations_and_byte_flips_never_panic_nor_pass_broken_json() {
     let record = inbound("5", r#","optOutType":"STOP","body":"Stop \"now\" 😊""#);
     let bytes = record.as_bytes();
     assert!(matches!(classify(bytes, OFF), Outcome::Opt(_)));
@@ -212,13 +212,41 @@ fn truncations_and_byte_flips_never_panic_or_opt() {
         let reason = dead(classify(&bytes[..end], ON));
         assert!(reason.starts_with("not JSON: "), "{end}: {reason}");
     }
+    // A flipped byte either leaves valid JSON (then any verdict but a changed opt type: the
+    // flip may land in a value) or breaks it (then a "not JSON" dead letter, never an event),
+    // with serde_json as the independent judge of validity.
+    let (mut opts, mut deads) = (0, 0);
     for i in 0..bytes.len() {
         for flip in [0x01, 0x20, 0x80] {
             let mut b = bytes.to_vec();
             b[i] ^= flip;
-            let _ = classify(&b, ON);
+            let outcome = classify(&b, ON);
+            match outcome {
+                Outcome::Opt(_) => opts += 1,
+                Outcome::Dead(_) => deads += 1,
+                _ => {}
+            }
+            match serde_json::from_slice::<serde_json::Value>(&b) {
+                Err(_) => {
+                    let reason = dead(outcome);
+                    assert!(
+                        reason.starts_with("not JSON: "),
+                        "byte {i} ^ {flip:#x}: {reason}"
+                    );
+                }
+                Ok(_) => {
+                    if let Outcome::Opt(ev) = &outcome {
+                        assert_eq!(ev.opt_out_type, OptOutType::Stop, "byte {i} ^ {flip:#x}");
+                    }
+                }
+            }
         }
     }
+    // Both kinds occur: flips in values keep the event, flips in the structure lose it.
+    assert!(
+        opts > 0 && deads > 0,
+        "{opts} opt events, {deads} dead letters"
+    );
 }
 
 #[test]

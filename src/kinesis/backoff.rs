@@ -200,20 +200,34 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let ceilings = [100u64, 200, 400, 800, 1600, 2000, 2000, 2000];
-        for ceiling in ceilings {
-            let d = b.next_delay().as_millis() as u64;
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "delay {d} ms outside [{}, {ceiling}]",
-                ceiling / 2
-            );
+    fn backoff_doubles_with_jitter_from_100_ms_up_to_10_s_and_resets() {
+        // The documented policy: 100 ms, doubling, capped at 10 s (the consumer's defaults).
+        let config = crate::kinesis::ConsumerConfig::new("s");
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(10));
+        assert_eq!((config.backoff_base, config.backoff_max), (base, max));
+        let mut b = Backoff::new(base, max);
+        let ceilings = [
+            100u64, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000,
+        ];
+        for _ in 0..20 {
+            b.reset();
+            for ceiling in ceilings {
+                let d = b.next_delay().as_millis() as u64;
+                assert!(
+                    d >= ceiling / 2 && d <= ceiling,
+                    "delay {d} ms outside [{}, {ceiling}]",
+                    ceiling / 2
+                );
+            }
         }
-        assert_eq!(b.attempts(), ceilings.len() as u32);
+        // Many failures later the cap still holds, and the wait never drops under half of it.
+        for _ in 0..100 {
+            let d = b.next_delay();
+            assert!(d >= max / 2 && d <= max, "{d:?}");
+        }
+        assert_eq!(b.attempts(), ceilings.len() as u32 + 100);
         b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+        assert!(b.next_delay() <= base);
     }
 
     #[test]

@@ -98,8 +98,27 @@ mod tests {
 
     /// Plays rounds for every worker until nothing changes; returns each worker's count.
     fn settle(workers: &[&str], n: usize, rounds: usize) -> (BTreeMap<String, usize>, usize) {
+        let (owner, moves) = settle_from(BTreeMap::new(), workers, n, rounds);
+        (counts(&owner), moves)
+    }
+
+    /// Shards per worker.
+    fn counts(owner: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for o in owner.values() {
+            *counts.entry(o.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// [`settle`] from a given assignment (shard → owner); returns the final one and the steals.
+    fn settle_from(
+        mut owner: BTreeMap<String, String>,
+        workers: &[&str],
+        n: usize,
+        rounds: usize,
+    ) -> (BTreeMap<String, String>, usize) {
         let readable = shards(n);
-        let mut owner: BTreeMap<String, String> = BTreeMap::new();
         let mut moves = 0;
         for _ in 0..rounds {
             let mut changed = false;
@@ -133,11 +152,7 @@ mod tests {
                 break;
             }
         }
-        let mut counts = BTreeMap::new();
-        for o in owner.values() {
-            *counts.entry(o.clone()).or_insert(0) += 1;
-        }
-        (counts, moves)
+        (owner, moves)
     }
 
     #[test]
@@ -200,7 +215,12 @@ mod tests {
             );
         }
         // A new worker joins a settled pair: it gets a share by at most a few steals, then it stops.
-        let (counts, _) = settle(&["a", "b"], 8, 50);
-        assert_eq!(counts.values().copied().collect::<Vec<_>>(), [4, 4]);
+        let (pair, _) = settle_from(BTreeMap::new(), &["a", "b"], 8, 50);
+        assert_eq!(counts(&pair).values().copied().collect::<Vec<_>>(), [4, 4]);
+        let (three, steals) = settle_from(pair, &["a", "b", "c"], 8, 50);
+        let c = counts(&three);
+        assert_eq!(c.values().sum::<usize>(), 8, "{c:?}");
+        assert!(c["c"] >= 2 && c.values().all(|&n| n <= 3), "{c:?}");
+        assert_eq!(steals, c["c"], "only the newcomer's share moved: {c:?}");
     }
 }

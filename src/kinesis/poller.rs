@@ -50,7 +50,7 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             Err(e) => {
                 let class = classify(&e);
                 if class == ErrorClass::ExpiredIterator {
-                    info!(shard_id = %r.shard_id, "Shard iterator expired; renewing from the last checkpoint.");
+                    info!(shard_id = %r.shard_id, shard_event = "iterator_expired", "Shard iterator expired; renewing from the last checkpoint.");
                     match new_iterator(r, &cancel).await? {
                         Some(it) => iterator = it,
                         None => return Ok(ShardExit::Stopped),

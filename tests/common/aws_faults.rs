@@ -4,7 +4,6 @@
 //! `InternalFailure`), slow answers, and connections cut mid-body. Neither emulator throttles
 //! or fails like this, and the SDK parses these answers for real, so the engine's error
 //! classification is tested end to end. It also times every `GetRecords` call it forwards.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

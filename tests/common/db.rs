@@ -1,8 +1,6 @@
-//! Gives each test its own database, on either backend (include it with
-//! `#[path = "common/db.rs"] mod support_db;`): SQLite in a temporary file, or PostgreSQL in a
+//! Gives each test its own database, on either backend: SQLite in a temporary file, or PostgreSQL in a
 //! fresh database on the machine's server (`OPTOUT_TEST_PG`, default
 //! postgres://postgres@127.0.0.1:5432/test), dropped when the [`Db`] drops.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -112,16 +110,16 @@ impl Drop for Db {
 }
 
 /// Runs each named async test body (`async fn NAME(db: Db)`) against both backends, as
-/// `sqlite_backend::NAME` and `postgres_backend::NAME`. The including test declares this
-/// module as `#[macro_use] mod support_db`.
+/// `sqlite_backend::NAME` and `postgres_backend::NAME` (the test declares `#[macro_use] mod
+/// common;`).
 #[allow(unused_macros)]
 macro_rules! both_backends {
     ($($name:ident;)*) => {
         mod sqlite_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::support_db::sqlite().await).await; })*
+            $(#[tokio::test] async fn $name() { super::$name($crate::common::db::sqlite().await).await; })*
         }
         mod postgres_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::support_db::postgres().await).await; })*
+            $(#[tokio::test] async fn $name() { super::$name($crate::common::db::postgres().await).await; })*
         }
     };
 }

@@ -1,13 +1,14 @@
-//! Drives the real `optout` binary against an emulator and a private SQLite file, and builds
-//! Twilio-shaped records for the scenarios.
-#![allow(dead_code)]
+//! Drives the real `optout` binary against an emulator and a private SQLite file, and reads the
+//! structured state tests wait on: JSON log fields, `/metrics`, checkpoints and lineage.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::records::{expected_status, keyed, opt_event};
 
 /// One `optout` installation: the emulator's environment and a store of its own.
 pub struct Optout {
@@ -211,13 +212,50 @@ pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-/// The `records` field of the consumer's final "stopped cleanly" log line.
+/// The `records` field of the consumer's final summary line (the one with `shards_finished`):
+/// the records it made durable.
 pub fn records_read(logs: &[Value]) -> u64 {
     logs.iter()
         .rev()
-        .find(|l| l["message"] == "Consumer stopped cleanly.")
+        .find(|l| l["shards_finished"].is_u64())
         .and_then(|l| l["records"].as_u64())
         .unwrap_or_else(|| panic!("no final log line in {logs:?}"))
+}
+
+/// Sequence numbers are decimal strings of up to 128 bits: compare by length, then text.
+pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.len(), a).cmp(&(b.len(), b))
+}
+
+/// The stored checkpoint of each shard (shard id → sequence number).
+pub async fn checkpoint_map(
+    store: &dyn optout::store::Store,
+    stream: &str,
+) -> BTreeMap<String, String> {
+    store
+        .checkpoints(stream)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| Some((c.shard_id, c.sequence_number?)))
+        .collect()
+}
+
+/// How many of `records` (shard, sequence number, data) lie after the checkpoints `cps`:
+/// exactly what a reader that resumes from them must read again, no more.
+pub fn records_after(
+    records: &[(String, String, Vec<u8>)],
+    cps: &BTreeMap<String, String>,
+    shards: Option<&BTreeSet<String>>,
+) -> u64 {
+    records
+        .iter()
+        .filter(|(shard, _, _)| shards.is_none_or(|s| s.contains(shard)))
+        .filter(|(shard, seq, _)| {
+            cps.get(shard)
+                .is_none_or(|cp| seq_cmp(seq, cp) == std::cmp::Ordering::Greater)
+        })
+        .count() as u64
 }
 
 /// The reshard every lineage test uses: split shard 0, merge shards 1 and 2. Returns the two
@@ -226,10 +264,10 @@ pub async fn split_0_merge_1_2(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> ([String; 2], String) {
-    let split = crate::support::split_shard(client, stream, "shardId-000000000000")
+    let split = super::emulator::split_shard(client, stream, "shardId-000000000000")
         .await
         .unwrap();
-    let merged = crate::support::merge_shards(
+    let merged = super::emulator::merge_shards(
         client,
         stream,
         "shardId-000000000001",
@@ -242,12 +280,30 @@ pub async fn split_0_merge_1_2(
 
 /// Asserts that each child shard of a split (`split`: the two children of shard 0) and of a
 /// merge (`merged`: the child of shards 1 and 2) started to be read only after each of its
-/// parents was read to its end, from the JSON logs of one or several workers (by timestamp).
-pub fn assert_children_after_parents(logs: &[Value], split: &[String; 2], merged: &str) {
-    let first = |message: &str, shard: &str| -> Option<String> {
+/// parents' end commit, from structured data only: a parent's end is its `finished`
+/// checkpoint's `updated_at` in the store; a child's start is the earliest reader-start line
+/// (the one with a `start` field) for it in the JSON logs of one or several workers.
+pub async fn assert_children_after_parents(
+    optout: &Optout,
+    stream: &str,
+    logs: &[Value],
+    split: &[String; 2],
+    merged: &str,
+) {
+    use chrono::{DateTime, Utc};
+    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let ends: BTreeMap<String, DateTime<Utc>> = store
+        .checkpoints(stream)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.finished)
+        .map(|c| (c.shard_id, c.updated_at.parse().unwrap()))
+        .collect();
+    let started = |shard: &str| -> Option<DateTime<Utc>> {
         logs.iter()
-            .filter(|l| l["message"] == message && l["shard_id"] == shard)
-            .filter_map(|l| l["timestamp"].as_str().map(str::to_string))
+            .filter(|l| l["shard_id"] == shard && !l["start"].is_null())
+            .filter_map(|l| l["timestamp"].as_str()?.parse().ok())
             .min()
     };
     let lineage = [
@@ -256,131 +312,18 @@ pub fn assert_children_after_parents(logs: &[Value], split: &[String; 2], merged
         (merged, vec!["shardId-000000000001", "shardId-000000000002"]),
     ];
     for (child, parents) in lineage {
-        let started =
-            first("Reading shard.", child).unwrap_or_else(|| panic!("child {child} never read"));
+        let started = started(child).unwrap_or_else(|| panic!("child {child} never read"));
         for parent in parents {
-            let ended = first("Shard read to its end and checkpointed.", parent)
+            let ended = ends
+                .get(parent)
                 .unwrap_or_else(|| panic!("parent {parent} never finished"));
             assert!(
-                ended <= started,
+                *ended <= started,
                 "{child} started at {started}, before {parent} ended at {ended}"
             );
         }
     }
-}
-
-/// A Twilio inbound-message CloudEvent (schema `version`), with `optOutType` when given.
-#[allow(clippy::too_many_arguments)]
-pub fn inbound(
-    id: &str,
-    from: &str,
-    to: &str,
-    service: Option<&str>,
-    body: &str,
-    opt_out_type: Option<&str>,
-    timestamp: &str,
-    version: u32,
-) -> Vec<u8> {
-    let mut data = json!({
-        "messageSid": format!("SM{}", &id[2..]),
-        "timestamp": timestamp,
-        "accountSid": "AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a",
-        "eventName": "com.twilio.messaging.inbound-message.received",
-        "from": from,
-        "to": to,
-        "body": body,
-        "numMedia": 0,
-        "numSegments": 1,
-        "recipients": [],
-    });
-    if let Some(s) = service {
-        data["messagingServiceSid"] = json!(s);
-    }
-    if let Some(t) = opt_out_type {
-        data["optOutType"] = json!(t);
-    }
-    serde_json::to_vec(&json!({
-        "specversion": "1.0",
-        "type": "com.twilio.messaging.inbound-message.received",
-        "source": "/2010-04-01/Accounts/AC0f3c2b1a0f3c2b1a0f3c2b1a0f3c2b1a/Messages.json",
-        "id": id,
-        "dataschema": format!("https://events-schemas.twilio.com/Messaging.InboundMessageV1/{version}"),
-        "datacontenttype": "application/json",
-        "time": timestamp,
-        "data": data,
-    }))
-    .unwrap()
-}
-
-/// A shared example payload from `tests/fixtures/`.
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    serde_json::to_vec(&v).unwrap() // compact, as Twilio writes records
-}
-
-/// `n` records of ordinary traffic (delivery receipts, plain messages): no opt events.
-pub fn filler(seed: u64, n: usize) -> Vec<Vec<u8>> {
-    let mut synth = optout::synth::Synth::new(optout::synth::MixOptions {
-        seed,
-        opt_ratio: 0.0,
-        ..Default::default()
-    });
-    (0..n).map(|_| synth.next_record().1).collect()
-}
-
-/// Random partition keys, so records spread over every shard.
-pub fn keyed(records: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
-    records
-        .into_iter()
-        .map(|r| (format!("{:032x}", fastrand::u128(..)), r))
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// A steady stream of opt events whose final tables are known
-
-/// The `i`-th opt event of a steady stream: 40 subscribers alternating STOP and START, one
-/// second apart, so the expected final status is known.
-pub fn opt_event(i: usize) -> Vec<u8> {
-    let subscriber = format!("+1555200{:04}", i % 40);
-    let (body, t) = if (i / 40).is_multiple_of(2) {
-        ("STOP", "STOP")
-    } else {
-        ("START", "START")
-    };
-    let ts = chrono::DateTime::from_timestamp(1_772_366_400 + i as i64, 0)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    inbound(
-        &format!("EZw{i:08}"),
-        &subscriber,
-        "+15559870002",
-        Some("MGw"),
-        body,
-        Some(t),
-        &ts,
-        5,
-    )
-}
-
-/// What the tables must say after events `0..n`.
-pub fn expected_status(n: usize) -> BTreeMap<String, (String, String)> {
-    let mut m = BTreeMap::new();
-    for i in 0..n {
-        let status = if (i / 40).is_multiple_of(2) {
-            "opted_out"
-        } else {
-            "opted_in"
-        };
-        m.insert(
-            format!("+1555200{:04}", i % 40),
-            (status.to_string(), format!("EZw{i:08}")),
-        );
-    }
-    m
+    eprintln!("lineage: each of 3 children started after its parents' end commits");
 }
 
 pub fn check_tables(optout: &Optout, n: usize) {
@@ -424,7 +367,7 @@ pub async fn event_count(store: &dyn optout::store::Store) -> usize {
 
 /// Waits (polling, bounded by `timeout`) until `store` holds at least `n` opt events.
 pub async fn wait_for_events(store: &dyn optout::store::Store, n: usize, timeout: Duration) {
-    crate::support::wait_for(&format!("{n} opt events"), timeout, || async move {
+    super::emulator::wait_for(&format!("{n} opt events"), timeout, || async move {
         event_count(store).await >= n
     })
     .await
@@ -444,12 +387,26 @@ pub async fn write(
     while i < to {
         let end = (i + chunk).min(to);
         let records: Vec<Vec<u8>> = (i..end).map(opt_event).collect();
-        crate::support::put_records(client, stream, &keyed(records))
+        super::emulator::put_records(client, stream, &keyed(records))
             .await
             .unwrap();
         i = end;
         tokio::time::sleep(pause).await;
     }
+}
+
+/// The value of one exposition line, e.g. `optout_retries_total{kind="throttled"}` (the whole
+/// series, labels included, up to the space before the value); 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }
 
 /// A free 127.0.0.1 port, for `--http-addr`.

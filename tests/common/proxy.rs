@@ -1,7 +1,6 @@
 //! A TCP proxy between `optout` and the emulator that a test can break: refuse every
 //! connection (the emulator is unreachable) or swallow requests without answering (a hung
 //! network), then heal. It injects faults; the Kinesis API itself is the real emulator's.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -1,14 +1,11 @@
-//! A slow, obviously-correct classifier over `serde_json::Value`, and the tests that hold the
-//! fast decoder to it: on synthetic traffic (several seeds and opt ratios) and on randomly
-//! mutated records (byte flips, insertions, deletions, truncations).
+//! A slow, obviously-correct classifier over `serde_json::Value`. The tests that hold the fast
+//! decoder to it are in tests/decode.rs; the fuzzer (tests/fuzz/) uses it as its oracle.
 
 use chrono::{DateTime, Utc};
 use optout::event::{
-    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Revocations,
-    Skip, TEST_EVENT_TYPE, TestEvent, classify,
+    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Skip,
+    TEST_EVENT_TYPE, TestEvent,
 };
-use optout::synth::{Kind, MixOptions, Synth};
-use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 const KEYWORDS: [(&str, OptOutType); 13] = [
@@ -165,136 +162,4 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
         occurred_at,
         schema_version,
     })
-}
-
-/// Same outcome, comparing dead letters by their category only.
-fn same(fast: &Outcome, slow: &Outcome) -> bool {
-    match (fast, slow) {
-        (Outcome::Dead(f), Outcome::Dead(s)) => s
-            .split(": ")
-            .next()
-            .is_some_and(|c| f.starts_with(&format!("{c}: "))),
-        _ => fast == slow,
-    }
-}
-
-const MODES: [DecodeOptions; 3] = [
-    DecodeOptions {
-        infer_keywords: false,
-        revocations: Revocations::Builtin,
-    },
-    DecodeOptions {
-        infer_keywords: true,
-        revocations: Revocations::Builtin,
-    },
-    DecodeOptions {
-        infer_keywords: false,
-        revocations: Revocations::Off,
-    },
-];
-
-#[test]
-fn agrees_with_reference_on_20k_synth_records() {
-    let configs = [(1, 0.02), (2, 0.02), (3, 0.3), (4, 1.0)];
-    let mut opts_seen = 0;
-    for (seed, opt_ratio) in configs {
-        let mut synth = Synth::new(MixOptions {
-            seed,
-            opt_ratio,
-            subscribers: 200,
-        });
-        let mut records: Vec<_> = (0..5_000).map(|_| synth.next_record()).collect();
-        records.push((Kind::TestEvent, synth.test_event()));
-        for (i, (kind, bytes)) in records.into_iter().enumerate() {
-            for opts in MODES {
-                let (fast, slow) = (classify(&bytes, opts), reference(&bytes, opts));
-                assert!(same(&fast, &slow), "seed {seed} #{i}: {fast:?} vs {slow:?}");
-                let as_kind = match &fast {
-                    Outcome::Opt(e) if !e.inferred => Kind::OptKeyword,
-                    Outcome::Opt(e) if e.detection == Detection::Phrase => Kind::Revocation,
-                    // Detection off: a revocation phrase is an ordinary message.
-                    Outcome::Skip(Skip::NotOptKeyword) if kind == Kind::Revocation => {
-                        Kind::Revocation
-                    }
-                    Outcome::Skip(Skip::NotOptKeyword) => Kind::InboundMessage,
-                    Outcome::Skip(Skip::OtherType) => Kind::DeliveryReceipt,
-                    Outcome::Test(_) => Kind::TestEvent,
-                    other => panic!("seed {seed} #{i}: unexpected {other:?}"),
-                };
-                assert_eq!(as_kind, kind, "seed {seed} #{i}");
-                opts_seen += usize::from(kind == Kind::OptKeyword || kind == Kind::Revocation);
-            }
-        }
-    }
-    assert!(
-        opts_seen > 3 * 6_000,
-        "the mix held too few opt events: {opts_seen}"
-    );
-}
-
-/// One edit of a record's bytes.
-#[derive(Debug, Clone)]
-enum Edit {
-    Flip(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-    Truncate(usize),
-    Append(u8),
-}
-
-fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
-    let at = |i: usize, len: usize| if len == 0 { 0 } else { i % len };
-    match *edit {
-        Edit::Flip(i, mask) if !bytes.is_empty() => {
-            let i = at(i, bytes.len());
-            bytes[i] ^= mask.max(1);
-        }
-        Edit::Insert(i, b) => bytes.insert(at(i, bytes.len() + 1), b),
-        Edit::Delete(i) if !bytes.is_empty() => {
-            bytes.remove(at(i, bytes.len()));
-        }
-        Edit::Truncate(i) => bytes.truncate(at(i, bytes.len() + 1)),
-        Edit::Append(b) => bytes.push(b),
-        _ => {}
-    }
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    // Bytes worth inserting: structural characters, quotes, escapes, digits, controls, UTF-8.
-    let interesting =
-        || prop::sample::select(b"{}[]:,\"\\ 0-.eEtfnu\x00\x1f\x7f\x80\xc3\xff".to_vec());
-    prop_oneof![
-        4 => (any::<usize>(), any::<u8>()).prop_map(|(i, m)| Edit::Flip(i, m)),
-        2 => (any::<usize>(), interesting()).prop_map(|(i, b)| Edit::Insert(i, b)),
-        2 => any::<usize>().prop_map(Edit::Delete),
-        1 => any::<usize>().prop_map(Edit::Truncate),
-        1 => interesting().prop_map(Edit::Append),
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
-
-    /// Mutated records: the fast decoder and the reference agree on the outcome (dead letters
-    /// by category), so broken JSON is never a silent skip.
-    #[test]
-    fn agrees_with_reference_on_mutated_records(
-        seed in 0u64..1_000,
-        index in 0usize..40,
-        opt_ratio in prop::sample::select(vec![0.02, 0.5, 1.0]),
-        edits in prop::collection::vec(edit(), 1..4),
-    ) {
-        let mut synth = Synth::new(MixOptions { seed, opt_ratio, subscribers: 20 });
-        let mut bytes = if index == 0 { synth.test_event() } else { synth.next_record().1 };
-        for _ in 1..index {
-            bytes = synth.next_record().1;
-        }
-        for e in &edits {
-            apply(&mut bytes, e);
-        }
-        for opts in MODES {
-            let (fast, slow) = (classify(&bytes, opts), reference(&bytes, opts));
-            prop_assert!(same(&fast, &slow), "{fast:?} vs {slow:?} on {}", String::from_utf8_lossy(&bytes));
-        }
-    }
 }

@@ -1,4 +1,4 @@
-//! Shared support for integration tests (`mod support;`): a Kinesis emulator per test (each test
+//! A Kinesis emulator per test (each test
 //! makes its own streams, see [`unique_stream`]) and the stream helpers tests use to arrange data
 //! and assert on it.
 //!
@@ -17,8 +17,10 @@
 //! - ferrokinesis's ListShards needs StreamName (not StreamARN), so helpers use names;
 //! - state delays are set to zero on both, but helpers still poll until the change is visible.
 //!
+//! One file although long: the two emulators' start-up and the stream helpers share the quirks
+//! listed above.
+//!
 //! Synchronisation is by polling ([`poll`], [`wait_for`]) every 50 ms, never by fixed sleeps.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::net::TcpListener as StdTcpListener;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The long fuzz run of the record decoder (tests/fuzz/): a release build, a random
+# seed (printed, so a failure can be replayed with FUZZ_SEED=...), and a time budget.
+#
+# Duration: 30 minutes by default (FUZZ_SECONDS=1800), on one core; the report at the end gives
+# the inputs run and their rate. Run it on a schedule (nightly or weekly) and before every
+# release; CI runs only the 20,000-input smoke run (`fuzz_smoke`) on every push.
+#
+#   scripts/fuzz.sh                      # 30 minutes, random seed
+#   FUZZ_SECONDS=14400 scripts/fuzz.sh   # 4 hours
+#   FUZZ_SEED=0x1234 scripts/fuzz.sh     # replay a seed
+#
+# Exits non-zero on the first panic, disagreement with the reference decoder or invariant
+# violation, with the input (hex and base64) and a minimised version of it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export FUZZ_SECONDS="${FUZZ_SECONDS:-1800}"
+# No iteration limit of its own: the time budget decides.
+export FUZZ_ITERATIONS="${FUZZ_ITERATIONS:-18446744073709551615}"
+echo "== fuzzing the decoder for ${FUZZ_SECONDS} s (release build)"
+cargo test --release --locked --test fuzz -- fuzz_decoder --ignored --nocapture --exact

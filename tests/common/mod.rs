@@ -1,0 +1,21 @@
+//! The one tree of integration-test helpers, declared by each test as `#[macro_use] mod common;`:
+//!
+//! - [`emulator`]: a Kinesis emulator per test (ferrokinesis in process, or kinesis-local) and
+//!   the stream helpers (create, put, split, merge, read back, poll);
+//! - [`db`]: a database of its own per test, on SQLite or PostgreSQL, and `both_backends!`;
+//! - [`optout`]: the `optout` binary (one-shot runs, background workers, queries) and the
+//!   structured state tests wait on (JSON log fields, `/metrics`, checkpoints, lineage);
+//! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
+//!   steady opt-event stream whose final tables are known);
+//! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy.
+//!
+//! Every test binary compiles the whole tree and uses part of it.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+#[macro_use]
+pub mod db;
+pub mod aws_faults;
+pub mod emulator;
+pub mod optout;
+pub mod proxy;
+pub mod records;

@@ -1,0 +1,71 @@
+//! The HTTP API of a running consumer.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_api_serves_health_metrics_and_queries() {
+    let emu = emulator::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = emulator::unique_stream("http");
+    emulator::create_stream(&client, &stream, 1).await.unwrap();
+    let records = vec![
+        fixture("inbound-stop-v5.json"),
+        fixture("sink-test-event.json"),
+        b"junk".to_vec(),
+    ];
+    emulator::put_records(&client, &stream, &keyed(records))
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let optout = Optout::new(emu.env());
+    let worker = optout.spawn_run(&stream, &["--http-addr", &addr]);
+    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let s = &store;
+    emulator::wait_for("the STOP event", Duration::from_secs(30), || async move {
+        s.events(&Default::default())
+            .await
+            .map(|e| e.len() == 1)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    assert_eq!(
+        http_get(&addr, "/readyz").await,
+        (200, "ready\n".to_string())
+    );
+    let (code, metrics) = http_get(&addr, "/metrics").await;
+    assert_eq!(code, 200);
+    // Whole lines, so that `… 1` cannot match `… 10`.
+    for line in [
+        "optout_records_total{outcome=\"opt_event\"} 1",
+        "optout_records_total{outcome=\"dead_letter\"} 1",
+        "optout_dead_letters_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+    let (code, body) = http_get(&addr, "/v1/status?subscriber=%2B15551230001").await;
+    assert_eq!(code, 200);
+    let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "opted_out");
+    let (_, body) = http_get(&addr, "/v1/events?type=stop&since=2026-03-01T00:00:00Z").await;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1);
+    let (_, body) = http_get(&addr, "/v1/test-events").await;
+    assert!(
+        body.contains("95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11"),
+        "{body}"
+    );
+    let (_, body) = http_get(&addr, "/v1/dead-letters").await;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1);
+    assert_eq!(http_get(&addr, "/v1/events?since=yesterday").await.0, 400);
+    worker.terminate();
+}
