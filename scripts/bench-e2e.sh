@@ -24,7 +24,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WHAT="${1:-all}"
 PER_SHARD="${PER_SHARD:-10000}"
 SHARDS="${SHARDS:-4 16 64}"
-BUDGETS="${BUDGETS:-16 64 256}"
+BUDGETS="${BUDGETS-16 64 256}"
 BUDGET_SHARDS="${BUDGET_SHARDS:-64}"
 REPLAY_COUNT="${REPLAY_COUNT:-200000}"
 BOTO3="${BOTO3:-1}"
@@ -114,7 +114,7 @@ replay_one() {
     shift 2
     local db="$WORK/replay.db"
     /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" \
-        env OPTOUT_STORE="${STORE:-sqlite://$db}" "$@" >/dev/null
+        env OPTOUT_STORE="${STORE:-sqlite://$db}" "$@" >/dev/null 2>&1
     row "$label" "$n" 0 "$WORK/time"
     rm -f "$db"*
 }
