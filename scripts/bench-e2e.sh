@@ -15,6 +15,8 @@
 #   PER_SHARD=10000 SHARDS="4 16 64 256" BUDGETS="16 64 256" scripts/bench-e2e.sh drain
 #   REPLAY_COUNT=200000 scripts/bench-e2e.sh replay
 #   BOTO3=0 skips the boto3 runs; BOTO3_SHARDS="4" limits them to some shard counts.
+#   REPLAY_PG=1 also replays into a fresh PostgreSQL database on 127.0.0.1:5432
+#   (scripts/ensure-postgres.sh).
 #
 # Columns: records/s over the busy time (wall time less the 1 s idle wait), CPU seconds
 # (user + system) per million records, and peak RSS (GNU time's maximum resident set size).
@@ -30,6 +32,7 @@ REPLAY_COUNT="${REPLAY_COUNT:-200000}"
 BOTO3="${BOTO3:-1}"
 BOTO3_SHARDS="${BOTO3_SHARDS:-$SHARDS}"
 BASELINE_BIN="${BASELINE_BIN:-}"
+REPLAY_PG="${REPLAY_PG:-}"
 WORK="$(mktemp -d)"
 OPTOUT=target/release/optout
 
@@ -134,6 +137,14 @@ replay() {
     replay_one "optout replay" "$REPLAY_COUNT" "$OPTOUT" replay "$mix"
     replay_one "optout replay, gzip" "$REPLAY_COUNT" "$OPTOUT" replay "$mix.gz"
     replay_one "optout replay, 4 files in parallel" "$REPLAY_COUNT" "$OPTOUT" replay "$WORK"/part.0*
+    if [ -n "$REPLAY_PG" ]; then
+        # A fresh database each run, so dedup finds nothing stored yet.
+        local pgdb="optout_bench_replay_$$"
+        psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $pgdb" -c "CREATE DATABASE $pgdb"
+        STORE="postgres://postgres@127.0.0.1:5432/$pgdb" \
+            replay_one "optout replay, PostgreSQL" "$REPLAY_COUNT" "$OPTOUT" replay "$mix"
+        psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE $pgdb"
+    fi
     if [ -n "$BASELINE_BIN" ]; then
         replay_one "baseline replay" "$REPLAY_COUNT" "$BASELINE_BIN" replay "$mix"
     fi
