@@ -121,7 +121,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         exit_when_idle: args.exit_when_idle,
         lease_duration: Duration::from_millis(args.lease_ms),
         max_records: args.max_records_per_call,
-        budget: kinesis::Budget::from_mb(args.max_in_flight_mb),
+        budget: crate::kinesis::Budget::from_mb(args.max_in_flight_mb),
         stall_timeout: Duration::from_secs(args.stall_timeout_secs),
         consumer_name: args.consumer_name.clone(),
         failing_after: Duration::from_secs(args.failing_after_secs),
