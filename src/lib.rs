@@ -26,6 +26,7 @@ pub mod http;
 pub mod kinesis;
 pub mod output;
 pub mod pipeline;
+pub mod replay;
 pub mod store;
 pub mod synth;
 pub mod telemetry;

@@ -6,31 +6,35 @@
 //! deduplicate by id against everything already stored. Records the database refuses are
 //! isolated and dead-lettered exactly as the consumer does.
 
-use std::io::BufRead;
+use std::io::Read;
+use std::sync::Arc;
 
 use clap::Args;
 
 use super::{Cli, CliError, open_store};
 use crate::event::DecodeOptions;
-use crate::pipeline::{Committed, RawRecord, Target, commit_records};
-
-/// Lines per transaction.
-const CHUNK_LINES: usize = 1000;
+use crate::pipeline::{Committed, Target};
+use crate::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
 
 /// `optout replay` flags.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Files with one CloudEvent JSON per line; `-` reads stdin.
+    /// Files with one CloudEvent JSON per line, plain or gzip (recognised by content); `-`
+    /// reads stdin.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
     /// Treat default opt keywords in bodies of schema versions below 5 as opt events (marked inferred).
     #[arg(long)]
     pub infer_keywords: bool,
+    /// Files replayed at once (default: one per CPU, at most 4). Each file is read, inflated
+    /// and decoded on its own thread; commits share the store.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: Option<u16>,
     #[command(flatten)]
     pub revocation: super::revocations::RevocationArgs,
 }
 
-/// Replays every file, then prints one summary line per file.
+/// Replays every file, then prints one summary line per file, in the order given.
 pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
     let options = DecodeOptions {
         infer_keywords: args.infer_keywords,
@@ -42,63 +46,74 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
     for name in &args.files {
         inputs.push((name.as_str(), open_input(name)?));
     }
-    let store = open_store(&cli.store, 2).await?;
+    let parallel = match args.parallel {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+    }
+    .min(inputs.len());
+    let store = open_store(&cli.store, parallel as u32 + 1).await?;
     // Every run has its own identity: dead letters are keyed by (stream, shard, line), so two
     // runs over stdin, or over two files of the same name, must not share keys.
     let run_id = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string();
-    for (name, mut reader) in inputs {
-        let label = if name == "-" { "stdin" } else { name };
+    let slots = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = Vec::new();
+    for (name, input) in inputs {
+        let label = if name == "-" { "stdin" } else { name }.to_string();
         let target = Target {
             stream: "replay".into(),
             shard_id: format!("{label}@{run_id}"),
             lease: None,
             honor_revocations: args.revocation.honor_revocations,
         };
-        let mut done = Committed::default();
-        let mut line_no = 0u64;
-        loop {
-            let lines = read_chunk(&mut *reader, &mut line_no)
-                .map_err(|e| CliError::Runtime(anyhow::anyhow!("reading {label}: {e}")))?;
-            if lines.is_empty() {
-                break;
+        let (store, slots) = (store.clone(), slots.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            let shard_id = target.shard_id.clone();
+            let done =
+                replay_input(store, target, label.clone(), input, options, BLOCK_BYTES).await;
+            (label, shard_id, done)
+        }));
+    }
+    let mut failed = None;
+    for task in tasks {
+        let (label, shard_id, done) = task
+            .await
+            .map_err(|e| CliError::Runtime(anyhow::anyhow!("replay task failed: {e}")))?;
+        match done {
+            Ok(done) => print_summary(&label, &shard_id, &done),
+            Err(e) => {
+                failed.get_or_insert(e);
             }
-            let records: Vec<RawRecord<'_>> = lines
-                .iter()
-                .map(|(n, l)| RawRecord {
-                    sequence_number: n,
-                    partition_key: None,
-                    data: l,
-                })
-                .collect();
-            let c = commit_records(&*store, &target, &records, None, options)
-                .await
-                .map_err(|e| CliError::Runtime(e.into()))?;
-            done.counts += c.counts;
-            done.summary += c.summary;
         }
-        let (counts, summary) = (done.counts, done.summary);
-        println!(
-            "{label}: {} lines, {} opt events ({} new, {} already stored), {} test events, {} skipped, {} dead letters stored (shard_id {})",
-            counts.total(),
-            counts.opt_events,
-            summary.opt_events_new,
-            summary.opt_events_duplicate,
-            counts.test_events,
-            counts.skipped(),
-            summary.dead_letters,
-            target.shard_id,
-        );
     }
     store.close().await;
-    Ok(())
+    match failed {
+        Some(e) => Err(CliError::Runtime(e.into())),
+        None => Ok(()),
+    }
 }
 
-/// Opens one input: `-` for stdin, else a readable regular file or a pipe (`<(zcat …)`).
-fn open_input(name: &str) -> Result<Box<dyn BufRead + Send>, CliError> {
-    if name == "-" {
-        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
-    }
+fn print_summary(label: &str, shard_id: &str, done: &Committed) {
+    let (counts, summary) = (done.counts, done.summary);
+    println!(
+        "{label}: {} lines, {} opt events ({} new, {} already stored), {} test events, {} skipped, {} dead letters stored (shard_id {shard_id})",
+        counts.total(),
+        counts.opt_events,
+        summary.opt_events_new,
+        summary.opt_events_duplicate,
+        counts.test_events,
+        counts.skipped(),
+        summary.dead_letters,
+    );
+}
+
+/// Opens one input: `-` for stdin, else a readable regular file or a pipe (`<(zcat …)`);
+/// gzip is inflated on the way.
+fn open_input(name: &str) -> Result<Box<dyn Read + Send>, CliError> {
     let cannot = |e: &dyn std::fmt::Display| CliError::Usage(format!("cannot read {name}: {e}"));
+    if name == "-" {
+        return maybe_gzip(Box::new(std::io::stdin())).map_err(|e| cannot(&e));
+    }
     let meta = std::fs::metadata(name).map_err(|e| cannot(&e))?;
     use std::os::unix::fs::FileTypeExt;
     let kind = meta.file_type();
@@ -113,28 +128,5 @@ fn open_input(name: &str) -> Result<Box<dyn BufRead + Send>, CliError> {
         )));
     }
     let f = std::fs::File::open(name).map_err(|e| cannot(&e))?;
-    Ok(Box::new(std::io::BufReader::new(f)))
-}
-
-/// Reads up to [`CHUNK_LINES`] non-blank lines as `(line number, bytes without the newline)`.
-fn read_chunk(
-    reader: &mut dyn BufRead,
-    line_no: &mut u64,
-) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    while out.len() < CHUNK_LINES {
-        let mut buf = Vec::new();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
-        *line_no += 1;
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        out.push((line_no.to_string(), buf));
-    }
-    Ok(out)
+    maybe_gzip(Box::new(f)).map_err(|e| cannot(&e))
 }

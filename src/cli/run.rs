@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// transactions and less re-read after a crash.
     #[arg(long, env = "OPTOUT_MAX_RECORDS_PER_CALL", default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_records_per_call: i32,
+    /// Memory budget, in MiB, for records held between fetch and commit across all shards:
+    /// readers size their calls to share it. See the README's sizing notes.
+    #[arg(long, env = "OPTOUT_MAX_IN_FLIGHT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_in_flight_mb: u64,
     /// Restart a shard reader that made no successful call for this many seconds.
     #[arg(long, env = "OPTOUT_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub stall_timeout_secs: u64,
@@ -117,6 +121,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         exit_when_idle: args.exit_when_idle,
         lease_duration: Duration::from_millis(args.lease_ms),
         max_records: args.max_records_per_call,
+        budget: crate::kinesis::Budget::from_mb(args.max_in_flight_mb),
         stall_timeout: Duration::from_secs(args.stall_timeout_secs),
         consumer_name: args.consumer_name.clone(),
         failing_after: Duration::from_secs(args.failing_after_secs),

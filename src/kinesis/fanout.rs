@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 
 use super::KinesisError;
 use super::backoff::{Backoff, ErrorClass, classify, classify_code};
-use super::reader::{ShardContext, ShardExit, ShardReader, StartAt};
+use super::reader::{ShardContext, ShardExit, ShardReader, StartAt, records_cost};
 use super::shards::aws_message;
 
 /// AWS refuses a new subscription to a shard (`ResourceInUseException`) within 5 seconds of the
@@ -53,6 +53,9 @@ const SUBSCRIBE_INTERVAL: Duration = Duration::from_secs(5);
 const CONSUMER_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Wait between `DescribeStreamConsumer` calls while the consumer is not ACTIVE yet.
 const CONSUMER_POLL: Duration = Duration::from_millis(300);
+/// Records per subscription event assumed before any is seen (AWS sends a shard's records at
+/// most every 200 ms, so a catching-up event is large); the estimate then follows the events.
+const INITIAL_RECORDS_PER_EVENT: f64 = 1000.0;
 /// Retry policy of the consumer registration (the engine's defaults).
 const REGISTER_BACKOFF_BASE: Duration = Duration::from_millis(100);
 const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -314,7 +317,23 @@ async fn consume(
     next_probe: &mut Instant,
     cancel: &CancellationToken,
 ) -> Result<Session, KinesisError> {
+    // Records per event seen so far (an estimate for the next reservation).
+    let mut records_per_event = INITIAL_RECORDS_PER_EVENT;
     loop {
+        // Backpressure: the next event is only pulled once its bytes are reserved from the
+        // in-flight budget, and the reservation is held until its batch commits. Until then
+        // the event stream is not read, so HTTP/2 flow control holds the server back and
+        // nothing buffers beyond the connection's window.
+        let want = r
+            .share
+            .plan_event(records_per_event)
+            .min(r.share.fair_bytes());
+        let budget = r.share.budget().clone();
+        let mut reservation = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(Session::Exit(ShardExit::Stopped)),
+            granted = budget.reserve(want) => granted,
+        };
         let received = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(Session::Exit(ShardExit::Stopped)),
@@ -330,6 +349,12 @@ async fn consume(
             Err(e) => return Ok(Session::Failed(stream_error_class(&e), aws_message(&e))),
         };
         r.note_success();
+        let held = records_cost(event.records());
+        if !event.records().is_empty() {
+            r.share.observe(event.records().len(), held);
+            records_per_event = (3.0 * records_per_event + event.records().len() as f64) / 4.0;
+        }
+        reservation.settle(held);
         let finished = ends_shard(&event);
         let records = after_checkpoint(event.records(), r.committed());
         if records.len() < event.records().len() {

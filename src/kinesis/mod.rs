@@ -9,6 +9,7 @@
 
 mod backoff;
 mod balance;
+mod budget;
 mod coordinator;
 mod fanout;
 mod health;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::types::Record;
 
 pub use backoff::{Backoff, ErrorClass, classify};
+pub use budget::{Budget, BudgetStats, record_cost};
 pub use coordinator::run;
 pub use health::{FailingShard, Health};
 pub use lease::{HeldLease, LeaseInfo, LeaseStore};
@@ -89,6 +91,9 @@ pub struct ConsumerConfig {
     pub restart_backoff_max: Duration,
     /// Where the engine reports shard health; keep a clone for the readiness probe.
     pub health: Health,
+    /// Bytes of records held between fetch and commit, across all shards
+    /// (`--max-in-flight-mb`); keep a clone to read its accounting.
+    pub budget: Budget,
 }
 
 impl ConsumerConfig {
@@ -112,6 +117,7 @@ impl ConsumerConfig {
             restart_backoff_base: Duration::from_secs(1),
             restart_backoff_max: Duration::from_secs(30),
             health: Health::default(),
+            budget: Budget::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::{debug, info};
 
 use super::KinesisError;
 use super::backoff::{ErrorClass, classify};
-use super::reader::{ShardContext, ShardExit, ShardReader, StartAt};
+use super::reader::{ShardContext, ShardExit, ShardReader, StartAt, records_cost};
 use super::shards::aws_message;
 
 /// Reads one shard with `GetRecords` until it ends, the token is cancelled, or a fatal error.
@@ -36,12 +36,20 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             _ = sleep_until(next_call) => {}
         }
+        // Reserve before the call, sized to this reader's share of the in-flight budget; the
+        // reservation is held until the batch is durable (end of this iteration).
+        let (limit, bytes) = r.share.plan_call(r.ctx.config.max_records);
+        let budget = r.share.budget().clone();
+        let mut reservation = tokio::select! {
+            _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
+            granted = budget.reserve(bytes) => granted,
+        };
         next_call = Instant::now() + r.ctx.config.min_call_interval;
         let response = tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = r.ctx.client.get_records()
                 .shard_iterator(&iterator)
-                .limit(r.ctx.config.max_records)
+                .limit(limit)
                 .send() => res,
         };
         metrics::counter!("optout_get_records_calls_total").increment(1);
@@ -70,6 +78,10 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             }
         };
         r.backoff.reset();
+        // The body is gone once decoded: keep only what the records hold until they commit.
+        let held = records_cost(out.records());
+        r.share.observe(out.records().len(), held);
+        reservation.settle(held);
         let finished = out.next_shard_iterator().is_none();
         if let Some(exit) = r
             .deliver(out.records(), finished, out.millis_behind_latest(), &cancel)

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, ErrorClass};
+use super::budget::{Share, record_cost};
 use super::progress::ShardState;
 use super::shards::ShardInfo;
 use super::{ConsumerConfig, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch};
@@ -107,6 +108,22 @@ pub struct ShardReader {
     lease: Option<(String, i64)>,
     /// This reader has met the tip of the shard at least once (logged once).
     reached_tip: bool,
+    /// Its part of the in-flight budget, for sizing calls and reservations.
+    pub(super) share: Share,
+}
+
+/// What `records` cost the in-flight budget once decoded.
+pub fn records_cost(records: &[Record]) -> u64 {
+    records
+        .iter()
+        .map(|r| {
+            record_cost(
+                r.data().as_ref().len(),
+                r.sequence_number().len(),
+                r.partition_key().map_or(0, str::len),
+            ) as u64
+        })
+        .sum()
 }
 
 impl ShardReader {
@@ -119,6 +136,7 @@ impl ShardReader {
     ) -> Self {
         let backoff = Backoff::new(ctx.config.backoff_base, ctx.config.backoff_max);
         let lease = lease_token.map(|t| (ctx.config.worker_id.clone(), t));
+        let share = ctx.config.budget.join();
         let (committed, initial) = match start {
             StartAt::After(seq) => (Some(seq), InitialPosition::TrimHorizon),
             StartAt::Initial(p) => (None, p),
@@ -131,6 +149,7 @@ impl ShardReader {
             backoff,
             lease,
             reached_tip: false,
+            share,
         }
     }
 
