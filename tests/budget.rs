@@ -4,7 +4,10 @@
 //! share it (they waited), and everything is given back at the end. Memory is measured by
 //! `scripts/bench-e2e.sh`; this test asserts the bookkeeping that bounds it, not time.
 
-mod support;
+#[macro_use]
+mod common;
+
+use common::emulator as support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -25,6 +25,8 @@ pub use crate::event::{DecodeOptions, Revocations};
 pub use crate::http::ApiAuth;
 pub use crate::kinesis::KinesisError;
 pub use crate::kinesis::{ConsumerConfig, InitialPosition, RunStats};
+pub use crate::pipeline::{Committed, Target};
+pub use crate::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
 pub use crate::store::{RevocationFilter, Store, StoreError, StoreUrl, redact};
 pub use crate::telemetry::LogFormat;
 pub use aws::kinesis_client;

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{Cli, CliError, open_store};
-use crate::event::DecodeOptions;
-use crate::pipeline::{Committed, Target};
-use crate::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
+use crate::app::{BLOCK_BYTES, Committed, DecodeOptions, Target, maybe_gzip, replay_input};
 
 /// `optout replay` flags.
 #[derive(Debug, Args)]
