@@ -31,6 +31,8 @@ pub(super) struct Leasing {
 pub(super) struct Round {
     /// Shards whose lease went to another worker: stop reading them.
     pub lost: Vec<String>,
+    /// Shards whose lease this worker took in this round (free, expired or stolen).
+    pub gained: Vec<String>,
 }
 
 impl Leasing {
@@ -122,6 +124,7 @@ impl Leasing {
             let taken = self.store.acquire(stream, me, &acquire, want, lease_ms);
             for l in taken.await? {
                 info!(shard_id = %l.shard_id, token = l.token, "Lease taken.");
+                round.gained.push(l.shard_id.clone());
                 self.held.insert(l.shard_id, l.token);
             }
         }
@@ -132,6 +135,7 @@ impl Leasing {
                 .await?
         {
             info!(shard_id = %l.shard_id, from = %victim, token = l.token, "Lease taken over to balance the load.");
+            round.gained.push(l.shard_id.clone());
             self.held.insert(l.shard_id, l.token);
         }
         let done: Vec<String> = self

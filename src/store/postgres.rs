@@ -13,6 +13,13 @@ use super::{Access, StoreError};
 /// Query sessions refuse writes even if a bug tried one; a role that may only SELECT works.
 const READ_ONLY_SESSION: &str = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
 
+/// A writer's transaction lasts milliseconds. One left open for longer belongs to a worker
+/// that was paused mid-commit (SIGSTOP, a frozen VM): it still holds its row locks, and every
+/// other worker's lease housekeeping would queue behind them until it resumed. The server
+/// ends such a session instead; the paused worker's commit then fails when it resumes, and
+/// is retried under a lease that fencing refuses.
+const WRITER_SESSION: &str = "SET idle_in_transaction_session_timeout = '10s'";
+
 impl SqlStore {
     /// Connects to PostgreSQL at `url` with up to `max_connections`: for
     /// [`Access::ReadWrite`] migrating the schema, for [`Access::ReadOnly`] only checking it.
@@ -35,14 +42,16 @@ impl SqlStore {
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10));
-        if access == Access::ReadOnly {
-            pool = pool.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(READ_ONLY_SESSION).await?;
-                    Ok(())
-                })
-            });
-        }
+        let session_setup = match access {
+            Access::ReadOnly => READ_ONLY_SESSION,
+            Access::ReadWrite => WRITER_SESSION,
+        };
+        pool = pool.after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(session_setup).await?;
+                Ok(())
+            })
+        });
         let pool = pool.connect_with(options).await?;
         match access {
             Access::ReadWrite => {

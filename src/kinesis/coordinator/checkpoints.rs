@@ -88,7 +88,8 @@ impl Coordinator {
         self.rebalance().await
     }
 
-    /// With leases: renew, drop lost shards, take the fair share. `false` on a fatal error.
+    /// With leases: renew, drop lost shards, take the fair share, and read the checkpoints of
+    /// shards just taken. `false` on a fatal error.
     pub(super) async fn rebalance(&mut self) -> bool {
         let Some(leasing) = &mut self.leasing else {
             return true;
@@ -104,6 +105,14 @@ impl Coordinator {
                     // Its health is the new owner's to report now, and it is no longer ours
                     // to restart.
                     forget_shard(&self.ctx.config, &mut self.restarts, &shard);
+                }
+                if !round.gained.is_empty() {
+                    // The checkpoints were read before these leases were ours, and their
+                    // previous owner may have committed since. Now that its commits are fenced
+                    // off, read again, so that each new reader starts exactly after the last
+                    // durable record instead of re-reading a batch (and moving the checkpoint
+                    // back for a moment).
+                    self.reload_checkpoints().await;
                 }
             }
             Err(e) if !e.is_retryable() => {
