@@ -135,8 +135,12 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
     let failing_after = Duration::from_secs(args.failing_after_secs);
     let http = match args.http_addr.zip(auth) {
         Some((addr, auth)) => {
+            // Queries get connections of their own, so they never wait behind a commit.
+            let reader = crate::store::Reader::open(&cli.store, 4)
+                .await
+                .map_err(|e| super::query::reader_error(&cli.store, e))?;
             let state = crate::http::AppState {
-                store: store.clone(),
+                reader: Arc::new(reader),
                 metrics: crate::telemetry::init_metrics(),
                 ready: ready.clone(),
                 auth,
