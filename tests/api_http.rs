@@ -1,5 +1,6 @@
 //! The `/v1` API over real HTTP, on both backends: pages and cursors, NDJSON exports, JSON
-//! errors, the per-number lookup (with a URL-encoded `+`) and point-in-time status.
+//! errors, the per-number lookup (with a URL-encoded `+`) and point-in-time status; and every
+//! kind of real response checked against `schemas/openapi.json`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -11,9 +12,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use optout::event::{Detection, OptEvent, OptOutType};
+use optout::event::{Detection, OptEvent, OptOutType, TestEvent};
 use optout::http::{ApiAuth, AppState};
-use optout::store::{Batch, Positioned, Reader};
+use optout::store::{Batch, DeadLetter, Positioned, Reader};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,7 @@ use support_db::Db;
 
 both_backends! {
     lists_page_stream_and_fail_in_json;
+    responses_match_the_openapi_document;
 }
 
 const TOKEN: &str = "api-test-token";
@@ -80,8 +82,20 @@ impl Api {
 
     /// GET `path` with the token (and `accept`, if given): status, content type, body.
     pub async fn get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
-        let mut req = Request::get(format!("{}{path}", self.base))
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        self.get_as(path, accept, Some(TOKEN)).await
+    }
+
+    /// GET `path` with `token`, if any.
+    pub async fn get_as(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, String, String) {
+        let mut req = Request::get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
         if let Some(a) = accept {
             req = req.header(header::ACCEPT, a);
         }
@@ -110,6 +124,14 @@ impl Api {
 }
 
 async fn fill(db: &Db) {
+    fill_with(db, Vec::new(), Vec::new()).await;
+}
+
+async fn fill_with(
+    db: &Db,
+    dead_letters: Vec<DeadLetter>,
+    test_events: Vec<Positioned<TestEvent>>,
+) {
     let events: Vec<_> = (0..2_500)
         .map(|n| {
             let t = if n % 3 == 0 {
@@ -133,6 +155,8 @@ async fn fill(db: &Db) {
                 value: e,
             })
             .collect(),
+        dead_letters,
+        test_events,
         ..Batch::default()
     };
     db.store.commit(&batch).await.unwrap();
@@ -226,5 +250,117 @@ async fn lists_page_stream_and_fail_in_json(db: Db) {
             json["detail"].as_str().unwrap().contains(needle),
             "{path}: {json}"
         );
+    }
+}
+
+/// The document's schema for `template`'s GET answer `status` in `media`, as a validator.
+fn response_schema(doc: &Value, template: &str, status: u16, media: &str) -> jsonschema::Validator {
+    let pointer = format!(
+        "/paths/{}/get/responses/{status}/content/{}/schema",
+        template.replace('~', "~0").replace('/', "~1"),
+        media.replace('/', "~1")
+    );
+    assert!(doc.pointer(&pointer).is_some(), "no schema at {pointer}");
+    // The whole document is the root, so `#/components/...` references resolve.
+    let mut root = doc.clone();
+    let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+    root["$ref"] = Value::String(format!("#{fragment}"));
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("{pointer}: {e}"))
+}
+
+fn assert_valid(v: &jsonschema::Validator, instance: &Value, what: &str) {
+    let errors: Vec<String> = v.iter_errors(instance).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match the document: {errors:?}\n{instance}"
+    );
+}
+
+async fn responses_match_the_openapi_document(db: Db) {
+    let dead = DeadLetter {
+        sequence_number: "9".into(),
+        partition_key: Some("pk".into()),
+        reason: "not JSON".into(),
+        data: vec![0, 255],
+    };
+    let test = Positioned {
+        sequence_number: "10".into(),
+        value: TestEvent {
+            test_id: "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11".into(),
+            account_sid: "AC1".into(),
+            occurred_at: None,
+        },
+    };
+    fill_with(&db, vec![dead], vec![test]).await;
+    let api = Api::start(&db).await;
+    let (status, _, served) = api.get("/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    let file: Value = serde_json::from_str(include_str!("../schemas/openapi.json")).unwrap();
+    assert_eq!(doc, file, "the served document is the file");
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    let json = "application/json";
+    for (path, template) in [
+        ("/v1/status?limit=5", "/v1/status"),
+        (
+            "/v1/status?as_of=2026-03-01T12:10:00Z&limit=5",
+            "/v1/status",
+        ),
+        (
+            "/v1/status/%2B15550000001?scope=MG1",
+            "/v1/status/{subscriber}",
+        ),
+        ("/v1/status/%2B19999999999", "/v1/status/{subscriber}"),
+        ("/v1/history/%2B15550000001", "/v1/history/{subscriber}"),
+        ("/v1/events?limit=5&type=start", "/v1/events"),
+        ("/v1/dead-letters", "/v1/dead-letters"),
+        ("/v1/test-events", "/v1/test-events"),
+    ] {
+        let (status, ctype, body) = api.get(path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(ctype.starts_with(json), "{path}: {ctype}");
+        let v = response_schema(&doc, template, 200, json);
+        assert_valid(&v, &serde_json::from_str(&body).unwrap(), path);
+    }
+    for (path, template) in [
+        ("/v1/status", "/v1/status"),
+        ("/v1/events", "/v1/events"),
+        ("/v1/history/%2B15550000001", "/v1/history/{subscriber}"),
+        ("/v1/dead-letters", "/v1/dead-letters"),
+        ("/v1/test-events", "/v1/test-events"),
+    ] {
+        let (status, ctype, body) = api.get(path, Some("application/x-ndjson")).await;
+        assert_eq!(
+            (status, ctype.as_str()),
+            (200, "application/x-ndjson"),
+            "{path}"
+        );
+        let v = response_schema(&doc, template, 200, "application/x-ndjson");
+        let mut lines = 0;
+        for line in body.lines() {
+            assert_valid(&v, &serde_json::from_str(line).unwrap(), path);
+            lines += 1;
+        }
+        assert!(lines > 0, "{path} streamed nothing");
+    }
+    for (path, template, status, token) in [
+        ("/v1/events?limit=0", "/v1/events", 400, Some(TOKEN)),
+        ("/v1/status?as_of=never", "/v1/status", 400, Some(TOKEN)),
+        ("/v1/events", "/v1/events", 401, None),
+        (
+            "/v1/status/%2B1",
+            "/v1/status/{subscriber}",
+            401,
+            Some("wrong"),
+        ),
+    ] {
+        let (got, _, body) = api.get_as(path, None, token).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let v = response_schema(&doc, template, status, json);
+        assert_valid(&v, &serde_json::from_str(&body).unwrap(), path);
     }
 }

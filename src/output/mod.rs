@@ -182,4 +182,94 @@ mod tests {
         write_rows::<Row>(&mut out, &[], Format::Table).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "(no rows)\n");
     }
+
+    /// A status row as the store returns it (every field, the Messaging Service twice).
+    #[derive(Serialize)]
+    struct Status {
+        account_sid: String,
+        scope: String,
+        messaging_service_sid: Option<String>,
+        sender: String,
+        subscriber: String,
+        status: &'static str,
+        changed_at: String,
+        event_id: String,
+    }
+
+    fn status(n: usize, scope: &str, status: &'static str) -> Status {
+        Status {
+            account_sid: format!("AC{:032}", n),
+            scope: scope.into(),
+            messaging_service_sid: Some(scope.into()),
+            sender: "+15559870002".into(),
+            subscriber: format!("+1555{n:07}"),
+            status,
+            changed_at: "2026-03-01T12:00:04.512000Z".into(),
+            event_id: format!("{:08}-8a1c-4b5e-9a57-3f1f0e2c6d11", n),
+        }
+    }
+
+    const STATUS_SPEC: TableSpec = TableSpec {
+        columns: &["subscriber", "status", "scope", "changed_at", "account_sid"],
+    };
+
+    #[test]
+    fn status_table_fits_120_columns_and_ends_with_a_summary() {
+        let mg = "MG0123456789abcdef0123456789abcdef";
+        let rows: Vec<Status> = (0..1_500)
+            .map(|n| match n % 3 {
+                0 => status(n, mg, "opted_out"),
+                1 => status(n, "+15559870002", "opted_out"),
+                _ => status(n, mg, "opted_in"),
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut p = Printer::new(&mut out, Format::Table, STATUS_SPEC);
+        p.rows(&rows).unwrap();
+        p.finish().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1_500 + 3, "header, rule, rows, summary");
+        for line in &lines {
+            assert!(
+                line.chars().count() <= 120,
+                "{} wide: {line}",
+                line.chars().count()
+            );
+        }
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["subscriber", "status", "scope", "changed_at", "account_sid"]
+        );
+        assert!(!lines[0].contains("messaging_service_sid"), "{}", lines[0]);
+        assert!(lines[2].contains("2026-03-01 12:00:04"), "{}", lines[2]);
+        assert_eq!(
+            *lines.last().unwrap(),
+            format!(
+                "(1500 rows) opted out/in: 1000/500; by scope: +15559870002 500/0, {mg} 500/500"
+            )
+        );
+    }
+
+    #[test]
+    fn csv_keeps_numbers_and_defuses_formulas_row_by_row() {
+        let mut row = status(1, "MG1", "opted_out");
+        row.event_id = "=cmd|' /C calc'!A0".into();
+        row.sender = "-1+1".into();
+        let mut out = Vec::new();
+        let mut p = Printer::new(&mut out, Format::Csv, TableSpec::default());
+        p.row(&row).unwrap();
+        p.row(&status(2, "MG1", "opted_in")).unwrap();
+        p.finish().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(r.headers().unwrap().len(), 8, "every field");
+        let recs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(&recs[0][4], "+15550000001");
+        assert_eq!(&recs[0][3], "'-1+1");
+        assert_eq!(&recs[0][7], "'=cmd|' /C calc'!A0");
+        assert_eq!(&recs[1][7], "00000002-8a1c-4b5e-9a57-3f1f0e2c6d11");
+    }
 }

@@ -144,11 +144,9 @@ impl Table {
         let (out_total, in_total) = counts
             .values()
             .fold((0, 0), |(o, i), (co, ci)| (o + co, i + ci));
-        text.push_str(&format!(
-            " opted out {out_total}, opted in {in_total}; per scope:"
-        ));
+        text.push_str(&format!(" opted out/in: {out_total}/{in_total}; by scope:"));
         for (shown, (scope, (o, i))) in counts.iter().enumerate() {
-            let part = format!(" {scope} {o} out/{i} in;");
+            let part = format!(" {scope} {o}/{i},");
             let rest = counts.len() - shown - 1;
             let tail = if rest > 0 {
                 format!(" +{rest} more scopes")
@@ -161,7 +159,7 @@ impl Table {
             }
             text.push_str(&part);
         }
-        text.pop(); // the last `;`
+        text.pop(); // the last `,`
         text
     }
 }
