@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The sender's lookup under load: GET /v1/status/{subscriber} on a store of 1,000,000 status
+# rows, from 64 keep-alive clients, while `optout run` (the same process that serves the API)
+# drains a backlog into the same store. Prints p50, p99 and requests/s per backend, and how many
+# records the consumer committed during the load.
+#
+#   scripts/bench-api.sh                   # both backends
+#   BACKENDS=sqlite ROWS=1000000 CLIENTS=64 DURATION=20s BACKLOG=300000 scripts/bench-api.sh
+#
+# The load generator is oha (crates.io), installed on first use into target/bench-tools.
+# PostgreSQL: $OPTOUT_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) must accept
+# CREATE DATABASE; scripts/ensure-postgres.sh starts a local one.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BACKENDS="${BACKENDS:-sqlite postgres}"
+ROWS="${ROWS:-1000000}"
+CLIENTS="${CLIENTS:-64}"
+DURATION="${DURATION:-20s}"
+BACKLOG="${BACKLOG:-300000}"
+PG_ADMIN="${OPTOUT_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}"
+TOKEN="bench-token-$$"
+OHA="${OHA:-target/bench-tools/bin/oha}"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+if [ ! -x "$OHA" ]; then
+    echo "installing oha into target/bench-tools (once)..." >&2
+    cargo install oha --locked --quiet --root target/bench-tools --no-default-features
+fi
+cargo build --quiet --release --locked --bin optout --example emulator
+BIN=target/release/optout
+
+# The number space of the filled rows: +15550000000 .. +15550999999, one account and scope.
+ACCOUNT="AC00000000000000000000000000000001"
+SCOPE="MG00000000000000000000000000000001"
+
+fill_sqlite() { # $1: database file
+    python3 - "$1" "$ROWS" "$ACCOUNT" "$SCOPE" <<'PY'
+import sqlite3, sys
+path, rows, account, scope = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+db = sqlite3.connect(path)
+db.execute("""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, sender, status,
+  changed_at, event_id)
+SELECT ?, ?, printf('+1555%07d', i), ?, '+15559870002',
+  CASE i % 3 WHEN 0 THEN 'opted_in' ELSE 'opted_out' END,
+  '2026-01-01T00:00:00.000000Z', printf('fill-%07d', i) FROM n""", (rows, account, scope, scope))
+db.commit()
+PY
+}
+
+fill_postgres() { # $1: database URL
+    psql -q "$1" -v ON_ERROR_STOP=1 <<SQL
+INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, sender, status,
+  changed_at, event_id)
+SELECT '$ACCOUNT', '$SCOPE', '+1555' || lpad(i::text, 7, '0'), '$SCOPE', '+15559870002',
+  CASE i % 3 WHEN 0 THEN 'opted_in' ELSE 'opted_out' END,
+  '2026-01-01T00:00:00Z', 'fill-' || i FROM generate_series(0, $ROWS - 1) AS i;
+ANALYZE opt_status;
+SQL
+}
+
+records_total() { # $1: API address; records the consumer has handled so far
+    curl -s "http://$1/metrics" | awk '/^optout_records_total/ { s += $2 } END { printf "%d\n", s }'
+}
+
+bench_one() { # $1: backend
+    local backend="$1" store emu_port api_port
+    emu_port="$(free_port)"
+    target/release/examples/emulator --port "$emu_port" 2>/dev/null &
+    local emu_pid=$!
+    PIDS+=("$emu_pid")
+    wait_port "$emu_port"
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$emu_port" AWS_REGION=us-east-1
+    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+    case "$backend" in
+        sqlite) store="sqlite://$WORK/bench.db" ;;
+        postgres)
+            local name="optout_bench_api_$$"
+            psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name"
+            store="${PG_ADMIN%/*}/$name"
+            ;;
+    esac
+    OPTOUT_STORE="$store" "$BIN" migrate >/dev/null
+    echo "[$backend] filling $ROWS status rows..." >&2
+    case "$backend" in
+        sqlite) fill_sqlite "$WORK/bench.db" ;;
+        postgres) fill_postgres "$store" ;;
+    esac
+    echo "[$backend] producing a backlog of $BACKLOG records..." >&2
+    OPTOUT_STORE="$store" "$BIN" produce --stream bench --create --shards 4 --count "$BACKLOG" \
+        --seed 7 >/dev/null
+    api_port="$(free_port)"
+    OPTOUT_STORE="$store" OPTOUT_HTTP_TOKEN="$TOKEN" "$BIN" run --stream bench \
+        --http-addr "127.0.0.1:$api_port" --log-format json 2>"$WORK/$backend.log" &
+    local run_pid=$!
+    PIDS+=("$run_pid")
+    wait_port "$api_port"
+    local before after
+    before="$(records_total "127.0.0.1:$api_port")"
+    "$OHA" --no-tui --output-format json -z "$DURATION" -c "$CLIENTS" \
+        -H "Authorization: Bearer $TOKEN" --rand-regex-url \
+        "http://127\.0\.0\.1:$api_port/v1/status/%2B15550[0-9]{6}\?scope=$SCOPE&account=$ACCOUNT" \
+        >"$WORK/$backend.json"
+    after="$(records_total "127.0.0.1:$api_port")"
+    kill "$run_pid" 2>/dev/null || true
+    wait "$run_pid" 2>/dev/null || true
+    python3 - "$backend" "$WORK/$backend.json" "$before" "$after" "$BACKLOG" <<'PY'
+import json, sys
+backend, path, before, after, backlog = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+r = json.load(open(path))
+s, p = r["summary"], r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+print(f"{backend:9} p50 {p['p50'] * 1000:6.2f} ms  p99 {p['p99'] * 1000:6.2f} ms  "
+      f"{s['requestsPerSec']:8,.0f} req/s  success {s['successRate'] * 100:.1f}%  codes {codes}  "
+      f"consumer committed {after - before:,} of {backlog:,} records during the load")
+PY
+    kill "$emu_pid" 2>/dev/null || true
+    if [ "$backend" = postgres ]; then
+        psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS optout_bench_api_$$ WITH (FORCE)" || true
+    fi
+}
+
+echo "lookup: $ROWS status rows, $CLIENTS keep-alive clients for $DURATION, backlog $BACKLOG records"
+for backend in $BACKENDS; do
+    bench_one "$backend"
+done
