@@ -2,7 +2,9 @@
 # The sender's lookup under load: GET /v1/status/{subscriber} on a store of 1,000,000 status
 # rows, from 64 keep-alive clients, while `optout run` (the same process that serves the API)
 # drains a backlog into the same store. Prints p50, p99 and requests/s per backend, and how many
-# records the consumer committed during the load.
+# records the consumer committed during the load. Then, once the backlog is in, 8 NDJSON exports
+# of every event at once while /readyz is probed every 50 ms: export time, /readyz latency, and
+# the process's peak resident memory (VmHWM, consumer and API together).
 #
 #   scripts/bench-api.sh                   # both backends
 #   BACKENDS=sqlite ROWS=1000000 CLIENTS=64 DURATION=20s BACKLOG=300000 scripts/bench-api.sh
@@ -99,7 +101,7 @@ bench_one() { # $1: backend
     esac
     echo "[$backend] producing a backlog of $BACKLOG records..." >&2
     OPTOUT_STORE="$store" "$BIN" produce --stream bench --create --shards 4 --count "$BACKLOG" \
-        --seed 7 >/dev/null
+        --seed 7 --opt-ratio 0.9 >/dev/null
     api_port="$(free_port)"
     OPTOUT_STORE="$store" OPTOUT_HTTP_TOKEN="$TOKEN" "$BIN" run --stream bench \
         --http-addr "127.0.0.1:$api_port" --log-format json 2>"$WORK/$backend.log" &
@@ -113,8 +115,6 @@ bench_one() { # $1: backend
         "http://127\.0\.0\.1:$api_port/v1/status/%2B15550[0-9]{6}\?scope=$SCOPE&account=$ACCOUNT" \
         >"$WORK/$backend.json"
     after="$(records_total "127.0.0.1:$api_port")"
-    kill "$run_pid" 2>/dev/null || true
-    wait "$run_pid" 2>/dev/null || true
     python3 - "$backend" "$WORK/$backend.json" "$before" "$after" "$BACKLOG" <<'PY'
 import json, sys
 backend, path, before, after, backlog = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -125,6 +125,44 @@ print(f"{backend:9} p50 {p['p50'] * 1000:6.2f} ms  p99 {p['p99'] * 1000:6.2f} ms
       f"{s['requestsPerSec']:8,.0f} req/s  success {s['successRate'] * 100:.1f}%  codes {codes}  "
       f"consumer committed {after - before:,} of {backlog:,} records during the load")
 PY
+    for _ in $(seq 1200); do
+        [ "$(records_total "127.0.0.1:$api_port")" -ge "$BACKLOG" ] && break
+        sleep 0.5
+    done
+    python3 - "$backend" "127.0.0.1:$api_port" "$TOKEN" "$run_pid" <<'PY'
+import http.client, statistics, sys, threading, time
+backend, addr, token, pid = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+host, port = addr.split(":")
+lines, done = [], threading.Event()
+def export():
+    c = http.client.HTTPConnection(host, int(port), timeout=600)
+    c.request("GET", "/v1/events", headers={"Authorization": f"Bearer {token}",
+                                            "Accept": "application/x-ndjson"})
+    r, n = c.getresponse(), 0
+    while chunk := r.read(1 << 16):
+        n += chunk.count(b"\n")
+    lines.append(n)
+start = time.perf_counter()
+threads = [threading.Thread(target=export) for _ in range(8)]
+for t in threads:
+    t.start()
+probes = []
+while any(t.is_alive() for t in threads):
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    t0 = time.perf_counter()
+    c.request("GET", "/readyz")
+    status = c.getresponse().status
+    probes.append((time.perf_counter() - t0) * 1000)
+    assert status == 200, status
+    time.sleep(0.05)
+elapsed = time.perf_counter() - start
+hwm = next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM"))
+print(f"{backend:9} 8 NDJSON exports of {lines[0]:,} events each in {elapsed:.1f} s; "
+      f"/readyz during them: {len(probes)} probes, p50 {statistics.median(probes):.1f} ms, "
+      f"max {max(probes):.1f} ms; peak RSS {int(hwm) / 1024:.0f} MiB")
+PY
+    kill "$run_pid" 2>/dev/null || true
+    wait "$run_pid" 2>/dev/null || true
     kill "$emu_pid" 2>/dev/null || true
     if [ "$backend" = postgres ]; then
         psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS optout_bench_api_$$ WITH (FORCE)" || true
