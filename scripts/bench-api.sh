@@ -9,7 +9,9 @@
 #   scripts/bench-api.sh                   # both backends
 #   BACKENDS=sqlite ROWS=1000000 CLIENTS=64 DURATION=20s BACKLOG=300000 scripts/bench-api.sh
 #
-# The load generator is oha (crates.io), installed on first use into target/bench-tools.
+# The load generator is wrk (Debian: `apt-get install wrk`) when on the PATH, else oha
+# (crates.io), installed on first use into target/bench-tools. Both keep their connections
+# alive and ask for a random number of the filled million each time.
 # PostgreSQL: $OPTOUT_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) must accept
 # CREATE DATABASE; scripts/ensure-postgres.sh starts a local one.
 set -euo pipefail
@@ -35,7 +37,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-if [ ! -x "$OHA" ]; then
+if ! command -v wrk >/dev/null && [ ! -x "$OHA" ]; then
     echo "installing oha into target/bench-tools (once)..." >&2
     cargo install oha --locked --quiet --root target/bench-tools --no-default-features
 fi
@@ -70,6 +72,26 @@ SELECT '$ACCOUNT', '$SCOPE', '+1555' || lpad(i::text, 7, '0'), '$SCOPE', '+15559
   '2026-01-01T00:00:00Z', 'fill-' || i FROM generate_series(0, $ROWS - 1) AS i;
 ANALYZE opt_status;
 SQL
+}
+
+load() { # $1: API port; prints the load generator's report
+    local url="http://127.0.0.1:$1"
+    if command -v wrk >/dev/null; then
+        cat >"$WORK/lookup.lua" <<LUA
+local n = 0
+function setup(thread) n = n + 1; thread:set("id", n) end
+function init(args) math.randomseed(id * 7919) end
+function request()
+  local path = string.format("/v1/status/%%2B15550%06d?scope=$SCOPE&account=$ACCOUNT", math.random(0, 999999))
+  return wrk.format("GET", path, { ["Authorization"] = "Bearer $TOKEN" })
+end
+LUA
+        wrk -t 2 -c "$CLIENTS" -d "$DURATION" --latency -s "$WORK/lookup.lua" "$url"
+    else
+        "$OHA" --no-tui --output-format json -z "$DURATION" -c "$CLIENTS" \
+            -H "Authorization: Bearer $TOKEN" --rand-regex-url \
+            "http://127\.0\.0\.1:$1/v1/status/%2B15550[0-9]{6}\?scope=$SCOPE&account=$ACCOUNT"
+    fi
 }
 
 records_total() { # $1: API address; records the consumer has handled so far
@@ -110,19 +132,27 @@ bench_one() { # $1: backend
     wait_port "$api_port"
     local before after
     before="$(records_total "127.0.0.1:$api_port")"
-    "$OHA" --no-tui --output-format json -z "$DURATION" -c "$CLIENTS" \
-        -H "Authorization: Bearer $TOKEN" --rand-regex-url \
-        "http://127\.0\.0\.1:$api_port/v1/status/%2B15550[0-9]{6}\?scope=$SCOPE&account=$ACCOUNT" \
-        >"$WORK/$backend.json"
+    load "$api_port" >"$WORK/$backend.out"
     after="$(records_total "127.0.0.1:$api_port")"
-    python3 - "$backend" "$WORK/$backend.json" "$before" "$after" "$BACKLOG" <<'PY'
-import json, sys
+    python3 - "$backend" "$WORK/$backend.out" "$before" "$after" "$BACKLOG" <<'PY'
+import json, re, sys
 backend, path, before, after, backlog = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-r = json.load(open(path))
-s, p = r["summary"], r["latencyPercentiles"]
-codes = r.get("statusCodeDistribution", {})
-print(f"{backend:9} p50 {p['p50'] * 1000:6.2f} ms  p99 {p['p99'] * 1000:6.2f} ms  "
-      f"{s['requestsPerSec']:8,.0f} req/s  success {s['successRate'] * 100:.1f}%  codes {codes}  "
+text = open(path).read()
+if text.lstrip().startswith("{"):  # oha
+    r = json.loads(text)
+    p50, p99 = r["latencyPercentiles"]["p50"] * 1000, r["latencyPercentiles"]["p99"] * 1000
+    rps, errors = r["summary"]["requestsPerSec"], sum(
+        n for code, n in r.get("statusCodeDistribution", {}).items() if code != "200")
+else:  # wrk --latency
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    def pct(p):
+        value, u = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", text, re.M).groups()
+        return float(value) * unit[u]
+    p50, p99 = pct(50), pct(99)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = int(bad.group(1)) if bad else 0
+print(f"{backend:9} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rps:8,.0f} req/s  non-200 {errors}  "
       f"consumer committed {after - before:,} of {backlog:,} records during the load")
 PY
     for _ in $(seq 1200); do

@@ -364,3 +364,29 @@ async fn responses_match_the_openapi_document(db: Db) {
         assert_valid(&v, &serde_json::from_str(&body).unwrap(), path);
     }
 }
+
+/// A client that opens a connection and never finishes its headers (or sits idle on a
+/// keep-alive connection) is disconnected by the server, instead of holding it forever.
+#[tokio::test]
+async fn a_client_that_never_sends_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = support_db::sqlite().await;
+    let api = Api::start(&db).await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for conn in [&mut idle, &mut slow] {
+        let mut buf = Vec::new();
+        // The server's deadline is 10 s; a minute only bounds a hung test.
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            conn.read_to_end(&mut buf),
+        )
+        .await
+        .expect("the server closed the connection");
+        assert!(read.is_ok() || buf.is_empty(), "{read:?}");
+    }
+}

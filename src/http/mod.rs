@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,9 +95,7 @@ pub async fn serve_on(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "HTTP API listening.");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve::serve(listener, router(state), shutdown).await
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
