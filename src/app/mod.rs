@@ -34,7 +34,7 @@ pub use leases::StoreLeases;
 pub use processor::Pipeline;
 pub use produce::{ProduceSettings, Produced, produce};
 pub use shards::{ShardRow, shard_table};
-pub use store::{open_failed, open_store, open_store_read_only};
+pub use store::{open_failed, open_reader, open_store, open_store_read_only};
 
 use crate::kinesis::{self, LeaseStore, ProcessError};
 use crate::store::{Dialect, FailureKind, SqlStore};
@@ -135,8 +135,10 @@ pub async fn run(
     engine.health = kinesis::Health::default();
     let server = match http {
         Some((addr, auth)) => {
+            // Queries get connections of their own, so they never wait behind a commit.
+            let reader = open_reader(&store_url, 4).await?;
             let state = crate::http::AppState {
-                store: store.clone(),
+                reader,
                 metrics: crate::telemetry::init_metrics(),
                 ready: ready.clone(),
                 auth,

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::AppError;
-use crate::store::{self, Store, StoreError};
+use crate::store::query::QueryError;
+use crate::store::{self, Reader, Store, StoreError};
 
 /// Opens the store for writing (`run`, `replay`, `migrate`), creating and migrating it.
 pub async fn open_store(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, AppError> {
@@ -22,6 +23,16 @@ pub async fn open_store_read_only(
     store::open_read_only(url, max_connections)
         .await
         .map_err(|e| open_failed(url, e))
+}
+
+/// Opens the store's read side: `connections` read-only connections of its own, so that
+/// queries never wait behind the consumer's commits (never creates, migrates or writes).
+pub async fn open_reader(url: &str, connections: u32) -> Result<Arc<Reader>, AppError> {
+    match Reader::open(url, connections).await {
+        Ok(reader) => Ok(Arc::new(reader)),
+        Err(QueryError::Invalid(message)) => Err(AppError::Usage(message)),
+        Err(QueryError::Store(e)) => Err(open_failed(url, e)),
+    }
 }
 
 impl From<StoreError> for AppError {

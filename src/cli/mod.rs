@@ -3,6 +3,7 @@
 //! Exit codes are a contract for scripts: 0 success, 2 a usage or configuration mistake (one
 //! line that says what to fix), 1 a failure at run time.
 
+mod history;
 mod produce;
 mod query;
 mod replay;
@@ -76,9 +77,11 @@ pub enum Command {
     /// Stored opt events (STOP, START, HELP), oldest first.
     Events(query::EventsArgs),
     /// Records that could not be decoded, with their raw bytes (base64) and the reason.
-    DeadLetters(FormatArg),
+    DeadLetters(query::ListArgs),
     /// Sink test events: the test_id for Twilio's Validate step.
-    TestEvents(FormatArg),
+    TestEvents(query::ListArgs),
+    /// One number's audit trail: every opt event, oldest first, with the status after each.
+    History(history::HistoryArgs),
     /// Load CloudEvents from files, one JSON per line (`-` is stdin), with the same dedup.
     Replay(replay::ReplayArgs),
     /// Write a realistic synthetic Twilio mix to a stream (demos, load tests).
@@ -289,8 +292,9 @@ pub async fn execute(mut cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => run::run(&cli, args).await,
         Command::Status(args) => query::status(&cli, args).await,
         Command::Events(args) => query::events(&cli, args).await,
-        Command::DeadLetters(f) => query::dead_letters(&cli, f.format).await,
-        Command::TestEvents(f) => query::test_events(&cli, f.format).await,
+        Command::DeadLetters(args) => query::dead_letters(&cli, args).await,
+        Command::TestEvents(args) => query::test_events(&cli, args).await,
+        Command::History(args) => history::history(&cli, args).await,
         Command::Replay(args) => replay::replay(&cli, args).await,
         Command::Produce(args) => produce::produce(&cli, args).await,
         Command::Migrate => {

@@ -1,14 +1,35 @@
-//! The query commands: `status`, `events`, `dead-letters`, `test-events`, and `serve`.
+//! The query commands: `status`, `events`, `dead-letters`, `test-events`, and `serve`. Each
+//! parses its flags, asks the store's [`Reader`] for a stream of pages and prints rows as they
+//! come (constant memory, whatever the size of the result).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::Args;
+use futures_util::StreamExt;
 
-use super::{Cli, CliError, FormatArg, ServeArgs, open_store_read_only};
+use super::{Cli, CliError, FormatArg, ServeArgs};
 use crate::event::{Detection, OptOutType};
-use crate::output::{Format, write_rows};
-use crate::store::{EventFilter, StatusFilter};
+use crate::output::{Format, Printer, TableSpec};
+use crate::store::query::{AsOfFilter, DeadLetterFilter, Listing, QueryError, TestEventFilter};
+use crate::store::{EventFilter, Reader, StatusFilter};
+
+/// `--limit`: print at most this many rows.
+#[derive(Debug, Args)]
+pub struct LimitArg {
+    /// Print at most this many rows (default: all).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+/// `optout dead-letters` and `optout test-events` flags.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub limit: LimitArg,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
 
 /// `optout status` flags.
 #[derive(Debug, Args)]
@@ -22,6 +43,16 @@ pub struct StatusArgs {
     /// Only these accounts (AC…); repeat or separate with commas.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub account: Vec<String>,
+    /// The status at this instant instead of now (RFC 3339): the latest STOP or START at or
+    /// before it wins, ties to the larger event id, HELP changes nothing.
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --as-of: count phrase-detected revocations as STOPs, as `run --honor-revocations`
+    /// does (the events do not record how the consumer ran).
+    #[arg(long, requires = "as_of")]
+    pub honor_revocations: bool,
+    #[command(flatten)]
+    pub limit: LimitArg,
     #[command(flatten)]
     pub format: FormatArg,
 }
@@ -50,6 +81,8 @@ pub struct EventsArgs {
     #[arg(long, value_enum)]
     pub detection: Option<DetectionArg>,
     #[command(flatten)]
+    pub limit: LimitArg,
+    #[command(flatten)]
     pub format: FormatArg,
 }
 
@@ -67,33 +100,116 @@ pub(super) fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, St
         .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}); e.g. 2026-03-01T00:00:00Z"))
 }
 
-fn print<T: serde::Serialize>(rows: &[T], format: Format) -> Result<(), CliError> {
-    let stdout = std::io::stdout();
-    write_rows(&mut stdout.lock(), rows, format).map_err(CliError::Runtime)
+/// Table columns of each row type: what a person reads first; csv and json keep every field.
+const STATUS_TABLE: TableSpec = TableSpec {
+    columns: &["subscriber", "status", "scope", "changed_at", "account_sid"],
+};
+const EVENTS_TABLE: TableSpec = TableSpec {
+    columns: &[
+        "occurred_at",
+        "opt_out_type",
+        "detection",
+        "subscriber",
+        "sender",
+        "body",
+    ],
+};
+const DEAD_LETTERS_TABLE: TableSpec = TableSpec {
+    columns: &["recorded_at", "shard_id", "sequence_number", "reason"],
+};
+pub(super) const HISTORY_TABLE: TableSpec = TableSpec {
+    columns: &[
+        "occurred_at",
+        "opt_out_type",
+        "detection",
+        "scope",
+        "status_after",
+        "body",
+    ],
+};
+
+/// A store that could not be read, as a CLI error against the (redacted) URL.
+pub(super) fn reader_error(url: &str, e: QueryError) -> CliError {
+    match e {
+        QueryError::Invalid(m) => CliError::Usage(m),
+        QueryError::Store(e) => crate::app::open_failed(url, e).into(),
+    }
 }
 
-fn runtime(e: crate::store::StoreError) -> CliError {
-    CliError::Runtime(e.into())
+/// Opens the store's read side for a query command (never creates, migrates or writes).
+pub(super) async fn open_reader(cli: &Cli) -> Result<Arc<Reader>, CliError> {
+    Reader::open(&cli.store, 1)
+        .await
+        .map(Arc::new)
+        .map_err(|e| reader_error(&cli.store, e))
 }
 
-/// Prints current opt status.
+/// Streams every row of `listing` (up to `limit`) to stdout in `format`. A closed pipe
+/// (`| head`) ends the command quietly.
+pub(super) async fn print<L: Listing>(
+    reader: Arc<Reader>,
+    listing: L,
+    limit: Option<u64>,
+    format: Format,
+    table: TableSpec,
+) -> Result<(), CliError> {
+    let out = std::io::BufWriter::new(std::io::stdout());
+    let mut printer = Printer::new(out, format, table);
+    let mut pages = Box::pin(reader.export(listing, None, limit));
+    let result = async {
+        while let Some(page) = pages.next().await {
+            printer.rows(&page?)?;
+        }
+        printer.finish()
+    }
+    .await;
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(CliError::Runtime(e)),
+        Ok(()) => Ok(()),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(|c| {
+                matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
+}
+
+/// Prints opt status, now or at an instant.
 pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
-    let store = open_store_read_only(&cli.store, 2).await?;
-    let filter = StatusFilter {
-        subscriber: args.subscriber.clone(),
-        scope: args.scope.clone(),
-        accounts: args.account.clone(),
-    };
-    print(
-        &store.status(&filter).await.map_err(runtime)?,
-        args.format.format,
-    )
+    let reader = open_reader(cli).await?;
+    let (limit, format) = (args.limit.limit, args.format.format);
+    match args.as_of {
+        Some(at) => {
+            let listing = AsOfFilter {
+                at,
+                subscriber: args.subscriber.clone(),
+                scope: args.scope.clone(),
+                accounts: args.account.clone(),
+                honor_revocations: args.honor_revocations,
+            };
+            print(reader, listing, limit, format, STATUS_TABLE).await
+        }
+        None => {
+            let listing = StatusFilter {
+                subscriber: args.subscriber.clone(),
+                scope: args.scope.clone(),
+                accounts: args.account.clone(),
+            };
+            print(reader, listing, limit, format, STATUS_TABLE).await
+        }
+    }
 }
 
 /// Prints opt events.
 pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
-    let store = open_store_read_only(&cli.store, 2).await?;
-    let filter = EventFilter {
+    let reader = open_reader(cli).await?;
+    let listing = EventFilter {
         since: args.since,
         opt_out_type: args.opt_type.map(|t| match t {
             TypeArg::Stop => OptOutType::Stop,
@@ -107,28 +223,30 @@ pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
             DetectionArg::Phrase => Detection::Phrase,
         }),
     };
-    print(
-        &store.events(&filter).await.map_err(runtime)?,
-        args.format.format,
-    )
+    let (limit, format) = (args.limit.limit, args.format.format);
+    print(reader, listing, limit, format, EVENTS_TABLE).await
 }
 
 /// Prints dead letters.
-pub async fn dead_letters(cli: &Cli, format: Format) -> Result<(), CliError> {
-    let store = open_store_read_only(&cli.store, 2).await?;
-    print(&store.dead_letters().await.map_err(runtime)?, format)
+pub async fn dead_letters(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
+    let reader = open_reader(cli).await?;
+    let (limit, format) = (args.limit.limit, args.format.format);
+    print(reader, DeadLetterFilter, limit, format, DEAD_LETTERS_TABLE).await
 }
 
 /// Prints sink test events.
-pub async fn test_events(cli: &Cli, format: Format) -> Result<(), CliError> {
-    let store = open_store_read_only(&cli.store, 2).await?;
-    print(&store.test_events().await.map_err(runtime)?, format)
+pub async fn test_events(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
+    let reader = open_reader(cli).await?;
+    let (limit, format) = (args.limit.limit, args.format.format);
+    print(reader, TestEventFilter, limit, format, TableSpec::default()).await
 }
 
 /// Serves the HTTP API until SIGINT/SIGTERM.
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     let auth = Arc::new(args.auth.api_auth(args.http_addr)?);
-    let store = open_store_read_only(&cli.store, 8).await?;
+    let reader = Reader::open(&cli.store, 4)
+        .await
+        .map_err(|e| reader_error(&cli.store, e))?;
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| {
@@ -138,7 +256,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
             ))
         })?;
     let state = crate::http::AppState {
-        store,
+        reader: Arc::new(reader),
         metrics: crate::telemetry::init_metrics(),
         ready: Arc::new(AtomicBool::new(true)),
         auth,

@@ -11,6 +11,7 @@
 mod lease;
 mod model;
 mod postgres;
+pub mod query;
 mod schema;
 mod sql;
 mod sqlite;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use model::*;
+pub use query::Reader;
 pub use schema::Dialect;
 pub use sql::SqlStore;
 

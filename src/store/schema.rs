@@ -39,6 +39,11 @@ const SQLITE: &[Migration] = &[
         "detection",
         include_str!("../../migrations/sqlite/0003_detection.sql"),
     ),
+    (
+        4,
+        "query",
+        include_str!("../../migrations/sqlite/0004_query.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -51,6 +56,11 @@ const POSTGRES: &[Migration] = &[
         2,
         "detection",
         include_str!("../../migrations/postgres/0002_detection.sql"),
+    ),
+    (
+        3,
+        "native_types",
+        include_str!("../../migrations/postgres/0003_native_types.sql"),
     ),
 ];
 

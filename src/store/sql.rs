@@ -6,12 +6,12 @@
 //! `postgres.rs`, and the DDL in `migrations/<backend>/`.
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use sqlx::AnyPool;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::model::*;
+use super::query::{ts_in, ts_out};
 use super::schema::Dialect;
 use super::{Store, StoreError};
 use crate::event::{Detection, OptEvent, OptOutType};
@@ -30,10 +30,6 @@ fn now() -> String {
     format_ts(chrono::Utc::now())
 }
 
-fn flag(b: bool) -> i64 {
-    i64::from(b)
-}
-
 impl SqlStore {
     /// The backend's dialect.
     pub fn dialect(&self) -> Dialect {
@@ -46,6 +42,7 @@ impl SqlStore {
     /// in every transaction, so concurrent commits from different shards wait for each other
     /// but never deadlock.
     async fn insert_opt_events(
+        d: Dialect,
         tx: &mut Transaction<'_, Any>,
         batch: &Batch,
         recorded_at: &str,
@@ -59,16 +56,19 @@ impl SqlStore {
             value: ev,
         } in by_id
         {
-            let inserted = sqlx::query(
+            // Audited: only the dialect's constant cast of a placeholder is spliced in.
+            let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, \
                  messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
                  schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, \
-                 rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16, $17, $18) ON CONFLICT (event_id) DO NOTHING",
-            )
+                 rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {}, $12, $13, $14, $15, \
+                 {}, $17, $18) ON CONFLICT (event_id) DO NOTHING",
+                ts_in(d, "$11"),
+                ts_in(d, "$16")
+            )))
             .bind(&ev.event_id)
             .bind(ev.opt_out_type.as_str())
-            .bind(flag(ev.inferred))
+            .bind(ev.inferred)
             .bind(&ev.account_sid)
             .bind(&ev.messaging_service_sid)
             .bind(&ev.sender)
@@ -107,22 +107,27 @@ impl SqlStore {
             if ev.detection == Detection::Phrase && !batch.honor_revocations {
                 continue;
             }
-            summary.status_changes += Self::apply_status(tx, ev).await?;
+            summary.status_changes += Self::apply_status(d, tx, ev).await?;
         }
         Ok(())
     }
 
     /// STOP → opted_out, START → opted_in, HELP → nothing. The latest event by
     /// `data.timestamp` wins, ties to the larger id, so arrival order does not matter.
-    async fn apply_status(tx: &mut Transaction<'_, Any>, ev: &OptEvent) -> Result<u64, StoreError> {
+    async fn apply_status(
+        d: Dialect,
+        tx: &mut Transaction<'_, Any>,
+        ev: &OptEvent,
+    ) -> Result<u64, StoreError> {
         let status = match ev.opt_out_type {
             OptOutType::Stop => "opted_out",
             OptOutType::Start => "opted_in",
             OptOutType::Help => return Ok(0),
         };
-        Ok(sqlx::query(
+        // Audited: only the dialect's constant cast of a placeholder is spliced in.
+        Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
-             sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, {}, $8) \
              ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
              messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
              status = excluded.status, changed_at = excluded.changed_at, \
@@ -130,7 +135,8 @@ impl SqlStore {
              WHERE excluded.changed_at > opt_status.changed_at \
              OR (excluded.changed_at = opt_status.changed_at \
                  AND excluded.event_id > opt_status.event_id)",
-        )
+            ts_in(d, "$7")
+        )))
         .bind(&ev.account_sid)
         .bind(ev.scope())
         .bind(&ev.subscriber)
@@ -145,17 +151,19 @@ impl SqlStore {
     }
 
     async fn insert_side_records(
+        d: Dialect,
         tx: &mut Transaction<'_, Any>,
         batch: &Batch,
         recorded_at: &str,
         summary: &mut CommitSummary,
     ) -> Result<(), StoreError> {
         for dl in &batch.dead_letters {
-            summary.dead_letters += sqlx::query(
+            summary.dead_letters += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO dead_letters (stream_name, shard_id, sequence_number, partition_key, \
-                 reason, data, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 reason, data, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, {}) \
                  ON CONFLICT (stream_name, shard_id, sequence_number) DO NOTHING",
-            )
+                ts_in(d, "$7")
+            )))
             .bind(&batch.stream)
             .bind(&batch.shard_id)
             .bind(&dl.sequence_number)
@@ -172,11 +180,13 @@ impl SqlStore {
             value: t,
         } in &batch.test_events
         {
-            summary.test_events += sqlx::query(
+            summary.test_events += sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO sink_test_events (test_id, account_sid, occurred_at, stream_name, \
-                 shard_id, sequence_number, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 shard_id, sequence_number, recorded_at) VALUES ($1, $2, {}, $4, $5, $6, {}) \
                  ON CONFLICT (test_id) DO NOTHING",
-            )
+                ts_in(d, "$3"),
+                ts_in(d, "$7")
+            )))
             .bind(&t.test_id)
             .bind(&t.account_sid)
             .bind(t.occurred_at.map(format_ts))
@@ -192,21 +202,23 @@ impl SqlStore {
     }
 
     async fn write_checkpoint(
+        d: Dialect,
         tx: &mut Transaction<'_, Any>,
         batch: &Batch,
         cp: &CheckpointUpdate,
         recorded_at: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO checkpoints (stream_name, shard_id, sequence_number, finished, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream_name, shard_id) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (stream_name, shard_id) DO UPDATE SET \
              sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), \
              finished = excluded.finished, updated_at = excluded.updated_at",
-        )
+            ts_in(d, "$5")
+        )))
         .bind(&batch.stream)
         .bind(&batch.shard_id)
         .bind(&cp.sequence_number)
-        .bind(flag(cp.finished))
+        .bind(cp.finished)
         .bind(recorded_at)
         .execute(&mut **tx)
         .await?;
@@ -229,20 +241,23 @@ impl Store for SqlStore {
                 .check_lease(&mut tx, &batch.stream, &batch.shard_id, lease)
                 .await?;
         }
-        Self::insert_opt_events(&mut tx, batch, &recorded_at, &mut summary).await?;
-        Self::insert_side_records(&mut tx, batch, &recorded_at, &mut summary).await?;
+        let d = self.dialect;
+        Self::insert_opt_events(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        Self::insert_side_records(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         if let Some(cp) = &batch.checkpoint {
-            Self::write_checkpoint(&mut tx, batch, cp, &recorded_at).await?;
+            Self::write_checkpoint(d, &mut tx, batch, cp, &recorded_at).await?;
         }
         tx.commit().await?;
         Ok(summary)
     }
 
     async fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT shard_id, sequence_number, finished, updated_at FROM checkpoints \
-             WHERE stream_name = $1 ORDER BY shard_id",
-        )
+        // Audited: only the dialect's constant time format is spliced in.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT shard_id, sequence_number, CAST(finished AS INTEGER) AS finished, \
+             {} AS updated_at FROM checkpoints WHERE stream_name = $1 ORDER BY shard_id",
+            ts_out(self.dialect, "updated_at")
+        )))
         .bind(stream)
         .fetch_all(&self.pool)
         .await?;
@@ -259,40 +274,19 @@ impl Store for SqlStore {
     }
 
     async fn status(&self, f: &StatusFilter) -> Result<Vec<StatusRow>, StoreError> {
-        let mut q = Query::new(
-            "SELECT account_sid, scope, messaging_service_sid, sender, subscriber, status, \
-             changed_at, event_id FROM opt_status WHERE 1 = 1",
-        );
-        q.eq("subscriber", f.subscriber.as_deref());
-        q.eq("scope", f.scope.as_deref());
-        q.any_of("account_sid", &f.accounts);
-        q.sql.push_str(" ORDER BY account_sid, scope, subscriber");
-        let rows = q.fetch(&self.pool).await?;
-        rows.iter().map(status_row).collect()
+        super::query::read_all(&self.pool, self.dialect, f).await
     }
 
     async fn events(&self, f: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
-        let mut q = Query::new(
-            "SELECT event_id, opt_out_type, inferred, detection, rule, account_sid, \
-             messaging_service_sid, sender, subscriber, body, message_sid, occurred_at, \
-             schema_version, shard_id, sequence_number FROM opt_events WHERE 1 = 1",
-        );
-        let since = f.since.map(format_ts);
-        q.cmp("occurred_at", ">=", since.as_deref());
-        q.eq("opt_out_type", f.opt_out_type.map(OptOutType::as_str));
-        q.eq("subscriber", f.subscriber.as_deref());
-        q.eq("detection", f.detection.map(Detection::as_str));
-        q.sql.push_str(" ORDER BY occurred_at, event_id");
-        let rows = q.fetch(&self.pool).await?;
-        rows.iter().map(event_row).collect()
+        super::query::read_all(&self.pool, self.dialect, f).await
     }
 
     async fn revocations(&self, f: &RevocationFilter) -> Result<Vec<RevocationRow>, StoreError> {
         // The latest STOP/START per (account, scope, subscriber) by data.timestamp, ties to the
         // larger event id (HELP ignored), is a phrase revocation: nothing later overrides it.
-        let mut q = Query::new(
+        let sql = format!(
             "SELECT e.account_sid, e.scope, e.messaging_service_sid, e.sender, e.subscriber, \
-             e.occurred_at, e.rule, e.body, e.event_id, s.status FROM opt_events e \
+             {} AS occurred_at, e.rule, e.body, e.event_id, s.status FROM opt_events e \
              LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
              AND s.subscriber = e.subscriber \
              WHERE e.detection = 'phrase' AND e.opt_out_type = 'STOP' \
@@ -300,9 +294,14 @@ impl Store for SqlStore {
              AND l.scope = e.scope AND l.subscriber = e.subscriber \
              AND l.opt_out_type IN ('STOP', 'START') AND (l.occurred_at > e.occurred_at \
              OR (l.occurred_at = e.occurred_at AND l.event_id > e.event_id)))",
+            ts_out(self.dialect, "e.occurred_at")
         );
-        let since = f.since.map(format_ts);
-        q.cmp("e.occurred_at", ">=", since.as_deref());
+        let mut q = Query::new(&sql);
+        if let Some(since) = f.since.map(format_ts) {
+            q.args.push(since);
+            let p = ts_in(self.dialect, &format!("${}", q.args.len()));
+            q.sql.push_str(&format!(" AND e.occurred_at >= {p}"));
+        }
         q.sql.push_str(" ORDER BY e.occurred_at, e.event_id");
         let rows = q.fetch(&self.pool).await?;
         rows.iter()
@@ -324,45 +323,11 @@ impl Store for SqlStore {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT shard_id, sequence_number, partition_key, reason, data, recorded_at \
-             FROM dead_letters ORDER BY recorded_at, stream_name, shard_id, sequence_number",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let data: Vec<u8> = r.try_get("data")?;
-                Ok(DeadLetterRow {
-                    shard_id: r.try_get("shard_id")?,
-                    sequence_number: r.try_get("sequence_number")?,
-                    partition_key: r.try_get("partition_key")?,
-                    reason: r.try_get("reason")?,
-                    data_base64: base64::engine::general_purpose::STANDARD.encode(data),
-                    recorded_at: r.try_get("recorded_at")?,
-                })
-            })
-            .collect()
+        super::query::read_all(&self.pool, self.dialect, &super::query::DeadLetterFilter).await
     }
 
     async fn test_events(&self) -> Result<Vec<TestEventRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT test_id, account_sid, occurred_at, shard_id, sequence_number \
-             FROM sink_test_events ORDER BY recorded_at, test_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TestEventRow {
-                    test_id: r.try_get("test_id")?,
-                    account_sid: r.try_get("account_sid")?,
-                    occurred_at: r.try_get("occurred_at")?,
-                    shard_id: r.try_get("shard_id")?,
-                    sequence_number: r.try_get("sequence_number")?,
-                })
-            })
-            .collect()
+        super::query::read_all(&self.pool, self.dialect, &super::query::TestEventFilter).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -379,39 +344,6 @@ impl Store for SqlStore {
     }
 }
 
-fn status_row(r: &AnyRow) -> Result<StatusRow, StoreError> {
-    Ok(StatusRow {
-        account_sid: r.try_get("account_sid")?,
-        scope: r.try_get("scope")?,
-        messaging_service_sid: r.try_get("messaging_service_sid")?,
-        sender: r.try_get("sender")?,
-        subscriber: r.try_get("subscriber")?,
-        status: r.try_get("status")?,
-        changed_at: r.try_get("changed_at")?,
-        event_id: r.try_get("event_id")?,
-    })
-}
-
-fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
-    Ok(EventRow {
-        event_id: r.try_get("event_id")?,
-        opt_out_type: r.try_get("opt_out_type")?,
-        inferred: r.try_get::<i64, _>("inferred")? != 0,
-        detection: r.try_get("detection")?,
-        rule: r.try_get("rule")?,
-        account_sid: r.try_get("account_sid")?,
-        messaging_service_sid: r.try_get("messaging_service_sid")?,
-        sender: r.try_get("sender")?,
-        subscriber: r.try_get("subscriber")?,
-        body: r.try_get("body")?,
-        message_sid: r.try_get("message_sid")?,
-        occurred_at: r.try_get("occurred_at")?,
-        schema_version: r.try_get("schema_version")?,
-        shard_id: r.try_get("shard_id")?,
-        sequence_number: r.try_get("sequence_number")?,
-    })
-}
-
 /// A filtered SELECT built from optional conditions, with numbered placeholders.
 struct Query {
     sql: String,
@@ -424,31 +356,6 @@ impl Query {
             sql: select.to_string(),
             args: Vec::new(),
         }
-    }
-
-    fn cmp(&mut self, column: &str, op: &str, value: Option<&str>) {
-        if let Some(v) = value {
-            self.args.push(v.to_string());
-            self.sql
-                .push_str(&format!(" AND {column} {op} ${}", self.args.len()));
-        }
-    }
-
-    fn eq(&mut self, column: &str, value: Option<&str>) {
-        self.cmp(column, "=", value);
-    }
-
-    fn any_of(&mut self, column: &str, values: &[String]) {
-        if values.is_empty() {
-            return;
-        }
-        let mut marks = Vec::with_capacity(values.len());
-        for v in values {
-            self.args.push(v.clone());
-            marks.push(format!("${}", self.args.len()));
-        }
-        self.sql
-            .push_str(&format!(" AND {column} IN ({})", marks.join(", ")));
     }
 
     async fn fetch(&self, pool: &AnyPool) -> Result<Vec<AnyRow>, sqlx::Error> {

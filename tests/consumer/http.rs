@@ -54,18 +54,21 @@ async fn http_api_serves_health_metrics_and_queries() {
     }
     let (code, body) = http_get(&addr, "/v1/status?subscriber=%2B15551230001").await;
     assert_eq!(code, 200);
-    let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let rows = page["items"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["status"], "opted_out");
     let (_, body) = http_get(&addr, "/v1/events?type=stop&since=2026-03-01T00:00:00Z").await;
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1);
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let (_, body) = http_get(&addr, "/v1/test-events").await;
     assert!(
         body.contains("95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11"),
         "{body}"
     );
     let (_, body) = http_get(&addr, "/v1/dead-letters").await;
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1);
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(http_get(&addr, "/v1/events?since=yesterday").await.0, 400);
     worker.terminate();
 }

@@ -1,0 +1,38 @@
+//! `optout history`: one number's audit trail, every event with the status after it.
+
+use clap::Args;
+
+use super::query::{HISTORY_TABLE, LimitArg, open_reader, print};
+use super::{Cli, CliError, FormatArg};
+use crate::store::query::HistoryFilter;
+
+/// `optout history` flags.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The number, exactly as Twilio wrote it (e.g. +15551230001).
+    #[arg(long)]
+    pub subscriber: String,
+    /// Only this scope (a Messaging Service SID MG…, or a sender number).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Count phrase-detected revocations as STOPs in `status_after`, as `run
+    /// --honor-revocations` does.
+    #[arg(long)]
+    pub honor_revocations: bool,
+    #[command(flatten)]
+    pub limit: LimitArg,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+/// Prints the number's events, oldest first, each with the status it left in its scope.
+pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), CliError> {
+    let reader = open_reader(cli).await?;
+    let listing = HistoryFilter {
+        subscriber: args.subscriber.clone(),
+        scope: args.scope.clone(),
+        honor_revocations: args.honor_revocations,
+    };
+    let (limit, format) = (args.limit.limit, args.format.format);
+    print(reader, listing, limit, format, HISTORY_TABLE).await
+}

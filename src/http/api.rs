@@ -1,0 +1,337 @@
+//! `/v1`: the query API. Lists answer `{"items": [...], "next_cursor": ...}` a page at a time
+//! (keyset pagination, `?limit=` and `?cursor=`), or, with `Accept: application/x-ndjson`,
+//! every matching row as one JSON object per line, streamed in constant memory. Errors are
+//! `{"error": "...", "detail": "..."}`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::event::{Detection, OptOutType};
+use crate::store::query::{
+    AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, LookupFilter, PageRequest, QueryError,
+    TestEventFilter,
+};
+use crate::store::{EventFilter, StatusFilter};
+
+/// The API's description, served as written.
+const OPENAPI: &str = include_str!("../../schemas/openapi.json");
+/// The media type that asks a list for a stream of every row.
+const NDJSON: &str = "application/x-ndjson";
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/status/{subscriber}", get(lookup))
+        .route("/v1/history/{subscriber}", get(history))
+        .route("/v1/events", get(events))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/test-events", get(test_events))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+}
+
+/// An error answer: `{"error": code, "detail": what to do}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    /// 400: the request must change.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: "bad_request",
+            detail: detail.into(),
+        }
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: "not_found",
+            detail: detail.into(),
+        }
+    }
+
+    /// 503: retry later.
+    pub fn unavailable(error: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.error, "detail": self.detail });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Invalid(detail) => ApiError::bad_request(detail),
+            QueryError::Store(e) => {
+                tracing::warn!(error = %e, "Query failed.");
+                ApiError::unavailable("store_unavailable", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+/// Whether the client asked for NDJSON.
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with(NDJSON)))
+}
+
+/// Answers a list: one page as JSON, or the whole list as an NDJSON stream.
+async fn list<L: Listing>(
+    s: &AppState,
+    headers: &HeaderMap,
+    listing: L,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<Response, ApiError> {
+    let req = PageRequest::parse(limit, cursor)?;
+    if !wants_ndjson(headers) {
+        return Ok(Json(s.reader.page(&listing, &req).await?).into_response());
+    }
+    // The first page is read before answering, so that a failing store is a 503, not a
+    // stream cut after a 200.
+    let cap = limit.map(u64::from);
+    let mut pages = Box::pin(s.reader.clone().export(listing, req.cursor, cap));
+    let first = pages.next().await.transpose()?;
+    let rest = pages.map_err(|e| {
+        tracing::warn!(error = %e, "Export failed mid-stream; the response is cut short.");
+        std::io::Error::other(e.to_string())
+    });
+    let body = futures_util::stream::iter(first.map(Ok))
+        .chain(rest)
+        .map_ok(|rows| Bytes::from(ndjson(&rows)));
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON))],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+fn ndjson<T: serde::Serialize>(rows: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 256);
+    for row in rows {
+        // Plain structs of strings and numbers: serialization cannot fail.
+        if serde_json::to_writer(&mut out, row).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+fn accounts(account: Option<String>) -> Vec<String> {
+    account
+        .map(|a| a.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn rfc3339(
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.to_utc())
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "{name}: not an RFC 3339 time ({e}); e.g. 2026-03-01T00:00:00Z"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// `/v1/status?subscriber=&scope=&account=&as_of=&honor_revocations=&limit=&cursor=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusQuery {
+    subscriber: Option<String>,
+    scope: Option<String>,
+    /// Comma-separated accounts.
+    account: Option<String>,
+    as_of: Option<String>,
+    #[serde(default)]
+    honor_revocations: bool,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn status(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let accounts = accounts(q.account);
+    if let Some(at) = rfc3339("as_of", q.as_of.as_deref())? {
+        let listing = AsOfFilter {
+            at,
+            subscriber: q.subscriber,
+            scope: q.scope,
+            accounts,
+            honor_revocations: q.honor_revocations,
+        };
+        return list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await;
+    }
+    if q.honor_revocations {
+        return Err(ApiError::bad_request(
+            "honor_revocations: only with as_of (the live table already applied the consumer's setting)",
+        ));
+    }
+    let listing = StatusFilter {
+        subscriber: q.subscriber,
+        scope: q.scope,
+        accounts,
+    };
+    list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await
+}
+
+/// `/v1/status/{subscriber}?scope=&account=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupQuery {
+    scope: Option<String>,
+    account: Option<String>,
+}
+
+async fn lookup(
+    State(s): State<AppState>,
+    Path(subscriber): Path<String>,
+    q: Result<Query<LookupQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let filter = LookupFilter {
+        subscriber,
+        scope: q.scope,
+        accounts: accounts(q.account),
+    };
+    Ok(Json(s.reader.lookup(&filter).await?).into_response())
+}
+
+/// `/v1/history/{subscriber}?scope=&honor_revocations=&limit=&cursor=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    scope: Option<String>,
+    #[serde(default)]
+    honor_revocations: bool,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn history(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(subscriber): Path<String>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let listing = HistoryFilter {
+        subscriber,
+        scope: q.scope,
+        honor_revocations: q.honor_revocations,
+    };
+    list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await
+}
+
+/// `/v1/events?since=&type=&subscriber=&detection=&limit=&cursor=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since: Option<String>,
+    r#type: Option<String>,
+    subscriber: Option<String>,
+    detection: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let opt_out_type = match q.r#type.as_deref().map(OptOutType::parse) {
+        None => None,
+        Some(Some(t)) => Some(t),
+        Some(None) => return Err(ApiError::bad_request("type: use stop, start or help")),
+    };
+    let detection = match q.detection.as_deref().map(Detection::parse) {
+        None => None,
+        Some(Some(d)) => Some(d),
+        Some(None) => {
+            return Err(ApiError::bad_request(
+                "detection: use twilio, keyword or phrase",
+            ));
+        }
+    };
+    let listing = EventFilter {
+        since: rfc3339("since", q.since.as_deref())?,
+        opt_out_type,
+        subscriber: q.subscriber,
+        detection,
+    };
+    list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await
+}
+
+/// `?limit=&cursor=` of the lists without filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn dead_letters(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    list(&s, &headers, DeadLetterFilter, q.limit, q.cursor.as_deref()).await
+}
+
+async fn test_events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    list(&s, &headers, TestEventFilter, q.limit, q.cursor.as_deref()).await
+}

@@ -1,0 +1,317 @@
+//! The read side: bounded, keyset-paginated queries and streaming exports, on a pool of its
+//! own.
+//!
+//! A [`Reader`] never shares a connection with the consumer's writes: on SQLite it holds
+//! read-only connections to the same file (WAL lets them read while the writer commits), on
+//! PostgreSQL a small pool of read-only sessions. So `/readyz` and a sender's lookup never wait
+//! behind a commit, and a commit never waits behind an export.
+//!
+//! Every list is read in pages ordered by a unique key (keyset pagination): a page asks for the
+//! rows whose key is greater than the last one returned, so rows written meanwhile cannot shift
+//! a page boundary and no row is skipped or repeated. Exports are the same pages chained, which
+//! keeps memory constant and never holds a connection (or a snapshot) for a whole export.
+
+mod asof;
+mod lists;
+mod sqlbuild;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use futures_util::Stream;
+use serde::Serialize;
+use sqlx::AnyPool;
+
+pub use asof::{AsOfFilter, HistoryFilter, HistoryRow};
+pub use lists::{DeadLetterFilter, Lookup, LookupFilter, TestEventFilter};
+pub(super) use sqlbuild::{ts_in, ts_out};
+
+use super::schema::Dialect;
+use super::sql::SqlStore;
+use super::{Access, StoreError, StoreUrl};
+
+/// Rows per page when the caller names no limit.
+pub const DEFAULT_LIMIT: u32 = 1_000;
+/// The largest page a caller may ask for.
+pub const MAX_LIMIT: u32 = 10_000;
+/// Rows fetched per round trip by an export.
+const EXPORT_PAGE: u32 = 1_000;
+
+/// What can go wrong at the query boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The caller's request cannot be answered as asked (a cursor from another list, a limit
+    /// out of range); the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for QueryError {
+    fn from(e: sqlx::Error) -> Self {
+        QueryError::Store(e.into())
+    }
+}
+
+/// One page of rows, and where the next one starts (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Which page to read: at most `limit` rows after `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest {
+            limit: DEFAULT_LIMIT,
+            cursor: None,
+        }
+    }
+}
+
+impl PageRequest {
+    /// A request for `limit` rows (1 to [`MAX_LIMIT`]) after the cursor `cursor`, as a caller
+    /// wrote them; a mistake is a [`QueryError::Invalid`] that says what to send instead.
+    pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, QueryError> {
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(QueryError::Invalid(format!(
+                "limit: use 1 to {MAX_LIMIT} (got {limit})"
+            )));
+        }
+        let cursor = cursor.map(Cursor::decode).transpose()?;
+        Ok(PageRequest { limit, cursor })
+    }
+}
+
+/// The key of the last row of a page, opaque to callers (URL-safe base64 of a JSON array).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor(Vec<String>);
+
+impl Cursor {
+    /// The cursor text a caller sends back.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(&self.0).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Reads cursor text; anything not made by [`Cursor::encode`] is refused.
+    pub fn decode(text: &str) -> Result<Self, QueryError> {
+        let invalid = || {
+            QueryError::Invalid(
+                "cursor: not a cursor from this API; send back next_cursor unchanged".into(),
+            )
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| invalid())?;
+        let key: Vec<String> = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if key.is_empty() {
+            return Err(invalid());
+        }
+        Ok(Cursor(key))
+    }
+
+    /// The key's values, checked to have the `arity` of the list they are used on.
+    fn key(&self, arity: usize) -> Result<&[String], QueryError> {
+        if self.0.len() != arity {
+            return Err(QueryError::Invalid(
+                "cursor: it belongs to another list; send it back to the list that gave it".into(),
+            ));
+        }
+        Ok(&self.0)
+    }
+}
+
+/// A query that can be read a page at a time: a filter and the rows it selects.
+#[async_trait]
+pub trait Listing: Clone + Send + Sync + 'static {
+    /// The row type (the CLI's JSON fields).
+    type Row: Serialize + Send + Sync + 'static;
+
+    /// One page of rows, in key order.
+    async fn page(&self, reader: &Reader, req: &PageRequest)
+    -> Result<Page<Self::Row>, QueryError>;
+}
+
+/// The query side of a store, on connections of its own.
+pub struct Reader {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Reader {
+    /// Opens `connections` read-only connections to the store at `url`, checking that it holds
+    /// this binary's schema. Never creates, migrates or writes.
+    ///
+    /// `sqlite::memory:` is private to its one connection, so a reader of it is a fresh,
+    /// empty store (useful only in tests of the API's surface).
+    pub async fn open(url: &str, connections: u32) -> Result<Self, QueryError> {
+        let connections = connections.max(1);
+        let store = match StoreUrl::parse(url)? {
+            StoreUrl::Sqlite(path) if path == ":memory:" => {
+                SqlStore::open_sqlite(&path, Access::ReadWrite).await?
+            }
+            StoreUrl::Sqlite(path) => {
+                // Opened once as the query commands do (existence, schema, a clear error), then
+                // widened to a pool of read-only connections.
+                let checked = SqlStore::open_sqlite(&path, Access::ReadOnly).await?;
+                match sqlite_read_pool(&path, connections).await {
+                    Ok(pool) => {
+                        checked.pool.close().await;
+                        return Ok(Reader {
+                            pool,
+                            dialect: Dialect::Sqlite,
+                        });
+                    }
+                    // An immutable read-only copy: the one connection that could open it.
+                    Err(_) => checked,
+                }
+            }
+            StoreUrl::Postgres(url) => {
+                SqlStore::open_postgres(&url, connections, Access::ReadOnly).await?
+            }
+        };
+        Ok(Reader {
+            pool: store.pool,
+            dialect: store.dialect,
+        })
+    }
+
+    /// Backend name for logs (`sqlite`, `postgres`).
+    pub fn backend(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    /// Cheap liveness probe on the read pool (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the read connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// One page of `listing`.
+    pub async fn page<L: Listing>(
+        &self,
+        listing: &L,
+        req: &PageRequest,
+    ) -> Result<Page<L::Row>, QueryError> {
+        listing.page(self, req).await
+    }
+
+    /// Every row of `listing` after `cursor`, up to `limit` rows if given, as a stream of
+    /// pages: memory stays that of one page whatever the size of the export.
+    pub fn export<L: Listing>(
+        self: Arc<Self>,
+        listing: L,
+        cursor: Option<Cursor>,
+        limit: Option<u64>,
+    ) -> impl Stream<Item = Result<Vec<L::Row>, QueryError>> + Send + 'static {
+        struct State<L> {
+            reader: Arc<Reader>,
+            listing: L,
+            cursor: Option<Cursor>,
+            left: Option<u64>,
+            done: bool,
+        }
+        let state = State {
+            reader: self,
+            listing,
+            cursor,
+            left: limit,
+            done: false,
+        };
+        futures_util::stream::try_unfold(state, |mut s| async move {
+            if s.done || s.left == Some(0) {
+                return Ok(None);
+            }
+            let limit = s
+                .left
+                .map_or(EXPORT_PAGE, |left| left.min(u64::from(EXPORT_PAGE)) as u32);
+            let req = PageRequest {
+                limit,
+                cursor: s.cursor.take(),
+            };
+            let page = s.listing.page(&s.reader, &req).await?;
+            if let Some(left) = &mut s.left {
+                *left -= page.items.len() as u64;
+            }
+            match page.next_cursor {
+                Some(next) => s.cursor = Some(Cursor::decode(&next)?),
+                None => s.done = true,
+            }
+            if page.items.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((page.items, s)))
+        })
+    }
+}
+
+/// Every row of `listing`, read page by page through `pool` (the [`super::Store`] trait's
+/// list methods, which return whole results).
+pub(super) async fn read_all<L: Listing>(
+    pool: &AnyPool,
+    dialect: Dialect,
+    listing: &L,
+) -> Result<Vec<L::Row>, StoreError> {
+    let reader = Reader {
+        pool: pool.clone(),
+        dialect,
+    };
+    let mut all = Vec::new();
+    let mut req = PageRequest {
+        limit: MAX_LIMIT,
+        cursor: None,
+    };
+    loop {
+        let page = reader.page(listing, &req).await.map_err(|e| match e {
+            QueryError::Store(e) => e,
+            QueryError::Invalid(m) => StoreError::Schema(m),
+        })?;
+        all.extend(page.items);
+        match page.next_cursor.as_deref().map(Cursor::decode) {
+            Some(Ok(c)) => req.cursor = Some(c),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// A pool of `connections` read-only connections to the SQLite file at `path`.
+async fn sqlite_read_pool(path: &str, connections: u32) -> Result<AnyPool, sqlx::Error> {
+    use sqlx::Executor;
+    use std::str::FromStr;
+    let options = sqlx::any::AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=ro"))?;
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(connections)
+        .min_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA query_only = ON;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    // A WAL file in a directory we may not write opens but cannot be read this way.
+    sqlx::query("SELECT count(*) FROM sqlite_master")
+        .execute(&pool)
+        .await?;
+    Ok(pool)
+}

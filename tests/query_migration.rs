@@ -1,0 +1,180 @@
+//! PostgreSQL's native types: a database filled by the old schema (text times, 0/1 flags) is
+//! converted in place by migration 3, keeps every value to the microsecond, reads the same
+//! through the API's queries, gains the analysts' views, and takes new commits.
+
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use optout::store::query::DeadLetterFilter;
+use optout::store::{EventFilter, Reader, StatusFilter};
+use sqlx::{Connection, Row};
+
+fn admin_url() -> String {
+    std::env::var("OPTOUT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh, empty database; dropped (best effort) by the returned guard.
+async fn fresh_database() -> (String, DropDb) {
+    let admin = admin_url();
+    let name = format!("optout_query_mig_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    (format!("{base}/{name}"), DropDb(admin, name))
+}
+
+struct DropDb(String, String);
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.0.clone(), self.1.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// The schema and rows an optout before migration 3 wrote.
+const OLD: &str = "
+INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, messaging_service_sid,
+  sender, subscriber, scope, body, message_sid, occurred_at, schema_version, stream_name,
+  shard_id, sequence_number, recorded_at, detection, rule) VALUES
+ ('E1', 'STOP', 0, 'AC1', 'MG1', '+15559870002', '+15551230001', 'MG1', 'stop', 'SM1',
+  '2026-03-01T12:00:04.512301Z', 5, 's', 'a', '1', '2026-03-01T12:00:05.000000Z', 'twilio', NULL),
+ ('E2', 'START', 1, 'AC1', NULL, '+15559870002', '+15551230002', '+15559870002', 'start', NULL,
+  '2026-03-02T00:00:00.000001Z', 4, 's', 'a', '2', '2026-03-02T00:00:01.000000Z', 'keyword', NULL);
+INSERT INTO opt_status VALUES
+ ('AC1', 'MG1', '+15551230001', 'MG1', '+15559870002', 'opted_out', '2026-03-01T12:00:04.512301Z', 'E1'),
+ ('AC1', '+15559870002', '+15551230002', NULL, '+15559870002', 'opted_in', '2026-03-02T00:00:00.000001Z', 'E2');
+INSERT INTO checkpoints VALUES ('s', 'a', '2', 1, '2026-03-02T00:00:01.000000Z');
+INSERT INTO dead_letters VALUES ('s', 'a', '3', 'pk', 'not JSON', '\\x00ff', '2026-03-02T00:00:02.000000Z');
+INSERT INTO sink_test_events VALUES ('T1', 'AC1', NULL, 's', 'a', '4', '2026-03-02T00:00:03.000000Z');
+INSERT INTO optout_migrations VALUES (1, 'init', 'x'), (2, 'detection', 'x');
+";
+
+#[tokio::test]
+async fn old_text_columns_become_native_types_in_place() {
+    let (url, _guard) = fresh_database().await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(include_str!("../migrations/postgres/0001_init.sql"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("../migrations/postgres/0002_detection.sql"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE optout_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TEXT NOT NULL)",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    sqlx::raw_sql(OLD).execute(&mut c).await.unwrap();
+
+    // Opening for writing migrates.
+    let store = optout::store::open(&url, 2).await.unwrap();
+
+    let types: Vec<(String, String, String)> = sqlx::query(
+        "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND column_name IN ('occurred_at', 'recorded_at', \
+         'changed_at', 'updated_at', 'inferred', 'finished', 'data') \
+         AND table_name NOT IN ('current_opt_outs', 'opt_events_daily') ORDER BY 1, 2",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect();
+    let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    let tz = "timestamp with time zone";
+    assert_eq!(
+        types,
+        [
+            t("checkpoints", "finished", "boolean"),
+            t("checkpoints", "updated_at", tz),
+            t("dead_letters", "data", "bytea"),
+            t("dead_letters", "recorded_at", tz),
+            t("opt_events", "inferred", "boolean"),
+            t("opt_events", "occurred_at", tz),
+            t("opt_events", "recorded_at", tz),
+            t("opt_status", "changed_at", tz),
+            t("sink_test_events", "occurred_at", tz),
+            t("sink_test_events", "recorded_at", tz),
+        ]
+    );
+
+    // Every value kept, to the microsecond, and read back in the API's form.
+    let reader = Arc::new(Reader::open(&url, 1).await.unwrap());
+    let events: Vec<_> = reader
+        .clone()
+        .export(EventFilter::default(), None, None)
+        .try_concat()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].occurred_at, "2026-03-01T12:00:04.512301Z");
+    assert_eq!(events[1].occurred_at, "2026-03-02T00:00:00.000001Z");
+    assert!(!events[0].inferred && events[1].inferred);
+    let status = store.status(&StatusFilter::default()).await.unwrap();
+    assert_eq!(status[0].changed_at, "2026-03-02T00:00:00.000001Z");
+    let dead: Vec<_> = reader
+        .clone()
+        .export(DeadLetterFilter, None, None)
+        .try_concat()
+        .await
+        .unwrap();
+    assert_eq!(
+        (dead[0].data_base64.as_str(), dead[0].recorded_at.as_str()),
+        ("AP8=", "2026-03-02T00:00:02.000000Z")
+    );
+    let checkpoints = store.checkpoints("s").await.unwrap();
+    assert!(checkpoints[0].finished);
+    assert_eq!(checkpoints[0].updated_at, "2026-03-02T00:00:01.000000Z");
+
+    // The views, queried without a cast.
+    let outs: Vec<(String, bool)> =
+        sqlx::query("SELECT subscriber, opted_out_at < '2026-03-02'::date FROM current_opt_outs")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(outs, [("+15551230001".to_string(), true)]);
+    let daily: Vec<(String, String, i64)> =
+        sqlx::query("SELECT day::text, opt_out_type, events FROM opt_events_daily ORDER BY day")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    assert_eq!(
+        daily,
+        [
+            ("2026-03-01".to_string(), "STOP".to_string(), 1),
+            ("2026-03-02".to_string(), "START".to_string(), 1)
+        ]
+    );
+}
