@@ -5,16 +5,17 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeZone, Utc};
 use futures_util::TryStreamExt;
 use optout::event::{Detection, OptEvent, OptOutType};
 use optout::store::query::{AsOfFilter, HistoryFilter, LookupFilter, PageRequest};
-use optout::store::{Batch, EventFilter, Positioned, Reader, StatusFilter};
+use optout::store::{EventFilter, Reader, StatusFilter};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
 #[macro_use]
 mod common;
+
+use common::events::*;
 
 use common::db as support_db;
 
@@ -28,42 +29,11 @@ both_backends! {
     as_of_at_the_newest_event_is_the_live_table;
 }
 
-fn ts(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_772_366_400 + secs, 0).unwrap() // 2026-03-01T12:00:00Z + secs
-}
-
 fn ev(id: &str, t: OptOutType, account: &str, scope: &str, from: &str, at: i64) -> OptEvent {
-    OptEvent {
-        event_id: id.into(),
-        opt_out_type: t,
-        inferred: false,
-        detection: Detection::Twilio,
-        rule: None,
-        account_sid: account.into(),
-        messaging_service_sid: Some(scope.into()),
-        sender: "+15559870002".into(),
-        subscriber: from.into(),
-        body: Some(t.as_str().to_lowercase()),
-        message_sid: Some(format!("SM{id}")),
-        occurred_at: ts(at),
-        schema_version: Some(5),
-    }
-}
-
-fn batch(shard: &str, events: Vec<OptEvent>) -> Batch {
-    Batch {
-        stream: "s".into(),
-        shard_id: shard.into(),
-        opt_events: events
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| Positioned {
-                sequence_number: format!("{:08}", i + 1),
-                value: e,
-            })
-            .collect(),
-        ..Batch::default()
-    }
+    let mut e = opt_event(id, t, from, at);
+    e.account_sid = account.into();
+    e.messaging_service_sid = Some(scope.into());
+    e
 }
 
 async fn reader(db: &Db) -> Arc<Reader> {

@@ -4,14 +4,15 @@
 //! Order independence as a property and atomicity under a failing write are in
 //! tests/store_guarantees.rs.
 
-use chrono::{DateTime, TimeZone, Utc};
-use optout::event::{OptEvent, OptOutType, TestEvent};
+use optout::event::{OptOutType, TestEvent};
 use optout::store::{
     Batch, CheckpointUpdate, DeadLetter, EventFilter, Positioned, StatusFilter, Store,
 };
 
 #[macro_use]
 mod common;
+
+use common::events::{batch, opt_event as ev, ts};
 
 use common::db::{self, Db};
 
@@ -26,44 +27,6 @@ both_backends! {
     test_events_are_kept_once;
     queries_filter;
     migrations_are_idempotent;
-}
-
-fn ts(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_772_366_400 + secs, 0).unwrap() // 2026-03-01T12:00:00Z + secs
-}
-
-fn ev(id: &str, t: OptOutType, from: &str, at: i64) -> OptEvent {
-    OptEvent {
-        event_id: id.into(),
-        opt_out_type: t,
-        inferred: false,
-        detection: optout::event::Detection::Twilio,
-        rule: None,
-        account_sid: "AC1".into(),
-        messaging_service_sid: Some("MG1".into()),
-        sender: "+15559870002".into(),
-        subscriber: from.into(),
-        body: Some(t.as_str().to_lowercase()),
-        message_sid: Some(format!("SM{id}")),
-        occurred_at: ts(at),
-        schema_version: Some(5),
-    }
-}
-
-fn batch(shard: &str, events: Vec<OptEvent>) -> Batch {
-    Batch {
-        stream: "s".into(),
-        shard_id: shard.into(),
-        opt_events: events
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| Positioned {
-                sequence_number: format!("{:05}", i + 1),
-                value: e,
-            })
-            .collect(),
-        ..Batch::default()
-    }
 }
 
 async fn status_of(store: &dyn Store, subscriber: &str) -> Vec<(String, String, String)> {

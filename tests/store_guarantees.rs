@@ -8,16 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone, Utc};
 use optout::event::{OptEvent, OptOutType, TestEvent};
-use optout::store::{
-    Batch, CheckpointUpdate, DeadLetter, EventFilter, Positioned, StatusFilter, Store,
-};
+use optout::store::{Batch, CheckpointUpdate, DeadLetter, EventFilter, StatusFilter, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 #[macro_use]
 mod common;
+
+use common::events::*;
 
 use common::db::{self, Db};
 
@@ -25,37 +24,10 @@ both_backends! {
     a_commit_failing_at_its_checkpoint_leaves_nothing;
 }
 
-fn ts(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_772_366_400 + secs, 0).unwrap() // 2026-03-01T12:00:00Z + secs
-}
-
 fn ev(id: &str, t: OptOutType, from: &str, service: Option<&str>, at: i64) -> OptEvent {
-    OptEvent {
-        event_id: id.into(),
-        opt_out_type: t,
-        inferred: false,
-        detection: optout::event::Detection::Twilio,
-        rule: None,
-        account_sid: "AC1".into(),
-        messaging_service_sid: service.map(Into::into),
-        sender: "+15559870002".into(),
-        subscriber: from.into(),
-        body: Some(t.as_str().to_lowercase()),
-        message_sid: Some(format!("SM{id}")),
-        occurred_at: ts(at),
-        schema_version: Some(5),
-    }
-}
-
-fn positioned<T>(items: Vec<T>) -> Vec<Positioned<T>> {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| Positioned {
-            sequence_number: format!("{:05}", i + 1),
-            value,
-        })
-        .collect()
+    let mut e = opt_event(id, t, from, at);
+    e.messaging_service_sid = service.map(Into::into);
+    e
 }
 
 /// Every table, as JSON, in a stable order.

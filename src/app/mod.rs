@@ -21,13 +21,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use crate::event::revocation::RuleSet;
-pub use crate::event::{DecodeOptions, Revocations};
+pub use crate::event::{DecodeOptions, Detection, OptOutType, Revocations};
 pub use crate::http::ApiAuth;
 pub use crate::kinesis::KinesisError;
 pub use crate::kinesis::{ConsumerConfig, InitialPosition, RunStats};
 pub use crate::pipeline::{Committed, Target};
 pub use crate::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
-pub use crate::store::{RevocationFilter, Store, StoreError, StoreUrl, redact};
+pub use crate::store::query::{
+    AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, QueryError, TestEventFilter,
+};
+pub use crate::store::{
+    EventFilter, Reader, RevocationFilter, StatusFilter, Store, StoreError, StoreUrl, redact,
+};
 pub use crate::telemetry::LogFormat;
 pub use aws::kinesis_client;
 pub use leases::StoreLeases;
@@ -54,6 +59,9 @@ pub enum AppError {
     /// A Kinesis call failed (outside the consumer engine).
     #[error("{0}")]
     Aws(String),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
     /// The consumer engine stopped with an error.
     #[error(transparent)]
     Engine(#[from] KinesisError),
@@ -163,4 +171,28 @@ pub async fn run(
     }
     store.close().await;
     Ok(result?)
+}
+
+/// Serves the query API, health and metrics on `addr` until `shutdown` (`optout serve`, a
+/// query-only instance beside the consumer): read-only connections, never a write.
+pub async fn serve(
+    store_url: &str,
+    addr: SocketAddr,
+    auth: Arc<ApiAuth>,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let reader = open_reader(store_url, 4).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AppError::Usage(format!("cannot listen on --http-addr {addr}: {e}")))?;
+    let state = crate::http::AppState {
+        reader,
+        metrics: crate::telemetry::init_metrics(),
+        ready: Arc::new(AtomicBool::new(true)),
+        auth,
+        health: None,
+    };
+    crate::http::serve_on(listener, state, shutdown)
+        .await
+        .map_err(AppError::Http)
 }

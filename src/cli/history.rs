@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::query::{HISTORY_TABLE, LimitArg, open_reader, print};
 use super::{Cli, CliError, FormatArg};
-use crate::store::query::HistoryFilter;
+use crate::app::HistoryFilter;
 
 /// `optout history` flags.
 #[derive(Debug, Args)]

@@ -3,16 +3,16 @@
 //! come (constant memory, whatever the size of the result).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 use futures_util::StreamExt;
 
 use super::{Cli, CliError, FormatArg, ServeArgs};
-use crate::event::{Detection, OptOutType};
+use crate::app::{
+    self, AsOfFilter, DeadLetterFilter, Detection, EventFilter, Listing, OptOutType, Reader,
+    StatusFilter, TestEventFilter,
+};
 use crate::output::{Format, Printer, TableSpec};
-use crate::store::query::{AsOfFilter, DeadLetterFilter, Listing, QueryError, TestEventFilter};
-use crate::store::{EventFilter, Reader, StatusFilter};
 
 /// `--limit`: print at most this many rows.
 #[derive(Debug, Args)]
@@ -129,19 +129,9 @@ pub(super) const HISTORY_TABLE: TableSpec = TableSpec {
 };
 
 /// A store that could not be read, as a CLI error against the (redacted) URL.
-pub(super) fn reader_error(url: &str, e: QueryError) -> CliError {
-    match e {
-        QueryError::Invalid(m) => CliError::Usage(m),
-        QueryError::Store(e) => crate::app::open_failed(url, e).into(),
-    }
-}
-
 /// Opens the store's read side for a query command (never creates, migrates or writes).
 pub(super) async fn open_reader(cli: &Cli) -> Result<Arc<Reader>, CliError> {
-    Reader::open(&cli.store, 1)
-        .await
-        .map(Arc::new)
-        .map_err(|e| reader_error(&cli.store, e))
+    Ok(app::open_reader(&cli.store, 1).await?)
 }
 
 /// Streams every row of `listing` (up to `limit`) to stdout in `format`. A closed pipe
@@ -244,25 +234,6 @@ pub async fn test_events(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
 /// Serves the HTTP API until SIGINT/SIGTERM.
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     let auth = Arc::new(args.auth.api_auth(args.http_addr)?);
-    let reader = Reader::open(&cli.store, 4)
-        .await
-        .map_err(|e| reader_error(&cli.store, e))?;
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .map_err(|e| {
-            CliError::Usage(format!(
-                "cannot listen on --http-addr {}: {e}",
-                args.http_addr
-            ))
-        })?;
-    let state = crate::http::AppState {
-        reader: Arc::new(reader),
-        metrics: crate::telemetry::init_metrics(),
-        ready: Arc::new(AtomicBool::new(true)),
-        auth,
-        health: None,
-    };
-    crate::http::serve_on(listener, state, super::shutdown_on_signals())
-        .await
-        .map_err(|e| CliError::Runtime(e.into()))
+    let shutdown = super::shutdown_on_signals();
+    Ok(app::serve(&cli.store, args.http_addr, auth, shutdown).await?)
 }

@@ -5,6 +5,7 @@
 //! - [`db`]: a database of its own per test, on SQLite or PostgreSQL, and `both_backends!`;
 //! - [`optout`]: the `optout` binary (one-shot runs, background workers, queries) and the
 //!   structured state tests wait on (JSON log fields, `/metrics`, checkpoints, lineage);
+//! - [`events`]: store-level opt events and batches (`ts`, `opt_event`, `batch`);
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
 //! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy.
@@ -16,6 +17,7 @@
 pub mod db;
 pub mod aws_faults;
 pub mod emulator;
+pub mod events;
 pub mod optout;
 pub mod proxy;
 pub mod records;

@@ -148,6 +148,16 @@ pub trait Listing: Clone + Send + Sync + 'static {
 pub struct Reader {
     pool: AnyPool,
     dialect: Dialect,
+    /// Export pages in flight at once: one fewer than the connections, so that however many
+    /// exports run, one connection stays free for `/readyz`, lookups and single pages.
+    exports: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many export pages may be read at once over `connections` connections.
+fn export_slots(connections: u32) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        connections.saturating_sub(1).max(1) as usize,
+    ))
 }
 
 impl Reader {
@@ -172,6 +182,7 @@ impl Reader {
                         return Ok(Reader {
                             pool,
                             dialect: Dialect::Sqlite,
+                            exports: export_slots(connections),
                         });
                     }
                     // An immutable read-only copy: the one connection that could open it.
@@ -182,9 +193,15 @@ impl Reader {
                 SqlStore::open_postgres(&url, connections, Access::ReadOnly).await?
             }
         };
+        let connections = match store.dialect {
+            Dialect::Postgres => connections,
+            // The one connection of an immutable copy or a private in-memory database.
+            Dialect::Sqlite => 1,
+        };
         Ok(Reader {
             pool: store.pool,
             dialect: store.dialect,
+            exports: export_slots(connections),
         })
     }
 
@@ -246,7 +263,13 @@ impl Reader {
                 limit,
                 cursor: s.cursor.take(),
             };
-            let page = s.listing.page(&s.reader, &req).await?;
+            let page = {
+                let _slot =
+                    s.reader.exports.acquire().await.map_err(|_| {
+                        QueryError::Invalid("the store's read side is closed".into())
+                    })?;
+                s.listing.page(&s.reader, &req).await?
+            };
             if let Some(left) = &mut s.left {
                 *left -= page.items.len() as u64;
             }
@@ -272,6 +295,7 @@ pub(super) async fn read_all<L: Listing>(
     let reader = Reader {
         pool: pool.clone(),
         dialect,
+        exports: export_slots(1),
     };
     let mut all = Vec::new();
     let mut req = PageRequest {
