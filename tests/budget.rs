@@ -7,9 +7,10 @@
 #[macro_use]
 mod common;
 
+use common::commits::Commits;
+
 use common::emulator as support;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,9 +20,6 @@ use optout::kinesis::{
     record_cost,
 };
 use tokio_util::sync::CancellationToken;
-
-/// One shard as committed: its records' sequence numbers in order, checkpoint, finished.
-type Committed = (Vec<String>, Option<String>, bool);
 
 /// What the processor saw at one commit.
 struct Seen {
@@ -35,21 +33,13 @@ struct Seen {
 struct Checker {
     budget: Budget,
     commits: Mutex<Vec<Seen>>,
-    state: Mutex<HashMap<String, Committed>>,
+    state: Commits,
 }
 
 #[async_trait]
 impl Processor for Checker {
     async fn checkpoints(&self, _stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
-        let state = self.state.lock().unwrap();
-        Ok(state
-            .iter()
-            .map(|(id, (_, seq, finished))| ShardCheckpoint {
-                shard_id: id.clone(),
-                sequence_number: seq.clone(),
-                finished: *finished,
-            })
-            .collect())
+        Ok(self.state.checkpoints())
     }
 
     async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError> {
@@ -68,16 +58,7 @@ impl Processor for Checker {
         // Hold the batch a little, as a real commit does, so readers overlap.
         tokio::time::sleep(Duration::from_millis(2)).await;
         self.commits.lock().unwrap().push(Seen { cost, used });
-        let mut state = self.state.lock().unwrap();
-        let entry = state.entry(batch.shard_id.to_string()).or_default();
-        entry.0.extend(
-            batch
-                .records
-                .iter()
-                .map(|r| r.sequence_number().to_string()),
-        );
-        entry.1 = batch.sequence_number.map(str::to_string);
-        entry.2 = batch.shard_finished;
+        self.state.record(&batch);
         Ok(())
     }
 }
@@ -109,7 +90,7 @@ async fn drain(
     let checker = Arc::new(Checker {
         budget: budget.clone(),
         commits: Mutex::new(Vec::new()),
-        state: Mutex::new(HashMap::new()),
+        state: Commits::default(),
     });
     let config = ConsumerConfig {
         poll_interval: Duration::from_millis(50),
@@ -135,7 +116,7 @@ async fn drain(
     assert_eq!(stats.records, total as u64);
 
     // Every record committed exactly once, in order per shard.
-    let state = checker.state.lock().unwrap();
+    let state = checker.state.lock();
     let mut got: Vec<(String, String)> = state
         .iter()
         .flat_map(|(shard, (seqs, _, _))| seqs.iter().map(move |s| (shard.clone(), s.clone())))

@@ -6,11 +6,12 @@
 #[macro_use]
 mod common;
 
+use common::commits::Commits;
+
 use common::emulator;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,30 +27,19 @@ enum Fault {
     Fatal,
 }
 
-/// One shard as committed: its records' sequence numbers in order, checkpoint, finished.
-type Committed = (Vec<String>, Option<String>, bool);
-
 /// Commits into memory: the records of each shard in order, and its checkpoint.
 struct Recorder {
     calls: AtomicUsize,
     failed: std::sync::atomic::AtomicBool,
     fail_on: usize,
     fault: Fault,
-    state: Mutex<HashMap<String, Committed>>,
+    state: Commits,
 }
 
 #[async_trait]
 impl Processor for Recorder {
     async fn checkpoints(&self, _stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
-        let state = self.state.lock().unwrap();
-        Ok(state
-            .iter()
-            .map(|(id, (_, seq, finished))| ShardCheckpoint {
-                shard_id: id.clone(),
-                sequence_number: seq.clone(),
-                finished: *finished,
-            })
-            .collect())
+        Ok(self.state.checkpoints())
     }
 
     async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError> {
@@ -63,16 +53,7 @@ impl Processor for Recorder {
                 Fault::Fatal => return Err(ProcessError::Fatal("schema mismatch".into())),
             }
         }
-        let mut state = self.state.lock().unwrap();
-        let entry = state.entry(batch.shard_id.to_string()).or_default();
-        entry.0.extend(
-            batch
-                .records
-                .iter()
-                .map(|r| r.sequence_number().to_string()),
-        );
-        entry.1 = batch.sequence_number.map(str::to_string);
-        entry.2 = batch.shard_finished;
+        self.state.record(&batch);
         Ok(())
     }
 }
@@ -93,7 +74,7 @@ async fn reader_is_restarted_after(fault: Fault) {
         failed: Default::default(),
         fail_on: 3,
         fault,
-        state: Mutex::new(HashMap::new()),
+        state: Commits::default(),
     });
     let config = ConsumerConfig {
         max_records: 50,
@@ -117,7 +98,7 @@ async fn reader_is_restarted_after(fault: Fault) {
     .await
     .expect("the run ends once idle")
     .expect("the run succeeds after the restart");
-    let state = recorder.state.lock().unwrap();
+    let state = recorder.state.lock();
     let mut stored: Vec<(String, String)> = Vec::new();
     for (shard, (seqs, checkpoint, _)) in state.iter() {
         assert_eq!(checkpoint.as_ref(), seqs.last(), "checkpoint of {shard}");

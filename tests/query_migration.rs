@@ -2,6 +2,9 @@
 //! converted in place by migration 3, keeps every value to the microsecond, reads the same
 //! through the API's queries, gains the analysts' views, and takes new commits.
 
+#[macro_use]
+mod common;
+
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -31,24 +34,7 @@ struct DropDb(String, String);
 
 impl Drop for DropDb {
     fn drop(&mut self) {
-        let (admin, name) = (self.0.clone(), self.1.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut c)
-                    .await;
-                }
-            });
-        })
-        .join()
-        .ok();
+        common::db::drop_pg_database(self.0.clone(), self.1.clone());
     }
 }
 

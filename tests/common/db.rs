@@ -86,27 +86,33 @@ pub async fn postgres() -> Db {
 impl Drop for Db {
     fn drop(&mut self) {
         if let Some((admin, name)) = self.pg_drop.take() {
-            // Best effort: a leftover database is harmless and uniquely named.
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    use sqlx::Connection;
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut c)
-                        .await;
-                    }
-                });
-            })
-            .join()
-            .ok();
+            drop_pg_database(admin, name);
         }
     }
+}
+
+/// Drops the PostgreSQL database `name` through `admin`, from a thread of its own (a `Drop`
+/// may run inside or outside a runtime). Best effort: a leftover database is harmless and
+/// uniquely named.
+pub fn drop_pg_database(admin: String, name: String) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
+            }
+        });
+    })
+    .join()
+    .ok();
 }
 
 /// Runs each named async test body (`async fn NAME(db: Db)`) against both backends, as

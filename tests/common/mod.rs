@@ -5,6 +5,7 @@
 //! - [`db`]: a database of its own per test, on SQLite or PostgreSQL, and `both_backends!`;
 //! - [`optout`]: the `optout` binary (one-shot runs, background workers, queries) and the
 //!   structured state tests wait on (JSON log fields, `/metrics`, checkpoints, lineage);
+//! - [`commits`]: what an in-process engine test's processor committed;
 //! - [`events`]: store-level opt events and batches (`ts`, `opt_event`, `batch`);
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
@@ -16,6 +17,7 @@
 #[macro_use]
 pub mod db;
 pub mod aws_faults;
+pub mod commits;
 pub mod emulator;
 pub mod events;
 pub mod optout;
