@@ -13,9 +13,12 @@
 //!   its checkpoint; read checkpoints) and [`kinesis::LeaseStore`] (several workers).
 //! - [`pipeline`]: raw records → [`event`] → one [`store`] commit, isolating records the
 //!   database refuses; shared by the consumer and `optout replay`.
+//! - [`replay`]: the backfill path: archived files (plain or gzip) read, decoded and committed
+//!   block by block, each stage overlapping the next.
 //! - [`event`]: one record's bytes → opt event, sink test event, skip or dead letter; pure.
-//! - [`store`]: the [`store::Store`] trait, one SQL implementation for SQLite and PostgreSQL;
-//!   imports nothing of the engine.
+//! - [`store`]: the [`store::Store`] trait, one SQL implementation for SQLite and PostgreSQL,
+//!   and its read side ([`store::Reader`]: pages, exports, point in time); imports nothing of
+//!   the engine.
 //! - [`http`], [`telemetry`]: the query API, health and metrics.
 //! - [`synth`]: realistic synthetic Twilio traffic for `optout produce` and benchmarks.
 
