@@ -45,8 +45,8 @@ impl ShardInfo {
 
 /// Lists every shard of `stream`, following pagination.
 ///
-/// A failure comes back as a [`ListError`]: callers retry the retryable ones with backoff and
-/// turn the rest into a [`KinesisError`] with [`ListError::into_kinesis_error`].
+/// A failure comes back as a `ListError`: callers retry the retryable ones with backoff and
+/// turn the rest into a [`KinesisError`] with `ListError::into_kinesis_error`.
 pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<ShardInfo>, ListError> {
     let mut shards = Vec::new();
     let mut next_token: Option<String> = None;
