@@ -141,23 +141,19 @@ pub async fn run(
     let ready = Arc::new(AtomicBool::new(false));
     // The engine reports into a fresh health register that the readiness probe shares.
     engine.health = kinesis::Health::default();
+    let health = Some((engine.health.clone(), engine.failing_after));
     let server = match http {
-        Some((addr, auth)) => {
-            // Queries get connections of their own, so they never wait behind a commit.
-            let reader = open_reader(&store_url, 4).await?;
-            let state = crate::http::AppState {
-                reader,
-                metrics: crate::telemetry::init_metrics(),
-                ready: ready.clone(),
-                auth,
-                health: Some((engine.health.clone(), engine.failing_after)),
-            };
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                AppError::Usage(format!("cannot listen on --http-addr {addr}: {e}"))
-            })?;
-            let serve = crate::http::serve_on(listener, state, shutdown.clone());
-            Some(tokio::spawn(serve))
-        }
+        Some((addr, auth)) => match bind_api(&store_url, addr, auth, ready.clone(), health).await {
+            Ok((listener, state)) => Some(tokio::spawn(crate::http::serve_on(
+                listener,
+                state,
+                shutdown.clone(),
+            ))),
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        },
         None => None,
     };
     let pipeline =
@@ -181,6 +177,23 @@ pub async fn serve(
     auth: Arc<ApiAuth>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    let ready = Arc::new(AtomicBool::new(true));
+    let (listener, state) = bind_api(store_url, addr, auth, ready, None).await?;
+    crate::http::serve_on(listener, state, shutdown)
+        .await
+        .map_err(AppError::Http)
+}
+
+/// The HTTP API's listener on `addr` and its state: queries on read connections of their own
+/// (so they never wait behind a commit), readiness from `ready` and, beside a consumer, the
+/// engine's shard `health` with its failing threshold.
+async fn bind_api(
+    store_url: &str,
+    addr: SocketAddr,
+    auth: Arc<ApiAuth>,
+    ready: Arc<AtomicBool>,
+    health: Option<(kinesis::Health, std::time::Duration)>,
+) -> Result<(tokio::net::TcpListener, crate::http::AppState), AppError> {
     let reader = open_reader(store_url, 4).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -188,11 +201,9 @@ pub async fn serve(
     let state = crate::http::AppState {
         reader,
         metrics: crate::telemetry::init_metrics(),
-        ready: Arc::new(AtomicBool::new(true)),
+        ready,
         auth,
-        health: None,
+        health,
     };
-    crate::http::serve_on(listener, state, shutdown)
-        .await
-        .map_err(AppError::Http)
+    Ok((listener, state))
 }
