@@ -74,10 +74,7 @@ async fn drain(
 ) {
     let emu = support::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("budget");
-    support::create_stream(&client, &stream, shards)
-        .await
-        .unwrap();
+    let stream = support::new_stream(&client, "budget", shards).await;
     let total = shards as usize * per_shard;
     // Equal sizes (keys of equal length) so that a batch's cost is exactly predictable.
     let records: Vec<(String, Vec<u8>)> = (0..total)

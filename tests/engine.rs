@@ -297,8 +297,7 @@ fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
 async fn records_are_delivered_once_in_order_and_a_new_run_resumes_after_the_checkpoint() {
     let emu = support::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("engine-once");
-    support::create_stream(&client, &stream, 3).await.unwrap();
+    let stream = support::new_stream(&client, "engine-once", 3).await;
     let first = support::put_records(&client, &stream, &records("a", 450))
         .await
         .unwrap();
@@ -343,8 +342,7 @@ async fn records_are_delivered_once_in_order_and_a_new_run_resumes_after_the_che
 async fn children_are_read_only_after_their_parent_has_ended() {
     let emu = support::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("engine-lineage");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = support::new_stream(&client, "engine-lineage", 1).await;
     let parent = support::list_shards(&client, &stream).await[0]
         .shard_id()
         .to_string();
@@ -388,8 +386,7 @@ async fn children_are_read_only_after_their_parent_has_ended() {
 async fn two_engines_share_the_stream_and_hand_shards_over_on_shutdown() {
     let emu = support::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("engine-leases");
-    support::create_stream(&client, &stream, 4).await.unwrap();
+    let stream = support::new_stream(&client, "engine-leases", 4).await;
     let memory = Arc::new(Memory::default());
     let engine = |worker: &str, stop: &CancellationToken| {
         let config = ConsumerConfig {
@@ -480,8 +477,7 @@ async fn two_engines_share_the_stream_and_hand_shards_over_on_shutdown() {
 async fn the_stall_watchdog_restarts_a_hung_reader_from_its_checkpoint() {
     let emu = support::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = support::unique_stream("engine-stall");
-    support::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = support::new_stream(&client, "engine-stall", 1).await;
     let proxy = proxy::Proxy::start(&emu.endpoint).await;
     let hung_client = support::client_for(&proxy.endpoint);
     let memory = Arc::new(Memory::default());

@@ -61,8 +61,7 @@ impl Processor for Recorder {
 async fn reader_is_restarted_after(fault: Fault) {
     let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = emulator::unique_stream("restart");
-    emulator::create_stream(&client, &stream, 2).await.unwrap();
+    let stream = emulator::new_stream(&client, "restart", 2).await;
     let records: Vec<(String, Vec<u8>)> = (0..600)
         .map(|i| (format!("key-{i}"), format!("record {i}").into_bytes()))
         .collect();
@@ -153,8 +152,7 @@ async fn a_batch_run_gives_up_on_a_shard_that_always_fails() {
     }
     let emu = emulator::ferrokinesis().await;
     let client = emu.client().await;
-    let stream = emulator::unique_stream("giveup");
-    emulator::create_stream(&client, &stream, 1).await.unwrap();
+    let stream = emulator::new_stream(&client, "giveup", 1).await;
     emulator::put_records(&client, &stream, &[("k".into(), b"x".to_vec())])
         .await
         .unwrap();

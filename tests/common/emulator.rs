@@ -432,6 +432,15 @@ pub fn unique_stream(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{nanos}", std::process::id())
 }
 
+/// A new stream named after `prefix` (unique per call) with `shards` shards, active.
+pub async fn new_stream(client: &Client, prefix: &str, shards: i32) -> String {
+    let name = unique_stream(prefix);
+    create_stream(client, &name, shards)
+        .await
+        .unwrap_or_else(|e| panic!("create stream {name}: {e:#}"));
+    name
+}
+
 /// Creates a provisioned stream with `shards` shards and waits until it is ACTIVE.
 pub async fn create_stream(client: &Client, name: &str, shards: i32) -> anyhow::Result<()> {
     client
