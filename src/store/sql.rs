@@ -5,6 +5,8 @@
 //! differs (connection set-up, the single-runner lock, leases) lives in `sqlite.rs` and
 //! `postgres.rs`, and the DDL in `migrations/<backend>/`.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use sqlx::AnyPool;
 use sqlx::any::AnyRow;
@@ -28,6 +30,75 @@ pub struct SqlStore {
 
 fn now() -> String {
     format_ts(chrono::Utc::now())
+}
+
+/// The commit path's statements for one dialect. Only the timestamp casts differ between
+/// backends; they are spliced in once here (audited: a constant cast of a placeholder), not
+/// formatted again for every record.
+struct CommitSql {
+    insert_opt_event: String,
+    apply_status: String,
+    insert_dead_letter: String,
+    insert_test_event: String,
+    write_checkpoint: String,
+}
+
+impl CommitSql {
+    fn new(d: Dialect) -> Self {
+        CommitSql {
+            insert_opt_event: format!(
+                "INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, \
+                 messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
+                 schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, \
+                 rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {}, $12, $13, $14, $15, \
+                 {}, $17, $18) ON CONFLICT (event_id) DO NOTHING",
+                ts_in(d, "$11"),
+                ts_in(d, "$16")
+            ),
+            apply_status: format!(
+                "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
+                 sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, {}, $8) \
+                 ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
+                 messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
+                 status = excluded.status, changed_at = excluded.changed_at, \
+                 event_id = excluded.event_id \
+                 WHERE excluded.changed_at > opt_status.changed_at \
+                 OR (excluded.changed_at = opt_status.changed_at \
+                 AND excluded.event_id > opt_status.event_id)",
+                ts_in(d, "$7")
+            ),
+            insert_dead_letter: format!(
+                "INSERT INTO dead_letters (stream_name, shard_id, sequence_number, partition_key, \
+                 reason, data, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, {}) \
+                 ON CONFLICT (stream_name, shard_id, sequence_number) DO NOTHING",
+                ts_in(d, "$7")
+            ),
+            insert_test_event: format!(
+                "INSERT INTO sink_test_events (test_id, account_sid, occurred_at, stream_name, \
+                 shard_id, sequence_number, recorded_at) VALUES ($1, $2, {}, $4, $5, $6, {}) \
+                 ON CONFLICT (test_id) DO NOTHING",
+                ts_in(d, "$3"),
+                ts_in(d, "$7")
+            ),
+            write_checkpoint: format!(
+                "INSERT INTO checkpoints (stream_name, shard_id, sequence_number, finished, updated_at) \
+                 VALUES ($1, $2, $3, $4, {}) ON CONFLICT (stream_name, shard_id) DO UPDATE SET \
+                 sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), \
+                 finished = excluded.finished, updated_at = excluded.updated_at",
+                ts_in(d, "$5")
+            ),
+        }
+    }
+}
+
+/// The statements of `d`, built on first use.
+fn commit_sql(d: Dialect) -> &'static CommitSql {
+    static SQLITE: LazyLock<CommitSql> = LazyLock::new(|| CommitSql::new(Dialect::Sqlite));
+    static POSTGRES: LazyLock<CommitSql> = LazyLock::new(|| CommitSql::new(Dialect::Postgres));
+    match d {
+        Dialect::Sqlite => &SQLITE,
+        Dialect::Postgres => &POSTGRES,
+    }
 }
 
 impl SqlStore {
@@ -56,38 +127,30 @@ impl SqlStore {
             value: ev,
         } in by_id
         {
-            // Audited: only the dialect's constant cast of a placeholder is spliced in.
-            let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, \
-                 messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
-                 schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, \
-                 rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {}, $12, $13, $14, $15, \
-                 {}, $17, $18) ON CONFLICT (event_id) DO NOTHING",
-                ts_in(d, "$11"),
-                ts_in(d, "$16")
-            )))
-            .bind(&ev.event_id)
-            .bind(ev.opt_out_type.as_str())
-            .bind(ev.inferred)
-            .bind(&ev.account_sid)
-            .bind(&ev.messaging_service_sid)
-            .bind(&ev.sender)
-            .bind(&ev.subscriber)
-            .bind(ev.scope())
-            .bind(&ev.body)
-            .bind(&ev.message_sid)
-            .bind(format_ts(ev.occurred_at))
-            .bind(ev.schema_version.map(i64::from))
-            .bind(&batch.stream)
-            .bind(&batch.shard_id)
-            .bind(sequence_number)
-            .bind(recorded_at)
-            .bind(ev.detection.as_str())
-            .bind(&ev.rule)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-                == 1;
+            let inserted =
+                sqlx::query(sqlx::AssertSqlSafe(commit_sql(d).insert_opt_event.as_str()))
+                    .bind(&ev.event_id)
+                    .bind(ev.opt_out_type.as_str())
+                    .bind(ev.inferred)
+                    .bind(&ev.account_sid)
+                    .bind(&ev.messaging_service_sid)
+                    .bind(&ev.sender)
+                    .bind(&ev.subscriber)
+                    .bind(ev.scope())
+                    .bind(&ev.body)
+                    .bind(&ev.message_sid)
+                    .bind(format_ts(ev.occurred_at))
+                    .bind(ev.schema_version.map(i64::from))
+                    .bind(&batch.stream)
+                    .bind(&batch.shard_id)
+                    .bind(sequence_number)
+                    .bind(recorded_at)
+                    .bind(ev.detection.as_str())
+                    .bind(&ev.rule)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
             if inserted {
                 summary.opt_events_new += 1;
                 new_events.push(ev);
@@ -124,30 +187,20 @@ impl SqlStore {
             OptOutType::Start => "opted_in",
             OptOutType::Help => return Ok(0),
         };
-        // Audited: only the dialect's constant cast of a placeholder is spliced in.
-        Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
-             sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, {}, $8) \
-             ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
-             messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
-             status = excluded.status, changed_at = excluded.changed_at, \
-             event_id = excluded.event_id \
-             WHERE excluded.changed_at > opt_status.changed_at \
-             OR (excluded.changed_at = opt_status.changed_at \
-                 AND excluded.event_id > opt_status.event_id)",
-            ts_in(d, "$7")
-        )))
-        .bind(&ev.account_sid)
-        .bind(ev.scope())
-        .bind(&ev.subscriber)
-        .bind(&ev.messaging_service_sid)
-        .bind(&ev.sender)
-        .bind(status)
-        .bind(format_ts(ev.occurred_at))
-        .bind(&ev.event_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
+        Ok(
+            sqlx::query(sqlx::AssertSqlSafe(commit_sql(d).apply_status.as_str()))
+                .bind(&ev.account_sid)
+                .bind(ev.scope())
+                .bind(&ev.subscriber)
+                .bind(&ev.messaging_service_sid)
+                .bind(&ev.sender)
+                .bind(status)
+                .bind(format_ts(ev.occurred_at))
+                .bind(&ev.event_id)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn insert_side_records(
@@ -158,12 +211,9 @@ impl SqlStore {
         summary: &mut CommitSummary,
     ) -> Result<(), StoreError> {
         for dl in &batch.dead_letters {
-            summary.dead_letters += sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO dead_letters (stream_name, shard_id, sequence_number, partition_key, \
-                 reason, data, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, {}) \
-                 ON CONFLICT (stream_name, shard_id, sequence_number) DO NOTHING",
-                ts_in(d, "$7")
-            )))
+            summary.dead_letters += sqlx::query(sqlx::AssertSqlSafe(
+                commit_sql(d).insert_dead_letter.as_str(),
+            ))
             .bind(&batch.stream)
             .bind(&batch.shard_id)
             .bind(&dl.sequence_number)
@@ -180,13 +230,9 @@ impl SqlStore {
             value: t,
         } in &batch.test_events
         {
-            summary.test_events += sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO sink_test_events (test_id, account_sid, occurred_at, stream_name, \
-                 shard_id, sequence_number, recorded_at) VALUES ($1, $2, {}, $4, $5, $6, {}) \
-                 ON CONFLICT (test_id) DO NOTHING",
-                ts_in(d, "$3"),
-                ts_in(d, "$7")
-            )))
+            summary.test_events += sqlx::query(sqlx::AssertSqlSafe(
+                commit_sql(d).insert_test_event.as_str(),
+            ))
             .bind(&t.test_id)
             .bind(&t.account_sid)
             .bind(t.occurred_at.map(format_ts))
@@ -208,20 +254,14 @@ impl SqlStore {
         cp: &CheckpointUpdate,
         recorded_at: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO checkpoints (stream_name, shard_id, sequence_number, finished, updated_at) \
-             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (stream_name, shard_id) DO UPDATE SET \
-             sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), \
-             finished = excluded.finished, updated_at = excluded.updated_at",
-            ts_in(d, "$5")
-        )))
-        .bind(&batch.stream)
-        .bind(&batch.shard_id)
-        .bind(&cp.sequence_number)
-        .bind(cp.finished)
-        .bind(recorded_at)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(commit_sql(d).write_checkpoint.as_str()))
+            .bind(&batch.stream)
+            .bind(&batch.shard_id)
+            .bind(&cp.sequence_number)
+            .bind(cp.finished)
+            .bind(recorded_at)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
