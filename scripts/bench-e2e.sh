@@ -31,6 +31,12 @@ BUDGET_SHARDS="${BUDGET_SHARDS:-64}"
 REPLAY_COUNT="${REPLAY_COUNT:-200000}"
 BOTO3="${BOTO3:-1}"
 BOTO3_SHARDS="${BOTO3_SHARDS:-$SHARDS}"
+# The comparison consumer needs boto3; a fresh machine has it from PyPI in a few seconds.
+if [[ "$BOTO3" != 0 ]] && ! python3 -c 'import boto3' 2>/dev/null; then
+    echo "installing boto3 for the comparison consumer (BOTO3=0 skips it)..." >&2
+    python3 -m pip install --quiet boto3
+fi
+command -v /usr/bin/time >/dev/null || { echo "needs GNU time (Debian: apt-get install time)" >&2; exit 1; }
 BASELINE_BIN="${BASELINE_BIN:-}"
 REPLAY_PG="${REPLAY_PG:-}"
 WORK="$(mktemp -d)"

@@ -63,7 +63,7 @@ wait "$PROBE"
 
 echo "$PARALLEL NDJSON exports of $COUNT events ($PROFILE build, SQLite)"
 echo "  lines per export:  $(sort -u "$WORK"/lines.* | tr '\n' ' ')"
-echo "  wall time:         $(echo "$END - $START" | bc) s"
+echo "  wall time:         $(awk -v a="$START" -v b="$END" 'BEGIN {printf "%.1f", b - a}') s"
 echo "  server peak RSS:   $(awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$SERVER/status")"
 sort -n "$WORK/readyz.txt" | awk '{a[NR] = $1 * 1000}
     END {p99 = int(NR * 0.99) + 1; if (p99 > NR) p99 = NR;
