@@ -15,7 +15,7 @@ scripts/install-kinesis-local.sh
 scripts/ensure-postgres.sh
 
 echo "== cargo test (ferrokinesis, SQLite, PostgreSQL)"
-cargo test --all-targets --locked
+cargo test --workspace --all-targets --locked
 
 echo "== end-to-end scenarios against kinesis-local (polling, fan-out, faults, several workers)"
 # The skipped tests need ferrokinesis-only settings (1 s iterators or sessions, a 60k backlog)

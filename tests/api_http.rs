@@ -76,7 +76,11 @@ impl Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        tokio::spawn(optout::http::serve_on(listener, state, stop.clone()));
+        tokio::spawn(optout::http::serve_on(
+            listener,
+            optout::app::http_app(state),
+            stop.clone(),
+        ));
         let client = Client::builder(TokioExecutor::new()).build_http();
         Api { base, client, stop }
     }

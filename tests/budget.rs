@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use optout::kinesis::{
-    self, Budget, ConsumerConfig, ProcessError, Processor, RecordBatch, ShardCheckpoint,
+use kinesis_engine::{
+    self as kinesis, Budget, ConsumerConfig, ProcessError, Processor, RecordBatch, ShardCheckpoint,
     record_cost,
 };
 use tokio_util::sync::CancellationToken;

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use optout::kinesis::{
-    self, ConsumerConfig, HeldLease, LeaseInfo, LeaseStore, ProcessError, Processor, RecordBatch,
-    RunStats, ShardCheckpoint,
+use kinesis_engine::{
+    self as kinesis, ConsumerConfig, HeldLease, LeaseInfo, LeaseStore, ProcessError, Processor,
+    RecordBatch, RunStats, ShardCheckpoint,
 };
 use tokio_util::sync::CancellationToken;
 

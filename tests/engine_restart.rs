@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use optout::kinesis::{
-    self, ConsumerConfig, ProcessError, Processor, RecordBatch, ShardCheckpoint,
+use kinesis_engine::{
+    self as kinesis, ConsumerConfig, ProcessError, Processor, RecordBatch, ShardCheckpoint,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -253,7 +253,7 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
         &stream,
         &["--consumer-name", CONSUMER, "--http-addr", &addr],
     );
-    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let reader = common::db::open_reader(&optout.store).await;
     let mut put = 0;
     for round in 0..3 {
         let batch: Vec<Vec<u8>> = (0..4)
@@ -271,12 +271,12 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
         emulator::put_records(&client, &stream, &keyed(batch))
             .await
             .unwrap();
-        let (s, want) = (&store, put);
+        let (s, want) = (&reader, put);
         emulator::wait_for(
             &format!("{want} events stored"),
             Duration::from_secs(30),
             || async move {
-                let events = s.events(&optout::store::EventFilter::default()).await;
+                let events = s.all(&optout::store::EventFilter::default()).await;
                 events.is_ok_and(|e| e.len() == want)
             },
         )
@@ -310,7 +310,7 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
 async fn a_deregistered_consumer_is_registered_again() {
     let (_emu, client, stream, optout) = short_sessions("fanout-dereg").await;
     let worker = optout.spawn_run(&stream, &["--consumer-name", CONSUMER]);
-    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let reader = common::db::open_reader(&optout.store).await;
     let batch = |from: usize| -> Vec<Vec<u8>> {
         (from..from + 4)
             .map(|n| {
@@ -326,7 +326,7 @@ async fn a_deregistered_consumer_is_registered_again() {
     emulator::put_records(&client, &stream, &keyed(batch(0)))
         .await
         .unwrap();
-    wait_for_count(&*store, 4).await;
+    wait_for_count(&reader, 4).await;
     let stream_arn = emulator::stream_arn(&client, &stream).await.unwrap();
     client
         .deregister_stream_consumer()
@@ -358,7 +358,7 @@ async fn a_deregistered_consumer_is_registered_again() {
     emulator::put_records(&client, &stream, &keyed(batch(4)))
         .await
         .unwrap();
-    wait_for_count(&*store, 8).await;
+    wait_for_count(&reader, 8).await;
     let consumer = client
         .describe_stream_consumer()
         .stream_arn(&stream_arn)
@@ -376,12 +376,12 @@ async fn a_deregistered_consumer_is_registered_again() {
 }
 
 /// Waits until `store` holds exactly `want` opt events.
-async fn wait_for_count(store: &dyn optout::store::Store, want: usize) {
+async fn wait_for_count(reader: &optout::store::Reader, want: usize) {
     emulator::wait_for(
         &format!("{want} events stored"),
         Duration::from_secs(60),
         || async move {
-            let events = store.events(&optout::store::EventFilter::default()).await;
+            let events = reader.all(&optout::store::EventFilter::default()).await;
             events.is_ok_and(|e| e.len() == want)
         },
     )

@@ -49,8 +49,8 @@ async fn through_aws_faults(
     let mut args = vec!["--http-addr", addr.as_str(), "--max-records-per-call", "10"];
     args.extend_from_slice(extra);
     let worker = o.spawn_run(&stream, &args);
-    let store = optout::store::open(&o.store, 1).await.unwrap();
-    wait_for_events(&*store, n, Duration::from_secs(180)).await;
+    let reader = common::db::open_reader(&o.store).await;
+    wait_for_events(&reader, n, Duration::from_secs(180)).await;
     let (_, text) = http_get(&addr, "/metrics").await;
     let logs = worker.terminate();
     let injected = proxy.seen(|s| s.injected.clone());
@@ -157,9 +157,9 @@ async fn emulator_unreachable_for_30_seconds_loses_nothing() {
     let o = Optout::new(through(emu.env(), &proxy));
     let mut worker = o.spawn_run(&stream, &[]);
     write(&client, &stream, 0, 200, 50, Duration::from_millis(20)).await;
-    let store = optout::store::open(&o.store, 1).await.unwrap();
-    let s = &store;
-    wait_for_events(&**s, 200, Duration::from_secs(60)).await;
+    let reader = common::db::open_reader(&o.store).await;
+    let s = &reader;
+    wait_for_events(s, 200, Duration::from_secs(60)).await;
 
     proxy.cut();
     let cut_at = Instant::now();
@@ -172,13 +172,13 @@ async fn emulator_unreachable_for_30_seconds_loses_nothing() {
         "the consumer gave up during the outage"
     );
     assert_eq!(
-        event_count(&*store).await,
+        event_count(s).await,
         200,
         "nothing can be read while cut off"
     );
     proxy.heal();
     let healed_at = Instant::now();
-    wait_for_events(&**s, 600, Duration::from_secs(60)).await;
+    wait_for_events(s, 600, Duration::from_secs(60)).await;
     eprintln!(
         "outage 30 s: caught up {:.1} s after the network came back",
         healed_at.elapsed().as_secs_f64()
@@ -201,9 +201,9 @@ async fn a_hung_network_restarts_stalled_readers() {
     let o = Optout::new(through(emu.env(), &proxy));
     let worker = o.spawn_run(&stream, &["--stall-timeout-secs", "2"]);
     write(&client, &stream, 0, 100, 50, Duration::from_millis(10)).await;
-    let store = optout::store::open(&o.store, 1).await.unwrap();
-    let s = &store;
-    wait_for_events(&**s, 100, Duration::from_secs(60)).await;
+    let reader = common::db::open_reader(&o.store).await;
+    let s = &reader;
+    wait_for_events(s, 100, Duration::from_secs(60)).await;
     // Requests now hang (the SDK's own timeout is 30 s): the watchdog must act first.
     proxy.blackhole();
     write(&client, &stream, 100, 300, 50, Duration::from_millis(10)).await;
@@ -216,7 +216,7 @@ async fn a_hung_network_restarts_stalled_readers() {
     .await
     .unwrap();
     proxy.heal();
-    wait_for_events(&**s, 300, Duration::from_secs(60)).await;
+    wait_for_events(s, 300, Duration::from_secs(60)).await;
     worker.terminate();
     check_tables(&o, 300);
 }

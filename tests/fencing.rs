@@ -91,7 +91,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
             async move { write(&client, &stream, 0, 400, 5, Duration::from_millis(50)).await },
         )
     };
-    wait_for_events(&*db.store, 50, Duration::from_secs(60)).await;
+    wait_for_events(&db.reader, 50, Duration::from_secs(60)).await;
 
     // Hold the lease row as a takeover would, until a's commit waits on it.
     let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -130,9 +130,9 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     let b = o.spawn_run(&stream, &["--worker-id", "b", "--lease-ms", &lease]);
     writer.await.unwrap();
     write(&client, &stream, 400, 500, 50, Duration::from_millis(10)).await;
-    let st = &db.store;
+    let st = &db.reader;
     if let Err(e) = emulator::wait_for("b to store all 500", Duration::from_secs(60), || async {
-        event_count(&**st).await >= 500
+        event_count(st).await >= 500
     })
     .await
     {
@@ -148,7 +148,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     };
     assert_eq!(held.0, "b");
     assert!(held.1 > token, "the lease token did not grow: {held:?}");
-    let checkpoint = checkpoint_map(&*db.store, &stream).await;
+    let checkpoint = checkpoint_map(&db.reader, &stream).await;
 
     signal(&a, "-CONT");
     // a's commit in flight is refused, and a stops reading the shard.
@@ -168,7 +168,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     assert!(refused >= 1.0, "a's in-flight commit was not refused:\n{m}");
     // Whatever a held landed nowhere: the checkpoint did not move back, and b still owns it.
     tokio::time::sleep(Duration::from_millis(LEASE_MS as u64 / 3 * 2)).await;
-    assert_eq!(checkpoint_map(&*db.store, &stream).await, checkpoint);
+    assert_eq!(checkpoint_map(&db.reader, &stream).await, checkpoint);
     let owner: String = sqlx::query("SELECT owner FROM leases WHERE stream_name = $1")
         .bind(&stream)
         .fetch_one(&mut probe)

@@ -26,7 +26,11 @@ async fn serve(auth: ApiAuth) -> (std::net::SocketAddr, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(optout::http::serve_on(listener, state, stop.clone()));
+    tokio::spawn(optout::http::serve_on(
+        listener,
+        optout::app::http_app(state),
+        stop.clone(),
+    ));
     (addr, stop)
 }
 

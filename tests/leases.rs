@@ -1,6 +1,7 @@
-//! Lease storage (DESIGN rule 9), run against both backends from one set of tests: who holds
-//! which shard, expiry by the database clock, fencing tokens, and fencing at commit. The race
-//! tests open one store handle per worker on the same database and acquire concurrently.
+//! Lease storage (docs/operating.md, "Several instances"), run against both backends from one
+//! set of tests: who holds which shard, expiry by the database clock, fencing tokens, and
+//! fencing at commit. The race tests open one store handle per worker on the same database and
+//! acquire concurrently.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chrono::{TimeZone, Utc};
 use optout::event::{OptEvent, OptOutType};
 use optout::store::{
-    Batch, CheckpointUpdate, EventFilter, HeldLease, LeaseRow, LeaseToken, Positioned, SqlStore,
+    Batch, CheckpointUpdate, EventFilter, HeldLease, LeaseRow, LeaseToken, Positioned,
     StatusFilter, Store, StoreError,
 };
 
@@ -65,18 +66,18 @@ fn held(pairs: &[(&str, i64)]) -> Vec<HeldLease> {
         .collect()
 }
 
-async fn lease_map(s: &SqlStore) -> (BTreeMap<String, LeaseRow>, i64) {
+async fn lease_map(s: &dyn Store) -> (BTreeMap<String, LeaseRow>, i64) {
     let (rows, now) = s.leases(STREAM).await.unwrap();
     let map = rows.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
     (map, now)
 }
 
-async fn db_now(s: &SqlStore) -> i64 {
+async fn db_now(s: &dyn Store) -> i64 {
     s.leases(STREAM).await.unwrap().1
 }
 
 /// Polls the database clock until every lease among `shards` has expired (bounded).
-async fn wait_until_expired(s: &SqlStore, shards: &[String]) {
+async fn wait_until_expired(s: &dyn Store, shards: &[String]) {
     let start = Instant::now();
     loop {
         let (map, now) = lease_map(s).await;
@@ -92,7 +93,7 @@ async fn wait_until_expired(s: &SqlStore, shards: &[String]) {
 }
 
 async fn ensure_leases_is_idempotent(db: Db) {
-    let s = &*db.sql;
+    let s = &*db.store;
     let shards = ids(&["a", "b", "c"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
     s.ensure_leases(STREAM, &shards).await.unwrap();
@@ -123,7 +124,7 @@ async fn ensure_leases_is_idempotent(db: Db) {
 }
 
 async fn acquire_takes_free_leases_up_to_max(db: Db) {
-    let s = &*db.sql;
+    let s = &*db.store;
     let shards = ids(&["a", "b", "c"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
     let before = db_now(s).await;
@@ -174,7 +175,7 @@ async fn acquire_takes_free_leases_up_to_max(db: Db) {
 }
 
 async fn expired_leases_are_taken_and_the_token_grows(db: Db) {
-    let s = &*db.sql;
+    let s = &*db.store;
     let shards = ids(&["a", "b"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
     let got = s
@@ -208,7 +209,7 @@ async fn expired_leases_are_taken_and_the_token_grows(db: Db) {
 }
 
 async fn renew_extends_ours_and_omits_lost_ones(db: Db) {
-    let s = &*db.sql;
+    let s = &*db.store;
     let shards = ids(&["a", "b", "c", "d"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
     s.acquire_leases(STREAM, "w1", &ids(&["a", "b", "c"]), 3, LONG_MS)
@@ -250,7 +251,7 @@ async fn renew_extends_ours_and_omits_lost_ones(db: Db) {
 }
 
 async fn steal_works_only_while_the_victim_holds_the_lease(db: Db) {
-    let s = &*db.sql;
+    let s = &*db.store;
     s.ensure_leases(STREAM, &ids(&["a", "b"])).await.unwrap();
     s.acquire_leases(STREAM, "w1", &ids(&["a"]), 1, LONG_MS)
         .await
@@ -295,7 +296,7 @@ async fn steal_works_only_while_the_victim_holds_the_lease(db: Db) {
 }
 
 async fn release_frees_leases_at_once(db: Db) {
-    let s = &*db.sql;
+    let s = &*db.store;
     let shards = ids(&["a", "b", "c"]);
     s.ensure_leases(STREAM, &shards).await.unwrap();
     s.acquire_leases(STREAM, "w1", &shards, 3, LONG_MS)
@@ -362,7 +363,7 @@ fn fenced_batch(lease: LeaseToken) -> Batch {
 }
 
 async fn a_stale_token_cannot_commit(db: Db) {
-    let s = &*db.sql;
+    let s = &*db.store;
     let shard = ids(&["shard-1"]);
     s.ensure_leases(STREAM, &shard).await.unwrap();
     let mine = s
@@ -387,15 +388,15 @@ async fn a_stale_token_cannot_commit(db: Db) {
     );
     // No trace: no event, no status, no checkpoint.
     assert!(
-        store
-            .events(&EventFilter::default())
+        db.reader
+            .all(&EventFilter::default())
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        store
-            .status(&StatusFilter::default())
+        db.reader
+            .all(&StatusFilter::default())
             .await
             .unwrap()
             .is_empty()
@@ -418,7 +419,7 @@ async fn a_stale_token_cannot_commit(db: Db) {
     let summary = store.commit(&fenced_batch(current)).await.unwrap();
     assert_eq!(summary.opt_events_new, 1);
     assert_eq!(
-        store.events(&EventFilter::default()).await.unwrap().len(),
+        db.reader.all(&EventFilter::default()).await.unwrap().len(),
         1
     );
     let cps = store.checkpoints(STREAM).await.unwrap();
@@ -428,7 +429,7 @@ async fn a_stale_token_cannot_commit(db: Db) {
 
 /// One round of the race: every worker asks for up to `max` of `shards` at the same moment.
 async fn race_round(
-    workers: &[Arc<SqlStore>],
+    workers: &[Arc<dyn Store>],
     shards: &[String],
     max: usize,
 ) -> Vec<(String, Vec<HeldLease>)> {
@@ -462,10 +463,10 @@ async fn concurrent_workers_never_share_a_lease(db: Db) {
     const WORKERS: usize = 4;
     const SHARDS: usize = 16;
     let shards: Vec<String> = (0..SHARDS).map(|i| format!("shardId-{i:012}")).collect();
-    db.sql.ensure_leases(STREAM, &shards).await.unwrap();
+    db.store.ensure_leases(STREAM, &shards).await.unwrap();
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        workers.push(db::open_sql(&db.url).await);
+        workers.push(db::open_store(&db.url).await);
     }
     // Rounds 1-3: everyone asks for everything; rounds 4-6: everyone asks for a fair share.
     for round in 1..=6_i64 {
@@ -485,7 +486,7 @@ async fn concurrent_workers_never_share_a_lease(db: Db) {
         let union: BTreeSet<_> = owner_of.keys().cloned().collect();
         assert_eq!(union, shards.iter().cloned().collect(), "round {round}");
         // The table agrees with what each worker was told.
-        let (map, _) = lease_map(&db.sql).await;
+        let (map, _) = lease_map(&*db.store).await;
         for (shard_id, worker) in &owner_of {
             assert_eq!(map[shard_id].owner.as_deref(), Some(worker.as_str()));
             assert_eq!(map[shard_id].token, round);

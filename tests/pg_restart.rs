@@ -51,19 +51,20 @@ fn seq_le(a: &str, b: &str) -> bool {
 /// covered when it was read is visible to the later events read (events are only added).
 /// Returns the opt events covered, or `None` while the database does not answer.
 async fn checkpoints_never_ahead(
-    store: &dyn optout::store::Store,
+    reader: &optout::store::Reader,
     stream: &str,
     records: &[(String, String, Vec<u8>)],
 ) -> Option<usize> {
-    let cps: HashMap<String, String> = store
-        .checkpoints(stream)
+    let cps: HashMap<String, String> = reader
+        .shard_states(stream)
         .await
         .ok()?
+        .0
         .into_iter()
         .filter_map(|c| Some((c.shard_id, c.sequence_number?)))
         .collect();
-    let stored: std::collections::HashSet<String> = store
-        .events(&Default::default())
+    let stored: std::collections::HashSet<String> = reader
+        .all(&optout::store::EventFilter::default())
         .await
         .ok()?
         .into_iter()
@@ -119,8 +120,8 @@ async fn postgres_restart_mid_run_loses_nothing() {
         ],
     );
     write(&client, &stream, 0, 500, 100, Duration::from_millis(20)).await;
-    let store = &db.store;
-    wait_for_events(&**store, 200, Duration::from_secs(60)).await;
+    let reader = &db.reader;
+    wait_for_events(reader, 200, Duration::from_secs(60)).await;
 
     pg_ctl("stop", &version);
     let stopped_at = std::time::Instant::now();
@@ -143,10 +144,10 @@ async fn postgres_restart_mid_run_loses_nothing() {
     let (mut snapshots, mut during_catch_up, mut unanswered) = (0, 0, 0);
     let mut covered;
     loop {
-        if let Some(c) = checkpoints_never_ahead(&**store, &stream, &records).await {
+        if let Some(c) = checkpoints_never_ahead(reader, &stream, &records).await {
             snapshots += 1;
             covered = c;
-            if event_count(&**store).await >= 1500 {
+            if event_count(reader).await >= 1500 {
                 break;
             }
             during_catch_up += 1;

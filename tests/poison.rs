@@ -274,7 +274,11 @@ async fn database_refusals_are_isolated(db: db::Db) {
     assert_eq!(done.counts.opt_events, (N - 2) as u64);
     assert_eq!(done.counts.dead_letters, 2);
     assert_eq!(done.summary.opt_events_new, (N - 2) as u64);
-    let events = db.store.events(&Default::default()).await.unwrap();
+    let events = db
+        .reader
+        .all(&optout::store::EventFilter::default())
+        .await
+        .unwrap();
     assert_eq!(events.len(), N - 2);
     let kept = events
         .iter()
@@ -284,7 +288,11 @@ async fn database_refusals_are_isolated(db: db::Db) {
         (kept.opt_out_type.as_str(), kept.body.as_deref()),
         ("STOP", None)
     );
-    let dead = db.store.dead_letters().await.unwrap();
+    let dead = db
+        .reader
+        .all(&optout::store::query::DeadLetterFilter)
+        .await
+        .unwrap();
     let dead_seqs: Vec<&str> = dead.iter().map(|d| d.sequence_number.as_str()).collect();
     assert_eq!(
         dead_seqs,
@@ -314,7 +322,11 @@ async fn database_refusals_are_isolated(db: db::Db) {
     assert_eq!(again.summary.opt_events_new, 0);
     assert_eq!(again.summary.dead_letters, 0);
     assert_eq!(
-        db.store.events(&Default::default()).await.unwrap().len(),
+        db.reader
+            .all(&optout::store::EventFilter::default())
+            .await
+            .unwrap()
+            .len(),
         N - 2
     );
 }

@@ -122,7 +122,7 @@ async fn old_text_columns_become_native_types_in_place() {
     assert_eq!(events[0].occurred_at, "2026-03-01T12:00:04.512301Z");
     assert_eq!(events[1].occurred_at, "2026-03-02T00:00:00.000001Z");
     assert!(!events[0].inferred && events[1].inferred);
-    let status = store.status(&StatusFilter::default()).await.unwrap();
+    let status = reader.all(&StatusFilter::default()).await.unwrap();
     assert_eq!(status[0].changed_at, "2026-03-02T00:00:00.000001Z");
     let dead: Vec<_> = reader
         .clone()

@@ -73,13 +73,13 @@ async fn a_shard_that_cannot_commit_shows_in_readyz_and_metrics() {
         "{metrics}"
     );
     assert_eq!(
-        event_count(&*pg.store).await,
+        event_count(&pg.reader).await,
         0,
         "nothing lands without its checkpoint"
     );
 
     sqlx::raw_sql(MEND).execute(&mut admin).await.unwrap();
-    wait_for_events(&*pg.store, 50, Duration::from_secs(60)).await;
+    wait_for_events(&pg.reader, 50, Duration::from_secs(60)).await;
     emulator::wait_for(
         "/readyz to be ready again",
         Duration::from_secs(30),

@@ -584,9 +584,9 @@ async fn ingest(store: &dyn Store, records: &[Vec<u8>], honor: bool) {
     store.commit(&batch).await.expect("commit");
 }
 
-async fn status(store: &dyn Store, subscriber: &str) -> Option<(String, String)> {
-    let rows = store
-        .status(&StatusFilter {
+async fn status(reader: &optout::store::Reader, subscriber: &str) -> Option<(String, String)> {
+    let rows = reader
+        .all(&StatusFilter {
             subscriber: Some(subscriber.into()),
             ..Default::default()
         })
@@ -611,8 +611,9 @@ async fn phrases_are_recorded_and_change_status_only_when_honoured(db: Db) {
         false,
     )
     .await;
-    let events = s
-        .events(&EventFilter {
+    let events = db
+        .reader
+        .all(&EventFilter {
             detection: Some(Detection::Phrase),
             ..Default::default()
         })
@@ -628,7 +629,7 @@ async fn phrases_are_recorded_and_change_status_only_when_honoured(db: Db) {
         ("phrase", Some("builtin-2026.1:stop-texting"), true)
     );
     assert_eq!(events[0].opt_out_type, "STOP");
-    assert_eq!(status(s, "+1").await, None);
+    assert_eq!(status(&db.reader, "+1").await, None);
     // Honoured: opted_out, under the STOP ordering rules (latest data.timestamp wins).
     ingest(
         s,
@@ -650,7 +651,7 @@ async fn phrases_are_recorded_and_change_status_only_when_honoured(db: Db) {
     )
     .await;
     assert_eq!(
-        status(s, "+2").await,
+        status(&db.reader, "+2").await,
         Some(("opted_in".into(), "EZs1".into())),
         "an older phrase loses"
     );
@@ -668,7 +669,7 @@ async fn phrases_are_recorded_and_change_status_only_when_honoured(db: Db) {
     )
     .await;
     assert_eq!(
-        status(s, "+2").await,
+        status(&db.reader, "+2").await,
         Some(("opted_out".into(), "EZp3".into()))
     );
     // Re-reading the same event later without the flag changes nothing (identity is the id).
@@ -685,7 +686,7 @@ async fn phrases_are_recorded_and_change_status_only_when_honoured(db: Db) {
         true,
     )
     .await;
-    assert_eq!(status(s, "+1").await, None);
+    assert_eq!(status(&db.reader, "+1").await, None);
     // The other filters and detections.
     ingest(
         s,
@@ -693,8 +694,9 @@ async fn phrases_are_recorded_and_change_status_only_when_honoured(db: Db) {
         false,
     )
     .await;
-    let twilio = s
-        .events(&EventFilter {
+    let twilio = db
+        .reader
+        .all(&EventFilter {
             detection: Some(Detection::Twilio),
             ..Default::default()
         })
@@ -730,7 +732,7 @@ async fn revocations_lists_numbers_whose_latest_signal_is_a_phrase(db: Db) {
         record("EZe1", "+5", "See you at 5", None, &ts(10), 5),
     ];
     ingest(s, &records, false).await;
-    let rows = s.revocations(&RevocationFilter::default()).await.unwrap();
+    let rows = db.reader.all(&RevocationFilter::default()).await.unwrap();
     let listed: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.subscriber.as_str(), r.event_id.as_str()))
@@ -746,8 +748,9 @@ async fn revocations_lists_numbers_whose_latest_signal_is_a_phrase(db: Db) {
     let since = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:15:00Z")
         .unwrap()
         .to_utc();
-    let later = s
-        .revocations(&RevocationFilter { since: Some(since) })
+    let later = db
+        .reader
+        .all(&RevocationFilter { since: Some(since) })
         .await
         .unwrap();
     assert_eq!(later.len(), 1);

@@ -1,12 +1,13 @@
-//! The store's semantics (DESIGN rules 2, 3, 4, 5, 6), run against both backends from one
+//! The store's semantics (docs/semantics.md, rules 2 to 6), run against both backends from one
 //! set of tests: SQLite in a temporary file, and PostgreSQL in a fresh database per test on
 //! the machine's server (`OPTOUT_TEST_PG`, default postgres://postgres@127.0.0.1:5432/test).
 //! Order independence as a property and atomicity under a failing write are in
 //! tests/store_guarantees.rs.
 
 use optout::event::{OptOutType, TestEvent};
+use optout::store::query::{DeadLetterFilter, TestEventFilter};
 use optout::store::{
-    Batch, CheckpointUpdate, DeadLetter, EventFilter, Positioned, StatusFilter, Store,
+    Batch, CheckpointUpdate, DeadLetter, EventFilter, Positioned, Reader, StatusFilter,
 };
 
 #[macro_use]
@@ -29,13 +30,13 @@ both_backends! {
     migrations_are_idempotent;
 }
 
-async fn status_of(store: &dyn Store, subscriber: &str) -> Vec<(String, String, String)> {
+async fn status_of(reader: &Reader, subscriber: &str) -> Vec<(String, String, String)> {
     let filter = StatusFilter {
         subscriber: Some(subscriber.into()),
         ..StatusFilter::default()
     };
-    store
-        .status(&filter)
+    reader
+        .all(&filter)
         .await
         .unwrap()
         .into_iter()
@@ -62,12 +63,12 @@ async fn duplicates_change_nothing(db: Db) {
         ),
         (0, 1, 0)
     );
-    let events = s.events(&EventFilter::default()).await.unwrap();
+    let events = db.reader.all(&EventFilter::default()).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].opt_out_type, "STOP");
     assert_eq!(events[0].shard_id, "a");
     assert_eq!(
-        status_of(s, "+1").await,
+        status_of(&db.reader, "+1").await,
         [("MG1".into(), "opted_out".into(), "EZ1".into())]
     );
 }
@@ -84,15 +85,16 @@ async fn latest_event_by_timestamp_wins(db: Db) {
         .unwrap();
     assert_eq!((late.opt_events_new, late.status_changes), (1, 0));
     assert_eq!(
-        status_of(s, "+1").await,
+        status_of(&db.reader, "+1").await,
         [("MG1".into(), "opted_in".into(), "EZ2".into())]
     );
     // A newer STOP wins.
     s.commit(&batch("a", vec![ev("EZ3", OptOutType::Stop, "+1", 30)]))
         .await
         .unwrap();
-    let rows = s
-        .status(&StatusFilter {
+    let rows = db
+        .reader
+        .all(&StatusFilter {
             subscriber: Some("+1".into()),
             ..Default::default()
         })
@@ -100,7 +102,10 @@ async fn latest_event_by_timestamp_wins(db: Db) {
         .unwrap();
     assert_eq!(rows[0].status, "opted_out");
     assert_eq!(rows[0].changed_at, "2026-03-01T12:00:30.000000Z");
-    assert_eq!(s.events(&EventFilter::default()).await.unwrap().len(), 3);
+    assert_eq!(
+        db.reader.all(&EventFilter::default()).await.unwrap().len(),
+        3
+    );
 }
 
 async fn ties_go_to_the_larger_event_id(db: Db) {
@@ -115,7 +120,7 @@ async fn ties_go_to_the_larger_event_id(db: Db) {
     .await
     .unwrap();
     assert_eq!(
-        status_of(s, "+1").await,
+        status_of(&db.reader, "+1").await,
         [("MG1".into(), "opted_out".into(), "EZb".into())]
     );
 }
@@ -127,7 +132,7 @@ async fn help_is_recorded_but_changes_no_status(db: Db) {
         .await
         .unwrap();
     assert_eq!((r.opt_events_new, r.status_changes), (1, 0));
-    assert!(status_of(s, "+1").await.is_empty());
+    assert!(status_of(&db.reader, "+1").await.is_empty());
     s.commit(&batch(
         "a",
         vec![
@@ -138,11 +143,12 @@ async fn help_is_recorded_but_changes_no_status(db: Db) {
     .await
     .unwrap();
     assert_eq!(
-        status_of(s, "+1").await,
+        status_of(&db.reader, "+1").await,
         [("MG1".into(), "opted_out".into(), "EZs".into())]
     );
-    let helps = s
-        .events(&EventFilter {
+    let helps = db
+        .reader
+        .all(&EventFilter {
             opt_out_type: Some(OptOutType::Help),
             ..Default::default()
         })
@@ -164,7 +170,7 @@ async fn scope_is_service_else_sender(db: Db) {
     .unwrap();
     // Two scopes, two independent statuses.
     assert_eq!(
-        status_of(s, "+1").await,
+        status_of(&db.reader, "+1").await,
         [
             ("+15550000009".into(), "opted_in".into(), "EZ2".into()),
             ("MG1".into(), "opted_out".into(), "EZ1".into()),
@@ -214,7 +220,10 @@ async fn checkpoint_commits_with_the_batch(db: Db) {
         matches!(result, Err(optout::store::StoreError::LeaseLost { .. })),
         "{result:?}"
     );
-    assert!(status_of(s, "+9").await.is_empty(), "fenced batch leaked");
+    assert!(
+        status_of(&db.reader, "+9").await.is_empty(),
+        "fenced batch leaked"
+    );
     let cps = s.checkpoints("s").await.unwrap();
     assert!(cps.iter().all(|c| c.shard_id != "shard-2"));
 }
@@ -237,7 +246,7 @@ async fn dead_letters_keep_raw_bytes(db: Db) {
     assert_eq!(s.commit(&b).await.unwrap().dead_letters, 1);
     // Re-reading the same record (after a crash) does not store it twice.
     assert_eq!(s.commit(&b).await.unwrap().dead_letters, 0);
-    let rows = s.dead_letters().await.unwrap();
+    let rows = db.reader.all(&DeadLetterFilter).await.unwrap();
     assert_eq!(rows.len(), 1);
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -268,7 +277,7 @@ async fn test_events_are_kept_once(db: Db) {
     };
     assert_eq!(s.commit(&b).await.unwrap().test_events, 1);
     assert_eq!(s.commit(&b).await.unwrap().test_events, 0);
-    let rows = s.test_events().await.unwrap();
+    let rows = db.reader.all(&TestEventFilter).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].test_id, "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11");
     assert_eq!(
@@ -291,8 +300,9 @@ async fn queries_filter(db: Db) {
     ))
     .await
     .unwrap();
-    let since = s
-        .events(&EventFilter {
+    let since = db
+        .reader
+        .all(&EventFilter {
             since: Some(ts(20)),
             ..Default::default()
         })
@@ -300,8 +310,9 @@ async fn queries_filter(db: Db) {
         .unwrap();
     let ids: Vec<_> = since.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, ["EZ2", "EZ3"]);
-    let stops = s
-        .events(&EventFilter {
+    let stops = db
+        .reader
+        .all(&EventFilter {
             opt_out_type: Some(OptOutType::Stop),
             subscriber: Some("+2".into()),
             ..Default::default()
@@ -310,16 +321,18 @@ async fn queries_filter(db: Db) {
         .unwrap();
     assert_eq!(stops.len(), 1);
     assert_eq!(stops[0].account_sid, "AC2");
-    let ac2 = s
-        .status(&StatusFilter {
+    let ac2 = db
+        .reader
+        .all(&StatusFilter {
             accounts: vec!["AC2".into()],
             ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(ac2.len(), 1);
-    let both = s
-        .status(&StatusFilter {
+    let both = db
+        .reader
+        .all(&StatusFilter {
             accounts: vec!["AC1".into(), "AC2".into()],
             scope: Some("MG1".into()),
             ..Default::default()
@@ -336,9 +349,14 @@ async fn migrations_are_idempotent(db: Db) {
         .await
         .unwrap();
     // Re-running a migration would fail here: its CREATE TABLEs have no IF NOT EXISTS.
-    let again = optout::store::open(&db.url, 2).await.unwrap();
+    optout::store::open(&db.url, 2).await.unwrap().close().await;
     assert_eq!(
-        again.events(&EventFilter::default()).await.unwrap().len(),
+        db::open_reader(&db.url)
+            .await
+            .all(&EventFilter::default())
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }

@@ -2,14 +2,15 @@
 //!
 //! - **Atomicity**: a commit that fails after some of its writes (a trigger makes the
 //!   checkpoint upsert, the last write of a commit, raise) leaves none of its effects behind.
-//! - **Order independence** (DESIGN rule 3), as a property: any arrival order, duplicates and
+//! - **Order independence** (docs/semantics.md, rule 3), as a property: any arrival order, duplicates and
 //!   split into batches give the tables an independent oracle computes, a plain fold over the
 //!   events sorted by (timestamp, event id) in which HELP changes nothing.
 
 use std::collections::BTreeMap;
 
 use optout::event::{OptEvent, OptOutType, TestEvent};
-use optout::store::{Batch, CheckpointUpdate, DeadLetter, EventFilter, StatusFilter, Store};
+use optout::store::query::{DeadLetterFilter, TestEventFilter};
+use optout::store::{Batch, CheckpointUpdate, DeadLetter, EventFilter, Reader, StatusFilter};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -31,7 +32,7 @@ fn ev(id: &str, t: OptOutType, from: &str, service: Option<&str>, at: i64) -> Op
 }
 
 /// Every table, as JSON, in a stable order.
-async fn tables(s: &dyn Store) -> [Vec<String>; 5] {
+async fn tables(r: &Reader) -> [Vec<String>; 5] {
     fn rows<T: serde::Serialize>(v: Vec<T>) -> Vec<String> {
         let mut v: Vec<String> = v
             .iter()
@@ -41,11 +42,11 @@ async fn tables(s: &dyn Store) -> [Vec<String>; 5] {
         v
     }
     [
-        rows(s.status(&StatusFilter::default()).await.unwrap()),
-        rows(s.events(&EventFilter::default()).await.unwrap()),
-        rows(s.dead_letters().await.unwrap()),
-        rows(s.test_events().await.unwrap()),
-        rows(s.checkpoints("s").await.unwrap()),
+        rows(r.all(&StatusFilter::default()).await.unwrap()),
+        rows(r.all(&EventFilter::default()).await.unwrap()),
+        rows(r.all(&DeadLetterFilter).await.unwrap()),
+        rows(r.all(&TestEventFilter).await.unwrap()),
+        rows(r.shard_states("s").await.unwrap().0),
     ]
 }
 
@@ -127,7 +128,7 @@ async fn a_commit_failing_at_its_checkpoint_leaves_nothing(db: Db) {
     s.commit(&full_batch("shard-a", "a", "00010"))
         .await
         .unwrap();
-    let before = tables(s).await;
+    let before = tables(&db.reader).await;
     fail_checkpoint_writes(&db).await;
     // The checkpoint is the last write: opt events, status, dead letters and test events are
     // written by then. Once on a shard whose checkpoint is updated, once on a new one.
@@ -140,7 +141,7 @@ async fn a_commit_failing_at_its_checkpoint_leaves_nothing(db: Db) {
         let result = s.commit(&b).await;
         assert!(result.is_err(), "the trigger did not fire: {result:?}");
         assert_eq!(
-            tables(s).await,
+            tables(&db.reader).await,
             before,
             "a failed commit on {shard} left effects behind"
         );
@@ -226,8 +227,9 @@ fn order_independence(db: Db, rt: &tokio::runtime::Runtime) {
                     s.commit(&b).await.unwrap();
                     start = end;
                 }
-                let mut status: Vec<String> = s
-                    .status(&StatusFilter::default())
+                let mut status: Vec<String> = db
+                    .reader
+                    .all(&StatusFilter::default())
                     .await
                     .unwrap()
                     .into_iter()
@@ -235,8 +237,9 @@ fn order_independence(db: Db, rt: &tokio::runtime::Runtime) {
                     .map(|r| format!("{}|{}|{}|{}", r.subscriber, r.scope, r.status, r.event_id))
                     .collect();
                 status.sort();
-                let stored = s
-                    .events(&EventFilter::default())
+                let stored = db
+                    .reader
+                    .all(&EventFilter::default())
                     .await
                     .unwrap()
                     .into_iter()

@@ -176,7 +176,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
         })
     };
     emulator::wait_for("some events stored", Duration::from_secs(60), || async {
-        event_count(&*db.store).await > 300
+        event_count(&db.reader).await > 300
     })
     .await
     .unwrap();
@@ -188,7 +188,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let killed_wall = Utc::now();
     victim.kill_9(); // no release: its leases must expire
     // Nobody writes w1's shards' checkpoints until their leases are taken over.
-    let cps_at_kill = checkpoint_map(&*db.store, &stream).await;
+    let cps_at_kill = checkpoint_map(&db.reader, &stream).await;
     emulator::wait_for(
         "w2 and w3 to own all 8 shards",
         Duration::from_secs(30),
@@ -214,8 +214,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     );
     writer.await.unwrap();
     eprintln!("writes done at {:.1} s", t0.elapsed().as_secs_f64());
-    let store = &db.store;
-    wait_for_events(&**store, 3000, Duration::from_secs(120)).await;
+    wait_for_events(&db.reader, 3000, Duration::from_secs(120)).await;
 
     // A graceful stop releases its leases at once, and the other worker takes them within
     // one housekeeping round.
@@ -318,16 +317,16 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
             ],
         );
         // Kill at a random moment once this run has committed something.
-        let store = &db.store;
+        let reader = &db.reader;
         let before = stored;
         emulator::wait_for("progress", Duration::from_secs(60), || async move {
-            event_count(&**store).await > before
+            event_count(reader).await > before
         })
         .await
         .unwrap();
         tokio::time::sleep(Duration::from_millis(rng.u64(0..150))).await;
         child.kill_9();
-        stored = event_count(&*db.store).await;
+        stored = event_count(&db.reader).await;
         progress.push(stored);
     }
     eprintln!("opt events stored after each kill (of {total}): {progress:?}");
@@ -365,9 +364,9 @@ async fn split_and_merge_under_writes_with_two_workers() {
             write(&client, &stream, 0, 1000, 50, Duration::from_millis(50)).await
         })
     };
-    let store = &db.store;
+    let reader = &db.reader;
     emulator::wait_for("writes under way", Duration::from_secs(60), || async move {
-        event_count(&**store).await > 200
+        event_count(reader).await > 200
     })
     .await
     .unwrap();
@@ -375,7 +374,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
     writer.await.unwrap();
     // The rest can only go to the children.
     write(&client, &stream, 1000, 2000, 50, Duration::from_millis(20)).await;
-    wait_for_events(&**store, 2000, Duration::from_secs(120)).await;
+    wait_for_events(reader, 2000, Duration::from_secs(120)).await;
     let mut logs = Vec::new();
     for w in workers {
         logs.extend(w.terminate());

@@ -7,22 +7,22 @@ use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 
 use super::AppError;
+use super::settings::AwsSettings;
 
 /// A Kinesis client from the default AWS chain (environment, profile, web identity, instance
-/// role), with `region` and `endpoint` when given.
+/// role), with the region and endpoint of `aws` when given.
 ///
 /// `consumer` clients have the SDK's retries off (the engine's backoff is the one policy) and
 /// bounded timeouts, so a hung connection cannot stall a shard.
-pub async fn kinesis_client(
-    region: Option<&str>,
-    endpoint: Option<&str>,
+pub(super) async fn kinesis_client(
+    aws: &AwsSettings,
     consumer: bool,
 ) -> Result<aws_sdk_kinesis::Client, AppError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r.to_string()));
+    if let Some(r) = &aws.region {
+        loader = loader.region(Region::new(r.clone()));
     }
-    if let Some(e) = endpoint {
+    if let Some(e) = &aws.endpoint_url {
         loader = loader.endpoint_url(e);
     }
     let shared = loader.load().await;

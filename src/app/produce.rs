@@ -9,8 +9,10 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use tracing::warn;
 
+use kinesis_engine::{Backoff, aws_message};
+
 use super::AppError;
-use crate::kinesis::{Backoff, aws_message};
+use super::settings::AwsSettings;
 use crate::synth::{Kind, MixOptions, Synth};
 
 /// Records per PutRecords call (the AWS maximum is 500).
@@ -49,7 +51,8 @@ pub struct Produced {
 }
 
 /// Writes the records; returns what was written, per kind.
-pub async fn produce(client: &Client, args: &ProduceSettings) -> Result<Produced, AppError> {
+pub async fn produce(aws: &AwsSettings, args: &ProduceSettings) -> Result<Produced, AppError> {
+    let client = &super::aws::kinesis_client(aws, false).await?;
     if let Some(shards) = args.create_shards {
         create_stream(client, &args.stream, shards).await?;
     }

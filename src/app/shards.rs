@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::AppError;
-use crate::kinesis::list_shards;
-use crate::store::{self, Access, Store};
+use kinesis_engine::list_shards;
+
+use super::settings::AwsSettings;
+use super::{AppError, aws, store};
 
 /// One shard as an operator sees it.
 #[derive(Debug, Serialize)]
@@ -30,22 +31,20 @@ pub struct ShardRow {
 /// The stream's shards, joined with the store's leases and checkpoints (`optout shards`).
 pub async fn shard_table(
     store_url: &str,
-    client: &aws_sdk_kinesis::Client,
+    aws: &AwsSettings,
     stream: &str,
 ) -> Result<Vec<ShardRow>, AppError> {
-    let store = store::open_sql_with(store_url, 2, Access::ReadOnly)
-        .await
-        .map_err(|e| super::open_failed(store_url, e))?;
-    let listed = list_shards(client, stream)
+    let reader = store::open_reader(store_url, 1).await?;
+    let client = aws::kinesis_client(aws, false).await?;
+    let listed = list_shards(&client, stream)
         .await
         .map_err(|e| e.into_kinesis_error(stream))?;
-    let checkpoints: HashMap<String, _> = store
-        .checkpoints(stream)
-        .await?
+    let (checkpoints, leases, now_ms) = reader.shard_states(stream).await?;
+    reader.close().await;
+    let checkpoints: HashMap<String, _> = checkpoints
         .into_iter()
         .map(|c| (c.shard_id.clone(), c))
         .collect();
-    let (leases, now_ms) = store.leases(stream).await?;
     let leases: HashMap<String, _> = leases
         .into_iter()
         .filter(|l| l.owner.is_some() && l.expires_at_ms > now_ms)

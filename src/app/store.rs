@@ -9,30 +9,27 @@ use crate::store::query::QueryError;
 use crate::store::{self, Reader, Store, StoreError};
 
 /// Opens the store for writing (`run`, `replay`, `migrate`), creating and migrating it.
-pub async fn open_store(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, AppError> {
+pub(super) async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, AppError> {
     store::open(url, max_connections)
-        .await
-        .map_err(|e| open_failed(url, e))
-}
-
-/// Opens the store for queries: never creates, migrates or writes.
-pub async fn open_store_read_only(
-    url: &str,
-    max_connections: u32,
-) -> Result<Arc<dyn Store>, AppError> {
-    store::open_read_only(url, max_connections)
         .await
         .map_err(|e| open_failed(url, e))
 }
 
 /// Opens the store's read side: `connections` read-only connections of its own, so that
 /// queries never wait behind the consumer's commits (never creates, migrates or writes).
-pub async fn open_reader(url: &str, connections: u32) -> Result<Arc<Reader>, AppError> {
+pub(super) async fn open_reader(url: &str, connections: u32) -> Result<Arc<Reader>, AppError> {
     match Reader::open(url, connections).await {
         Ok(reader) => Ok(Arc::new(reader)),
         Err(QueryError::Invalid(message)) => Err(AppError::Usage(message)),
         Err(QueryError::Store(e)) => Err(open_failed(url, e)),
     }
+}
+
+/// `optout migrate`: creates or upgrades the store's schema, then closes it. Returns the
+/// store's URL as it may be shown (its password hidden).
+pub async fn migrate(url: &str) -> Result<String, AppError> {
+    open(url, 2).await?.close().await;
+    Ok(store::redact(url))
 }
 
 impl From<StoreError> for AppError {
@@ -52,9 +49,19 @@ impl From<StoreError> for AppError {
     }
 }
 
+impl From<QueryError> for AppError {
+    /// A query the store cannot answer as asked is the user's to fix.
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Invalid(message) => AppError::Usage(message),
+            QueryError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// A store that could not be opened, reported against the (redacted) URL, in one line that
 /// names the cause.
-pub fn open_failed(url: &str, e: StoreError) -> AppError {
+fn open_failed(url: &str, e: StoreError) -> AppError {
     let url = store::redact(url);
     match e {
         StoreError::Database(db) | StoreError::Connect(db) if is_tls_failure(&db) => {

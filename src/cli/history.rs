@@ -2,9 +2,9 @@
 
 use clap::Args;
 
-use super::query::{HISTORY_TABLE, LimitArg, open_reader, print};
+use super::query::{HISTORY_TABLE, LimitArg, print};
 use super::{Cli, CliError, FormatArg};
-use crate::app::HistoryFilter;
+use crate::app::vocabulary::HistoryFilter;
 
 /// `optout history` flags.
 #[derive(Debug, Args)]
@@ -27,12 +27,11 @@ pub struct HistoryArgs {
 
 /// Prints the number's events, oldest first, each with the status it left in its scope.
 pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), CliError> {
-    let reader = open_reader(cli).await?;
     let listing = HistoryFilter {
         subscriber: args.subscriber.clone(),
         scope: args.scope.clone(),
         honor_revocations: args.honor_revocations,
     };
     let (limit, format) = (args.limit.limit, args.format.format);
-    print(reader, listing, limit, format, HISTORY_TABLE).await
+    print(cli, listing, limit, format, HISTORY_TABLE).await
 }

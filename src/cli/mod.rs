@@ -4,6 +4,7 @@
 //! line that says what to fix), 1 a failure at run time.
 
 mod history;
+pub mod output;
 mod produce;
 mod query;
 mod replay;
@@ -14,12 +15,11 @@ mod shards;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use std::sync::Arc;
-
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::app::{self, AppError, KinesisError, LogFormat, Store, StoreError};
-use crate::output::Format;
+use crate::app::vocabulary::LogFormat;
+use crate::app::{self, AppError, AwsSettings, HttpSettings};
+use output::Format;
 
 /// Twilio Event Streams on Kinesis → an exactly-once record of opt-outs, opt-ins and help
 /// requests, with each subscriber's current opt status.
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Cli {
     /// By hand, so that the store's password never reaches a debug print.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cli")
-            .field("store", &app::redact(&self.store))
+            .field("store", &"***")
             .field("store_file", &self.store_file)
             .field("log_format", &self.log_format)
             .field("endpoint_url", &self.endpoint_url)
@@ -146,53 +146,15 @@ impl std::fmt::Debug for HttpAuthArgs {
 }
 
 impl HttpAuthArgs {
-    /// The API's access rule for a server on `addr`: tokens from the environment or the file,
-    /// and a refusal (exit 2) to serve a non-loopback address without any.
-    pub fn api_auth(&self, addr: SocketAddr) -> Result<app::ApiAuth, CliError> {
-        let mut tokens = Vec::new();
-        if let Some(token) = &self.http_token {
-            let token = token.trim();
-            if token.is_empty() {
-                return Err(CliError::Usage(
-                    "OPTOUT_HTTP_TOKEN is empty: set a token, or unset it".into(),
-                ));
-            }
-            tokens.push(token.to_string());
+    /// The HTTP server's settings on `addr`; the application checks them (a reachable address
+    /// needs a token).
+    pub fn settings(&self, addr: SocketAddr) -> HttpSettings {
+        HttpSettings {
+            addr,
+            token: self.http_token.clone(),
+            token_file: self.http_token_file.clone(),
+            metrics_require_token: self.metrics_require_token,
         }
-        if let Some(path) = &self.http_token_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CliError::Usage(format!(
-                    "cannot read --http-token-file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let before = tokens.len();
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string),
-            );
-            if tokens.len() == before {
-                return Err(CliError::Usage(format!(
-                    "--http-token-file {} holds no token: write one per line",
-                    path.display()
-                )));
-            }
-        }
-        if tokens.is_empty() && !addr.ip().is_loopback() {
-            return Err(CliError::Usage(format!(
-                "--http-addr {addr} is reachable from other hosts but no token is set: set \
-                 OPTOUT_HTTP_TOKEN or --http-token-file, or listen on 127.0.0.1"
-            )));
-        }
-        if tokens.is_empty() && self.metrics_require_token {
-            return Err(CliError::Usage(
-                "--metrics-require-token needs a token: set OPTOUT_HTTP_TOKEN or --http-token-file"
-                    .into(),
-            ));
-        }
-        Ok(app::ApiAuth::new(tokens, self.metrics_require_token))
     }
 }
 
@@ -217,20 +179,12 @@ impl CliError {
     }
 }
 
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        AppError::from(e).into()
-    }
-}
-
 impl From<AppError> for CliError {
     fn from(e: AppError) -> Self {
-        match e {
-            AppError::Usage(message) => CliError::Usage(message),
-            AppError::Engine(e @ KinesisError::StreamNotFound { .. }) => {
-                CliError::Usage(e.to_string())
-            }
-            other => CliError::Runtime(other.into()),
+        if e.is_usage() {
+            CliError::Usage(e.to_string())
+        } else {
+            CliError::Runtime(e.into())
         }
     }
 }
@@ -298,8 +252,8 @@ pub async fn execute(mut cli: Cli) -> Result<(), CliError> {
         Command::Replay(args) => replay::replay(&cli, args).await,
         Command::Produce(args) => produce::produce(&cli, args).await,
         Command::Migrate => {
-            open_store(&cli.store, 2).await?.close().await;
-            println!("schema up to date: {}", app::redact(&cli.store));
+            let store = app::migrate(&cli.store).await?;
+            println!("schema up to date: {store}");
             Ok(())
         }
         Command::Serve(args) => query::serve(&cli, args).await,
@@ -323,27 +277,14 @@ fn read_store_file(path: &std::path::Path) -> Result<String, CliError> {
     Ok(url.to_string())
 }
 
-/// Opens the store for writing (`run`, `replay`, `migrate`).
-pub async fn open_store(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, CliError> {
-    Ok(app::open_store(url, max_connections).await?)
-}
-
-/// Opens the store for queries: never creates, migrates or writes.
-pub async fn open_store_read_only(
-    url: &str,
-    max_connections: u32,
-) -> Result<Arc<dyn Store>, CliError> {
-    Ok(app::open_store_read_only(url, max_connections).await?)
-}
-
-/// A Kinesis client from the default AWS chain plus `--region`/`--endpoint-url` (see
-/// [`app::kinesis_client`]).
-pub async fn kinesis_client(
-    cli: &Cli,
-    consumer: bool,
-) -> Result<aws_sdk_kinesis::Client, CliError> {
-    let (region, endpoint) = (cli.region.as_deref(), cli.endpoint_url.as_deref());
-    Ok(app::kinesis_client(region, endpoint, consumer).await?)
+impl Cli {
+    /// Where Kinesis is (`--region`, `--endpoint-url`).
+    pub fn aws(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
 }
 
 /// A token cancelled on SIGINT or SIGTERM; a second signal exits at once.

@@ -7,7 +7,7 @@
 
 use clap::Args;
 
-use super::{Cli, CliError, kinesis_client};
+use super::{Cli, CliError};
 use crate::app::{self, ProduceSettings};
 
 /// `optout produce` flags.
@@ -51,7 +51,6 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
 
 /// Writes the records and prints a per-kind summary.
 pub async fn produce(cli: &Cli, args: &ProduceArgs) -> Result<(), CliError> {
-    let client = kinesis_client(cli, false).await?;
     let settings = ProduceSettings {
         stream: args.stream.clone(),
         create_shards: args.create.then_some(args.shards),
@@ -62,7 +61,7 @@ pub async fn produce(cli: &Cli, args: &ProduceArgs) -> Result<(), CliError> {
         duplicate_ratio: args.duplicate_ratio,
         test_event: args.test_event,
     };
-    let done = app::produce(&client, &settings).await?;
+    let done = app::produce(&cli.aws(), &settings).await?;
     println!(
         "wrote {} records to stream `{}` in {:.1}s:",
         done.sent,

@@ -2,17 +2,16 @@
 //! parses its flags, asks the store's [`Reader`] for a stream of pages and prints rows as they
 //! come (constant memory, whatever the size of the result).
 
-use std::sync::Arc;
-
 use clap::Args;
 use futures_util::StreamExt;
 
+use super::output::{Format, Printer, TableSpec};
 use super::{Cli, CliError, FormatArg, ServeArgs};
-use crate::app::{
-    self, AsOfFilter, DeadLetterFilter, Detection, EventFilter, Listing, OptOutType, Reader,
-    StatusFilter, TestEventFilter,
+use crate::app::vocabulary::{
+    AsOfFilter, DeadLetterFilter, Detection, EventFilter, Listing, OptOutType, StatusFilter,
+    TestEventFilter,
 };
-use crate::output::{Format, Printer, TableSpec};
+use crate::app::{self, ServeSettings};
 
 /// `--limit`: print at most this many rows.
 #[derive(Debug, Args)]
@@ -128,24 +127,19 @@ pub(super) const HISTORY_TABLE: TableSpec = TableSpec {
     ],
 };
 
-/// A store that could not be read, as a CLI error against the (redacted) URL.
-/// Opens the store's read side for a query command (never creates, migrates or writes).
-pub(super) async fn open_reader(cli: &Cli) -> Result<Arc<Reader>, CliError> {
-    Ok(app::open_reader(&cli.store, 1).await?)
-}
-
 /// Streams every row of `listing` (up to `limit`) to stdout in `format`. A closed pipe
 /// (`| head`) ends the command quietly.
 pub(super) async fn print<L: Listing>(
-    reader: Arc<Reader>,
+    cli: &Cli,
     listing: L,
     limit: Option<u64>,
     format: Format,
     table: TableSpec,
 ) -> Result<(), CliError> {
+    let pages = app::export(&cli.store, listing, limit).await?;
     let out = std::io::BufWriter::new(std::io::stdout());
     let mut printer = Printer::new(out, format, table);
-    let mut pages = Box::pin(reader.export(listing, None, limit));
+    let mut pages = Box::pin(pages);
     let result = async {
         while let Some(page) = pages.next().await {
             printer.rows(&page?)?;
@@ -172,7 +166,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Prints opt status, now or at an instant.
 pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
-    let reader = open_reader(cli).await?;
     let (limit, format) = (args.limit.limit, args.format.format);
     match args.as_of {
         Some(at) => {
@@ -183,7 +176,7 @@ pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
                 accounts: args.account.clone(),
                 honor_revocations: args.honor_revocations,
             };
-            print(reader, listing, limit, format, STATUS_TABLE).await
+            print(cli, listing, limit, format, STATUS_TABLE).await
         }
         None => {
             let listing = StatusFilter {
@@ -191,14 +184,13 @@ pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
                 scope: args.scope.clone(),
                 accounts: args.account.clone(),
             };
-            print(reader, listing, limit, format, STATUS_TABLE).await
+            print(cli, listing, limit, format, STATUS_TABLE).await
         }
     }
 }
 
 /// Prints opt events.
 pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
-    let reader = open_reader(cli).await?;
     let listing = EventFilter {
         since: args.since,
         opt_out_type: args.opt_type.map(|t| match t {
@@ -214,26 +206,26 @@ pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
         }),
     };
     let (limit, format) = (args.limit.limit, args.format.format);
-    print(reader, listing, limit, format, EVENTS_TABLE).await
+    print(cli, listing, limit, format, EVENTS_TABLE).await
 }
 
 /// Prints dead letters.
 pub async fn dead_letters(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
-    let reader = open_reader(cli).await?;
     let (limit, format) = (args.limit.limit, args.format.format);
-    print(reader, DeadLetterFilter, limit, format, DEAD_LETTERS_TABLE).await
+    print(cli, DeadLetterFilter, limit, format, DEAD_LETTERS_TABLE).await
 }
 
 /// Prints sink test events.
 pub async fn test_events(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
-    let reader = open_reader(cli).await?;
     let (limit, format) = (args.limit.limit, args.format.format);
-    print(reader, TestEventFilter, limit, format, TableSpec::default()).await
+    print(cli, TestEventFilter, limit, format, TableSpec::default()).await
 }
 
 /// Serves the HTTP API until SIGINT/SIGTERM.
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
-    let auth = Arc::new(args.auth.api_auth(args.http_addr)?);
-    let shutdown = super::shutdown_on_signals();
-    Ok(app::serve(&cli.store, args.http_addr, auth, shutdown).await?)
+    let settings = ServeSettings {
+        store_url: cli.store.clone(),
+        http: args.auth.settings(args.http_addr),
+    };
+    Ok(app::serve(settings, super::shutdown_on_signals()).await?)
 }

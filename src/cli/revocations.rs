@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tracing::info;
 
-use super::{Cli, CliError, FormatArg, open_store_read_only};
-use crate::app::{RevocationFilter, Revocations, RuleSet};
+use super::output::TableSpec;
+use super::{Cli, CliError, FormatArg};
+use crate::app::DecodeSettings;
+use crate::app::vocabulary::RevocationFilter;
 
 /// Revocation-phrase flags of `optout run` and `optout replay`.
 #[derive(Debug, Clone, Args)]
@@ -21,26 +22,13 @@ pub struct RevocationArgs {
 }
 
 impl RevocationArgs {
-    /// The rules in force: the file's (loaded once, kept for the life of the process), or the
-    /// built-in ones. A bad file is a usage error (exit 2) with one line that says what is wrong.
-    pub fn revocations(&self) -> Result<Revocations, CliError> {
-        let Some(path) = &self.revocation_rules else {
-            info!(
-                rules = RuleSet::builtin().version(),
-                honor_revocations = self.honor_revocations,
-                "Revocation phrase detection on."
-            );
-            return Ok(Revocations::Builtin);
-        };
-        let set = RuleSet::load(path)
-            .map_err(|e| CliError::Usage(format!("invalid --revocation-rules: {e}")))?;
-        let set: &'static RuleSet = Box::leak(Box::new(set));
-        info!(
-            rules = set.version(),
-            honor_revocations = self.honor_revocations,
-            "Revocation phrase detection on."
-        );
-        Ok(Revocations::Custom(set))
+    /// The decoding settings of `run` and `replay`, with `--infer-keywords`.
+    pub fn settings(&self, infer_keywords: bool) -> DecodeSettings {
+        DecodeSettings {
+            infer_keywords,
+            revocation_rules: self.revocation_rules.clone(),
+            honor_revocations: self.honor_revocations,
+        }
     }
 }
 
@@ -56,12 +44,6 @@ pub struct RevocationsArgs {
 
 /// Prints the subscribers whose latest signal is a phrase revocation Twilio did not block.
 pub async fn revocations(cli: &Cli, args: &RevocationsArgs) -> Result<(), CliError> {
-    let store = open_store_read_only(&cli.store, 2).await?;
-    let rows = store
-        .revocations(&RevocationFilter { since: args.since })
-        .await
-        .map_err(|e| CliError::Runtime(e.into()))?;
-    let stdout = std::io::stdout();
-    crate::output::write_rows(&mut stdout.lock(), &rows, args.format.format)
-        .map_err(CliError::Runtime)
+    let listing = RevocationFilter { since: args.since };
+    super::query::print(cli, listing, None, args.format.format, TableSpec::default()).await
 }

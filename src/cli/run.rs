@@ -1,14 +1,14 @@
 //! `optout run`: consume a stream until stopped (or idle, with `--exit-when-idle`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use tracing::info;
 
-use super::{Cli, CliError, kinesis_client, shutdown_on_signals};
-use crate::app::{self, ConsumerConfig, DecodeOptions, InitialPosition, RunSettings, StoreUrl};
+use super::{Cli, CliError, shutdown_on_signals};
+use crate::app::vocabulary::InitialPosition;
+use crate::app::{self, ConsumerSettings, RunSettings};
 
 /// `optout run` flags.
 #[derive(Debug, Args)]
@@ -48,7 +48,7 @@ pub struct RunArgs {
     #[arg(long, env = "OPTOUT_MAX_RECORDS_PER_CALL", default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_records_per_call: i32,
     /// Memory budget, in MiB, for records held between fetch and commit across all shards:
-    /// readers size their calls to share it. See the README's sizing notes.
+    /// readers size their calls to share it. See docs/performance.md for sizing.
     #[arg(long, env = "OPTOUT_MAX_IN_FLIGHT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_in_flight_mb: u64,
     /// Restart a shard reader that made no successful call for this many seconds.
@@ -104,50 +104,27 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the consumer.
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
-    if args.stream.trim().is_empty() {
-        return Err(CliError::Usage(
-            "--stream is empty: name the Kinesis stream to read".into(),
-        ));
-    }
-    StoreUrl::parse(&cli.store)?; // a typo in --store fails before any AWS call
-    let http = match args.http_addr {
-        Some(addr) => Some((addr, Arc::new(args.auth.api_auth(addr)?))),
-        None => None,
-    };
-    let mut engine = ConsumerConfig {
-        initial_position: args.initial_position,
-        poll_interval: Duration::from_millis(args.poll_interval_ms),
-        discovery_interval: Duration::from_secs(args.shard_discovery_secs),
-        exit_when_idle: args.exit_when_idle,
-        lease_duration: Duration::from_millis(args.lease_ms),
-        max_records: args.max_records_per_call,
-        budget: crate::kinesis::Budget::from_mb(args.max_in_flight_mb),
-        stall_timeout: Duration::from_secs(args.stall_timeout_secs),
-        consumer_name: args.consumer_name.clone(),
-        failing_after: Duration::from_secs(args.failing_after_secs),
-        ..ConsumerConfig::new(args.stream.clone())
-    };
-    match &args.worker_id {
-        Some(id) if id.trim().is_empty() => {
-            return Err(CliError::Usage(
-                "--worker-id is empty: give each worker a name".into(),
-            ));
-        }
-        Some(id) => engine.worker_id = id.clone(),
-        None => {}
-    }
     let settings = RunSettings {
         store_url: cli.store.clone(),
-        engine,
-        decode: DecodeOptions {
-            infer_keywords: args.infer_keywords,
-            revocations: args.revocation.revocations()?,
+        aws: cli.aws(),
+        consumer: ConsumerSettings {
+            initial_position: args.initial_position,
+            poll_interval: Duration::from_millis(args.poll_interval_ms),
+            discovery_interval: Duration::from_secs(args.shard_discovery_secs),
+            exit_when_idle: args.exit_when_idle,
+            worker_id: args.worker_id.clone(),
+            lease_duration: Duration::from_millis(args.lease_ms),
+            max_records_per_call: args.max_records_per_call,
+            max_in_flight_mb: args.max_in_flight_mb,
+            stall_timeout: Duration::from_secs(args.stall_timeout_secs),
+            consumer_name: args.consumer_name.clone(),
+            failing_after: Duration::from_secs(args.failing_after_secs),
+            ..ConsumerSettings::new(args.stream.clone())
         },
-        honor_revocations: args.revocation.honor_revocations,
-        http,
+        decode: args.revocation.settings(args.infer_keywords),
+        http: args.http_addr.map(|addr| args.auth.settings(addr)),
     };
-    let client = kinesis_client(cli, true).await?;
-    let stats = app::run(settings, client, shutdown_on_signals()).await?;
+    let stats = app::run(settings, shutdown_on_signals()).await?;
     info!(
         records = stats.records,
         shards_finished = stats.shards_finished,

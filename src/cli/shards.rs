@@ -3,9 +3,9 @@
 
 use clap::Args;
 
-use super::{Cli, CliError, FormatArg, kinesis_client};
+use super::output::write_rows;
+use super::{Cli, CliError, FormatArg};
 use crate::app;
-use crate::output::write_rows;
 
 /// `optout shards` flags.
 #[derive(Debug, Args)]
@@ -19,8 +19,7 @@ pub struct ShardsArgs {
 
 /// Prints the stream's shards, joined with the store's leases and checkpoints.
 pub async fn shards(cli: &Cli, args: &ShardsArgs) -> Result<(), CliError> {
-    let client = kinesis_client(cli, false).await?;
-    let rows = app::shard_table(&cli.store, &client, &args.stream).await?;
+    let rows = app::shard_table(&cli.store, &cli.aws(), &args.stream).await?;
     let stdout = std::io::stdout();
     write_rows(&mut stdout.lock(), &rows, args.format.format).map_err(CliError::Runtime)
 }

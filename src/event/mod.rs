@@ -5,7 +5,7 @@
 //! slices and builds nothing, so the ~98% of records that are delivery receipts or ordinary
 //! messages cost one scan. Owned strings are made only for opt events and test events.
 //!
-//! The rules (DESIGN.md, "Semantics"):
+//! The rules (docs/semantics.md):
 //! 1. `com.twilio.messaging.inbound-message.received` with `data.optOutType` STOP/START/HELP in
 //!    any case is an opt event. Without `optOutType` (absent or null): schema version >= 5 is not
 //!    an opt event; version < 5 or unknown is one only with `infer_keywords` and a body that,
@@ -18,7 +18,7 @@
 //! 4. Other event types are skipped, once the record is known to be JSON and a CloudEvent.
 //! 5. `com.twilio.eventstreams.test-event` yields the sink's `test_id`.
 //!
-//! Choices beyond DESIGN.md: a record must be JSON exactly as `serde_json::Value` accepts it, even
+//! Choices beyond those rules: a record must be JSON exactly as `serde_json::Value` accepts it, even
 //! inside values nobody reads (no leniency, so a damaged record is never a silent skip); duplicate
 //! keys, last one wins (as `serde_json::Value`); escaped keys are decoded before matching; `specversion` must be exactly "1.0" (0.3 is a dead letter, Twilio
 //! sends only 1.0); `id`, `type` and `source` must be non-empty (the CloudEvents spec says so, and

@@ -1,13 +1,14 @@
-//! The HTTP surface: health and readiness probes, Prometheus metrics, and the read-only query
-//! API for data teams and senders (`/v1`, described by `schemas/openapi.json`).
+//! The HTTP server shell: the accept loop with its limits, bearer-token authentication, the
+//! health and readiness probes and Prometheus metrics. The routes of the ways in and out (the
+//! query API, `/v1`) are handed in by the composition root, which merges them here behind the
+//! token check and the in-flight bound; this module knows none of them.
 //!
-//! The query API serves phone numbers, so `/v1/*` takes a bearer token when one is set
+//! The query API serves phone numbers, so protected routes take a bearer token when one is set
 //! ([`ApiAuth`]); the probes stay open for the orchestrator, and `/metrics` is open unless
-//! asked otherwise. Every `/v1` answer is bounded (pages, or a stream in constant memory) and
-//! reads through the store's own read pool ([`Reader`]), never the consumer's connections.
+//! asked otherwise.
 
-mod api;
 mod auth;
+mod error;
 mod serve;
 
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use api::ApiError;
 pub use auth::ApiAuth;
+pub use error::ApiError;
 
 use crate::store::Reader;
 
@@ -48,28 +49,33 @@ pub struct AppState {
     pub auth: Arc<ApiAuth>,
     /// The consumer's shard health and the time after which a failing shard makes the
     /// process unready (`optout run` only).
-    pub health: Option<(crate::kinesis::Health, std::time::Duration)>,
+    pub health: Option<(kinesis_engine::Health, Duration)>,
 }
 
-/// The routes: `/v1/*` (and `/metrics` if so configured) behind [`ApiAuth`], bounded in time
-/// and in concurrency.
-pub fn router(state: AppState) -> Router {
+/// The routes: `protected` (the ways out, e.g. `/v1/*`; and `/metrics` if so configured)
+/// behind [`ApiAuth`], bounded in time and in concurrency, beside the open probes.
+pub fn router(state: AppState, protected: Router) -> Router {
     let auth = state.auth.clone();
-    let mut protected = api::routes();
+    let mut protected_here = Router::new();
     let mut open = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
     if auth.metrics_require_token {
-        protected = protected.route("/metrics", get(metrics));
+        protected_here = protected_here.route("/metrics", get(metrics));
     } else {
         open = open.route("/metrics", get(metrics));
     }
     let guard = middleware::from_fn_with_state(auth, auth::require_token);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let bound = middleware::from_fn_with_state(slots, bounded);
-    open.merge(protected.route_layer(guard).route_layer(bound))
+    let protected = protected_here
+        .with_state(state.clone())
+        .merge(protected)
+        .route_layer(guard)
+        .route_layer(bound);
+    open.with_state(state)
+        .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
-        .with_state(state)
 }
 
 /// At most [`MAX_IN_FLIGHT`] requests at once, each with [`REQUEST_TIMEOUT`] to answer.
@@ -88,14 +94,14 @@ async fn bounded(State(slots): State<Arc<Semaphore>>, request: Request, next: Ne
     }
 }
 
-/// Serves the routes on `listener` until `shutdown` is cancelled.
+/// Serves `app` (see [`router`]) on `listener` until `shutdown` is cancelled.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
-    state: AppState,
+    app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "HTTP API listening.");
-    serve::serve(listener, router(state), shutdown).await
+    serve::serve(listener, app, shutdown).await
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

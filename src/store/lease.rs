@@ -1,6 +1,6 @@
-//! Lease storage on the SQL store, the same statements on both backends. The engine reaches
-//! these methods through its `LeaseStore` trait, implemented by an adapter in [`crate::app`]:
-//! the store knows nothing of the engine.
+//! The lease table ([`Leases`], part of the write side), the same statements on both backends.
+//! The engine reaches it through its own `LeaseStore` trait, implemented by an adapter in
+//! [`crate::ingest`]: the store knows nothing of the engine.
 //!
 //! Every method is one short transaction (most are a single statement), and every time is the
 //! database's clock ([`Dialect::now_ms`]), so workers with skewed clocks agree on expiry.
@@ -10,8 +10,9 @@
 //! takers split the free rows instead of waiting for each other; SQLite has one writer at a
 //! time). The fencing check at commit is [`Dialect::check_lease`].
 
-use sqlx::Row;
+use async_trait::async_trait;
 use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 
 use super::StoreError;
 use super::model::{HeldLease, LeaseRow};
@@ -110,17 +111,86 @@ impl LeaseSql {
     }
 }
 
+/// Which worker reads which shard, when several workers share a stream: one lease per shard
+/// with an owner, an expiry (the database's clock) and a fencing token that grows at every
+/// change of owner. Every method is one short transaction.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Makes sure a (free) lease row exists for each shard; existing rows are left alone.
+    async fn ensure_leases(&self, stream: &str, shard_ids: &[String]) -> Result<(), StoreError>;
+
+    /// Extends every lease `worker` still holds by `lease_ms` and returns them; a lease taken
+    /// over by another worker is absent from the result.
+    async fn renew_leases(
+        &self,
+        stream: &str,
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<Vec<HeldLease>, StoreError>;
+
+    /// Takes up to `max` free or expired leases among `candidates` (their token grows).
+    async fn acquire_leases(
+        &self,
+        stream: &str,
+        worker: &str,
+        candidates: &[String],
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<HeldLease>, StoreError>;
+
+    /// Takes one unexpired lease from `victim` (its token grows), if the victim still holds it.
+    async fn steal_lease(
+        &self,
+        stream: &str,
+        worker: &str,
+        victim: &str,
+        shard_id: &str,
+        lease_ms: i64,
+    ) -> Result<Option<HeldLease>, StoreError>;
+
+    /// Gives up `worker`'s leases on these shards at once: no owner, expiry in the past.
+    async fn release_leases(
+        &self,
+        stream: &str,
+        worker: &str,
+        shard_ids: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Every lease of the stream, and the database's current time in ms since the epoch.
+    async fn leases(&self, stream: &str) -> Result<(Vec<LeaseRow>, i64), StoreError>;
+}
+
+/// Every lease of `stream` and the database's clock, read through `pool` (the writer's, or a
+/// [`crate::store::Reader`]'s).
+pub(super) async fn lease_rows(
+    pool: &AnyPool,
+    dialect: Dialect,
+    stream: &str,
+) -> Result<(Vec<LeaseRow>, i64), StoreError> {
+    let rows = sqlx::query(
+        "SELECT shard_id, owner, token, expires_at FROM leases WHERE stream_name = $1 \
+         ORDER BY shard_id",
+    )
+    .bind(stream)
+    .fetch_all(pool)
+    .await?;
+    let leases = rows.iter().map(lease_row).collect::<Result<_, _>>()?;
+    let now: i64 = sqlx::query(sqlx::AssertSqlSafe(LeaseSql(dialect).now()))
+        .fetch_one(pool)
+        .await?
+        .try_get("now_ms")?;
+    Ok((leases, now))
+}
+
 impl SqlStore {
     fn lease_sql(&self) -> LeaseSql {
         LeaseSql(self.dialect)
     }
+}
 
-    /// Makes sure a (free) lease row exists for each shard; existing rows are left alone.
-    pub async fn ensure_leases(
-        &self,
-        stream: &str,
-        shard_ids: &[String],
-    ) -> Result<(), StoreError> {
+#[async_trait]
+impl Leases for SqlStore {
+    async fn ensure_leases(&self, stream: &str, shard_ids: &[String]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for shard_id in shard_ids {
             sqlx::query(LeaseSql::ensure())
@@ -133,9 +203,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Extends every lease `worker` still holds by `lease_ms` and returns them; a lease taken
-    /// over by another worker is absent from the result.
-    pub async fn renew_leases(
+    async fn renew_leases(
         &self,
         stream: &str,
         worker: &str,
@@ -150,8 +218,7 @@ impl SqlStore {
         held_leases(&rows)
     }
 
-    /// Takes up to `max` free or expired leases among `candidates` (their token grows).
-    pub async fn acquire_leases(
+    async fn acquire_leases(
         &self,
         stream: &str,
         worker: &str,
@@ -175,8 +242,7 @@ impl SqlStore {
         held_leases(&rows)
     }
 
-    /// Takes one unexpired lease from `victim` (its token grows), if the victim still holds it.
-    pub async fn steal_lease(
+    async fn steal_lease(
         &self,
         stream: &str,
         worker: &str,
@@ -195,8 +261,7 @@ impl SqlStore {
         Ok(held_leases(&rows)?.into_iter().next())
     }
 
-    /// Gives up `worker`'s leases on these shards at once: no owner, expiry in the past.
-    pub async fn release_leases(
+    async fn release_leases(
         &self,
         stream: &str,
         worker: &str,
@@ -215,20 +280,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Every lease of the stream, and the database's current time in ms since the epoch.
-    pub async fn leases(&self, stream: &str) -> Result<(Vec<LeaseRow>, i64), StoreError> {
-        let rows = sqlx::query(
-            "SELECT shard_id, owner, token, expires_at FROM leases WHERE stream_name = $1 \
-             ORDER BY shard_id",
-        )
-        .bind(stream)
-        .fetch_all(&self.pool)
-        .await?;
-        let leases = rows.iter().map(lease_row).collect::<Result<_, _>>()?;
-        let now: i64 = sqlx::query(sqlx::AssertSqlSafe(self.lease_sql().now()))
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("now_ms")?;
-        Ok((leases, now))
+    async fn leases(&self, stream: &str) -> Result<(Vec<LeaseRow>, i64), StoreError> {
+        lease_rows(&self.pool, self.dialect, stream).await
     }
 }

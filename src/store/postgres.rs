@@ -20,47 +20,53 @@ const READ_ONLY_SESSION: &str = "SET SESSION CHARACTERISTICS AS TRANSACTION READ
 /// is retried under a lease that fencing refuses.
 const WRITER_SESSION: &str = "SET idle_in_transaction_session_timeout = '10s'";
 
-impl SqlStore {
-    /// Connects to PostgreSQL at `url` with up to `max_connections`: for
-    /// [`Access::ReadWrite`] migrating the schema, for [`Access::ReadOnly`] only checking it.
-    ///
-    /// One probe connection is made first, so that a failure ("connection refused",
-    /// "password authentication failed", "database … does not exist") is reported at once
-    /// with its cause instead of as a pool timeout after retries.
-    pub async fn open_postgres(
-        url: &str,
-        max_connections: u32,
-        access: Access,
-    ) -> Result<Self, StoreError> {
-        super::install_drivers();
-        let options = AnyConnectOptions::from_str(url)?;
-        let session = match access {
-            Access::ReadWrite => "SELECT 1",
-            Access::ReadOnly => READ_ONLY_SESSION,
-        };
-        super::probe(&options, session).await?;
-        let mut pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(10));
-        let session_setup = match access {
-            Access::ReadOnly => READ_ONLY_SESSION,
-            Access::ReadWrite => WRITER_SESSION,
-        };
-        pool = pool.after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                conn.execute(session_setup).await?;
-                Ok(())
-            })
-        });
-        let pool = pool.connect_with(options).await?;
-        match access {
-            Access::ReadWrite => {
-                Dialect::Postgres.migrate(&pool).await?;
-            }
-            Access::ReadOnly => Dialect::Postgres.check_schema(&pool).await?,
+/// Connects to PostgreSQL at `url` with up to `max_connections`: for [`Access::ReadWrite`]
+/// migrating the schema, for [`Access::ReadOnly`] only checking it (and every session refuses
+/// writes).
+///
+/// One probe connection is made first, so that a failure ("connection refused", "password
+/// authentication failed", "database … does not exist") is reported at once with its cause
+/// instead of as a pool timeout after retries.
+pub(super) async fn open_pool(
+    url: &str,
+    max_connections: u32,
+    access: Access,
+) -> Result<sqlx::AnyPool, StoreError> {
+    super::install_drivers();
+    let options = AnyConnectOptions::from_str(url)?;
+    let session = match access {
+        Access::ReadWrite => "SELECT 1",
+        Access::ReadOnly => READ_ONLY_SESSION,
+    };
+    super::probe(&options, session).await?;
+    let mut pool = AnyPoolOptions::new()
+        .max_connections(max_connections.max(2))
+        .acquire_timeout(Duration::from_secs(10));
+    let session_setup = match access {
+        Access::ReadOnly => READ_ONLY_SESSION,
+        Access::ReadWrite => WRITER_SESSION,
+    };
+    pool = pool.after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            conn.execute(session_setup).await?;
+            Ok(())
+        })
+    });
+    let pool = pool.connect_with(options).await?;
+    match access {
+        Access::ReadWrite => {
+            Dialect::Postgres.migrate(&pool).await?;
         }
+        Access::ReadOnly => Dialect::Postgres.check_schema(&pool).await?,
+    }
+    Ok(pool)
+}
+
+impl SqlStore {
+    /// Connects to PostgreSQL at `url` for writing, with up to `max_connections`.
+    pub(super) async fn open_postgres(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         Ok(SqlStore {
-            pool,
+            pool: open_pool(url, max_connections, Access::ReadWrite).await?,
             dialect: Dialect::Postgres,
             runner_lock: std::sync::Mutex::new(None),
             sqlite_path: None,

@@ -65,6 +65,25 @@ const POSTGRES: &[Migration] = &[
 ];
 
 impl Dialect {
+    /// A time column as the API shows it: `2026-03-01T12:00:04.512000Z`, whatever the backend
+    /// (PostgreSQL keeps times as `timestamptz`, SQLite as fixed-width RFC 3339 text).
+    pub(super) fn ts_out(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => column.to_string(),
+            Dialect::Postgres => {
+                format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            }
+        }
+    }
+
+    /// A bound time parameter as the column's type.
+    pub(super) fn ts_in(self, placeholder: &str) -> String {
+        match self {
+            Dialect::Sqlite => placeholder.to_string(),
+            Dialect::Postgres => format!("CAST({placeholder} AS timestamptz)"),
+        }
+    }
+
     /// Backend name for logs.
     pub fn name(self) -> &'static str {
         match self {

@@ -9,17 +9,15 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use sqlx::AnyPool;
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::model::*;
-use super::query::{ts_in, ts_out};
 use super::schema::Dialect;
 use super::{Store, StoreError};
 use crate::event::{Detection, OptEvent, OptOutType};
 
 /// A store backed by a SQL database reached through sqlx's `any` driver.
-pub struct SqlStore {
+pub(super) struct SqlStore {
     pub(super) pool: AnyPool,
     pub(super) dialect: Dialect,
     /// SQLite only: the held lock that makes this process the only runner on the file.
@@ -52,8 +50,8 @@ impl CommitSql {
                  schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, \
                  rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {}, $12, $13, $14, $15, \
                  {}, $17, $18) ON CONFLICT (event_id) DO NOTHING",
-                ts_in(d, "$11"),
-                ts_in(d, "$16")
+                d.ts_in("$11"),
+                d.ts_in("$16")
             ),
             apply_status: format!(
                 "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
@@ -65,27 +63,27 @@ impl CommitSql {
                  WHERE excluded.changed_at > opt_status.changed_at \
                  OR (excluded.changed_at = opt_status.changed_at \
                  AND excluded.event_id > opt_status.event_id)",
-                ts_in(d, "$7")
+                d.ts_in("$7")
             ),
             insert_dead_letter: format!(
                 "INSERT INTO dead_letters (stream_name, shard_id, sequence_number, partition_key, \
                  reason, data, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, {}) \
                  ON CONFLICT (stream_name, shard_id, sequence_number) DO NOTHING",
-                ts_in(d, "$7")
+                d.ts_in("$7")
             ),
             insert_test_event: format!(
                 "INSERT INTO sink_test_events (test_id, account_sid, occurred_at, stream_name, \
                  shard_id, sequence_number, recorded_at) VALUES ($1, $2, {}, $4, $5, $6, {}) \
                  ON CONFLICT (test_id) DO NOTHING",
-                ts_in(d, "$3"),
-                ts_in(d, "$7")
+                d.ts_in("$3"),
+                d.ts_in("$7")
             ),
             write_checkpoint: format!(
                 "INSERT INTO checkpoints (stream_name, shard_id, sequence_number, finished, updated_at) \
                  VALUES ($1, $2, $3, $4, {}) ON CONFLICT (stream_name, shard_id) DO UPDATE SET \
                  sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), \
                  finished = excluded.finished, updated_at = excluded.updated_at",
-                ts_in(d, "$5")
+                d.ts_in("$5")
             ),
         }
     }
@@ -102,11 +100,6 @@ fn commit_sql(d: Dialect) -> &'static CommitSql {
 }
 
 impl SqlStore {
-    /// The backend's dialect.
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     /// Inserts the batch's opt events and applies their status changes.
     ///
     /// Rows are locked in one global order (events by id, then status rows by key), the same
@@ -272,6 +265,10 @@ impl Store for SqlStore {
         self.dialect.name()
     }
 
+    fn shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
     async fn commit(&self, batch: &Batch) -> Result<CommitSummary, StoreError> {
         let recorded_at = now();
         let mut summary = CommitSummary::default();
@@ -292,82 +289,7 @@ impl Store for SqlStore {
     }
 
     async fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, StoreError> {
-        // Audited: only the dialect's constant time format is spliced in.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT shard_id, sequence_number, CAST(finished AS INTEGER) AS finished, \
-             {} AS updated_at FROM checkpoints WHERE stream_name = $1 ORDER BY shard_id",
-            ts_out(self.dialect, "updated_at")
-        )))
-        .bind(stream)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Checkpoint {
-                    shard_id: r.try_get("shard_id")?,
-                    sequence_number: r.try_get("sequence_number")?,
-                    finished: r.try_get::<i64, _>("finished")? != 0,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn status(&self, f: &StatusFilter) -> Result<Vec<StatusRow>, StoreError> {
-        super::query::read_all(&self.pool, self.dialect, f).await
-    }
-
-    async fn events(&self, f: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
-        super::query::read_all(&self.pool, self.dialect, f).await
-    }
-
-    async fn revocations(&self, f: &RevocationFilter) -> Result<Vec<RevocationRow>, StoreError> {
-        // The latest STOP/START per (account, scope, subscriber) by data.timestamp, ties to the
-        // larger event id (HELP ignored), is a phrase revocation: nothing later overrides it.
-        let sql = format!(
-            "SELECT e.account_sid, e.scope, e.messaging_service_sid, e.sender, e.subscriber, \
-             {} AS occurred_at, e.rule, e.body, e.event_id, s.status FROM opt_events e \
-             LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
-             AND s.subscriber = e.subscriber \
-             WHERE e.detection = 'phrase' AND e.opt_out_type = 'STOP' \
-             AND NOT EXISTS (SELECT 1 FROM opt_events l WHERE l.account_sid = e.account_sid \
-             AND l.scope = e.scope AND l.subscriber = e.subscriber \
-             AND l.opt_out_type IN ('STOP', 'START') AND (l.occurred_at > e.occurred_at \
-             OR (l.occurred_at = e.occurred_at AND l.event_id > e.event_id)))",
-            ts_out(self.dialect, "e.occurred_at")
-        );
-        let mut q = Query::new(&sql);
-        if let Some(since) = f.since.map(format_ts) {
-            q.args.push(since);
-            let p = ts_in(self.dialect, &format!("${}", q.args.len()));
-            q.sql.push_str(&format!(" AND e.occurred_at >= {p}"));
-        }
-        q.sql.push_str(" ORDER BY e.occurred_at, e.event_id");
-        let rows = q.fetch(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RevocationRow {
-                    account_sid: r.try_get("account_sid")?,
-                    scope: r.try_get("scope")?,
-                    messaging_service_sid: r.try_get("messaging_service_sid")?,
-                    sender: r.try_get("sender")?,
-                    subscriber: r.try_get("subscriber")?,
-                    revoked_at: r.try_get("occurred_at")?,
-                    rule: r.try_get("rule")?,
-                    body: r.try_get("body")?,
-                    event_id: r.try_get("event_id")?,
-                    status: r.try_get("status")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
-        super::query::read_all(&self.pool, self.dialect, &super::query::DeadLetterFilter).await
-    }
-
-    async fn test_events(&self) -> Result<Vec<TestEventRow>, StoreError> {
-        super::query::read_all(&self.pool, self.dialect, &super::query::TestEventFilter).await
+        checkpoint_rows(&self.pool, self.dialect, stream).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -384,26 +306,30 @@ impl Store for SqlStore {
     }
 }
 
-/// A filtered SELECT built from optional conditions, with numbered placeholders.
-struct Query {
-    sql: String,
-    args: Vec<String>,
-}
-
-impl Query {
-    fn new(select: &str) -> Self {
-        Query {
-            sql: select.to_string(),
-            args: Vec::new(),
-        }
-    }
-
-    async fn fetch(&self, pool: &AnyPool) -> Result<Vec<AnyRow>, sqlx::Error> {
-        // Audited: only column names and `$N` placeholders are spliced in; values are bound.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql.as_str()));
-        for a in &self.args {
-            q = q.bind(a);
-        }
-        q.fetch_all(pool).await
-    }
+/// Every checkpoint of `stream`, read through `pool` (the writer's, or a
+/// [`super::Reader`]'s for `optout shards`).
+pub(super) async fn checkpoint_rows(
+    pool: &AnyPool,
+    dialect: Dialect,
+    stream: &str,
+) -> Result<Vec<Checkpoint>, StoreError> {
+    // Audited: only the dialect's constant time format is spliced in.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT shard_id, sequence_number, CAST(finished AS INTEGER) AS finished, \
+         {} AS updated_at FROM checkpoints WHERE stream_name = $1 ORDER BY shard_id",
+        dialect.ts_out("updated_at")
+    )))
+    .bind(stream)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Checkpoint {
+                shard_id: r.try_get("shard_id")?,
+                sequence_number: r.try_get("sequence_number")?,
+                finished: r.try_get::<i64, _>("finished")? != 0,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect()
 }

@@ -20,63 +20,69 @@ const READ_WRITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous 
 const READ_ONLY_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA query_only = ON; SELECT count(*) FROM sqlite_master;";
 
+/// Opens the SQLite database at `path`: for [`Access::ReadWrite`], creating it (mode 0600: it
+/// holds phone numbers) and migrating it; for [`Access::ReadOnly`], only if it exists, without
+/// writing anything, and checking its schema is this binary's.
+///
+/// One connection: SQLite has one writer at a time anyway, and a single connection never meets
+/// `SQLITE_BUSY` from itself.
+pub(super) async fn open_pool(path: &str, access: Access) -> Result<sqlx::AnyPool, StoreError> {
+    super::install_drivers();
+    let memory = path == ":memory:";
+    if !memory {
+        match access {
+            Access::ReadWrite => create_private(Path::new(path))?,
+            Access::ReadOnly if !Path::new(path).exists() => {
+                return Err(StoreError::NotFound {
+                    path: path.to_string(),
+                });
+            }
+            Access::ReadOnly => {}
+        }
+    }
+    let pool = match access {
+        Access::ReadWrite => {
+            let url = if memory {
+                "sqlite::memory:".to_string()
+            } else {
+                format!("sqlite://{path}?mode=rw")
+            };
+            let pool = connect(&url, READ_WRITE_PRAGMAS).await?;
+            Dialect::Sqlite.migrate(&pool).await?;
+            pool
+        }
+        Access::ReadOnly => {
+            let url = format!("sqlite://{path}?mode=ro");
+            match connect(&url, READ_ONLY_PRAGMAS).await {
+                Ok(pool) => pool,
+                // A WAL database in a directory we may not write (a read-only copy) cannot
+                // create its `-shm` file: read it as immutable instead, but only when it has
+                // no write-ahead log to miss (immutable reads ignore the `-wal`).
+                Err(StoreError::Connect(e) | StoreError::Database(e))
+                    if cannot_open(&e) && wal_is_empty(path) =>
+                {
+                    tracing::warn!(path, error = %e, "Cannot open the database's shared memory; reading it as an immutable file.");
+                    connect(&format!("{url}&immutable=true"), READ_ONLY_PRAGMAS).await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if access == Access::ReadOnly {
+        Dialect::Sqlite.check_schema(&pool).await?;
+    }
+    Ok(pool)
+}
+
 impl SqlStore {
-    /// Opens the SQLite database at `path`: for [`Access::ReadWrite`], creating it (mode 0600:
-    /// it holds phone numbers) and migrating it; for [`Access::ReadOnly`], only if it exists,
-    /// without writing anything, and checking its schema is this binary's.
-    ///
-    /// One connection: SQLite has one writer at a time anyway, and a single connection never
-    /// meets `SQLITE_BUSY` from itself.
-    pub async fn open_sqlite(path: &str, access: Access) -> Result<Self, StoreError> {
-        super::install_drivers();
-        let memory = path == ":memory:";
-        if !memory {
-            match access {
-                Access::ReadWrite => create_private(Path::new(path))?,
-                Access::ReadOnly if !Path::new(path).exists() => {
-                    return Err(StoreError::NotFound {
-                        path: path.to_string(),
-                    });
-                }
-                Access::ReadOnly => {}
-            }
-        }
-        let pool = match access {
-            Access::ReadWrite => {
-                let url = if memory {
-                    "sqlite::memory:".to_string()
-                } else {
-                    format!("sqlite://{path}?mode=rw")
-                };
-                let pool = connect(&url, READ_WRITE_PRAGMAS).await?;
-                Dialect::Sqlite.migrate(&pool).await?;
-                pool
-            }
-            Access::ReadOnly => {
-                let url = format!("sqlite://{path}?mode=ro");
-                match connect(&url, READ_ONLY_PRAGMAS).await {
-                    Ok(pool) => pool,
-                    // A WAL database in a directory we may not write (a read-only copy) cannot
-                    // create its `-shm` file: read it as immutable instead, but only when it
-                    // has no write-ahead log to miss (immutable reads ignore the `-wal`).
-                    Err(StoreError::Connect(e) | StoreError::Database(e))
-                        if cannot_open(&e) && wal_is_empty(path) =>
-                    {
-                        tracing::warn!(path, error = %e, "Cannot open the database's shared memory; reading it as an immutable file.");
-                        connect(&format!("{url}&immutable=true"), READ_ONLY_PRAGMAS).await?
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        if access == Access::ReadOnly {
-            Dialect::Sqlite.check_schema(&pool).await?;
-        }
+    /// Opens (creating and migrating) the SQLite database at `path` for writing.
+    pub(super) async fn open_sqlite(path: &str) -> Result<Self, StoreError> {
+        let pool = open_pool(path, Access::ReadWrite).await?;
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
             runner_lock: std::sync::Mutex::new(None),
-            sqlite_path: (!memory).then(|| path.to_string()),
+            sqlite_path: (path != ":memory:").then(|| path.to_string()),
         })
     }
 

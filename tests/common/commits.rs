@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use optout::kinesis::{RecordBatch, ShardCheckpoint};
+use kinesis_engine::{RecordBatch, ShardCheckpoint};
 
 /// One shard as committed: its records' sequence numbers in order, checkpoint, finished.
 pub type Committed = (Vec<String>, Option<String>, bool);

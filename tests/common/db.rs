@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use optout::store::{SqlStore, Store, StoreUrl};
+use optout::store::{Reader, Store};
 
 /// One test's database and a handle on it.
 pub struct Db {
-    /// The store, as the application sees it.
+    /// The store's write side, as the application sees it.
     pub store: Arc<dyn Store>,
-    /// The same handle as its concrete type (for [`optout::kinesis::LeaseStore`]).
-    pub sql: Arc<SqlStore>,
+    /// The store's read side, on read-only connections of its own.
+    pub reader: Arc<Reader>,
     /// The store URL, to open more handles on the same database.
     pub url: String,
     _dir: Option<tempfile::TempDir>,
@@ -25,30 +25,25 @@ pub fn pg_admin_url() -> String {
 }
 
 /// Opens another handle on the database at `url` (migrating it if needed).
-pub async fn open_sql(url: &str) -> Arc<SqlStore> {
-    let store = match StoreUrl::parse(url).unwrap() {
-        StoreUrl::Sqlite(path) => {
-            SqlStore::open_sqlite(&path, optout::store::Access::ReadWrite).await
-        }
-        StoreUrl::Postgres(url) => {
-            SqlStore::open_postgres(&url, 4, optout::store::Access::ReadWrite).await
-        }
-    };
-    Arc::new(store.unwrap())
+pub async fn open_store(url: &str) -> Arc<dyn Store> {
+    optout::store::open(url, 4).await.unwrap()
 }
 
-fn handles(sql: Arc<SqlStore>) -> (Arc<dyn Store>, Arc<SqlStore>) {
-    (sql.clone(), sql)
+/// Opens the read side of the database at `url`, creating and migrating it first if it does
+/// not exist yet (a test may look before the process it watches has created it).
+pub async fn open_reader(url: &str) -> Arc<Reader> {
+    open_store(url).await.close().await;
+    Arc::new(Reader::open(url, 2).await.unwrap())
 }
 
 /// A fresh SQLite database in a temporary directory.
 pub async fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/optout.db", dir.path().display());
-    let (store, sql) = handles(open_sql(&url).await);
+    let store = open_store(&url).await;
     Db {
         store,
-        sql,
+        reader: open_reader(&url).await,
         url,
         _dir: Some(dir),
         pg_drop: None,
@@ -73,10 +68,10 @@ pub async fn postgres() -> Db {
         Some((base, _)) => format!("{base}/{name}"),
         None => unreachable!("admin URL has a database"),
     };
-    let (store, sql) = handles(open_sql(&url).await);
+    let store = open_store(&url).await;
     Db {
         store,
-        sql,
+        reader: open_reader(&url).await,
         url,
         _dir: None,
         pg_drop: Some((admin, name)),

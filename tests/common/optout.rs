@@ -229,13 +229,14 @@ pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// The stored checkpoint of each shard (shard id → sequence number).
 pub async fn checkpoint_map(
-    store: &dyn optout::store::Store,
+    reader: &optout::store::Reader,
     stream: &str,
 ) -> BTreeMap<String, String> {
-    store
-        .checkpoints(stream)
+    reader
+        .shard_states(stream)
         .await
         .unwrap()
+        .0
         .into_iter()
         .filter_map(|c| Some((c.shard_id, c.sequence_number?)))
         .collect()
@@ -357,18 +358,18 @@ pub fn check_tables(optout: &Optout, n: usize) {
     );
 }
 
-pub async fn event_count(store: &dyn optout::store::Store) -> usize {
-    store
-        .events(&Default::default())
+pub async fn event_count(reader: &optout::store::Reader) -> usize {
+    reader
+        .all(&optout::store::EventFilter::default())
         .await
         .map(|e| e.len())
         .unwrap_or(0)
 }
 
 /// Waits (polling, bounded by `timeout`) until `store` holds at least `n` opt events.
-pub async fn wait_for_events(store: &dyn optout::store::Store, n: usize, timeout: Duration) {
+pub async fn wait_for_events(reader: &optout::store::Reader, n: usize, timeout: Duration) {
     super::emulator::wait_for(&format!("{n} opt events"), timeout, || async move {
-        event_count(store).await >= n
+        event_count(reader).await >= n
     })
     .await
     .unwrap();

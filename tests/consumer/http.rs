@@ -24,10 +24,10 @@ async fn http_api_serves_health_metrics_and_queries() {
     let addr = format!("127.0.0.1:{port}");
     let optout = Optout::new(emu.env());
     let worker = optout.spawn_run(&stream, &["--http-addr", &addr]);
-    let store = optout::store::open(&optout.store, 1).await.unwrap();
-    let s = &store;
+    let reader = crate::common::db::open_reader(&optout.store).await;
+    let s = &reader;
     emulator::wait_for("the STOP event", Duration::from_secs(30), || async move {
-        s.events(&Default::default())
+        s.all(&optout::store::EventFilter::default())
             .await
             .map(|e| e.len() == 1)
             .unwrap_or(false)

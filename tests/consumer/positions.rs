@@ -56,11 +56,11 @@ async fn initial_position_latest() {
     .await
     .unwrap();
     // The LATEST iterators exist once the shards are polled; wait for a caught-up poll.
-    let store = optout::store::open(&latest.store, 1).await.unwrap();
+    let reader = crate::common::db::open_reader(&latest.store).await;
     write(&client, &stream, 80, 100, 20, Duration::ZERO).await;
-    let s = &store;
+    let s = &reader;
     if let Err(e) = emulator::wait_for("the new events", Duration::from_secs(30), || async move {
-        event_count(&**s).await >= 20
+        event_count(s).await >= 20
     })
     .await
     {
@@ -105,9 +105,8 @@ async fn latest_survives_expired_iterators_without_skipping() {
     .unwrap();
     // Written while the reader idles with an iterator that will expire before its next poll.
     write(&client, &stream, 0, 40, 20, Duration::from_millis(10)).await;
-    let store = optout::store::open(&o.store, 1).await.unwrap();
-    let s = &store;
-    wait_for_events(&**s, 40, Duration::from_secs(30)).await;
+    let reader = crate::common::db::open_reader(&o.store).await;
+    wait_for_events(&reader, 40, Duration::from_secs(30)).await;
     worker.terminate();
     check_tables(&o, 40);
 }

@@ -143,12 +143,12 @@ async fn live_reshard(transport: Transport) {
     emulator::put_records(&client, &stream, &keyed(first))
         .await
         .unwrap();
-    let store = optout::store::open(&optout.store, 1).await.unwrap();
+    let reader = crate::common::db::open_reader(&optout.store).await;
     let count = |n: usize| {
-        let store = store.clone();
+        let reader = reader.clone();
         async move {
-            store
-                .events(&Default::default())
+            reader
+                .all(&optout::store::EventFilter::default())
                 .await
                 .map(|e| e.len() >= n)
                 .unwrap_or(false)

@@ -92,13 +92,13 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     // Small calls: each shard needs many commits, so the kill lands between two of them.
     let crashed = Optout::new(emu.env());
     let mut child = crashed.spawn_run(&stream, &["--max-records-per-call", "300"]);
-    let store = optout::store::open(&crashed.store, 1).await.unwrap();
-    let s = &store;
+    let reader = crate::common::db::open_reader(&crashed.store).await;
+    let s = &reader;
     emulator::wait_for(
         "a first committed opt event",
         Duration::from_secs(60),
         || async move {
-            s.events(&Default::default())
+            s.all(&optout::store::EventFilter::default())
                 .await
                 .is_ok_and(|e| !e.is_empty())
         },
@@ -106,7 +106,11 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     .await
     .unwrap();
     child.kill_9();
-    let partial = s.events(&Default::default()).await.unwrap().len();
+    let partial = s
+        .all(&optout::store::EventFilter::default())
+        .await
+        .unwrap()
+        .len();
     assert!(
         0 < partial && partial < expected[1].len(),
         "the kill must land mid-backlog: {partial} of {} opt events stored",
@@ -114,7 +118,7 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     );
     // The restart resumes exactly at the checkpoints: it makes durable the records after
     // them and none before (a reader that ignored them would read everything again).
-    let cps = checkpoint_map(&*store, &stream).await;
+    let cps = checkpoint_map(&reader, &stream).await;
     let all = emulator::read_all(&client, &stream).await;
     let resumed = records_read(&crashed.run_to_idle(&stream, &[]));
     assert_eq!(
@@ -149,11 +153,11 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
     let o = Optout::new(emu.env());
     let worker = o.spawn_run(&stream, &["--poll-interval-ms", "1500"]);
     write(&client, &stream, 0, 40, 20, Duration::from_millis(10)).await;
-    let store = optout::store::open(&o.store, 1).await.unwrap();
-    let s = &store;
+    let reader = crate::common::db::open_reader(&o.store).await;
+    let s = &reader;
     let w = &worker;
     if let Err(e) = emulator::wait_for("40 events", Duration::from_secs(30), || async move {
-        event_count(&**s).await >= 40
+        event_count(s).await >= 40
     })
     .await
     {
@@ -172,7 +176,7 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
     .await
     .unwrap();
     write(&client, &stream, 40, 80, 20, Duration::from_millis(10)).await;
-    wait_for_events(&**s, 80, Duration::from_secs(30)).await;
+    wait_for_events(s, 80, Duration::from_secs(30)).await;
     let logs = worker.terminate();
     assert_eq!(records_read(&logs), 80, "nothing read twice");
     check_tables(&o, 80);

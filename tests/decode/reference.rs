@@ -51,7 +51,7 @@ fn version(dataschema: &str) -> Option<u32> {
     all_digits.then(|| digits.parse().ok()).flatten()
 }
 
-/// The rules of DESIGN.md "Semantics", written the slow and plain way.
+/// The rules of docs/semantics.md, written the slow and plain way.
 pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
     let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(bytes) else {
         return dead("not JSON");

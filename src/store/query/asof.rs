@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::lists::{status_key, status_row};
-use super::sqlbuild::{Key, Select, key, page, time_key, ts_out};
+use super::sqlbuild::{Key, Select, key, page, time_key};
 use super::{Listing, Page, PageRequest, QueryError, Reader};
 use crate::store::model::{StatusRow, format_ts};
 
@@ -62,7 +62,7 @@ impl Listing for AsOfFilter {
                  ELSE 'opted_in' END AS status, {} AS changed_at, event_id, ROW_NUMBER() OVER \
                  (PARTITION BY account_sid, scope, subscriber ORDER BY occurred_at DESC, \
                  event_id DESC) AS rn FROM opt_events WHERE {}",
-                ts_out(reader.dialect, "occurred_at"),
+                reader.dialect.ts_out("occurred_at"),
                 changes_status("", self.honor_revocations)
             ),
         );
@@ -136,7 +136,7 @@ impl Listing for HistoryFilter {
                  AND (l.occurred_at, l.event_id) <= (e.occurred_at, e.event_id) \
                  ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT 1) AS status_after \
                  FROM opt_events e WHERE 1 = 1",
-                ts_out(reader.dialect, "e.occurred_at"),
+                reader.dialect.ts_out("e.occurred_at"),
                 changes_status("l.", self.honor_revocations)
             ),
         );

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::sqlbuild::{Key, Select, key, page, time_key, ts_out};
+use super::sqlbuild::{Key, Select, key, page, time_key};
 use super::{Listing, Page, PageRequest, QueryError, Reader};
 use crate::event::{Detection, OptOutType};
 use crate::store::model::{
@@ -27,7 +27,7 @@ impl Reader {
         format!(
             "account_sid, scope, messaging_service_sid, sender, subscriber, status, \
              {} AS changed_at, event_id",
-            ts_out(self.dialect, changed_at)
+            self.dialect.ts_out(changed_at)
         )
     }
 }
@@ -81,7 +81,7 @@ pub(super) fn event_columns(reader: &Reader) -> String {
         "event_id, opt_out_type, CAST(inferred AS INTEGER) AS inferred, detection, rule, \
          account_sid, messaging_service_sid, sender, subscriber, body, message_sid, \
          {} AS occurred_at, schema_version, shard_id, sequence_number",
-        ts_out(reader.dialect, "occurred_at")
+        reader.dialect.ts_out("occurred_at")
     )
 }
 
@@ -149,7 +149,7 @@ impl Listing for DeadLetterFilter {
             format!(
                 "SELECT stream_name, shard_id, sequence_number, partition_key, reason, data, \
                  {} AS recorded_at FROM dead_letters WHERE 1 = 1",
-                ts_out(reader.dialect, "recorded_at")
+                reader.dialect.ts_out("recorded_at")
             ),
         );
         q.keyset(DEAD_LETTER_KEY, req.cursor.as_ref(), req.limit)?;
@@ -201,7 +201,7 @@ impl Listing for TestEventFilter {
             format!(
                 "SELECT test_id, account_sid, {} AS occurred_at, shard_id, sequence_number \
                  FROM sink_test_events WHERE 1 = 1",
-                ts_out(reader.dialect, "occurred_at")
+                reader.dialect.ts_out("occurred_at")
             ),
         );
         q.keyset(TEST_EVENT_KEY, req.cursor.as_ref(), req.limit)?;

@@ -13,6 +13,7 @@
 
 mod asof;
 mod lists;
+mod revocations;
 mod sqlbuild;
 
 use std::sync::Arc;
@@ -25,10 +26,8 @@ use sqlx::AnyPool;
 
 pub use asof::{AsOfFilter, HistoryFilter, HistoryRow};
 pub use lists::{DeadLetterFilter, Lookup, LookupFilter, TestEventFilter};
-pub(super) use sqlbuild::{ts_in, ts_out};
 
 use super::schema::Dialect;
-use super::sql::SqlStore;
 use super::{Access, StoreError, StoreUrl};
 
 /// Rows per page when the caller names no limit.
@@ -168,39 +167,34 @@ impl Reader {
     /// empty store (useful only in tests of the API's surface).
     pub async fn open(url: &str, connections: u32) -> Result<Self, QueryError> {
         let connections = connections.max(1);
-        let store = match StoreUrl::parse(url)? {
-            StoreUrl::Sqlite(path) if path == ":memory:" => {
-                SqlStore::open_sqlite(&path, Access::ReadWrite).await?
-            }
+        let (pool, dialect, connections) = match StoreUrl::parse(url)? {
+            StoreUrl::Sqlite(path) if path == ":memory:" => (
+                super::sqlite::open_pool(&path, Access::ReadWrite).await?,
+                Dialect::Sqlite,
+                1,
+            ),
             StoreUrl::Sqlite(path) => {
                 // Opened once as the query commands do (existence, schema, a clear error), then
                 // widened to a pool of read-only connections.
-                let checked = SqlStore::open_sqlite(&path, Access::ReadOnly).await?;
+                let checked = super::sqlite::open_pool(&path, Access::ReadOnly).await?;
                 match sqlite_read_pool(&path, connections).await {
                     Ok(pool) => {
-                        checked.pool.close().await;
-                        return Ok(Reader {
-                            pool,
-                            dialect: Dialect::Sqlite,
-                            exports: export_slots(connections),
-                        });
+                        checked.close().await;
+                        (pool, Dialect::Sqlite, connections)
                     }
                     // An immutable read-only copy: the one connection that could open it.
-                    Err(_) => checked,
+                    Err(_) => (checked, Dialect::Sqlite, 1),
                 }
             }
-            StoreUrl::Postgres(url) => {
-                SqlStore::open_postgres(&url, connections, Access::ReadOnly).await?
-            }
-        };
-        let connections = match store.dialect {
-            Dialect::Postgres => connections,
-            // The one connection of an immutable copy or a private in-memory database.
-            Dialect::Sqlite => 1,
+            StoreUrl::Postgres(url) => (
+                super::postgres::open_pool(&url, connections, Access::ReadOnly).await?,
+                Dialect::Postgres,
+                connections,
+            ),
         };
         Ok(Reader {
-            pool: store.pool,
-            dialect: store.dialect,
+            pool,
+            dialect,
             exports: export_slots(connections),
         })
     }
@@ -216,6 +210,17 @@ impl Reader {
         Ok(())
     }
 
+    /// Where each shard of `stream` stands (its checkpoints) and who reads it (its leases,
+    /// with the database's current time in ms since the epoch), for `optout shards`.
+    pub async fn shard_states(
+        &self,
+        stream: &str,
+    ) -> Result<(Vec<super::Checkpoint>, Vec<super::LeaseRow>, i64), QueryError> {
+        let checkpoints = super::sql::checkpoint_rows(&self.pool, self.dialect, stream).await?;
+        let (leases, now_ms) = super::lease::lease_rows(&self.pool, self.dialect, stream).await?;
+        Ok((checkpoints, leases, now_ms))
+    }
+
     /// Closes the read connections.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -228,6 +233,24 @@ impl Reader {
         req: &PageRequest,
     ) -> Result<Page<L::Row>, QueryError> {
         listing.page(self, req).await
+    }
+
+    /// Every row of `listing`, read page by page into memory: for small results and tests;
+    /// anything a user may make large goes through [`Self::export`].
+    pub async fn all<L: Listing>(&self, listing: &L) -> Result<Vec<L::Row>, QueryError> {
+        let mut all = Vec::new();
+        let mut req = PageRequest {
+            limit: MAX_LIMIT,
+            cursor: None,
+        };
+        loop {
+            let page = self.page(listing, &req).await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(next) => req.cursor = Some(Cursor::decode(&next)?),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Every row of `listing` after `cursor`, up to `limit` rows if given, as a stream of
@@ -282,36 +305,6 @@ impl Reader {
             }
             Ok(Some((page.items, s)))
         })
-    }
-}
-
-/// Every row of `listing`, read page by page through `pool` (the [`super::Store`] trait's
-/// list methods, which return whole results).
-pub(super) async fn read_all<L: Listing>(
-    pool: &AnyPool,
-    dialect: Dialect,
-    listing: &L,
-) -> Result<Vec<L::Row>, StoreError> {
-    let reader = Reader {
-        pool: pool.clone(),
-        dialect,
-        exports: export_slots(1),
-    };
-    let mut all = Vec::new();
-    let mut req = PageRequest {
-        limit: MAX_LIMIT,
-        cursor: None,
-    };
-    loop {
-        let page = reader.page(listing, &req).await.map_err(|e| match e {
-            QueryError::Store(e) => e,
-            QueryError::Invalid(m) => StoreError::Schema(m),
-        })?;
-        all.extend(page.items);
-        match page.next_cursor.as_deref().map(Cursor::decode) {
-            Some(Ok(c)) => req.cursor = Some(c),
-            _ => return Ok(all),
-        }
     }
 }
 

@@ -28,24 +28,6 @@ pub(super) const fn time_key(column: &'static str) -> Key {
     Key { column, time: true }
 }
 
-/// A time column as the API shows it: `2026-03-01T12:00:04.512000Z`, whatever the backend.
-pub(in crate::store) fn ts_out(dialect: Dialect, column: &str) -> String {
-    match dialect {
-        Dialect::Sqlite => column.to_string(),
-        Dialect::Postgres => {
-            format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-        }
-    }
-}
-
-/// A bound time parameter as the column's type.
-pub(in crate::store) fn ts_in(dialect: Dialect, placeholder: &str) -> String {
-    match dialect {
-        Dialect::Sqlite => placeholder.to_string(),
-        Dialect::Postgres => format!("CAST({placeholder} AS timestamptz)"),
-    }
-}
-
 /// A SELECT under construction, with numbered placeholders and their text values.
 pub(super) struct Select {
     pub sql: String,
@@ -81,7 +63,7 @@ impl Select {
     pub fn time_cmp(&mut self, column: &str, op: &str, value: Option<&str>) {
         if let Some(v) = value {
             let p = self.arg(v);
-            let p = ts_in(self.dialect, &p);
+            let p = self.dialect.ts_in(&p);
             self.sql.push_str(&format!(" AND {column} {op} {p}"));
         }
     }
@@ -118,7 +100,7 @@ impl Select {
             for (k, v) in keys.iter().zip(values) {
                 columns.push(k.column);
                 let p = self.arg(v);
-                marks.push(if k.time { ts_in(self.dialect, &p) } else { p });
+                marks.push(if k.time { self.dialect.ts_in(&p) } else { p });
             }
             self.sql.push_str(&format!(
                 " AND ({}) > ({})",

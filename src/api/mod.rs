@@ -6,15 +6,18 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
-use super::AppState;
+use std::sync::Arc;
+
 use crate::event::{Detection, OptOutType};
+use crate::http::ApiError;
+use crate::store::Reader;
 use crate::store::query::{
     AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, LookupFilter, PageRequest, QueryError,
     TestEventFilter,
@@ -26,7 +29,9 @@ const OPENAPI: &str = include_str!("../../schemas/openapi.json");
 /// The media type that asks a list for a stream of every row.
 const NDJSON: &str = "application/x-ndjson";
 
-pub(super) fn routes() -> Router<AppState> {
+/// The `/v1` routes, reading through `reader` (the store's read pool, never the consumer's
+/// connections).
+pub(crate) fn routes(reader: Arc<Reader>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/status/{subscriber}", get(lookup))
@@ -38,50 +43,7 @@ pub(super) fn routes() -> Router<AppState> {
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
-}
-
-/// An error answer: `{"error": code, "detail": what to do}` with its status.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    detail: String,
-}
-
-impl ApiError {
-    /// 400: the request must change.
-    pub fn bad_request(detail: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            error: "bad_request",
-            detail: detail.into(),
-        }
-    }
-
-    /// 404.
-    pub fn not_found(detail: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            error: "not_found",
-            detail: detail.into(),
-        }
-    }
-
-    /// 503: retry later.
-    pub fn unavailable(error: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.error, "detail": self.detail });
-        (self.status, Json(body)).into_response()
-    }
+        .with_state(reader)
 }
 
 impl From<QueryError> for ApiError {
@@ -96,12 +58,6 @@ impl From<QueryError> for ApiError {
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(e: QueryRejection) -> Self {
-        ApiError::bad_request(e.body_text())
-    }
-}
-
 /// Whether the client asked for NDJSON.
 fn wants_ndjson(headers: &HeaderMap) -> bool {
     headers
@@ -113,7 +69,7 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 
 /// Answers a list: one page as JSON, or the whole list as an NDJSON stream.
 async fn list<L: Listing>(
-    s: &AppState,
+    reader: &Arc<Reader>,
     headers: &HeaderMap,
     listing: L,
     limit: Option<u32>,
@@ -121,12 +77,12 @@ async fn list<L: Listing>(
 ) -> Result<Response, ApiError> {
     let req = PageRequest::parse(limit, cursor)?;
     if !wants_ndjson(headers) {
-        return Ok(Json(s.reader.page(&listing, &req).await?).into_response());
+        return Ok(Json(reader.page(&listing, &req).await?).into_response());
     }
     // The first page is read before answering, so that a failing store is a 503, not a
     // stream cut after a 200.
     let cap = limit.map(u64::from);
-    let mut pages = Box::pin(s.reader.clone().export(listing, req.cursor, cap));
+    let mut pages = Box::pin(reader.clone().export(listing, req.cursor, cap));
     let first = pages.next().await.transpose()?;
     let rest = pages.map_err(|e| {
         tracing::warn!(error = %e, "Export failed mid-stream; the response is cut short.");
@@ -192,7 +148,7 @@ struct StatusQuery {
 }
 
 async fn status(
-    State(s): State<AppState>,
+    State(reader): State<Arc<Reader>>,
     headers: HeaderMap,
     q: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -206,7 +162,7 @@ async fn status(
             accounts,
             honor_revocations: q.honor_revocations,
         };
-        return list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await;
+        return list(&reader, &headers, listing, q.limit, q.cursor.as_deref()).await;
     }
     if q.honor_revocations {
         return Err(ApiError::bad_request(
@@ -218,7 +174,7 @@ async fn status(
         scope: q.scope,
         accounts,
     };
-    list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await
+    list(&reader, &headers, listing, q.limit, q.cursor.as_deref()).await
 }
 
 /// `/v1/status/{subscriber}?scope=&account=`.
@@ -230,7 +186,7 @@ struct LookupQuery {
 }
 
 async fn lookup(
-    State(s): State<AppState>,
+    State(reader): State<Arc<Reader>>,
     Path(subscriber): Path<String>,
     q: Result<Query<LookupQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -240,7 +196,7 @@ async fn lookup(
         scope: q.scope,
         accounts: accounts(q.account),
     };
-    Ok(Json(s.reader.lookup(&filter).await?).into_response())
+    Ok(Json(reader.lookup(&filter).await?).into_response())
 }
 
 /// `/v1/history/{subscriber}?scope=&honor_revocations=&limit=&cursor=`.
@@ -255,7 +211,7 @@ struct HistoryQuery {
 }
 
 async fn history(
-    State(s): State<AppState>,
+    State(reader): State<Arc<Reader>>,
     headers: HeaderMap,
     Path(subscriber): Path<String>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
@@ -266,7 +222,7 @@ async fn history(
         scope: q.scope,
         honor_revocations: q.honor_revocations,
     };
-    list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await
+    list(&reader, &headers, listing, q.limit, q.cursor.as_deref()).await
 }
 
 /// `/v1/events?since=&type=&subscriber=&detection=&limit=&cursor=`.
@@ -282,7 +238,7 @@ struct EventsQuery {
 }
 
 async fn events(
-    State(s): State<AppState>,
+    State(reader): State<Arc<Reader>>,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -307,7 +263,7 @@ async fn events(
         subscriber: q.subscriber,
         detection,
     };
-    list(&s, &headers, listing, q.limit, q.cursor.as_deref()).await
+    list(&reader, &headers, listing, q.limit, q.cursor.as_deref()).await
 }
 
 /// `?limit=&cursor=` of the lists without filters.
@@ -319,19 +275,33 @@ struct PageQuery {
 }
 
 async fn dead_letters(
-    State(s): State<AppState>,
+    State(reader): State<Arc<Reader>>,
     headers: HeaderMap,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    list(&s, &headers, DeadLetterFilter, q.limit, q.cursor.as_deref()).await
+    list(
+        &reader,
+        &headers,
+        DeadLetterFilter,
+        q.limit,
+        q.cursor.as_deref(),
+    )
+    .await
 }
 
 async fn test_events(
-    State(s): State<AppState>,
+    State(reader): State<Arc<Reader>>,
     headers: HeaderMap,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    list(&s, &headers, TestEventFilter, q.limit, q.cursor.as_deref()).await
+    list(
+        &reader,
+        &headers,
+        TestEventFilter,
+        q.limit,
+        q.cursor.as_deref(),
+    )
+    .await
 }

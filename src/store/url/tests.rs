@@ -1,4 +1,4 @@
-//! Unit tests of the store's URL parsing, error classification and redaction.
+//! Unit tests of the store's URL parsing and redaction.
 
 use super::*;
 
@@ -25,35 +25,6 @@ fn parses_store_urls() {
     assert!(msg.contains("unsupported scheme"), "{msg}");
     assert!(!msg.contains("hunter2"), "password leaked: {msg}");
     assert!(StoreUrl::parse("sqlite://").is_err());
-}
-
-#[test]
-fn classifies_database_codes() {
-    use FailureKind::*;
-    for (code, kind) in [
-        // PostgreSQL SQLSTATEs
-        ("08006", Transient), // connection failure
-        ("40001", Transient), // serialization failure
-        ("40P01", Transient), // deadlock
-        ("53300", Transient), // too many connections
-        ("57P01", Transient), // admin shutdown
-        ("55P03", Transient), // lock not available
-        ("22021", Data),      // invalid byte sequence (U+0000)
-        ("23514", Data),      // check violation: all digits, still a SQLSTATE
-        ("54000", Data),      // index row size exceeds the btree maximum
-        ("42501", Fatal),     // insufficient privilege
-        ("25006", Fatal),     // read-only transaction
-        // SQLite extended result codes
-        ("5", Transient),   // BUSY
-        ("517", Transient), // BUSY_SNAPSHOT
-        ("1811", Data),     // CONSTRAINT_TRIGGER
-        ("2067", Data),     // CONSTRAINT_UNIQUE
-        ("18", Data),       // TOOBIG
-        ("8", Fatal),       // READONLY
-        ("26", Fatal),      // NOTADB
-    ] {
-        assert_eq!(db_code_kind(code), kind, "{code}");
-    }
 }
 
 #[test]

@@ -8,8 +8,8 @@ use tokio::task::{Id, JoinError};
 use tracing::{error, warn};
 
 use super::{Coordinator, TaskEnd};
-use crate::kinesis::KinesisError;
-use crate::kinesis::restarts::{GIVE_UP_ATTEMPTS, panic_message};
+use crate::KinesisError;
+use crate::restarts::{GIVE_UP_ATTEMPTS, panic_message};
 
 /// Longest wait for the stream consumer to be looked up again after a failed subscription.
 const CONSUMER_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,7 +97,7 @@ impl Coordinator {
             self.stop.clone(),
         );
         let handle = self.tasks.spawn(async move {
-            let lookup = crate::kinesis::fanout::ensure_consumer(&client, &stream, &name, &stop);
+            let lookup = crate::fanout::ensure_consumer(&client, &stream, &name, &stop);
             // Bounded, so that a consumer stuck CREATING or an AWS outage holds reader starts
             // back for at most this long.
             match tokio::time::timeout(CONSUMER_REFRESH_TIMEOUT, lookup).await {

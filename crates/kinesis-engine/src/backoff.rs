@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn backoff_doubles_with_jitter_from_100_ms_up_to_10_s_and_resets() {
         // The documented policy: 100 ms, doubling, capped at 10 s (the consumer's defaults).
-        let config = crate::kinesis::ConsumerConfig::new("s");
+        let config = crate::ConsumerConfig::new("s");
         let (base, max) = (Duration::from_millis(100), Duration::from_secs(10));
         assert_eq!((config.backoff_base, config.backoff_max), (base, max));
         let mut b = Backoff::new(base, max);

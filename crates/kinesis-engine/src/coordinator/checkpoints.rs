@@ -8,8 +8,8 @@ use tokio::time::sleep;
 use tracing::warn;
 
 use super::{Coordinator, forget_shard};
-use crate::kinesis::backoff::Backoff;
-use crate::kinesis::{KinesisError, ShardCheckpoint};
+use crate::backoff::Backoff;
+use crate::{KinesisError, ShardCheckpoint};
 
 impl Coordinator {
     /// Reloads where every shard stands (after a reader stopped early), so that its restart

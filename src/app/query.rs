@@ -1,0 +1,19 @@
+//! The query commands (`status`, `events`, `history`, `revocations`, `dead-letters`,
+//! `test-events`): the store's read side, streamed a page at a time.
+
+use futures_util::{Stream, TryStreamExt};
+
+use super::{AppError, store};
+use crate::store::query::Listing;
+
+/// Every row of `listing` (up to `limit`), read from the store at `store_url` on a read-only
+/// connection a page at a time: memory stays that of one page however large the result, and a
+/// consumer that stops reading (`| head`) stops the reads.
+pub async fn export<L: Listing>(
+    store_url: &str,
+    listing: L,
+    limit: Option<u64>,
+) -> Result<impl Stream<Item = Result<Vec<L::Row>, AppError>> + Send + 'static, AppError> {
+    let reader = store::open_reader(store_url, 1).await?;
+    Ok(reader.export(listing, None, limit).map_err(AppError::from))
+}

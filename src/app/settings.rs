@@ -1,0 +1,203 @@
+//! What each command needs, in the application's own terms, filled by the CLI from flags and
+//! the environment and checked here once (a mistake is an [`AppError::Usage`], exit 2).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kinesis_engine::InitialPosition;
+use tracing::info;
+
+use super::AppError;
+use crate::event::revocation::RuleSet;
+use crate::event::{DecodeOptions, Revocations};
+use crate::http::ApiAuth;
+
+/// Where Kinesis is; credentials come from the AWS SDK's default chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    /// `--region` (else the SDK's chain: `AWS_REGION`, profile, instance metadata).
+    pub region: Option<String>,
+    /// `--endpoint-url` (else AWS's, or `AWS_ENDPOINT_URL`), e.g. an emulator.
+    pub endpoint_url: Option<String>,
+}
+
+/// How records are decoded and what phrase revocations do, for every way in.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeSettings {
+    /// Default opt keywords in bodies of schema versions below 5 are opt events (inferred).
+    pub infer_keywords: bool,
+    /// A JSON rules file that adds to or replaces the built-in revocation phrases.
+    pub revocation_rules: Option<PathBuf>,
+    /// Phrase-detected revocations set `opted_out` (by default they are only recorded).
+    pub honor_revocations: bool,
+}
+
+impl DecodeSettings {
+    /// The decoder's options: the rules file loaded once (kept for the life of the process),
+    /// or the built-in rules. A bad file is a usage error with one line that says what is wrong.
+    pub(super) fn options(&self) -> Result<DecodeOptions, AppError> {
+        let revocations = match &self.revocation_rules {
+            None => Revocations::Builtin,
+            Some(path) => {
+                let set = RuleSet::load(path)
+                    .map_err(|e| AppError::Usage(format!("invalid --revocation-rules: {e}")))?;
+                Revocations::Custom(Box::leak(Box::new(set)))
+            }
+        };
+        info!(
+            rules = revocations.rules().map_or("off", |r| r.version()),
+            honor_revocations = self.honor_revocations,
+            "Revocation phrase detection on."
+        );
+        Ok(DecodeOptions {
+            infer_keywords: self.infer_keywords,
+            revocations,
+        })
+    }
+}
+
+/// The HTTP server: where it listens and who may call it.
+#[derive(Clone)]
+pub struct HttpSettings {
+    /// `--http-addr`.
+    pub addr: SocketAddr,
+    /// `OPTOUT_HTTP_TOKEN` (one bearer token).
+    pub token: Option<String>,
+    /// `--http-token-file`: bearer tokens, one per line (several allow rotation).
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` needs the token too.
+    pub metrics_require_token: bool,
+}
+
+impl std::fmt::Debug for HttpSettings {
+    /// By hand, so that a token never reaches a debug print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .field("metrics_require_token", &self.metrics_require_token)
+            .finish()
+    }
+}
+
+impl HttpSettings {
+    /// The API's access rule: tokens from the environment or the file, and a refusal to serve
+    /// a non-loopback address without any.
+    pub(super) fn auth(&self) -> Result<ApiAuth, AppError> {
+        let mut tokens = Vec::new();
+        if let Some(token) = &self.token {
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(AppError::Usage(
+                    "OPTOUT_HTTP_TOKEN is empty: set a token, or unset it".into(),
+                ));
+            }
+            tokens.push(token.to_string());
+        }
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                AppError::Usage(format!(
+                    "cannot read --http-token-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let before = tokens.len();
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+            if tokens.len() == before {
+                return Err(AppError::Usage(format!(
+                    "--http-token-file {} holds no token: write one per line",
+                    path.display()
+                )));
+            }
+        }
+        let addr = self.addr;
+        if tokens.is_empty() && !addr.ip().is_loopback() {
+            return Err(AppError::Usage(format!(
+                "--http-addr {addr} is reachable from other hosts but no token is set: set \
+                 OPTOUT_HTTP_TOKEN or --http-token-file, or listen on 127.0.0.1"
+            )));
+        }
+        if tokens.is_empty() && self.metrics_require_token {
+            return Err(AppError::Usage(
+                "--metrics-require-token needs a token: set OPTOUT_HTTP_TOKEN or --http-token-file"
+                    .into(),
+            ));
+        }
+        Ok(ApiAuth::new(tokens, self.metrics_require_token))
+    }
+}
+
+/// How the consumer reads the stream (`optout run`).
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// The Kinesis stream of the Event Streams sink.
+    pub stream: String,
+    /// Where shards without a checkpoint start.
+    pub initial_position: InitialPosition,
+    /// Wait before polling a caught-up shard again.
+    pub poll_interval: Duration,
+    /// How often to look for new shards after a reshard.
+    pub discovery_interval: Duration,
+    /// Exit once every shard is finished or caught up with nothing new for this long.
+    pub exit_when_idle: Option<Duration>,
+    /// This worker's name in the lease table (default: host name and pid).
+    pub worker_id: Option<String>,
+    /// How long a lease lasts without renewal (PostgreSQL, several workers).
+    pub lease_duration: Duration,
+    /// Records asked for per `GetRecords` call.
+    pub max_records_per_call: i32,
+    /// Memory budget, in MiB, for records held between fetch and commit.
+    pub max_in_flight_mb: u64,
+    /// Restart a reader with no successful call for this long.
+    pub stall_timeout: Duration,
+    /// Read with enhanced fan-out as this registered stream consumer.
+    pub consumer_name: Option<String>,
+    /// A shard failing for this long makes `/readyz` answer 503.
+    pub failing_after: Duration,
+}
+
+impl ConsumerSettings {
+    /// The defaults `optout run` documents, for `stream`.
+    pub fn new(stream: impl Into<String>) -> Self {
+        ConsumerSettings {
+            stream: stream.into(),
+            initial_position: InitialPosition::TrimHorizon,
+            poll_interval: Duration::from_millis(500),
+            discovery_interval: Duration::from_secs(30),
+            exit_when_idle: None,
+            worker_id: None,
+            lease_duration: Duration::from_secs(10),
+            max_records_per_call: 10_000,
+            max_in_flight_mb: 64,
+            stall_timeout: Duration::from_secs(120),
+            consumer_name: None,
+            failing_after: Duration::from_secs(60),
+        }
+    }
+
+    /// Refuses settings no run can use, before any AWS call.
+    pub(super) fn check(&self) -> Result<(), AppError> {
+        if self.stream.trim().is_empty() {
+            return Err(AppError::Usage(
+                "--stream is empty: name the Kinesis stream to read".into(),
+            ));
+        }
+        if self
+            .worker_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err(AppError::Usage(
+                "--worker-id is empty: give each worker a name".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! What can go wrong at the store boundary, and what each failure means for the batch that met
+//! it: transient (retry), caused by the data (isolate the record), a lost lease, or fatal.
+
+/// What can go wrong at the store boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no backend we have, or is malformed; the user must fix the setting.
+    #[error("invalid store URL `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// Another `optout run` holds this SQLite file.
+    #[error(
+        "another `optout run` is already using {path}; stop it first, or use PostgreSQL (`--store postgres://…`) to run several instances"
+    )]
+    Locked { path: String },
+    /// The checkpoint write was refused because this worker no longer holds the shard's lease.
+    #[error("lease on shard {shard_id} was lost (taken over by another worker); not committing")]
+    LeaseLost { shard_id: String },
+    /// The database failed; usually worth retrying (connection lost, busy, restarted).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed; the schema is not what this binary expects.
+    #[error("migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+    /// Any other I/O problem (lock file).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A query command was pointed at a SQLite file that does not exist (it never creates one).
+    #[error(
+        "no optout database at {path}: check --store, or create it with `optout migrate` (or `optout run`)"
+    )]
+    NotFound { path: String },
+    /// The database holds no optout schema, or an older one than this binary reads.
+    #[error("{0}")]
+    Schema(String),
+    /// The database could not be reached or opened; the cause is the database's own words.
+    #[error("{0}")]
+    Connect(sqlx::Error),
+}
+
+/// What a store failure means for the batch that met it: retry it, isolate the record the
+/// database refuses, stop the shard, or call an operator (docs/ARCHITECTURE.md, "Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The database or the way to it failed (connection lost, timeout, serialization failure,
+    /// restart, disk full): retry the same batch with backoff.
+    Transient,
+    /// The database refused a value in the batch (encoding, constraint, size limit): retrying
+    /// the same rows fails the same way, so find the record and dead-letter it.
+    Data,
+    /// This worker's lease on the shard is gone: stop the shard.
+    LeaseLost,
+    /// Neither: a schema mismatch, a read-only database, a bad setting. Needs an operator.
+    Fatal,
+}
+
+impl StoreError {
+    /// Classifies the failure (PostgreSQL by SQLSTATE class, SQLite by primary result code).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            StoreError::Database(e) | StoreError::Migration { source: e, .. } => sqlx_kind(e),
+            StoreError::LeaseLost { .. } => FailureKind::LeaseLost,
+            StoreError::Io(_) => FailureKind::Transient,
+            StoreError::Connect(e) => match sqlx_kind(e) {
+                FailureKind::Transient => FailureKind::Transient,
+                _ => FailureKind::Fatal,
+            },
+            _ => FailureKind::Fatal,
+        }
+    }
+
+    /// Whether trying the same operation again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == FailureKind::Transient
+    }
+}
+
+/// See [`StoreError::kind`].
+fn sqlx_kind(e: &sqlx::Error) -> FailureKind {
+    use sqlx::Error as E;
+    match e {
+        E::Database(db) => match db.code() {
+            Some(code) => db_code_kind(&code),
+            None => FailureKind::Fatal,
+        },
+        E::Encode(_) => FailureKind::Data,
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed => FailureKind::Transient,
+        _ => FailureKind::Fatal,
+    }
+}
+
+/// A database error code: a PostgreSQL SQLSTATE (always five characters, often all digits,
+/// like `23514`) or a SQLite extended result code (a number below 10,000 whose low byte is the
+/// primary code).
+fn db_code_kind(code: &str) -> FailureKind {
+    if code.len() < 5
+        && let Ok(n) = code.parse::<u32>()
+    {
+        return match n & 0xff {
+            // BUSY, LOCKED, IOERR, FULL, PROTOCOL
+            5 | 6 | 10 | 13 | 15 => FailureKind::Transient,
+            // TOOBIG, CONSTRAINT, MISMATCH (RANGE, a bind-index bug, is no data's fault)
+            18..=20 => FailureKind::Data,
+            _ => FailureKind::Fatal,
+        };
+    }
+    match code.get(..2) {
+        // connection exception, transaction rollback (serialization, deadlock), insufficient
+        // resources, operator intervention (shutdown, restart), system error, lock not available
+        Some("08" | "40" | "53" | "57" | "58") => FailureKind::Transient,
+        _ if code == "55P03" => FailureKind::Transient,
+        // data exception (bad encoding, NUL, out of range), integrity constraint, program limit
+        // exceeded (index row too large)
+        Some("22" | "23" | "54") => FailureKind::Data,
+        _ => FailureKind::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_database_codes() {
+        use FailureKind::*;
+        for (code, kind) in [
+            // PostgreSQL SQLSTATEs
+            ("08006", Transient), // connection failure
+            ("40001", Transient), // serialization failure
+            ("40P01", Transient), // deadlock
+            ("53300", Transient), // too many connections
+            ("57P01", Transient), // admin shutdown
+            ("55P03", Transient), // lock not available
+            ("22021", Data),      // invalid byte sequence (U+0000)
+            ("23514", Data),      // check violation: all digits, still a SQLSTATE
+            ("54000", Data),      // index row size exceeds the btree maximum
+            ("42501", Fatal),     // insufficient privilege
+            ("25006", Fatal),     // read-only transaction
+            // SQLite extended result codes
+            ("5", Transient),   // BUSY
+            ("517", Transient), // BUSY_SNAPSHOT
+            ("1811", Data),     // CONSTRAINT_TRIGGER
+            ("2067", Data),     // CONSTRAINT_UNIQUE
+            ("18", Data),       // TOOBIG
+            ("8", Fatal),       // READONLY
+            ("26", Fatal),      // NOTADB
+        ] {
+            assert_eq!(db_code_kind(code), kind, "{code}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The numbers to act on: subscribers whose latest STOP or START signal is a phrase-detected
+//! revocation that Twilio did not block (`optout revocations`).
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::sqlbuild::{Key, Select, key, page, time_key};
+use super::{Listing, Page, PageRequest, QueryError, Reader};
+use crate::store::model::{RevocationFilter, RevocationRow, format_ts};
+
+/// Revocations are read in time order; the id breaks ties.
+const REVOCATION_KEY: &[Key] = &[time_key("e.occurred_at"), key("e.event_id")];
+
+#[async_trait]
+impl Listing for RevocationFilter {
+    type Row = RevocationRow;
+
+    async fn page(
+        &self,
+        reader: &Reader,
+        req: &PageRequest,
+    ) -> Result<Page<RevocationRow>, QueryError> {
+        // The latest STOP/START per (account, scope, subscriber) by data.timestamp, ties to the
+        // larger event id (HELP ignored), is a phrase revocation: nothing later overrides it.
+        let mut q = Select::new(
+            reader.dialect,
+            format!(
+                "SELECT e.account_sid, e.scope, e.messaging_service_sid, e.sender, e.subscriber, \
+                 {} AS occurred_at, e.rule, e.body, e.event_id, s.status FROM opt_events e \
+                 LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
+                 AND s.subscriber = e.subscriber \
+                 WHERE e.detection = 'phrase' AND e.opt_out_type = 'STOP' \
+                 AND NOT EXISTS (SELECT 1 FROM opt_events l WHERE l.account_sid = e.account_sid \
+                 AND l.scope = e.scope AND l.subscriber = e.subscriber \
+                 AND l.opt_out_type IN ('STOP', 'START') AND (l.occurred_at > e.occurred_at \
+                 OR (l.occurred_at = e.occurred_at AND l.event_id > e.event_id)))",
+                reader.dialect.ts_out("e.occurred_at")
+            ),
+        );
+        let since = self.since.map(format_ts);
+        q.time_cmp("e.occurred_at", ">=", since.as_deref());
+        q.keyset(REVOCATION_KEY, req.cursor.as_ref(), req.limit)?;
+        let mut rows = Vec::new();
+        for r in q.fetch(&reader.pool).await? {
+            rows.push(RevocationRow {
+                account_sid: r.try_get("account_sid")?,
+                scope: r.try_get("scope")?,
+                messaging_service_sid: r.try_get("messaging_service_sid")?,
+                sender: r.try_get("sender")?,
+                subscriber: r.try_get("subscriber")?,
+                revoked_at: r.try_get("occurred_at")?,
+                rule: r.try_get("rule")?,
+                body: r.try_get("body")?,
+                event_id: r.try_get("event_id")?,
+                status: r.try_get("status")?,
+            });
+        }
+        Ok(page(rows, req.limit, |r: &RevocationRow| {
+            vec![r.revoked_at.clone(), r.event_id.clone()]
+        }))
+    }
+}
