@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end benchmarks with a release build, printed as Markdown tables (the README's).
+# End-to-end benchmarks with a release build, printed as Markdown tables (docs/performance.md's).
 #
 # drain:  a backlog of PER_SHARD records of the Twilio mix per shard is written to the in-process
 #         emulator before `optout run --exit-when-idle 1` starts; it is drained into a fresh

@@ -159,7 +159,7 @@ impl SqlStore {
             ))
         });
         for ev in new_events {
-            // A phrase revocation changes status only when honoured (README, semantics).
+            // A phrase revocation changes status only when honoured (docs/semantics.md, rule 9).
             if ev.detection == Detection::Phrase && !batch.honor_revocations {
                 continue;
             }

@@ -1,4 +1,4 @@
-# From an empty AWS account to a Twilio sink feeding optout (README, "Deploy"):
+# From an empty AWS account to a Twilio sink feeding optout (docs/deploying.md):
 #   1. terraform apply                          -> stream, roles, the Twilio sink (not yet active)
 #   2. deploy optout (deploy/kubernetes), then ask Twilio to send the sink a test event:
 #        twilio api:events:v1:sinks:test:create --sid "$(terraform output -raw sink_sid)"
