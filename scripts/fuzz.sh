@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long fuzz run of the record decoder (tests/fuzz/): a release build, a random
+# The long fuzz run of the record decoder (tests/decode/fuzz/): a release build, a random
 # seed (printed, so a failure can be replayed with FUZZ_SEED=...), and a time budget.
 #
 # Duration: 30 minutes by default (FUZZ_SECONDS=1800), on one core; the report at the end gives
@@ -19,4 +19,4 @@ export FUZZ_SECONDS="${FUZZ_SECONDS:-1800}"
 # No iteration limit of its own: the time budget decides.
 export FUZZ_ITERATIONS="${FUZZ_ITERATIONS:-18446744073709551615}"
 echo "== fuzzing the decoder for ${FUZZ_SECONDS} s (release build)"
-cargo test --release --locked --test fuzz -- fuzz_decoder --ignored --nocapture --exact
+cargo test --release --locked --test decode -- fuzz::fuzz_decoder --ignored --nocapture --exact

@@ -20,9 +20,9 @@ cargo test --workspace --all-targets --locked
 echo "== end-to-end scenarios against kinesis-local (polling, fan-out, faults, several workers)"
 # The skipped tests need ferrokinesis-only settings (1 s iterators or sessions, a 60k backlog)
 # or no emulator at all, and already ran above.
-OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked \
-    --test consumer --test fanout --test faults --test workers --test poison \
-    --test log_hygiene -- \
+OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked --test e2e -- \
+    scenarios:: resume:: reshard:: positions:: cli:: http:: fanout:: faults:: workers:: \
+    poison:: log_hygiene:: --skip query_cli \
     --skip twenty_kills --skip expired_iterators --skip latest_survives \
     --skip expiring_subscriptions --skip a_deregistered_consumer \
     --skip database_refusals --skip replay_stores

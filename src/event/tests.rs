@@ -1,4 +1,4 @@
-//! Unit tests of `classify` on hand-written records (fixture files are tested in tests/decode.rs).
+//! Unit tests of `classify` on hand-written records (fixture files are tested in tests/decode/decoder.rs).
 
 use super::*;
 

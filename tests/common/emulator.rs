@@ -11,7 +11,7 @@
 //!   records/s: keep its data small. Killed (SIGTERM, then SIGKILL) when the [`Emulator`] drops.
 //!
 //! A test that spawns the `optout` binary passes it [`Emulator::env`]. Quirks the helpers absorb
-//! (tests/emulators.rs pins each emulator's behaviour):
+//! (tests/engine/emulators.rs pins each emulator's behaviour):
 //! - at the end of a closed shard ferrokinesis omits `NextShardIterator` only on the call *after*
 //!   the last records; kinesis-local omits it on the last records' response, with `ChildShards`;
 //! - ferrokinesis's ListShards needs StreamName (not StreamARN), so helpers use names;

@@ -47,17 +47,25 @@ impl Optout {
 
     /// `optout ARGS` with the emulator's environment, `--store` and JSON logs.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_optout"));
-        c.args(args)
-            .arg("--store")
+        let mut c = bare_command(args);
+        c.arg("--store")
             .arg(&self.store)
             .arg("--log-format")
             .arg("json")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env_remove("OPTOUT_STORE")
-            .env_remove("OPTOUT_STREAM")
-            .env("RUST_LOG", "warn,optout=info");
+            .env("RUST_LOG", "warn,optout=info,kinesis_engine=info");
         c
+    }
+
+    /// What `optout ARGS` printed on stdout, asserting that it succeeded.
+    pub fn stdout(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "optout {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
     }
 
     /// Runs `optout ARGS` to completion.
@@ -107,7 +115,7 @@ impl Optout {
             "optout {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        json_lines(&out.stdout)
+        json_rows(&out.stdout)
     }
 
     /// The four tables, as sorted JSON lines without the wall-clock `recorded_at` column.
@@ -204,7 +212,43 @@ impl Worker {
     }
 }
 
-/// Parses JSON lines, ignoring anything else.
+/// The `optout` binary with a clean environment: none of the machine's `OPTOUT_*` settings,
+/// PostgreSQL variables or `~/.pgpass` can change what a test sees, and logs at `warn`.
+/// Callers add what the test sets.
+pub fn bare_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_optout"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("OPTOUT_") || key.starts_with("PG") {
+            c.env_remove(&*key);
+        }
+    }
+    c.env("PGPASSFILE", "/nonexistent/pgpass")
+        .env("RUST_LOG", "warn")
+        .args(args);
+    c
+}
+
+/// Runs `cmd`: its exit code, and stdout then stderr as one text.
+pub fn output_of(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.output().expect("run optout");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// A query command's JSON output: every line one JSON value, or the test fails.
+pub fn json_rows(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// Parses JSON log lines, ignoring anything else (a panic message, say).
 pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)
         .lines()

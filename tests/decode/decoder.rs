@@ -15,11 +15,8 @@ use optout::event::{
 };
 use serde_json::Value;
 
-#[path = "decode/reference.rs"]
-mod reference;
-
 // Revocation phrases are off here: these expectations pin the Twilio and keyword rules;
-// tests/revocations.rs runs the same fixtures with the default (phrase detection on).
+// tests/decode/revocations.rs runs the same fixtures with the default (phrase detection on).
 const OFF: DecodeOptions = DecodeOptions {
     infer_keywords: false,
     revocations: Revocations::Off,
@@ -396,7 +393,7 @@ mod agreement {
     use optout::synth::{Kind, MixOptions, Synth};
     use proptest::prelude::*;
 
-    use super::reference::reference;
+    use crate::reference::reference;
 
     /// Same outcome, comparing dead letters by their category only.
     fn same(fast: &Outcome, slow: &Outcome) -> bool {

@@ -1,5 +1,5 @@
 //! A slow, obviously-correct classifier over `serde_json::Value`. The tests that hold the fast
-//! decoder to it are in tests/decode.rs; the fuzzer (tests/fuzz/) uses it as its oracle.
+//! decoder to it are in tests/decode/decoder.rs; the fuzzer (tests/decode/fuzz/) uses it as its oracle.
 
 use chrono::{DateTime, Utc};
 use optout::event::{

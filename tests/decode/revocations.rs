@@ -2,7 +2,6 @@
 //! under the default options, storage on both backends, and `optout replay` end to end.
 
 use std::path::Path;
-use std::process::Command;
 
 use optout::event::revocation::RuleSet;
 use optout::event::{DecodeOptions, Detection, OptOutType, Outcome, Revocations, Skip, classify};
@@ -11,10 +10,7 @@ use optout::store::{Batch, EventFilter, RevocationFilter, StatusFilter, Store};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-#[macro_use]
-mod common;
-
-use common::db::Db;
+use crate::common::db::Db;
 
 // ---------------------------------------------------------------------------------------------
 // The corpus
@@ -156,7 +152,7 @@ fn corpus_precision_and_recall() {
 }
 
 /// The held-out bodies, written after the rules were frozen and never used to tune them: the
-/// honest estimate (printed; README quotes it). Floors guard against regressions only.
+/// honest estimate (printed; docs/development.md quotes it). Floors guard against regressions only.
 #[test]
 fn holdout_precision_and_recall() {
     let corpus = read_corpus("revocations-holdout.tsv");
@@ -760,27 +756,21 @@ async fn revocations_lists_numbers_whose_latest_signal_is_a_phrase(db: Db) {
 // ---------------------------------------------------------------------------------------------
 // The binary: `optout replay`, `optout events --detection`, `optout revocations`
 
+/// `optout ARGS` against the SQLite file `db`, with a clean environment.
 fn optout(db: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_optout"))
-        .args(args)
-        .env("OPTOUT_STORE", format!("sqlite://{}", db.display()))
-        .env_remove("OPTOUT_HONOR_REVOCATIONS")
-        .env_remove("OPTOUT_REVOCATION_RULES")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run optout")
+    let mut cmd = crate::common::optout::bare_command(args);
+    cmd.env("OPTOUT_STORE", format!("sqlite://{}", db.display()));
+    cmd.output().expect("run optout")
 }
 
+/// The JSON lines a successful command printed.
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+    crate::common::optout::json_rows(&out.stdout)
 }
 
 #[test]

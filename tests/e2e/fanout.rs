@@ -1,26 +1,20 @@
 //! End to end with enhanced fan-out: `optout run --consumer-name` against a Kinesis emulator
 //! (ferrokinesis by default; `OPTOUT_TEST_EMULATOR=kinesis-local` for the npm one) and a SQLite
-//! store. The same scenarios as tests/consumer.rs, read with `SubscribeToShard`: the results
+//! store. The same scenarios as tests/e2e/scenarios.rs, read with `SubscribeToShard`: the results
 //! must be exactly those of the polling reader.
 
-#[macro_use]
-mod common;
-
-use common::emulator;
-use common::optout::*;
-use common::records::*;
+use super::ids;
+use crate::common::emulator;
+use crate::common::optout::*;
+use crate::common::records::*;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ConsumerStatus;
-use base64::Engine as _;
 use serde_json::Value;
 
-const STOP_FIXTURE_ID: &str = "EZ7a1c3e5b9d2f4a6c8e0b1d3f5a7c9e1b";
-const START_FIXTURE_ID: &str = "EZ0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a";
-const TEST_ID: &str = "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11";
 const CONSUMER: &str = "optout-fanout-test";
 
 /// `optout run --consumer-name CONSUMER` until idle; asserts it really read with fan-out.
@@ -66,12 +60,6 @@ fn opt(id: &str, from: &str, kind: &str, timestamp: &str) -> Vec<u8> {
         .build()
 }
 
-fn ids(rows: &[Value], field: &str) -> BTreeSet<String> {
-    rows.iter()
-        .map(|r| r[field].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 fn strings<const N: usize>(items: [&str; N]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -85,106 +73,15 @@ fn status_map(rows: &[Value]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-/// Fixtures, out-of-order and duplicated opt events, dead letters and filler: `(records, dead)`.
-fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let dead = vec![
-        b"not json at all".to_vec(),
-        Inbound::new("EZunknown0000000000000000000000000", "+15550000008")
-            .keyword("UNSUBSCRIBE")
-            .build(),
-    ];
-    let mut records = vec![
-        fixture("inbound-stop-v5.json"),
-        fixture("inbound-start-data-string.json"),
-        fixture("inbound-plain-v5.json"),
-        fixture("message-delivered.json"),
-        fixture("sink-test-event.json"),
-        // The newer START before the older STOP: the START wins.
-        opt("EZa1", "+15550000001", "START", "2026-03-01T10:00:00Z"),
-        opt("EZa2", "+15550000001", "STOP", "2026-03-01T09:00:00Z"),
-        // At-least-once delivery: the same event three times.
-        opt("EZb1", "+15550000002", "STOP", "2026-03-01T11:00:00Z"),
-        opt("EZb1", "+15550000002", "STOP", "2026-03-01T11:00:00Z"),
-        opt("EZb1", "+15550000002", "STOP", "2026-03-01T11:00:00Z"),
-        opt("EZc1", "+15550000003", "HELP", "2026-03-01T11:30:00Z"),
-    ];
-    records.extend(dead.iter().cloned());
-    records.extend(filler(21, 30));
-    (records, dead)
-}
-
+/// The polling scenario's mixed stream, read with enhanced fan-out: the tables must be exactly
+/// the same, and the first run registers the consumer.
 #[tokio::test(flavor = "multi_thread")]
 async fn mixed_stream_read_with_enhanced_fan_out() {
-    let emu = emulator::from_env().await;
-    let client = emu.client().await;
-    let stream = emulator::unique_stream("fanout-mixed");
-    emulator::create_stream(&client, &stream, 2).await.unwrap();
-    let (records, dead) = mixed_records();
-    let placed = emulator::put_records(&client, &stream, &keyed(records.clone()))
-        .await
-        .unwrap();
-    let shards: BTreeSet<_> = placed.iter().map(|(s, _)| s.clone()).collect();
-    assert_eq!(shards.len(), 2, "records should spread over both shards");
-
-    let optout = Optout::new(emu.env());
-    let logs = run_fanout(&optout, &stream);
-    assert_eq!(registrations(&logs), 1, "the first run registers");
+    let mixed = super::scenarios::mixed_stream("fanout-mixed", 2, 30, run_fanout).await;
+    assert_eq!(registrations(&mixed.logs), 1, "the first run registers");
     assert_eq!(
-        consumer_status(&client, &stream).await,
+        consumer_status(&mixed.client, &mixed.stream).await,
         ConsumerStatus::Active
-    );
-    assert_eq!(
-        records_read(&logs),
-        records.len() as u64,
-        "every record read exactly once"
-    );
-
-    let events = optout.query(&["events"]);
-    assert_eq!(
-        ids(&events, "event_id"),
-        strings([
-            STOP_FIXTURE_ID,
-            START_FIXTURE_ID,
-            "EZa1",
-            "EZa2",
-            "EZb1",
-            "EZc1"
-        ])
-    );
-    assert_eq!(events.len(), 6, "duplicates stored once: {events:#?}");
-    assert_eq!(
-        status_map(&optout.query(&["status"])),
-        [
-            ("+15551230001", "opted_in", START_FIXTURE_ID),
-            ("+15550000001", "opted_in", "EZa1"),
-            ("+15550000002", "opted_out", "EZb1"),
-        ]
-        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-        .into()
-    );
-
-    let dead_rows = optout.query(&["dead-letters"]);
-    let stored: BTreeSet<Vec<u8>> = dead_rows
-        .iter()
-        .map(|r| {
-            base64::engine::general_purpose::STANDARD
-                .decode(r["data_base64"].as_str().unwrap())
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(stored, dead.into_iter().collect(), "raw bytes kept exactly");
-    assert_eq!(dead_rows.len(), 2);
-    assert!(
-        dead_rows
-            .iter()
-            .all(|r| shards.contains(r["shard_id"].as_str().unwrap()))
-    );
-
-    let tests = optout.query(&["test-events"]);
-    assert_eq!(ids(&tests, "test_id"), strings([TEST_ID]));
-    assert!(
-        logs.iter().any(|l| l["test_id"] == TEST_ID),
-        "the test id is logged for the operator"
     );
 }
 
@@ -253,7 +150,7 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
         &stream,
         &["--consumer-name", CONSUMER, "--http-addr", &addr],
     );
-    let reader = common::db::open_reader(&optout.store).await;
+    let reader = crate::common::db::open_reader(&optout.store).await;
     let mut put = 0;
     for round in 0..3 {
         let batch: Vec<Vec<u8>> = (0..4)
@@ -310,7 +207,7 @@ async fn expiring_subscriptions_are_renewed_from_the_checkpoint() {
 async fn a_deregistered_consumer_is_registered_again() {
     let (_emu, client, stream, optout) = short_sessions("fanout-dereg").await;
     let worker = optout.spawn_run(&stream, &["--consumer-name", CONSUMER]);
-    let reader = common::db::open_reader(&optout.store).await;
+    let reader = crate::common::db::open_reader(&optout.store).await;
     let batch = |from: usize| -> Vec<Vec<u8>> {
         (from..from + 4)
             .map(|n| {

@@ -6,16 +6,16 @@
 //! record lands exactly once, no shard is polled more than 5 times a second, and the retries
 //! show in `optout_retries_total{kind}`.
 
-#[macro_use]
-mod common;
-
-use common::emulator;
-use common::optout::*;
+use crate::common::emulator;
+use crate::common::optout::*;
 
 use std::time::{Duration, Instant};
 
 /// The emulator's environment, with optout's endpoint pointed at the proxy.
-fn through(env: Vec<(String, String)>, proxy: &common::proxy::Proxy) -> Vec<(String, String)> {
+fn through(
+    env: Vec<(String, String)>,
+    proxy: &crate::common::proxy::Proxy,
+) -> Vec<(String, String)> {
     via(env, &proxy.endpoint)
 }
 
@@ -33,7 +33,7 @@ fn via(env: Vec<(String, String)>, endpoint: &str) -> Vec<(String, String)> {
 /// retries must show in `optout_retries_total{kind}` for each of `kinds`.
 async fn through_aws_faults(
     n: usize,
-    plan: common::aws_faults::Plan,
+    plan: crate::common::aws_faults::Plan,
     kinds: &[&str],
     extra: &[&str],
 ) {
@@ -42,14 +42,14 @@ async fn through_aws_faults(
     let stream = emulator::unique_stream("awsfaults");
     emulator::create_stream(&client, &stream, 2).await.unwrap();
     write(&client, &stream, 0, n, 100, Duration::from_millis(10)).await;
-    let proxy = common::aws_faults::AwsFaults::start(&emu.endpoint, plan, 20261128).await;
+    let proxy = crate::common::aws_faults::AwsFaults::start(&emu.endpoint, plan, 20261128).await;
     let o = Optout::new(via(emu.env(), &proxy.endpoint));
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut args = vec!["--http-addr", addr.as_str(), "--max-records-per-call", "10"];
     args.extend_from_slice(extra);
     let worker = o.spawn_run(&stream, &args);
-    let reader = common::db::open_reader(&o.store).await;
+    let reader = crate::common::db::open_reader(&o.store).await;
     wait_for_events(&reader, n, Duration::from_secs(180)).await;
     let (_, text) = http_get(&addr, "/metrics").await;
     let logs = worker.terminate();
@@ -72,7 +72,7 @@ async fn through_aws_faults(
     check_tables(&o, n);
     proxy.seen(|s| {
         for (shard, times) in &s.get_records_at {
-            let most = common::aws_faults::max_calls_per_second(times);
+            let most = crate::common::aws_faults::max_calls_per_second(times);
             eprintln!(
                 "{shard}: {} GetRecords calls, at most {most} in one second",
                 times.len()
@@ -83,11 +83,11 @@ async fn through_aws_faults(
 }
 
 fn faults(
-    kinds: &[common::aws_faults::Fault],
+    kinds: &[crate::common::aws_faults::Fault],
     share: f64,
     first: u64,
-) -> common::aws_faults::OpFaults {
-    common::aws_faults::OpFaults {
+) -> crate::common::aws_faults::OpFaults {
+    crate::common::aws_faults::OpFaults {
         kinds: kinds.to_vec(),
         share,
         first,
@@ -96,7 +96,7 @@ fn faults(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_errors_on_a_fifth_of_the_calls_lose_nothing() {
-    use common::aws_faults::Fault::*;
+    use crate::common::aws_faults::Fault::*;
     let plan = [
         (
             "GetRecords",
@@ -126,7 +126,7 @@ async fn aws_errors_on_a_fifth_of_the_calls_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_errors_on_subscriptions_lose_nothing() {
-    use common::aws_faults::Fault::*;
+    use crate::common::aws_faults::Fault::*;
     // Subscriptions are few (one per shard every few minutes), so the first ones always fail.
     let plan = [
         (
@@ -153,11 +153,11 @@ async fn emulator_unreachable_for_30_seconds_loses_nothing() {
     let client = emu.client().await;
     let stream = emulator::unique_stream("outage");
     emulator::create_stream(&client, &stream, 2).await.unwrap();
-    let proxy = common::proxy::Proxy::start(&emu.endpoint).await;
+    let proxy = crate::common::proxy::Proxy::start(&emu.endpoint).await;
     let o = Optout::new(through(emu.env(), &proxy));
     let mut worker = o.spawn_run(&stream, &[]);
     write(&client, &stream, 0, 200, 50, Duration::from_millis(20)).await;
-    let reader = common::db::open_reader(&o.store).await;
+    let reader = crate::common::db::open_reader(&o.store).await;
     let s = &reader;
     wait_for_events(s, 200, Duration::from_secs(60)).await;
 
@@ -197,11 +197,11 @@ async fn a_hung_network_restarts_stalled_readers() {
     let client = emu.client().await;
     let stream = emulator::unique_stream("stall");
     emulator::create_stream(&client, &stream, 2).await.unwrap();
-    let proxy = common::proxy::Proxy::start(&emu.endpoint).await;
+    let proxy = crate::common::proxy::Proxy::start(&emu.endpoint).await;
     let o = Optout::new(through(emu.env(), &proxy));
     let worker = o.spawn_run(&stream, &["--stall-timeout-secs", "2"]);
     write(&client, &stream, 0, 100, 50, Duration::from_millis(10)).await;
-    let reader = common::db::open_reader(&o.store).await;
+    let reader = crate::common::db::open_reader(&o.store).await;
     let s = &reader;
     wait_for_events(s, 100, Duration::from_secs(60)).await;
     // Requests now hang (the SDK's own timeout is 30 s): the watchdog must act first.

@@ -12,11 +12,8 @@
 //! housekeeping until it resumes. The database therefore ends idle transactions after 5 s
 //! (`idle_in_transaction_session_timeout`), as a deployment with several workers should.
 
-#[macro_use]
-mod common;
-
-use common::optout::*;
-use common::{db, emulator};
+use crate::common::optout::*;
+use crate::common::{db, emulator};
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,12 +2,9 @@
 //! revocation and undecodable records carrying numbers and bodies, at the default level and at
 //! `RUST_LOG=debug` (every crate), in both log formats, and none of them shows in stderr.
 
-#[macro_use]
-mod common;
-
-use common::emulator;
-use common::optout::*;
-use common::records::*;
+use crate::common::emulator;
+use crate::common::optout::*;
+use crate::common::records::*;
 
 use std::process::Command;
 

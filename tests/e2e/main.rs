@@ -1,26 +1,40 @@
 //! End to end: the `optout` binary against a real Kinesis emulator (ferrokinesis by default;
-//! `OPTOUT_TEST_EMULATOR=kinesis-local` for the npm one) and a SQLite store.
+//! `OPTOUT_TEST_EMULATOR=kinesis-local` for the npm one) and a real store.
 //!
 //! Each scenario makes its own stream and store, writes Twilio-shaped records, runs the
-//! consumer as a user would, and checks the exact contents of every table. One binary, one
-//! module per topic:
+//! consumer as a user would, and checks the exact contents of every table. One module per
+//! guarantee or topic:
 //! - `scenarios`: decoding a mixed stream, keyword inference, arrival order;
 //! - `resume`: restarts, a `kill -9` mid-backlog, expired iterators;
 //! - `reshard`: splits and merges, before and while running, on both transports;
-//! - `cli`: CLI mistakes, the single-runner lock, replay;
-//! - `http`: the HTTP API;
-//! - `positions`: `--initial-position`.
+//! - `positions`: `--initial-position`;
+//! - `fanout`: enhanced fan-out (subscriptions ending, expiring, a deregistered consumer);
+//! - `workers`: several workers on PostgreSQL, `kill -9`s, takeover, split and merge;
+//! - `fencing`: a paused worker cannot commit after its lease is taken;
+//! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
+//! - `poison`: records no database can store, through the consumer and replay;
+//! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
+//! - `log_hygiene`: no phone number or body reaches the logs;
+//! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
 mod common;
 
 mod cli;
+mod fanout;
+mod faults;
+mod fencing;
 mod http;
+mod log_hygiene;
+mod poison;
 mod positions;
+mod query_cli;
+mod readiness;
 mod reshard;
 mod resume;
 mod scenarios;
+mod workers;
 
 use common::emulator;
 use common::optout::*;

@@ -8,12 +8,9 @@
 //!   error, the way PostgreSQL refuses an over-long index row) is isolated by bisecting the
 //!   batch, dead-lettered with the database's reason, and everything around it is committed.
 
-#[macro_use]
-mod common;
-
-use common::optout::*;
-use common::records::*;
-use common::{db, emulator};
+use crate::common::optout::*;
+use crate::common::records::*;
+use crate::common::{db, emulator};
 
 use std::time::Instant;
 

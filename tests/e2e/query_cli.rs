@@ -1,48 +1,26 @@
 //! The query commands as a user runs them: `history`, `status --as-of`, `--limit`, CSV that a
 //! spreadsheet cannot run, and a table that fits 120 columns with its summary line.
 
-use std::process::Command;
-
-use chrono::{TimeZone, Utc};
-use optout::event::{Detection, OptEvent, OptOutType};
+use optout::event::{OptEvent, OptOutType};
 use optout::store::{Batch, Positioned};
 
-#[macro_use]
-mod common;
+use crate::common::db as support_db;
+use crate::common::events::opt_event;
 
-use common::db as support_db;
-
+/// An opt event of account `AC0123…` in `scope`, with `body` and no message SID.
 fn ev(id: &str, t: OptOutType, scope: &str, from: &str, at: i64, body: &str) -> OptEvent {
     OptEvent {
-        event_id: id.into(),
-        opt_out_type: t,
-        inferred: false,
-        detection: Detection::Twilio,
-        rule: None,
         account_sid: "AC0123456789abcdef0123456789abcdef".into(),
         messaging_service_sid: Some(scope.into()),
-        sender: "+15559870002".into(),
-        subscriber: from.into(),
         body: Some(body.into()),
         message_sid: None,
-        occurred_at: Utc.timestamp_opt(1_772_366_400 + at, 0).unwrap(),
-        schema_version: Some(5),
+        ..opt_event(id, t, from, at)
     }
 }
 
+/// What `optout ARGS` printed, against the store at `url`.
 fn optout(url: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_optout"))
-        .arg("--store")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::common::optout::Optout::with_store(Vec::new(), url).stdout(args)
 }
 
 #[tokio::test]

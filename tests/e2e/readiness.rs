@@ -2,11 +2,8 @@
 //! database's error once it has failed for `--failing-after-secs`, `/metrics` counts it in
 //! `optout_shards_failing` and its restarts, and both recover once the database does.
 
-#[macro_use]
-mod common;
-
-use common::optout::*;
-use common::{db, emulator};
+use crate::common::optout::*;
+use crate::common::{db, emulator};
 
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// The scenario's hand-made records: `(records, dead-letter payloads)`.
-fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// The scenario's hand-made records and `filler_count` ordinary ones: `(records, dead-letter
+/// payloads)`.
+fn mixed_records(filler_count: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let dead = vec![
         b"not json at all".to_vec(),
         br#"{"specversion":"1.0","type":"com.twilio.messaging.inbound-message.received","id":"EZtrunc"#.to_vec(),
@@ -84,29 +85,56 @@ fn mixed_records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             .build(),
     ];
     records.extend(dead.iter().cloned());
-    records.extend(filler(11, 400));
+    records.extend(filler(11, filler_count));
     (records, dead)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mixed_stream_over_four_shards() {
+    mixed_stream("mixed", 4, 400, |optout, stream| {
+        optout.run_to_idle(stream, &[])
+    })
+    .await;
+}
+
+/// What a mixed-stream run leaves for the transport's own checks.
+pub(super) struct Mixed {
+    /// Kept so that an in-process emulator lives until the caller's checks end.
+    pub _emu: emulator::Emulator,
+    pub client: aws_sdk_kinesis::Client,
+    pub stream: String,
+    pub logs: Vec<Value>,
+}
+
+/// The mixed stream (fixtures, out-of-order and duplicated opt events, other schema versions,
+/// dead letters, a sink test event and `filler_count` ordinary records) written to a new
+/// stream of `shards` shards and read by `run`: every table is checked exactly. Shared by the
+/// transports, so that fan-out must give exactly what polling gives.
+pub(super) async fn mixed_stream(
+    prefix: &str,
+    shards: i32,
+    filler_count: usize,
+    run: impl FnOnce(&Optout, &str) -> Vec<Value>,
+) -> Mixed {
     let emu = emulator::from_env().await;
     let client = emu.client().await;
-    let stream = emulator::unique_stream("mixed");
-    emulator::create_stream(&client, &stream, 4).await.unwrap();
-    let (records, dead) = mixed_records();
+    let stream = emulator::unique_stream(prefix);
+    emulator::create_stream(&client, &stream, shards)
+        .await
+        .unwrap();
+    let (records, dead) = mixed_records(filler_count);
     let placed = emulator::put_records(&client, &stream, &keyed(records.clone()))
         .await
         .unwrap();
     let shards_used: BTreeSet<_> = placed.iter().map(|(s, _)| s.clone()).collect();
     assert_eq!(
         shards_used.len(),
-        4,
+        shards as usize,
         "records should spread over all shards"
     );
 
     let optout = Optout::new(emu.env());
-    let logs = optout.run_to_idle(&stream, &[]);
+    let logs = run(&optout, &stream);
     assert_eq!(
         records_read(&logs),
         records.len() as u64,
@@ -221,6 +249,12 @@ async fn mixed_stream_over_four_shards() {
             .any(|l| l["test_id"] == "95001c1e-8a1c-4b5e-9a57-3f1f0e2c6d11"),
         "the test id is logged for the operator"
     );
+    Mixed {
+        _emu: emu,
+        client,
+        stream,
+        logs,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

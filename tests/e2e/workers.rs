@@ -2,12 +2,9 @@
 //! resharding under steady writes. Each test checks that every opt event is stored exactly
 //! once and every status is right, and prints what it measured.
 
-#[macro_use]
-mod common;
-
-use common::optout::*;
-use common::records::*;
-use common::{db, emulator};
+use crate::common::optout::*;
+use crate::common::records::*;
+use crate::common::{db, emulator};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -4,12 +4,9 @@
 //! share it (they waited), and everything is given back at the end. Memory is measured by
 //! `scripts/bench-e2e.sh`; this test asserts the bookkeeping that bounds it, not time.
 
-#[macro_use]
-mod common;
+use crate::common::commits::Commits;
 
-use common::commits::Commits;
-
-use common::emulator as support;
+use crate::common::emulator as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

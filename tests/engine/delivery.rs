@@ -5,11 +5,8 @@
 //! parents, shards handed over between two engines that share one lease store, and the stall
 //! watchdog restarting a reader whose calls hang.
 
-#[macro_use]
-mod common;
-
-use common::emulator as support;
-use common::proxy;
+use crate::common::emulator as support;
+use crate::common::proxy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

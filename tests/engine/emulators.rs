@@ -38,10 +38,7 @@
 //!   error (`is_expired_iterator_exception()`) about 1 s after GetShardIterator. kinesis-local's
 //!   TTL is a fixed 5 minutes: not tested.
 
-#[macro_use]
-mod common;
-
-use common::emulator::{self, Emulator, EmulatorKind};
+use crate::common::emulator::{self, Emulator, EmulatorKind};
 
 use std::time::Duration;
 

@@ -3,12 +3,9 @@
 //! process (`kinesis::run` against the in-process emulator) with a recording processor that
 //! knows nothing of Twilio, and asserted on what it recorded, not on log text.
 
-#[macro_use]
-mod common;
+use crate::common::commits::Commits;
 
-use common::commits::Commits;
-
-use common::emulator;
+use crate::common::emulator;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

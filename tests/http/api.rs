@@ -18,10 +18,7 @@ use optout::store::{Batch, DeadLetter, Positioned, Reader};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-#[macro_use]
-mod common;
-
-use common::db as support_db;
+use crate::common::db as support_db;
 
 use support_db::Db;
 
@@ -304,7 +301,7 @@ async fn responses_match_the_openapi_document(db: Db) {
     let (status, _, served) = api.get("/v1/openapi.json", None).await;
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&served).unwrap();
-    let file: Value = serde_json::from_str(include_str!("../schemas/openapi.json")).unwrap();
+    let file: Value = serde_json::from_str(include_str!("../../schemas/openapi.json")).unwrap();
     assert_eq!(doc, file, "the served document is the file");
     assert_eq!(doc["openapi"], "3.1.0");
 

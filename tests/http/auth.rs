@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use optout::http::{ApiAuth, AppState};
+
+use crate::common::optout::{bare_command, output_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -130,28 +132,11 @@ async fn without_tokens_everything_is_open() {
     stop.cancel();
 }
 
+/// The binary with a clean environment and an in-memory store.
 fn optout(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_optout"));
-    for var in [
-        "OPTOUT_HTTP_TOKEN",
-        "OPTOUT_HTTP_TOKEN_FILE",
-        "OPTOUT_HTTP_ADDR",
-        "OPTOUT_STORE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("OPTOUT_STORE", "sqlite::memory:").args(args);
+    let mut cmd = bare_command(args);
+    cmd.env("OPTOUT_STORE", "sqlite::memory:");
     cmd
-}
-
-fn output_of(cmd: &mut Command) -> (Option<i32>, String) {
-    let out = cmd.output().expect("run optout");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
 }
 
 #[test]

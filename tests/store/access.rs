@@ -3,12 +3,9 @@
 //! lock cannot be dodged through a symlink, failures name their cause, replay never drops a
 //! dead letter and checks its inputs before committing anything.
 
-#[macro_use]
-mod common;
-
-use common::db;
-use common::optout::*;
-use common::records::*;
+use crate::common::db;
+use crate::common::optout::*;
+use crate::common::records::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -45,7 +42,7 @@ fn a_query_on_a_missing_sqlite_file_says_what_to_run_and_creates_nothing() {
 fn a_query_on_an_older_schema_says_to_migrate() {
     let o = Optout::new(vec![]);
     let db = format!("sqlite://{}?mode=rwc", o.db_path.display());
-    let v1 = include_str!("../migrations/sqlite/0001_init.sql");
+    let v1 = include_str!("../../migrations/sqlite/0001_init.sql");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use sqlx::Connection;

@@ -14,12 +14,9 @@ use optout::store::{Batch, CheckpointUpdate, DeadLetter, EventFilter, Reader, St
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-#[macro_use]
-mod common;
+use crate::common::events::*;
 
-use common::events::*;
-
-use common::db::{self, Db};
+use crate::common::db::{self, Db};
 
 both_backends! {
     a_commit_failing_at_its_checkpoint_leaves_nothing;

@@ -14,10 +14,7 @@ use optout::store::{
     StatusFilter, Store, StoreError,
 };
 
-#[macro_use]
-mod common;
-
-use common::db::{self, Db};
+use crate::common::db::{self, Db};
 
 /// Runs one async test body against both backends.
 macro_rules! both_backends {

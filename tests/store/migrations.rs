@@ -2,9 +2,6 @@
 //! converted in place by migration 3, keeps every value to the microsecond, reads the same
 //! through the API's queries, gains the analysts' views, and takes new commits.
 
-#[macro_use]
-mod common;
-
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -34,7 +31,7 @@ struct DropDb(String, String);
 
 impl Drop for DropDb {
     fn drop(&mut self) {
-        common::db::drop_pg_database(self.0.clone(), self.1.clone());
+        crate::common::db::drop_pg_database(self.0.clone(), self.1.clone());
     }
 }
 
@@ -60,11 +57,11 @@ INSERT INTO optout_migrations VALUES (1, 'init', 'x'), (2, 'detection', 'x');
 async fn old_text_columns_become_native_types_in_place() {
     let (url, _guard) = fresh_database().await;
     let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(include_str!("../migrations/postgres/0001_init.sql"))
+    sqlx::raw_sql(include_str!("../../migrations/postgres/0001_init.sql"))
         .execute(&mut c)
         .await
         .unwrap();
-    sqlx::raw_sql(include_str!("../migrations/postgres/0002_detection.sql"))
+    sqlx::raw_sql(include_str!("../../migrations/postgres/0002_detection.sql"))
         .execute(&mut c)
         .await
         .unwrap();

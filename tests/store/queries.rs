@@ -12,12 +12,9 @@ use optout::store::{EventFilter, Reader, StatusFilter};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
-#[macro_use]
-mod common;
+use crate::common::events::*;
 
-use common::events::*;
-
-use common::db as support_db;
+use crate::common::db as support_db;
 
 use support_db::Db;
 

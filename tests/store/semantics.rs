@@ -2,7 +2,7 @@
 //! set of tests: SQLite in a temporary file, and PostgreSQL in a fresh database per test on
 //! the machine's server (`OPTOUT_TEST_PG`, default postgres://postgres@127.0.0.1:5432/test).
 //! Order independence as a property and atomicity under a failing write are in
-//! tests/store_guarantees.rs.
+//! tests/store/guarantees.rs.
 
 use optout::event::{OptOutType, TestEvent};
 use optout::store::query::{DeadLetterFilter, TestEventFilter};
@@ -10,12 +10,9 @@ use optout::store::{
     Batch, CheckpointUpdate, DeadLetter, EventFilter, Positioned, Reader, StatusFilter,
 };
 
-#[macro_use]
-mod common;
+use crate::common::events::{batch, opt_event as ev, ts};
 
-use common::events::{batch, opt_event as ev, ts};
-
-use common::db::{self, Db};
+use crate::common::db::{self, Db};
 
 both_backends! {
     duplicates_change_nothing;

@@ -16,6 +16,8 @@ use std::process::{Command, Output};
 
 use sqlx::Connection;
 
+use crate::common::optout::{bare_command, output_of};
+
 /// The private server's login, with characters that must be percent-encoded in a URL.
 const USER: &str = "optout";
 const PASSWORD: &str = "Pa@ss:w/rd%1";
@@ -325,37 +327,6 @@ async fn session_uses_tls(url: &str) -> bool {
     ssl
 }
 
-/// The optout binary, with no PostgreSQL settings inherited from the test's environment.
-fn optout(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_optout"));
-    for var in [
-        "PGPASSWORD",
-        "PGPASSFILE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGUSER",
-        "PGHOST",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env_remove("OPTOUT_STORE")
-        .env_remove("OPTOUT_STORE_FILE")
-        // No ~/.pgpass of the machine's may supply the password behind the test's back.
-        .env("PGPASSFILE", "/nonexistent/pgpass")
-        .args(args);
-    cmd
-}
-
-fn output_of(cmd: &mut Command) -> (Option<i32>, String) {
-    let out = cmd.output().expect("run optout");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
 #[tokio::test]
 async fn require_encrypts_the_connection_to_the_local_server() {
     if skipped("require_encrypts_the_connection_to_the_local_server") {
@@ -448,7 +419,7 @@ async fn verify_full_trusts_only_the_given_ca_and_the_right_host() {
         &format!("sslmode=verify-full&sslrootcert={ca}"),
     );
     for url in [&bad, &wrong_host_url] {
-        let (code, text) = output_of(&mut optout(&["--store", url, "migrate"]));
+        let (code, text) = output_of(&mut bare_command(&["--store", url, "migrate"]));
         assert_eq!(code, Some(1), "{text}");
         assert!(text.contains("invalid peer certificate"), "{text}");
         assert!(
@@ -473,12 +444,12 @@ async fn the_password_comes_from_pgpassword_pgpassfile_or_the_store_file() {
     let no_password = server.url("localhost", None, &params);
 
     // Without a password the server refuses: the cases below prove where it came from.
-    let (code, text) = output_of(&mut optout(&["--store", &no_password, "migrate"]));
+    let (code, text) = output_of(&mut bare_command(&["--store", &no_password, "migrate"]));
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("password"), "{text}");
 
     let (code, text) =
-        output_of(optout(&["--store", &no_password, "migrate"]).env("PGPASSWORD", PASSWORD));
+        output_of(bare_command(&["--store", &no_password, "migrate"]).env("PGPASSWORD", PASSWORD));
     assert_eq!(code, Some(0), "PGPASSWORD: {text}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -490,7 +461,7 @@ async fn the_password_comes_from_pgpassword_pgpassfile_or_the_store_file() {
     .unwrap();
     run(Command::new("chmod").arg("600").arg(&pgpass));
     let (code, text) =
-        output_of(optout(&["--store", &no_password, "migrate"]).env("PGPASSFILE", &pgpass));
+        output_of(bare_command(&["--store", &no_password, "migrate"]).env("PGPASSFILE", &pgpass));
     assert_eq!(code, Some(0), "PGPASSFILE: {text}");
 
     // The whole URL, password included, from a file (flag or environment): nothing on the
@@ -499,18 +470,18 @@ async fn the_password_comes_from_pgpassword_pgpassfile_or_the_store_file() {
     let with_password = server.url("localhost", Some(PASSWORD_IN_URL), &params);
     std::fs::write(&store_file, format!("  {with_password}\n")).unwrap();
     let file = store_file.display().to_string();
-    let (code, text) = output_of(&mut optout(&["--store-file", &file, "migrate"]));
+    let (code, text) = output_of(&mut bare_command(&["--store-file", &file, "migrate"]));
     assert_eq!(code, Some(0), "--store-file: {text}");
     assert!(
         text.contains("schema up to date: postgres://optout:***@localhost"),
         "{text}"
     );
     assert!(!text.contains(PASSWORD_IN_URL), "password printed: {text}");
-    let (code, text) = output_of(optout(&["migrate"]).env("OPTOUT_STORE_FILE", &store_file));
+    let (code, text) = output_of(bare_command(&["migrate"]).env("OPTOUT_STORE_FILE", &store_file));
     assert_eq!(code, Some(0), "OPTOUT_STORE_FILE: {text}");
     // The file wins over OPTOUT_STORE, which the container image sets for its SQLite default.
     let (code, text) = output_of(
-        optout(&["--store-file", &file, "migrate"])
+        bare_command(&["--store-file", &file, "migrate"])
             .env("OPTOUT_STORE", "sqlite:///nonexistent/dir/optout.db"),
     );
     assert_eq!(code, Some(0), "--store-file with OPTOUT_STORE set: {text}");
@@ -528,14 +499,14 @@ async fn the_password_comes_from_pgpassword_pgpassfile_or_the_store_file() {
         ),
         (format!("{no_password}&password=TopSecret1"), "TopSecret1"),
     ] {
-        let (code, text) = output_of(&mut optout(&["--store", &url, "migrate"]));
+        let (code, text) = output_of(&mut bare_command(&["--store", &url, "migrate"]));
         assert_eq!(code, Some(1), "{text}");
         assert!(!text.contains(secret), "`{secret}` printed: {text}");
         assert!(text.contains("cannot open store"), "{text}");
     }
 
     // --store and --store-file together: a usage mistake, named.
-    let (code, text) = output_of(&mut optout(&[
+    let (code, text) = output_of(&mut bare_command(&[
         "--store",
         &no_password,
         "--store-file",

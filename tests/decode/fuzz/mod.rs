@@ -20,7 +20,7 @@
 //!
 //! ```text
 //! FUZZ_ITERATIONS=10000000 FUZZ_SEED=<seed> \
-//!     cargo test --release --test fuzz -- --ignored --nocapture
+//!     cargo test --release --test decode -- fuzz:: --ignored --nocapture
 //! ```
 //!
 //! `FUZZ_ITERATIONS` defaults to 10,000,000, `FUZZ_SECONDS` to no time limit, and `FUZZ_SEED`
@@ -196,7 +196,7 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|e| panic!("{name}={raw:?}: {e}")))
 }
 
-/// The long run: `scripts/fuzz.sh` (or `cargo test --release --test fuzz -- --ignored
+/// The long run: `scripts/fuzz.sh` (or `cargo test --release --test decode -- fuzz:: --ignored
 /// --nocapture`). `FUZZ_SECONDS` bounds it by time as well as by `FUZZ_ITERATIONS`.
 #[test]
 #[ignore = "long-running; run in release with --ignored --nocapture"]

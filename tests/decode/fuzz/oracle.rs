@@ -5,12 +5,9 @@
 use super::*;
 
 /// The slow reference classifier of tests/decode/reference.rs (its agreement tests live in
-/// tests/decode.rs, so declaring it here runs nothing twice).
+/// tests/decode/decoder.rs, so declaring it here runs nothing twice).
 #[allow(dead_code)]
-#[path = "../decode/reference.rs"]
-mod reference;
-
-pub(crate) use reference::reference;
+pub(crate) use crate::reference::reference;
 
 pub(crate) const MODES: [DecodeOptions; 2] = [
     DecodeOptions {

@@ -1,0 +1,21 @@
+//! The store on both backends (SQLite in a temporary file, PostgreSQL in a fresh database per
+//! test), one module per guarantee:
+//! - `semantics`: identity, status order, dead letters, test events, checkpoints, fencing;
+//! - `guarantees`: atomicity under a failing write, order independence as a property;
+//! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
+//! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
+//! - `migrations`: upgrades of databases holding rows;
+//! - `access`: read-only queries, file modes, the runner lock, connection errors;
+//! - `tls`: TLS to PostgreSQL and the store's secrets.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod access;
+mod guarantees;
+mod leases;
+mod migrations;
+mod queries;
+mod semantics;
+mod tls;
