@@ -8,13 +8,11 @@
 //! processor did not commit, so a crash at any moment re-reads at most the batch in hand.
 
 mod backoff;
-mod balance;
 mod budget;
 mod coordinator;
 mod fanout;
 mod health;
-mod lease;
-mod leasing;
+mod leases;
 mod poller;
 mod progress;
 mod reader;
@@ -30,7 +28,7 @@ pub use backoff::{Backoff, ErrorClass, classify};
 pub use budget::{Budget, BudgetStats, record_cost};
 pub use coordinator::run;
 pub use health::{FailingShard, Health};
-pub use lease::{HeldLease, LeaseInfo, LeaseStore};
+pub use leases::{HeldLease, LeaseInfo, LeaseStore};
 pub use shards::{ShardInfo, aws_message, list_shards};
 
 /// Where to start reading a shard that has no checkpoint yet.

@@ -16,7 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::leasing::Leasing;
+use super::leases::WorkerLeases;
 use super::progress::{Progress, ShardState};
 use super::reader::{ShardContext, ShardExit, start_for};
 use super::restarts::{Restarts, panic_message};
@@ -67,7 +67,7 @@ pub async fn run(
     };
     info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
     let leasing = leases.map(|store| {
-        Leasing::new(
+        WorkerLeases::new(
             store,
             &config.stream,
             &config.worker_id,
@@ -109,7 +109,7 @@ struct Coordinator {
     /// The registered stream consumer when reading with enhanced fan-out.
     consumer_arn: Option<String>,
     /// This worker's leases when it shares the stream with others; `None` alone.
-    leasing: Option<Leasing>,
+    leasing: Option<WorkerLeases>,
     shards: Vec<ShardInfo>,
     /// Shards read to their end (by anyone), from the checkpoints.
     finished: HashSet<String>,
@@ -211,7 +211,7 @@ impl Coordinator {
     fn housekeeping_period(&self) -> Duration {
         self.leasing
             .as_ref()
-            .map_or(Duration::from_secs(1), Leasing::period)
+            .map_or(Duration::from_secs(1), WorkerLeases::period)
     }
 
     /// Whether this worker should read `shard`: always alone, else when it holds the lease.
@@ -319,7 +319,7 @@ impl Coordinator {
         let Some(idle) = self.ctx.config.exit_when_idle else {
             return false;
         };
-        let unclaimed = self.leasing.as_ref().map_or(0, Leasing::unclaimed);
+        let unclaimed = self.leasing.as_ref().map_or(0, WorkerLeases::unclaimed);
         if self.ctx.progress.quiet_for() < idle || unclaimed > 0 {
             return false;
         }
