@@ -18,6 +18,7 @@ mod progress;
 mod reader;
 mod restarts;
 mod shards;
+mod stream_consumer;
 
 use std::time::Duration;
 

@@ -97,7 +97,7 @@ impl Coordinator {
             self.stop.clone(),
         );
         let handle = self.tasks.spawn(async move {
-            let lookup = crate::fanout::ensure_consumer(&client, &stream, &name, &stop);
+            let lookup = crate::stream_consumer::ensure_consumer(&client, &stream, &name, &stop);
             // Bounded, so that a consumer stuck CREATING or an AWS outage holds reader starts
             // back for at most this long.
             match tokio::time::timeout(CONSUMER_REFRESH_TIMEOUT, lookup).await {

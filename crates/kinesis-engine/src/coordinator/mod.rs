@@ -58,7 +58,9 @@ pub async fn run(
     };
     let consumer_arn = match &config.consumer_name {
         Some(name) => {
-            match super::fanout::ensure_consumer(&client, &config.stream, name, &stop).await? {
+            match super::stream_consumer::ensure_consumer(&client, &config.stream, name, &stop)
+                .await?
+            {
                 Some(arn) => Some(arn),
                 None => return Ok(RunStats::default()),
             }
