@@ -32,8 +32,8 @@ pub const RECORD_OVERHEAD: usize = 160;
 /// of the records' held size, and trimmed to the held size once decoded.
 pub const CALL_PEAK_FACTOR: f64 = 2.5;
 
-/// The bytes-per-record estimate before a reader has seen any record: generous (Twilio events
-/// are about 1 KB), so a first call on an unknown stream cannot overshoot its share by much.
+/// The bytes-per-record estimate before a reader has seen any record: generous (typical event
+/// records are about 1 KB), so a first call on an unknown stream cannot overshoot its share by much.
 pub const INITIAL_BYTES_PER_RECORD: usize = 4096;
 
 /// What a record costs the budget once decoded.
@@ -87,7 +87,7 @@ pub struct BudgetStats {
 }
 
 impl Default for Budget {
-    /// The default budget of `--max-in-flight-mb`: 64 MiB.
+    /// The default budget: 64 MiB.
     fn default() -> Self {
         Budget::new(64 << 20)
     }

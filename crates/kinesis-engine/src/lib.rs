@@ -81,7 +81,7 @@ pub struct ConsumerConfig {
     /// instead of polling with `GetRecords`.
     pub consumer_name: Option<String>,
     /// A shard whose calls or commits have failed, with no success since, for this long is
-    /// reported as failing (`/readyz`, `optout_shards_failing`).
+    /// reported as failing ([`Health::failing`], the `shards_failing` gauge).
     pub failing_after: Duration,
     /// First wait before restarting a reader that failed or panicked; doubles up to
     /// `restart_backoff_max`.
@@ -90,8 +90,8 @@ pub struct ConsumerConfig {
     pub restart_backoff_max: Duration,
     /// Where the engine reports shard health; keep a clone for the readiness probe.
     pub health: Health,
-    /// Bytes of records held between fetch and commit, across all shards
-    /// (`--max-in-flight-mb`); keep a clone to read its accounting.
+    /// Bytes of records held between fetch and commit, across all shards; keep a clone to
+    /// read its accounting.
     pub budget: Budget,
 }
 
@@ -206,9 +206,7 @@ pub trait Processor: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum KinesisError {
     /// The stream does not exist in this account and region.
-    #[error(
-        "stream `{stream}` not found: check --stream, --region, --endpoint-url and the AWS account"
-    )]
+    #[error("stream `{stream}` not found: check the stream name, region, endpoint and AWS account")]
     StreamNotFound { stream: String },
     /// An AWS call failed in a way no retry can fix.
     #[error("{operation} failed: {message}")]
