@@ -185,7 +185,7 @@ async fn consume(
             return Ok(Session::Exit(exit));
         }
         if records.is_empty() && behind == 0 && Instant::now() >= *next_probe {
-            *next_probe = Instant::now() + r.context().config.discovery_interval;
+            *next_probe = Instant::now() + r.context().config.reading.discovery_interval;
             if let Some(exit) = finish_if_drained(r, cancel).await? {
                 return Ok(Session::Exit(exit));
             }

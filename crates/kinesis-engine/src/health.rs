@@ -3,7 +3,7 @@
 //! and the logs.
 //!
 //! A shard is *failing* from its first failed call or commit until its next success; it is
-//! reported once that has lasted longer than [`super::ConsumerConfig::failing_after`], so a
+//! reported once that has lasted longer than [`crate::RestartSettings::failing_after`], so a
 //! blip that the backoff absorbs never flips readiness.
 
 use std::collections::HashMap;

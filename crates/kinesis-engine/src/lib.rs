@@ -9,6 +9,7 @@
 
 mod backoff;
 mod budget;
+mod config;
 mod coordinator;
 mod fanout;
 mod health;
@@ -20,115 +21,24 @@ mod restarts;
 mod shards;
 mod stream_consumer;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use aws_sdk_kinesis::types::Record;
 
 pub use backoff::{Backoff, ErrorClass, classify};
 pub use budget::{Budget, BudgetStats, record_cost};
+pub use config::{
+    BackoffSettings, ConsumerConfig, DEFAULT_METRICS_PREFIX, Handles, InitialPosition,
+    LeasingSettings, ReadingSettings, RestartSettings, default_worker_id,
+};
 pub use coordinator::run;
 pub use health::{FailingShard, Health};
 pub use leases::{HeldLease, LeaseInfo, LeaseStore};
 pub use shards::{ShardInfo, aws_message, list_shards};
 
-/// Where to start reading a shard that has no checkpoint yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitialPosition {
-    /// The oldest record still in the stream (the default: missing an opt-out is worse than
-    /// reading one twice, and re-reading is harmless).
-    TrimHorizon,
-    /// Only records written from now on. Children of shards read by this run still start at
-    /// their beginning, so a reshard loses nothing.
-    Latest,
-    /// Records written at or after this instant.
-    AtTimestamp(chrono::DateTime<chrono::Utc>),
-}
-
 /// How far before the first read at `latest` a restarted reader resumes: slack for clock skew
 /// with Kinesis, so nothing that arrived after the first read is skipped (re-reading those
 /// seconds is harmless: effects are idempotent).
 pub const LATEST_SLACK: chrono::Duration = chrono::Duration::seconds(2);
-
-/// How the consumer behaves.
-#[derive(Debug, Clone)]
-pub struct ConsumerConfig {
-    /// The stream to read.
-    pub stream: String,
-    /// Where shards without a checkpoint start.
-    pub initial_position: InitialPosition,
-    /// Wait before polling a caught-up shard again.
-    pub poll_interval: Duration,
-    /// Minimum time between two `GetRecords` calls on one shard (AWS allows 5 per second).
-    pub min_call_interval: Duration,
-    /// How often the shard list is refreshed to find new shards after a reshard.
-    pub discovery_interval: Duration,
-    /// Records asked for per `GetRecords` call (AWS maximum: 10,000).
-    pub max_records: i32,
-    /// Exit once every shard is finished or caught up and nothing new came for this long.
-    pub exit_when_idle: Option<Duration>,
-    /// First wait after a throttled or failed call; doubles up to `backoff_max`.
-    pub backoff_base: Duration,
-    /// Longest wait between retries.
-    pub backoff_max: Duration,
-    /// This worker's name, the owner of its leases (host name and pid by default).
-    pub worker_id: String,
-    /// How long a lease lasts without renewal (several workers only); renewed every third.
-    pub lease_duration: Duration,
-    /// A reader with no successful call for this long is restarted (and logged).
-    pub stall_timeout: Duration,
-    /// Read with enhanced fan-out (`SubscribeToShard`) as this registered stream consumer
-    /// instead of polling with `GetRecords`.
-    pub consumer_name: Option<String>,
-    /// A shard whose calls or commits have failed, with no success since, for this long is
-    /// reported as failing ([`Health::failing`], the `shards_failing` gauge).
-    pub failing_after: Duration,
-    /// First wait before restarting a reader that failed or panicked; doubles up to
-    /// `restart_backoff_max`.
-    pub restart_backoff_base: Duration,
-    /// Longest wait before restarting a failed reader.
-    pub restart_backoff_max: Duration,
-    /// Where the engine reports shard health; keep a clone for the readiness probe.
-    pub health: Health,
-    /// Bytes of records held between fetch and commit, across all shards; keep a clone to
-    /// read its accounting.
-    pub budget: Budget,
-}
-
-impl ConsumerConfig {
-    /// Defaults that respect AWS's per-shard limits.
-    pub fn new(stream: impl Into<String>) -> Self {
-        ConsumerConfig {
-            stream: stream.into(),
-            initial_position: InitialPosition::TrimHorizon,
-            poll_interval: Duration::from_millis(500),
-            min_call_interval: Duration::from_millis(200),
-            discovery_interval: Duration::from_secs(30),
-            max_records: 10_000,
-            exit_when_idle: None,
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
-            worker_id: default_worker_id(),
-            lease_duration: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(120),
-            consumer_name: None,
-            failing_after: Duration::from_secs(60),
-            restart_backoff_base: Duration::from_secs(1),
-            restart_backoff_max: Duration::from_secs(30),
-            health: Health::default(),
-            budget: Budget::default(),
-        }
-    }
-}
-
-/// `hostname:pid`, unique per process on a fleet.
-pub fn default_worker_id() -> String {
-    format!(
-        "{}:{}",
-        gethostname::gethostname().to_string_lossy(),
-        std::process::id()
-    )
-}
 
 /// A shard's stored progress, as the processor's store knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

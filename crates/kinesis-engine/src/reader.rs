@@ -18,7 +18,9 @@ use super::backoff::{Backoff, ErrorClass};
 use super::budget::{Share, record_cost};
 use super::progress::ShardState;
 use super::shards::ShardInfo;
-use super::{ConsumerConfig, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch};
+use super::{
+    ConsumerConfig, Handles, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch,
+};
 
 /// How a shard task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct ShardContext {
     pub client: aws_sdk_kinesis::Client,
     /// The consumer's settings.
     pub config: ConsumerConfig,
+    /// Where readers report health and hold their records' bytes.
+    pub handles: Handles,
     /// Where batches go.
     pub processor: Arc<dyn Processor>,
     /// Shared progress (idle exit, liveness).
@@ -134,9 +138,9 @@ impl ShardReader {
         start: StartAt,
         lease_token: Option<i64>,
     ) -> Self {
-        let backoff = Backoff::new(ctx.config.backoff_base, ctx.config.backoff_max);
-        let lease = lease_token.map(|t| (ctx.config.worker_id.clone(), t));
-        let share = ctx.config.budget.join();
+        let backoff = ctx.config.reading.backoff.start();
+        let lease = lease_token.map(|t| (ctx.config.leasing.worker_id.clone(), t));
+        let share = ctx.handles.budget.join();
         let (committed, initial) = match start {
             StartAt::After(seq) => (Some(seq), InitialPosition::TrimHorizon),
             StartAt::Initial(p) => (None, p),
@@ -190,7 +194,7 @@ impl ShardReader {
         self.ctx
             .client
             .get_shard_iterator()
-            .stream_name(&self.ctx.config.stream)
+            .stream_name(&self.ctx.config.reading.stream)
             .shard_id(&self.shard_id)
             .shard_iterator_type(position.r#type().clone())
             .set_starting_sequence_number(position.sequence_number().map(str::to_string))
@@ -237,7 +241,7 @@ impl ShardReader {
             if caught_up {
                 // At the tip with nothing pending: any failing spell is over. (An empty answer
                 // while behind proves no progress, so it clears nothing.)
-                self.ctx.config.health.ok(&self.shard_id);
+                self.ctx.handles.health.ok(&self.shard_id);
             }
             if caught_up && !self.reached_tip {
                 // Once per reader: the backlog is done (or, at `latest`, reading has begun).
@@ -253,7 +257,7 @@ impl ShardReader {
             .or_else(|| self.committed.clone());
         loop {
             let batch = RecordBatch {
-                stream: &self.ctx.config.stream,
+                stream: &self.ctx.config.reading.stream,
                 shard_id: &self.shard_id,
                 records,
                 sequence_number: last.as_deref(),
@@ -294,7 +298,7 @@ impl ShardReader {
             }
         }
         self.backoff.reset();
-        self.ctx.config.health.ok(&self.shard_id);
+        self.ctx.handles.health.ok(&self.shard_id);
         metrics::gauge!("optout_shard_last_commit_timestamp_seconds", "shard_id" => self.shard_id.clone())
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         self.committed = last;
@@ -332,7 +336,7 @@ impl ShardReader {
             "transient"
         };
         metrics::counter!("optout_retries_total", "kind" => kind).increment(1);
-        self.ctx.config.health.fail(&self.shard_id, message);
+        self.ctx.handles.health.fail(&self.shard_id, message);
         // The first failure and every tenth are worth an operator's eye; throttling is routine.
         if class != ErrorClass::Throttled && (attempt == 1 || attempt.is_multiple_of(10)) {
             warn!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed; backing off.");

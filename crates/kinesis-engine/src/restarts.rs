@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinError;
 use tokio::time::Instant;
 
+use super::BackoffSettings;
 use super::backoff::Backoff;
 
 /// Restarts of a failing reader after which a batch run (`exit_when_idle`) gives up.
@@ -21,16 +22,14 @@ struct Restart {
 
 /// The restart backoff of every shard whose reader failed and has not committed since.
 pub(super) struct Restarts {
-    base: Duration,
-    max: Duration,
+    backoff: BackoffSettings,
     waiting: HashMap<String, Restart>,
 }
 
 impl Restarts {
-    pub fn new(base: Duration, max: Duration) -> Self {
+    pub fn new(backoff: BackoffSettings) -> Self {
         Restarts {
-            base,
-            max,
+            backoff,
             waiting: HashMap::new(),
         }
     }
@@ -38,12 +37,12 @@ impl Restarts {
     /// Records a failure of `shard`'s reader: how long to wait before starting it again, and
     /// how many times in a row it has failed.
     pub fn failed(&mut self, shard: &str) -> (Duration, u32) {
-        let (base, max) = (self.base, self.max);
+        let settings = self.backoff;
         let restart = self
             .waiting
             .entry(shard.to_string())
             .or_insert_with(|| Restart {
-                backoff: Backoff::new(base, max),
+                backoff: settings.start(),
                 not_before: Instant::now(),
             });
         let delay = restart.backoff.next_delay();
@@ -87,7 +86,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn backoff_is_per_shard_and_forgotten_on_recovery() {
-        let mut r = Restarts::new(Duration::from_secs(1), Duration::from_secs(30));
+        let mut r = Restarts::new(BackoffSettings {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        });
         let now = Instant::now();
         assert!(
             r.may_start("a", now),

@@ -8,7 +8,6 @@ use tokio::time::sleep;
 use tracing::warn;
 
 use super::{Coordinator, forget_shard};
-use crate::backoff::Backoff;
 use crate::{KinesisError, ShardCheckpoint};
 
 impl Coordinator {
@@ -19,7 +18,7 @@ impl Coordinator {
             && let Ok(cps) = self
                 .ctx
                 .processor
-                .checkpoints(&self.ctx.config.stream)
+                .checkpoints(&self.ctx.config.reading.stream)
                 .await
         {
             self.apply_checkpoints(cps);
@@ -29,12 +28,12 @@ impl Coordinator {
     /// Loads the checkpoints before any reader starts (retrying while the store is down), so
     /// that no finished shard is read again and no child starts before its parents.
     pub(super) async fn initial_checkpoints(&mut self) -> bool {
-        let mut backoff = Backoff::new(self.ctx.config.backoff_base, self.ctx.config.backoff_max);
+        let mut backoff = self.ctx.config.reading.backoff.start();
         loop {
             match self
                 .ctx
                 .processor
-                .checkpoints(&self.ctx.config.stream)
+                .checkpoints(&self.ctx.config.reading.stream)
                 .await
             {
                 Ok(cps) => {
@@ -69,7 +68,7 @@ impl Coordinator {
         match self
             .ctx
             .processor
-            .checkpoints(&self.ctx.config.stream)
+            .checkpoints(&self.ctx.config.reading.stream)
             .await
         {
             Ok(cps) => self.apply_checkpoints(cps),
@@ -104,7 +103,7 @@ impl Coordinator {
                     }
                     // Its health is the new owner's to report now, and it is no longer ours
                     // to restart.
-                    forget_shard(&self.ctx.config, &mut self.restarts, &shard);
+                    forget_shard(&self.ctx.handles, &mut self.restarts, &shard);
                 }
                 if !round.gained.is_empty() {
                     // The checkpoints were read before these leases were ours, and their

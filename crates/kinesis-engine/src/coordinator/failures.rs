@@ -68,10 +68,10 @@ impl Coordinator {
     ) {
         self.running.remove(&shard);
         metrics::counter!("optout_shard_restarts_total", "reason" => reason).increment(1);
-        self.ctx.config.health.fail(&shard, &message);
+        self.ctx.handles.health.fail(&shard, &message);
         let (delay, attempts) = self.restarts.failed(&shard);
         error!(shard_id = %shard, reason, attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
-        if self.ctx.config.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
+        if self.ctx.config.reading.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
             self.fail(KinesisError::ShardFailing {
                 shard_id: shard,
                 attempts,
@@ -85,7 +85,7 @@ impl Coordinator {
     /// Enhanced fan-out: describes the stream consumer again in a task of its own (registering
     /// it if it is gone) and holds reader starts until it answers.
     pub(super) fn refresh_consumer(&mut self) {
-        let Some(name) = self.ctx.config.consumer_name.clone() else {
+        let Some(name) = self.ctx.config.reading.consumer_name.clone() else {
             return;
         };
         if self.refreshing_consumer.is_some() {
@@ -93,7 +93,7 @@ impl Coordinator {
         }
         let (client, stream, stop) = (
             self.ctx.client.clone(),
-            self.ctx.config.stream.clone(),
+            self.ctx.config.reading.stream.clone(),
             self.stop.clone(),
         );
         let handle = self.tasks.spawn(async move {
@@ -113,11 +113,11 @@ impl Coordinator {
     pub(super) fn report_health(&mut self) {
         let failing = self
             .ctx
-            .config
+            .handles
             .health
-            .failing(self.ctx.config.failing_after);
+            .failing(self.ctx.config.restarts.failing_after);
         metrics::gauge!("optout_shards_failing").set(failing.len() as f64);
-        let health = &self.ctx.config.health;
+        let health = &self.ctx.handles.health;
         let running = &self.running;
         self.restarts
             .retain(|shard| !running.contains_key(shard) || health.is_failing(shard));
@@ -125,7 +125,7 @@ impl Coordinator {
 
     /// Cancels readers that made no successful call for `stall_timeout`; they restart.
     pub(super) fn restart_stalled(&mut self) {
-        let limit = self.ctx.config.stall_timeout;
+        let limit = self.ctx.config.restarts.stall_timeout;
         for (id, r) in &self.running {
             let last = self
                 .ctx
@@ -136,7 +136,7 @@ impl Coordinator {
                 warn!(shard_id = %id, stalled_secs = last.elapsed().as_secs(), "Shard reader made no progress; restarting it.");
                 metrics::counter!("optout_shard_restarts_total", "reason" => "stall").increment(1);
                 self.ctx
-                    .config
+                    .handles
                     .health
                     .fail(id, "no successful call within the stall timeout");
                 r.cancel.cancel();

@@ -21,7 +21,7 @@ use super::progress::{Progress, ShardState};
 use super::reader::{ShardContext, ShardExit, start_for};
 use super::restarts::{Restarts, panic_message};
 use super::shards::{ShardInfo, discover, first_listing, ready_to_read};
-use super::{ConsumerConfig, KinesisError, LeaseStore, Processor, RunStats};
+use super::{ConsumerConfig, Handles, KinesisError, LeaseStore, Processor, RunStats};
 
 /// A shard reader in flight.
 struct Running {
@@ -39,8 +39,9 @@ enum TaskEnd {
     Consumer(Result<Option<String>, KinesisError>),
 }
 
-/// Consumes `config.stream` until `shutdown` is cancelled (or, with `exit_when_idle`, until
-/// everything is read), handing every batch to `processor`.
+/// Consumes `config.reading.stream` until `shutdown` is cancelled (or, with `exit_when_idle`,
+/// until everything is read), handing every batch to `processor`. The engine reports shard
+/// health and holds records within the budget of `handles`.
 ///
 /// With `leases`, several workers share the stream: this one reads only the shards whose
 /// lease it holds, and every commit is fenced by the lease's token. On shutdown the readers
@@ -48,17 +49,19 @@ enum TaskEnd {
 pub async fn run(
     client: Client,
     config: ConsumerConfig,
+    handles: Handles,
     processor: Arc<dyn Processor>,
     leases: Option<Arc<dyn LeaseStore>>,
     shutdown: CancellationToken,
 ) -> Result<RunStats, KinesisError> {
     let stop = shutdown.child_token();
-    let Some(shards) = first_listing(&client, &config, &stop).await? else {
+    let Some(shards) = first_listing(&client, &config.reading, &stop).await? else {
         return Ok(RunStats::default());
     };
-    let consumer_arn = match &config.consumer_name {
+    let reading = &config.reading;
+    let consumer_arn = match &reading.consumer_name {
         Some(name) => {
-            match super::stream_consumer::ensure_consumer(&client, &config.stream, name, &stop)
+            match super::stream_consumer::ensure_consumer(&client, &reading.stream, name, &stop)
                 .await?
             {
                 Some(arn) => Some(arn),
@@ -67,20 +70,21 @@ pub async fn run(
         }
         None => None,
     };
-    info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
+    info!(stream = %reading.stream, shards = shards.len(), worker_id = %config.leasing.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
     let leasing = leases.map(|store| {
         WorkerLeases::new(
             store,
-            &config.stream,
-            &config.worker_id,
-            config.lease_duration,
+            &config.reading.stream,
+            &config.leasing.worker_id,
+            config.leasing.lease_duration,
         )
     });
-    let restarts = Restarts::new(config.restart_backoff_base, config.restart_backoff_max);
+    let restarts = Restarts::new(config.restarts.backoff);
     let c = Coordinator {
         ctx: Arc::new(ShardContext {
             client,
             config,
+            handles,
             processor,
             progress: Arc::new(Progress::new()),
         }),
@@ -175,7 +179,7 @@ impl Coordinator {
                     self.report_health();
                     if !self.refresh().await { break; }
                 }
-                _ = idle_check.tick(), if self.ctx.config.exit_when_idle.is_some() => {
+                _ = idle_check.tick(), if self.ctx.config.reading.exit_when_idle.is_some() => {
                     if self.is_idle() {
                         info!("Every shard is read to its end or caught up; exiting.");
                         self.stop.cancel();
@@ -197,14 +201,14 @@ impl Coordinator {
         else {
             return;
         };
-        let (client, config, stop) = (
+        let (client, reading, stop) = (
             self.ctx.client.clone(),
-            self.ctx.config.clone(),
+            self.ctx.config.reading.clone(),
             self.stop.clone(),
         );
         let handle = self.tasks.spawn(async move {
             sleep(delay).await;
-            discover(client, config, listings, relist_now, stop).await;
+            discover(client, reading, listings, relist_now, stop).await;
             TaskEnd::Discovery
         });
         self.discovery = Some(handle.id());
@@ -239,7 +243,7 @@ impl Coordinator {
                 &shard,
                 &self.committed,
                 &self.shards,
-                self.ctx.config.initial_position,
+                self.ctx.config.reading.initial_position,
                 &mut self.latest_pins,
             );
             let token = self.leasing.as_ref().and_then(|l| l.token(&shard.shard_id));
@@ -277,7 +281,7 @@ impl Coordinator {
         self.running.remove(&id);
         match result {
             Ok(ShardExit::Finished) => {
-                self.ctx.config.health.forget(&id);
+                self.ctx.handles.health.forget(&id);
                 self.restarts.forget(&id);
                 self.finished.insert(id.clone());
                 self.stats.shards_finished += 1;
@@ -288,7 +292,7 @@ impl Coordinator {
                 self.relist();
             }
             Ok(ShardExit::LostOwnership) => {
-                self.ctx.config.health.forget(&id);
+                self.ctx.handles.health.forget(&id);
                 if let Some(leasing) = &mut self.leasing {
                     leasing.lost(&id);
                 }
@@ -296,7 +300,7 @@ impl Coordinator {
             Ok(ShardExit::Stopped) => {
                 // Restarted for a stall, or its lease went: reload where it stands.
                 if !self.is_mine(&id) {
-                    forget_shard(&self.ctx.config, &mut self.restarts, &id);
+                    forget_shard(&self.ctx.handles, &mut self.restarts, &id);
                 }
                 self.reload_checkpoints().await;
             }
@@ -318,7 +322,7 @@ impl Coordinator {
     }
 
     fn is_idle(&self) -> bool {
-        let Some(idle) = self.ctx.config.exit_when_idle else {
+        let Some(idle) = self.ctx.config.reading.exit_when_idle else {
             return false;
         };
         let unclaimed = self.leasing.as_ref().map_or(0, WorkerLeases::unclaimed);
@@ -380,8 +384,8 @@ impl Coordinator {
 /// Drops what this worker reports of a shard it no longer reads (its lease went elsewhere):
 /// its failing spell, its restart backoff, and its lag, set to 0 so that this worker's stale
 /// series cannot raise a "behind and not committing" alert for a shard another one reads.
-fn forget_shard(config: &ConsumerConfig, restarts: &mut Restarts, shard: &str) {
-    config.health.forget(shard);
+fn forget_shard(handles: &Handles, restarts: &mut Restarts, shard: &str) {
+    handles.health.forget(shard);
     restarts.forget(shard);
     metrics::gauge!("optout_millis_behind_latest", "shard_id" => shard.to_string()).set(0.0);
 }
