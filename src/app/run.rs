@@ -45,6 +45,7 @@ fn engine_config(c: &ConsumerSettings) -> (ConsumerConfig, Handles) {
     }
     config.restarts.stall_timeout = c.stall_timeout;
     config.restarts.failing_after = c.failing_after;
+    config.metrics_prefix = crate::telemetry::METRICS_PREFIX.to_string();
     let handles = Handles {
         budget: Budget::from_mb(c.max_in_flight_mb),
         ..Handles::default()

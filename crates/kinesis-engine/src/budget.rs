@@ -19,9 +19,11 @@
 //! (the bytes are in memory already) and the next calls adapt. [`BudgetStats::peak`] shows it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
 
 /// Bytes a decoded record costs beyond its data, sequence number and partition key: the SDK's
 /// `Record` (strings, blob, timestamp, encryption type) and the pipeline's view of it.
@@ -50,6 +52,9 @@ pub struct Budget {
 struct Inner {
     capacity: u64,
     state: Mutex<State>,
+    /// Where its gauge and wait counter go: the names of the first run it serves (the budget
+    /// is made by the application, before the engine knows its metric prefix).
+    metrics: OnceLock<Metrics>,
 }
 
 #[derive(Default)]
@@ -106,6 +111,7 @@ impl Budget {
             inner: Arc::new(Inner {
                 capacity: capacity.max(1),
                 state: Mutex::new(State::default()),
+                metrics: OnceLock::new(),
             }),
         }
     }
@@ -169,7 +175,9 @@ impl Budget {
             });
             (id, rx)
         };
-        metrics::counter!("optout_in_flight_waits_total").increment(1);
+        if let Some(m) = self.inner.metrics.get() {
+            m.in_flight_wait();
+        }
         let mut pending = Pending {
             budget: self,
             id,
@@ -203,7 +211,15 @@ impl Budget {
 
     fn publish(&self) {
         let used = self.lock().used;
-        metrics::gauge!("optout_in_flight_bytes").set(used as f64);
+        if let Some(m) = self.inner.metrics.get() {
+            m.in_flight_bytes(used);
+        }
+    }
+
+    /// Reports the budget's gauge and waits under `metrics` from now on (the first run's
+    /// names win if several runs share the budget).
+    pub(crate) fn report_to(&self, metrics: &Metrics) {
+        let _ = self.inner.metrics.set(metrics.clone());
     }
 }
 

@@ -98,7 +98,7 @@ async fn run(
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = request.send() => res,
         };
-        metrics::counter!("optout_subscriptions_total").increment(1);
+        r.context().metrics.subscription();
         let session = match response {
             Ok(mut out) => {
                 next_subscribe = Instant::now() + SUBSCRIBE_INTERVAL;

@@ -6,6 +6,10 @@
 //! each batch of records to a [`Processor`], which must make the batch's effects and the
 //! shard's checkpoint durable together before it returns. Nothing is checkpointed that the
 //! processor did not commit, so a crash at any moment re-reads at most the batch in hand.
+//!
+//! Its metrics are listed, with their type, labels and meaning, in [`metrics::METRICS`], under
+//! a name prefix the application gives ([`ConsumerConfig::metrics_prefix`]); the application
+//! describes them once with [`metrics::describe`].
 
 mod backoff;
 mod budget;
@@ -14,6 +18,7 @@ mod coordinator;
 mod fanout;
 mod health;
 mod leases;
+pub mod metrics;
 mod poller;
 mod progress;
 mod reader;

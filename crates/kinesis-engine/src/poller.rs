@@ -52,7 +52,7 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
                 .limit(limit)
                 .send() => res,
         };
-        metrics::counter!("optout_get_records_calls_total").increment(1);
+        r.ctx.metrics.get_records_call();
         let out = match response {
             Ok(out) => out,
             Err(e) => {

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, ErrorClass};
 use super::budget::{Share, record_cost};
+use super::metrics::{CommitFailure, Metrics, RetryKind, ShardMetrics};
 use super::progress::ShardState;
 use super::shards::ShardInfo;
 use super::{
@@ -50,6 +51,8 @@ pub struct ShardContext {
     pub config: ConsumerConfig,
     /// Where readers report health and hold their records' bytes.
     pub handles: Handles,
+    /// The engine's metrics, named once for the run.
+    pub metrics: Metrics,
     /// Where batches go.
     pub processor: Arc<dyn Processor>,
     /// Shared progress (idle exit, liveness).
@@ -114,6 +117,8 @@ pub struct ShardReader {
     reached_tip: bool,
     /// Its part of the in-flight budget, for sizing calls and reservations.
     pub(super) share: Share,
+    /// Its shard's series, named once.
+    metrics: ShardMetrics,
 }
 
 /// What `records` cost the in-flight budget once decoded.
@@ -145,7 +150,9 @@ impl ShardReader {
             StartAt::After(seq) => (Some(seq), InitialPosition::TrimHorizon),
             StartAt::Initial(p) => (None, p),
         };
+        let metrics = ctx.metrics.shard(&shard_id);
         ShardReader {
+            metrics,
             ctx,
             shard_id,
             committed,
@@ -233,8 +240,7 @@ impl ShardReader {
         let progress = self.ctx.progress.clone();
         progress.alive(&self.shard_id);
         if let Some(ms) = millis_behind_latest {
-            metrics::gauge!("optout_millis_behind_latest", "shard_id" => self.shard_id.clone())
-                .set(ms as f64);
+            self.metrics.millis_behind_latest(ms);
         }
         if records.is_empty() && !finished {
             let caught_up = millis_behind_latest.unwrap_or(0) == 0;
@@ -270,14 +276,12 @@ impl ShardReader {
             match self.ctx.processor.process(batch).await {
                 Ok(()) => break,
                 Err(ProcessError::LostOwnership(message)) => {
-                    metrics::counter!("optout_commit_failures_total", "kind" => "lease_lost")
-                        .increment(1);
+                    self.ctx.metrics.commit_failed(CommitFailure::LeaseLost);
                     warn!(shard_id = %self.shard_id, error = %message, "Shard taken over by another worker; stopping it here.");
                     return Ok(Some(ShardExit::LostOwnership));
                 }
                 Err(ProcessError::Retry(message)) => {
-                    metrics::counter!("optout_commit_failures_total", "kind" => "transient")
-                        .increment(1);
+                    self.ctx.metrics.commit_failed(CommitFailure::Transient);
                     // The batch did not land (or, after a partial isolation, only a prefix
                     // did): the same records are retried, idempotently, so nothing is lost.
                     if !self
@@ -288,8 +292,7 @@ impl ShardReader {
                     }
                 }
                 Err(e @ ProcessError::Fatal(_)) => {
-                    metrics::counter!("optout_commit_failures_total", "kind" => "fatal")
-                        .increment(1);
+                    self.ctx.metrics.commit_failed(CommitFailure::Fatal);
                     return Err(KinesisError::Process {
                         shard_id: self.shard_id.clone(),
                         source: e,
@@ -299,8 +302,7 @@ impl ShardReader {
         }
         self.backoff.reset();
         self.ctx.handles.health.ok(&self.shard_id);
-        metrics::gauge!("optout_shard_last_commit_timestamp_seconds", "shard_id" => self.shard_id.clone())
-            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.metrics.committed_now();
         self.committed = last;
         progress.record(records.len() as u64);
         if finished {
@@ -331,11 +333,12 @@ impl ShardReader {
         let delay = self.backoff.next_delay();
         let attempt = self.backoff.attempts();
         let kind = if class == ErrorClass::Throttled {
-            "throttled"
+            RetryKind::Throttled
         } else {
-            "transient"
+            RetryKind::Transient
         };
-        metrics::counter!("optout_retries_total", "kind" => kind).increment(1);
+        self.ctx.metrics.retry(kind);
+        let kind = kind.as_str();
         self.ctx.handles.health.fail(&self.shard_id, message);
         // The first failure and every tenth are worth an operator's eye; throttling is routine.
         if class != ErrorClass::Throttled && (attempt == 1 || attempt.is_multiple_of(10)) {

@@ -103,7 +103,7 @@ impl Coordinator {
                     }
                     // Its health is the new owner's to report now, and it is no longer ours
                     // to restart.
-                    forget_shard(&self.ctx.handles, &mut self.restarts, &shard);
+                    forget_shard(&self.ctx, &mut self.restarts, &shard);
                 }
                 if !round.gained.is_empty() {
                     // The checkpoints were read before these leases were ours, and their

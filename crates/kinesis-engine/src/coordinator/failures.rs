@@ -9,6 +9,7 @@ use tracing::{error, warn};
 
 use super::{Coordinator, TaskEnd};
 use crate::KinesisError;
+use crate::metrics::RestartReason;
 use crate::restarts::{GIVE_UP_ATTEMPTS, panic_message};
 
 /// Longest wait for the stream consumer to be looked up again after a failed subscription.
@@ -52,7 +53,8 @@ impl Coordinator {
                     return;
                 };
                 let message = panic_message(e);
-                self.reader_failed(shard, "panic", message).await;
+                self.reader_failed(shard, RestartReason::Panic, message)
+                    .await;
             }
         }
     }
@@ -63,14 +65,14 @@ impl Coordinator {
     pub(super) async fn reader_failed(
         &mut self,
         shard: String,
-        reason: &'static str,
+        reason: RestartReason,
         message: String,
     ) {
         self.running.remove(&shard);
-        metrics::counter!("optout_shard_restarts_total", "reason" => reason).increment(1);
+        self.ctx.metrics.shard_restarted(reason);
         self.ctx.handles.health.fail(&shard, &message);
         let (delay, attempts) = self.restarts.failed(&shard);
-        error!(shard_id = %shard, reason, attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
+        error!(shard_id = %shard, reason = reason.as_str(), attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
         if self.ctx.config.reading.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
             self.fail(KinesisError::ShardFailing {
                 shard_id: shard,
@@ -116,7 +118,7 @@ impl Coordinator {
             .handles
             .health
             .failing(self.ctx.config.restarts.failing_after);
-        metrics::gauge!("optout_shards_failing").set(failing.len() as f64);
+        self.ctx.metrics.shards_failing(failing.len());
         let health = &self.ctx.handles.health;
         let running = &self.running;
         self.restarts
@@ -134,7 +136,7 @@ impl Coordinator {
                 .map_or(r.started, |a| a.max(r.started));
             if last.elapsed() > limit && !r.cancel.is_cancelled() {
                 warn!(shard_id = %id, stalled_secs = last.elapsed().as_secs(), "Shard reader made no progress; restarting it.");
-                metrics::counter!("optout_shard_restarts_total", "reason" => "stall").increment(1);
+                self.ctx.metrics.shard_restarted(RestartReason::Stall);
                 self.ctx
                     .handles
                     .health

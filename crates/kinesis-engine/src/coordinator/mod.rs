@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::leases::WorkerLeases;
+use super::metrics::{Metrics, RestartReason};
 use super::progress::{Progress, ShardState};
 use super::reader::{ShardContext, ShardExit, start_for};
 use super::restarts::{Restarts, panic_message};
@@ -80,11 +81,14 @@ pub async fn run(
         )
     });
     let restarts = Restarts::new(config.restarts.backoff);
+    let metrics = Metrics::new(&config.metrics_prefix);
+    handles.budget.report_to(&metrics);
     let c = Coordinator {
         ctx: Arc::new(ShardContext {
             client,
             config,
             handles,
+            metrics,
             processor,
             progress: Arc::new(Progress::new()),
         }),
@@ -274,7 +278,7 @@ impl Coordinator {
             });
             self.task_shards.insert(handle.id(), shard.shard_id.clone());
         }
-        metrics::gauge!("optout_shards_reading").set(self.running.len() as f64);
+        self.ctx.metrics.shards_reading(self.running.len());
     }
 
     async fn on_done(&mut self, id: String, result: Result<ShardExit, KinesisError>) {
@@ -300,7 +304,7 @@ impl Coordinator {
             Ok(ShardExit::Stopped) => {
                 // Restarted for a stall, or its lease went: reload where it stands.
                 if !self.is_mine(&id) {
-                    forget_shard(&self.ctx.handles, &mut self.restarts, &id);
+                    forget_shard(&self.ctx, &mut self.restarts, &id);
                 }
                 self.reload_checkpoints().await;
             }
@@ -316,7 +320,8 @@ impl Coordinator {
                 ) {
                     self.refresh_consumer();
                 }
-                self.reader_failed(id, "error", e.to_string()).await
+                self.reader_failed(id, RestartReason::Error, e.to_string())
+                    .await
             }
         }
     }
@@ -384,8 +389,8 @@ impl Coordinator {
 /// Drops what this worker reports of a shard it no longer reads (its lease went elsewhere):
 /// its failing spell, its restart backoff, and its lag, set to 0 so that this worker's stale
 /// series cannot raise a "behind and not committing" alert for a shard another one reads.
-fn forget_shard(handles: &Handles, restarts: &mut Restarts, shard: &str) {
-    handles.health.forget(shard);
+fn forget_shard(ctx: &ShardContext, restarts: &mut Restarts, shard: &str) {
+    ctx.handles.health.forget(shard);
     restarts.forget(shard);
-    metrics::gauge!("optout_millis_behind_latest", "shard_id" => shard.to_string()).set(0.0);
+    ctx.metrics.shard(shard).millis_behind_latest(0);
 }
