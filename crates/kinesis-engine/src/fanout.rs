@@ -102,7 +102,7 @@ async fn run(
         let session = match response {
             Ok(mut out) => {
                 next_subscribe = Instant::now() + SUBSCRIBE_INTERVAL;
-                r.pin_latest();
+                r.began_reading();
                 debug!(shard_id = %r.shard_id(), after = ?r.committed(), "Subscribed to shard.");
                 consume(r, &mut out.event_stream, &mut next_probe, cancel).await?
             }

@@ -22,7 +22,6 @@ pub mod metrics;
 mod poller;
 mod progress;
 mod reader;
-mod restarts;
 mod shards;
 mod stream_consumer;
 

@@ -116,7 +116,7 @@ async fn new_iterator(
             Ok(out) => {
                 if let Some(it) = out.shard_iterator() {
                     debug!(shard_id = %r.shard_id, after = ?r.committed, "Got a shard iterator.");
-                    r.pin_latest();
+                    r.began_reading();
                     return Ok(Some(it.to_string()));
                 }
                 return Err(KinesisError::Aws {
