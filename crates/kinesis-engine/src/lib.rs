@@ -1,11 +1,19 @@
-//! A general Kinesis consumer engine. It knows nothing of Twilio.
+//! A general Kinesis consumer engine. It knows nothing of what the records hold, nor of the
+//! application around it: it never decodes a payload and never decides what "durable" means.
 //!
 //! [`run`] lists the stream's shards with their lineage, starts one reader task per readable
-//! shard (polling with `GetRecords`, or enhanced fan-out with `SubscribeToShard` when a consumer
-//! name is configured; children only once their parents are read to the end and checkpointed), and hands
-//! each batch of records to a [`Processor`], which must make the batch's effects and the
-//! shard's checkpoint durable together before it returns. Nothing is checkpointed that the
-//! processor did not commit, so a crash at any moment re-reads at most the batch in hand.
+//! shard (polling with `GetRecords`, or enhanced fan-out with `SubscribeToShard` when a
+//! consumer name is configured; children only once their parents are read to the end and
+//! checkpointed), and hands each batch of records to a [`Processor`], which must make the
+//! batch's effects and the shard's checkpoint durable together before it returns. Nothing is
+//! checkpointed that the processor did not commit, so a crash at any moment re-reads at most
+//! the batch in hand. Several workers share a stream through a [`LeaseStore`], every commit
+//! fenced by its lease's token.
+//!
+//! Settings come grouped in a [`ConsumerConfig`] (reading, leasing, restarts) with defaults
+//! that respect AWS's per-shard limits. The live handles an application keeps clones of, shard
+//! [`Health`] for its readiness probe and the in-flight [`Budget`], are passed to [`run`] in
+//! [`Handles`].
 //!
 //! Its metrics are listed, with their type, labels and meaning, in [`metrics::METRICS`], under
 //! a name prefix the application gives ([`ConsumerConfig::metrics_prefix`]); the application

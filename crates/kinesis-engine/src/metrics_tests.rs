@@ -166,7 +166,7 @@ fn the_table_is_indexed_by_metric_and_names_keep_the_prefix() {
             def.name
         );
     }
-    // Dashboards and alert rules use these exact names under optout's prefix.
+    // An application's dashboards and alert rules use these exact names (here, optout's).
     let names: Vec<String> = METRICS.iter().map(|d| d.full_name("optout")).collect();
     assert_eq!(
         names,
