@@ -38,7 +38,7 @@ trap 'kill $EMULATOR 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=measure AWS_SECRET_ACCESS_KEY=measure RUST_LOG=warn,optout=info
+export AWS_ACCESS_KEY_ID=measure AWS_SECRET_ACCESS_KEY=measure RUST_LOG=warn,optout=info,kinesis_engine=info
 STREAM=shutdown-measure
 "$OPTOUT" --store "sqlite://$WORK/produce.db" produce --stream "$STREAM" --create --shards "$SHARDS" \
     --count "$COUNT" --seed 11 >/dev/null

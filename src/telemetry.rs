@@ -14,10 +14,10 @@ pub enum LogFormat {
 }
 
 /// Starts logging to stderr (stdout is for query results). `RUST_LOG` overrides the level,
-/// which is `info` for optout and `warn` for its dependencies.
+/// which is `info` for optout and its Kinesis engine and `warn` for other dependencies.
 pub fn init_logs(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,optout=info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,optout=info,kinesis_engine=info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -56,7 +56,7 @@ impl Optout {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("OPTOUT_STORE")
             .env_remove("OPTOUT_STREAM")
-            .env("RUST_LOG", "warn,optout=info");
+            .env("RUST_LOG", "warn,optout=info,kinesis_engine=info");
         c
     }
 
