@@ -14,7 +14,7 @@ pub enum LogFormat {
 }
 
 /// Starts logging to stderr (stdout is for query results). `RUST_LOG` overrides the level,
-/// which is `info` for optout and `warn` for its dependencies.
+/// which is `info` for optout and its Kinesis engine and `warn` for other dependencies.
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,optout=info,kinesis_engine=info"));
@@ -37,14 +37,14 @@ pub fn init_metrics() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
+/// The prefix of every optout metric, the engine's included (`optout_shards_reading`).
+pub const METRICS_PREFIX: &str = "optout";
+
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::describe_counter;
+    // The engine describes its own metrics, under the prefix optout gives it.
+    kinesis_engine::metrics::describe(METRICS_PREFIX);
     describe_counter!("optout_records_total", "Records decoded, by outcome.");
-    describe_counter!("optout_get_records_calls_total", "GetRecords calls made.");
-    describe_counter!(
-        "optout_retries_total",
-        "AWS or store calls retried after a backoff, by kind."
-    );
     describe_counter!(
         "optout_opt_events_stored_total",
         "Opt events stored for the first time."
@@ -57,32 +57,8 @@ fn describe() {
         "optout_status_changes_total",
         "Opt status rows inserted or changed."
     );
-    describe_gauge!(
-        "optout_millis_behind_latest",
-        "How far each shard's reader is behind the tip."
-    );
-    describe_gauge!(
-        "optout_shards_reading",
-        "Shards being read by this process."
-    );
     describe_counter!(
         "optout_dead_letters_total",
         "Dead letters stored (undecodable or unstorable records)."
-    );
-    describe_counter!(
-        "optout_shard_restarts_total",
-        "Shard readers restarted, by reason (panic, error, stall)."
-    );
-    describe_counter!(
-        "optout_commit_failures_total",
-        "Batch commits that failed, by kind (transient, lease_lost, fatal)."
-    );
-    describe_gauge!(
-        "optout_shards_failing",
-        "Shards whose reads or commits have failed for longer than --failing-after-secs."
-    );
-    describe_gauge!(
-        "optout_shard_last_commit_timestamp_seconds",
-        "Unix time of each shard's last successful commit."
     );
 }

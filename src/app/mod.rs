@@ -61,12 +61,21 @@ pub enum AppError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
-    /// The consumer engine stopped with an error.
-    #[error(transparent)]
+    /// The consumer engine stopped with an error. The engine speaks of its settings; when one
+    /// of them is the likely cause, the message adds the flags that set it.
+    #[error("{0}{hint}", hint = flags_to_check(.0))]
     Engine(#[from] KinesisError),
     /// An input could not be read, or a replay could not store what it read.
     #[error("{0}")]
     Replay(String),
+}
+
+/// The flags behind the engine settings an error names, in optout's terms.
+fn flags_to_check(e: &KinesisError) -> &'static str {
+    match e {
+        KinesisError::StreamNotFound { .. } => " (--stream, --region, --endpoint-url)",
+        _ => "",
+    }
 }
 
 impl AppError {
@@ -77,5 +86,27 @@ impl AppError {
             self,
             AppError::Usage(_) | AppError::Engine(KinesisError::StreamNotFound { .. })
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_stream_names_the_flags_to_check() {
+        let e = AppError::from(KinesisError::StreamNotFound {
+            stream: "orders".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "stream `orders` not found: check the stream name, region, endpoint and AWS account \
+             (--stream, --region, --endpoint-url)"
+        );
+        let e = AppError::from(KinesisError::Aws {
+            operation: "ListShards",
+            message: "denied".into(),
+        });
+        assert_eq!(e.to_string(), "ListShards failed: denied");
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, LeaseStore, RunStats};
+use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, Handles, LeaseStore, RunStats};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -28,25 +28,29 @@ pub struct RunSettings {
     pub http: Option<HttpSettings>,
 }
 
-/// The engine's configuration for these settings.
-fn engine_config(c: &ConsumerSettings) -> ConsumerConfig {
-    let mut config = ConsumerConfig {
-        initial_position: c.initial_position,
-        poll_interval: c.poll_interval,
-        discovery_interval: c.discovery_interval,
-        exit_when_idle: c.exit_when_idle,
-        lease_duration: c.lease_duration,
-        max_records: c.max_records_per_call,
-        budget: Budget::from_mb(c.max_in_flight_mb),
-        stall_timeout: c.stall_timeout,
-        consumer_name: c.consumer_name.clone(),
-        failing_after: c.failing_after,
-        ..ConsumerConfig::new(c.stream.clone())
-    };
+/// The engine's configuration for these settings (the engine's defaults for the rest), and
+/// the handles it reports into: a fresh health register and the in-flight budget.
+fn engine_config(c: &ConsumerSettings) -> (ConsumerConfig, Handles) {
+    let mut config = ConsumerConfig::new(c.stream.clone());
+    let reading = &mut config.reading;
+    reading.initial_position = c.initial_position;
+    reading.poll_interval = c.poll_interval;
+    reading.discovery_interval = c.discovery_interval;
+    reading.exit_when_idle = c.exit_when_idle;
+    reading.max_records_per_call = c.max_records_per_call;
+    reading.consumer_name = c.consumer_name.clone();
+    config.leasing.lease_duration = c.lease_duration;
     if let Some(id) = &c.worker_id {
-        config.worker_id = id.clone();
+        config.leasing.worker_id = id.clone();
     }
-    config
+    config.restarts.stall_timeout = c.stall_timeout;
+    config.restarts.failing_after = c.failing_after;
+    config.metrics_prefix = crate::telemetry::METRICS_PREFIX.to_string();
+    let handles = Handles {
+        budget: Budget::from_mb(c.max_in_flight_mb),
+        ..Handles::default()
+    };
+    (config, handles)
 }
 
 /// PostgreSQL connections for a stream: one per shard (each reader commits on its own) plus a
@@ -68,8 +72,8 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     let auth = settings.http.as_ref().map(HttpSettings::auth).transpose()?;
     let decode = settings.decode.options()?;
     let client = aws::kinesis_client(&settings.aws, true).await?;
-    let mut engine = engine_config(&settings.consumer);
-    let pool_size = pool_size_for(&client, &engine.stream).await;
+    let (engine, handles) = engine_config(&settings.consumer);
+    let pool_size = pool_size_for(&client, &engine.reading.stream).await;
     let store = store::open(&settings.store_url, pool_size).await?;
     store.claim_single_runner().await?;
     let leases: Option<Arc<dyn LeaseStore>> = store
@@ -77,8 +81,7 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
         .then(|| Arc::new(StoreLeases(store.clone())) as Arc<dyn LeaseStore>);
     let ready = Arc::new(AtomicBool::new(false));
     // The engine reports into a fresh health register that the readiness probe shares.
-    engine.health = kinesis::Health::default();
-    let health = Some((engine.health.clone(), engine.failing_after));
+    let health = Some((handles.health.clone(), engine.restarts.failing_after));
     let server = match (&settings.http, auth) {
         (Some(http), Some(auth)) => {
             match bind_api(&settings.store_url, http.addr, auth, ready.clone(), health).await {
@@ -99,9 +102,9 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
         StoreProcessor::new(store.clone(), decode)
             .honor_revocations(settings.decode.honor_revocations),
     );
-    info!(stream = %engine.stream, store = store.backend(), infer_keywords = decode.infer_keywords, "Starting consumer.");
+    info!(stream = %engine.reading.stream, store = store.backend(), infer_keywords = decode.infer_keywords, "Starting consumer.");
     ready.store(true, Ordering::Relaxed);
-    let result = kinesis::run(client, engine, processor, leases, shutdown.clone()).await;
+    let result = kinesis::run(client, engine, handles, processor, leases, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(h) = server {
         let _ = h.await;

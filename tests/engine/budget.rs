@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kinesis_engine::{
-    self as kinesis, Budget, ConsumerConfig, ProcessError, Processor, RecordBatch, ShardCheckpoint,
-    record_cost,
+    self as kinesis, Budget, ConsumerConfig, Handles, ProcessError, Processor, RecordBatch,
+    ShardCheckpoint, record_cost,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -86,19 +86,21 @@ async fn drain(
         commits: Mutex::new(Vec::new()),
         state: Commits::default(),
     });
-    let config = ConsumerConfig {
-        poll_interval: Duration::from_millis(50),
-        min_call_interval: Duration::from_millis(1),
-        exit_when_idle: Some(Duration::from_secs(1)),
-        consumer_name: consumer.map(str::to_string),
+    let mut config = ConsumerConfig::new(stream.clone());
+    config.reading.poll_interval = Duration::from_millis(50);
+    config.reading.min_call_interval = Duration::from_millis(1);
+    config.reading.exit_when_idle = Some(Duration::from_secs(1));
+    config.reading.consumer_name = consumer.map(str::to_string);
+    let handles = Handles {
         budget: budget.clone(),
-        ..ConsumerConfig::new(stream.clone())
+        ..Handles::default()
     };
     let stats = tokio::time::timeout(
         Duration::from_secs(120),
         kinesis::run(
             client,
             config,
+            handles,
             checker.clone(),
             None,
             CancellationToken::new(),

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kinesis_engine::{
-    self as kinesis, ConsumerConfig, HeldLease, LeaseInfo, LeaseStore, ProcessError, Processor,
-    RecordBatch, RunStats, ShardCheckpoint,
+    self as kinesis, ConsumerConfig, Handles, HeldLease, LeaseInfo, LeaseStore, ProcessError,
+    Processor, RecordBatch, RunStats, ShardCheckpoint,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -242,14 +242,14 @@ impl LeaseStore for Memory {
 }
 
 fn config(stream: &str) -> ConsumerConfig {
-    ConsumerConfig {
-        max_records: 100,
-        poll_interval: Duration::from_millis(50),
-        min_call_interval: Duration::from_millis(20),
-        discovery_interval: Duration::from_millis(300),
-        exit_when_idle: Some(Duration::from_millis(800)),
-        ..ConsumerConfig::new(stream)
-    }
+    let mut config = ConsumerConfig::new(stream);
+    let reading = &mut config.reading;
+    reading.max_records_per_call = 100;
+    reading.poll_interval = Duration::from_millis(50);
+    reading.min_call_interval = Duration::from_millis(20);
+    reading.discovery_interval = Duration::from_millis(300);
+    reading.exit_when_idle = Some(Duration::from_millis(800));
+    config
 }
 
 async fn run_until_idle(
@@ -262,6 +262,7 @@ async fn run_until_idle(
         kinesis::run(
             client.clone(),
             config,
+            Handles::default(),
             memory.clone(),
             None,
             CancellationToken::new(),
@@ -386,16 +387,15 @@ async fn two_engines_share_the_stream_and_hand_shards_over_on_shutdown() {
     let stream = support::new_stream(&client, "engine-leases", 4).await;
     let memory = Arc::new(Memory::default());
     let engine = |worker: &str, stop: &CancellationToken| {
-        let config = ConsumerConfig {
-            worker_id: worker.to_string(),
-            lease_duration: Duration::from_millis(900),
-            exit_when_idle: None,
-            ..config(&stream)
-        };
+        let mut config = config(&stream);
+        config.leasing.worker_id = worker.to_string();
+        config.leasing.lease_duration = Duration::from_millis(900);
+        config.reading.exit_when_idle = None;
         let leases: Arc<dyn LeaseStore> = memory.clone();
         tokio::spawn(kinesis::run(
             client.clone(),
             config,
+            Handles::default(),
             memory.clone(),
             Some(leases),
             stop.clone(),
@@ -478,18 +478,18 @@ async fn the_stall_watchdog_restarts_a_hung_reader_from_its_checkpoint() {
     let proxy = proxy::Proxy::start(&emu.endpoint).await;
     let hung_client = support::client_for(&proxy.endpoint);
     let memory = Arc::new(Memory::default());
-    let config = ConsumerConfig {
-        stall_timeout: Duration::from_millis(700),
-        failing_after: Duration::ZERO,
-        restart_backoff_base: Duration::from_millis(100),
-        exit_when_idle: None,
-        ..config(&stream)
-    };
-    let health = config.health.clone();
+    let mut config = config(&stream);
+    config.restarts.stall_timeout = Duration::from_millis(700);
+    config.restarts.failing_after = Duration::ZERO;
+    config.restarts.backoff.base = Duration::from_millis(100);
+    config.reading.exit_when_idle = None;
+    let handles = Handles::default();
+    let health = handles.health.clone();
     let stop = CancellationToken::new();
     let engine = tokio::spawn(kinesis::run(
         hung_client,
         config,
+        handles,
         memory.clone(),
         None,
         stop.clone(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kinesis_engine::{
-    self as kinesis, ConsumerConfig, ProcessError, Processor, RecordBatch, ShardCheckpoint,
+    self as kinesis, ConsumerConfig, Handles, ProcessError, Processor, RecordBatch, ShardCheckpoint,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -72,20 +72,20 @@ async fn reader_is_restarted_after(fault: Fault) {
         fault,
         state: Commits::default(),
     });
-    let config = ConsumerConfig {
-        max_records: 50,
-        poll_interval: Duration::from_millis(50),
-        exit_when_idle: Some(Duration::from_secs(1)),
-        restart_backoff_base: Duration::from_millis(100),
-        failing_after: Duration::ZERO,
-        ..ConsumerConfig::new(stream.clone())
-    };
-    let health = config.health.clone();
+    let mut config = ConsumerConfig::new(stream.clone());
+    config.reading.max_records_per_call = 50;
+    config.reading.poll_interval = Duration::from_millis(50);
+    config.reading.exit_when_idle = Some(Duration::from_secs(1));
+    config.restarts.backoff.base = Duration::from_millis(100);
+    config.restarts.failing_after = Duration::ZERO;
+    let handles = Handles::default();
+    let health = handles.health.clone();
     let stats = tokio::time::timeout(
         Duration::from_secs(60),
         kinesis::run(
             client.clone(),
             config,
+            handles,
             recorder.clone(),
             None,
             CancellationToken::new(),
@@ -153,17 +153,16 @@ async fn a_batch_run_gives_up_on_a_shard_that_always_fails() {
     emulator::put_records(&client, &stream, &[("k".into(), b"x".to_vec())])
         .await
         .unwrap();
-    let config = ConsumerConfig {
-        exit_when_idle: Some(Duration::from_secs(1)),
-        restart_backoff_base: Duration::from_millis(10),
-        restart_backoff_max: Duration::from_millis(50),
-        ..ConsumerConfig::new(stream.clone())
-    };
+    let mut config = ConsumerConfig::new(stream.clone());
+    config.reading.exit_when_idle = Some(Duration::from_secs(1));
+    config.restarts.backoff.base = Duration::from_millis(10);
+    config.restarts.backoff.max = Duration::from_millis(50);
     let err = tokio::time::timeout(
         Duration::from_secs(60),
         kinesis::run(
             client,
             config,
+            Handles::default(),
             Arc::new(AlwaysFails),
             None,
             CancellationToken::new(),

@@ -204,7 +204,8 @@ mod tests {
         // The documented policy: 100 ms, doubling, capped at 10 s (the consumer's defaults).
         let config = crate::ConsumerConfig::new("s");
         let (base, max) = (Duration::from_millis(100), Duration::from_secs(10));
-        assert_eq!((config.backoff_base, config.backoff_max), (base, max));
+        let defaults = config.reading.backoff;
+        assert_eq!((defaults.base, defaults.max), (base, max));
         let mut b = Backoff::new(base, max);
         let ceilings = [
             100u64, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000,

@@ -1,7 +1,7 @@
-//! The enhanced fan-out transport: a registered stream consumer and `SubscribeToShard`.
+//! The enhanced fan-out transport: `SubscribeToShard` as a registered stream consumer.
 //!
-//! [`ensure_consumer`] registers the consumer (or reuses it) and waits until it is ACTIVE.
-//! [`read_shard_fanout`] then reads one shard through a chain of subscriptions: each one pushes
+//! [`crate::stream_consumer::ensure_consumer`] registers the consumer (or reuses it) and waits
+//! until it is ACTIVE. [`read_shard_fanout`] then reads one shard through a chain of subscriptions: each one pushes
 //! events for up to 5 minutes, and the next starts after the last sequence number the processor
 //! committed, so the reader never gets ahead of what is durable.
 //!
@@ -28,208 +28,27 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::operation::describe_stream_consumer::DescribeStreamConsumerError;
 use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
-use aws_sdk_kinesis::types::{
-    ConsumerStatus, Record, SubscribeToShardEvent, SubscribeToShardEventStream,
-};
-use tokio::time::{Instant, sleep, sleep_until};
+use aws_sdk_kinesis::types::{Record, SubscribeToShardEvent, SubscribeToShardEventStream};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use super::KinesisError;
-use super::backoff::{Backoff, ErrorClass, classify, classify_code};
+use super::backoff::{ErrorClass, classify, classify_code};
 use super::reader::{ShardContext, ShardExit, ShardReader, StartAt, records_cost};
 use super::shards::aws_message;
 
 /// AWS refuses a new subscription to a shard (`ResourceInUseException`) within 5 seconds of the
 /// consumer's last successful one, so subscriptions of a shard are at least this far apart.
 const SUBSCRIBE_INTERVAL: Duration = Duration::from_secs(5);
-/// How long a consumer may stay CREATING (or DELETING, before it is registered again).
-const CONSUMER_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Wait between `DescribeStreamConsumer` calls while the consumer is not ACTIVE yet.
-const CONSUMER_POLL: Duration = Duration::from_millis(300);
 /// Records per subscription event assumed before any is seen (AWS sends a shard's records at
 /// most every 200 ms, so a catching-up event is large); the estimate then follows the events.
 const INITIAL_RECORDS_PER_EVENT: f64 = 1000.0;
-/// Retry policy of the consumer registration (the engine's defaults).
-const REGISTER_BACKOFF_BASE: Duration = Duration::from_millis(100);
-const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 type Events = EventReceiver<SubscribeToShardEventStream, SubscribeToShardEventStreamError>;
-
-/// Registers the stream consumer `name` (or reuses it) and returns its ARN once ACTIVE;
-/// `None` if cancelled first.
-pub async fn ensure_consumer(
-    client: &Client,
-    stream: &str,
-    name: &str,
-    cancel: &CancellationToken,
-) -> Result<Option<String>, KinesisError> {
-    tokio::select! {
-        _ = cancel.cancelled() => Ok(None),
-        arn = active_consumer(client, stream, name) => arn.map(Some),
-    }
-}
-
-/// What `DescribeStreamConsumer` says of the consumer.
-enum Described {
-    /// ACTIVE, with its ARN.
-    Active(String),
-    /// CREATING or DELETING.
-    Pending(String),
-    /// Not registered.
-    Missing,
-}
-
-/// Describes the consumer, registers it if missing, and waits until it is ACTIVE, retrying
-/// throttling and transient errors.
-async fn active_consumer(
-    client: &Client,
-    stream: &str,
-    name: &str,
-) -> Result<String, KinesisError> {
-    let mut backoff = Backoff::new(REGISTER_BACKOFF_BASE, REGISTER_BACKOFF_MAX);
-    let stream_arn = stream_arn(client, stream, &mut backoff).await?;
-    let mut waiting_since: Option<Instant> = None;
-    loop {
-        let delay = match describe_consumer(client, &stream_arn, name).await {
-            Ok(Described::Active(arn)) => {
-                info!(stream, consumer = name, consumer_arn = %arn, "Stream consumer is active; reading with enhanced fan-out.");
-                return Ok(arn);
-            }
-            Ok(Described::Pending(status)) => {
-                backoff.reset();
-                let since = *waiting_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > CONSUMER_ACTIVE_TIMEOUT {
-                    return Err(KinesisError::Aws {
-                        operation: "DescribeStreamConsumer",
-                        message: format!(
-                            "stream consumer `{name}` is still {status} after {} s",
-                            CONSUMER_ACTIVE_TIMEOUT.as_secs()
-                        ),
-                    });
-                }
-                debug!(consumer = name, status = %status, "Waiting for the stream consumer to become active.");
-                CONSUMER_POLL
-            }
-            Ok(Described::Missing) => register(client, &stream_arn, name, &mut backoff).await?,
-            Err(e) => retry_delay("DescribeStreamConsumer", classify(&e), &e, &mut backoff)?,
-        };
-        sleep(delay).await;
-    }
-}
-
-/// The consumer's state; a missing consumer is not an error.
-async fn describe_consumer(
-    client: &Client,
-    stream_arn: &str,
-    name: &str,
-) -> Result<Described, SdkError<DescribeStreamConsumerError, HttpResponse>> {
-    let result = client
-        .describe_stream_consumer()
-        .stream_arn(stream_arn)
-        .consumer_name(name)
-        .send()
-        .await;
-    let out = match result {
-        Ok(out) => out,
-        Err(e) if classify(&e) == ErrorClass::NotFound => return Ok(Described::Missing),
-        Err(e) => return Err(e),
-    };
-    Ok(match out.consumer_description() {
-        Some(c) if *c.consumer_status() == ConsumerStatus::Active => {
-            Described::Active(c.consumer_arn().to_string())
-        }
-        Some(c) => Described::Pending(c.consumer_status().as_str().to_string()),
-        None => Described::Pending("not described".into()),
-    })
-}
-
-/// The stream's ARN (consumers are addressed by it), retrying transient errors.
-async fn stream_arn(
-    client: &Client,
-    stream: &str,
-    backoff: &mut Backoff,
-) -> Result<String, KinesisError> {
-    loop {
-        let result = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await;
-        let delay = match result {
-            Ok(out) => match out.stream_description_summary() {
-                Some(s) => return Ok(s.stream_arn().to_string()),
-                None => {
-                    return Err(KinesisError::Aws {
-                        operation: "DescribeStreamSummary",
-                        message: format!("no summary returned for stream {stream}"),
-                    });
-                }
-            },
-            Err(e) if classify(&e) == ErrorClass::NotFound => {
-                return Err(KinesisError::StreamNotFound {
-                    stream: stream.to_string(),
-                });
-            }
-            Err(e) => retry_delay("DescribeStreamSummary", classify(&e), &e, backoff)?,
-        };
-        sleep(delay).await;
-    }
-}
-
-/// Registers the consumer; returns how long to wait before describing it again. Another
-/// worker registering it at the same moment (`ResourceInUseException`) is not an error.
-async fn register(
-    client: &Client,
-    stream_arn: &str,
-    name: &str,
-    backoff: &mut Backoff,
-) -> Result<Duration, KinesisError> {
-    let result = client
-        .register_stream_consumer()
-        .stream_arn(stream_arn)
-        .consumer_name(name)
-        .send()
-        .await;
-    match result {
-        Ok(_) => {
-            info!(
-                consumer = name,
-                stream_arn, "Registered the stream consumer."
-            );
-            Ok(CONSUMER_POLL)
-        }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            debug!(consumer = name, error = %aws_message(&e), "Consumer registered elsewhere meanwhile (or the stream is updating); describing it again.");
-            Ok(backoff.next_delay())
-        }
-        Err(e) => retry_delay("RegisterStreamConsumer", classify(&e), &e, backoff),
-    }
-}
-
-/// The wait before retrying a retryable failure, or the error to stop with.
-fn retry_delay<E: std::error::Error + 'static>(
-    operation: &'static str,
-    class: ErrorClass,
-    err: &E,
-    backoff: &mut Backoff,
-) -> Result<Duration, KinesisError> {
-    let message = aws_message(err);
-    if !class.is_retryable() {
-        return Err(KinesisError::Aws { operation, message });
-    }
-    warn!(operation, error = %message, attempt = backoff.attempts() + 1, "Stream consumer call failed; retrying.");
-    Ok(backoff.next_delay())
-}
 
 /// Reads one shard with `SubscribeToShard` as `consumer_arn` until it ends, the token is
 /// cancelled, or a fatal error; same checkpoints and exits as the polling reader.
@@ -279,11 +98,11 @@ async fn run(
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = request.send() => res,
         };
-        metrics::counter!("optout_subscriptions_total").increment(1);
+        r.context().metrics.subscription();
         let session = match response {
             Ok(mut out) => {
                 next_subscribe = Instant::now() + SUBSCRIBE_INTERVAL;
-                r.pin_latest();
+                r.began_reading();
                 debug!(shard_id = %r.shard_id(), after = ?r.committed(), "Subscribed to shard.");
                 consume(r, &mut out.event_stream, &mut next_probe, cancel).await?
             }
@@ -366,7 +185,7 @@ async fn consume(
             return Ok(Session::Exit(exit));
         }
         if records.is_empty() && behind == 0 && Instant::now() >= *next_probe {
-            *next_probe = Instant::now() + r.context().config.discovery_interval;
+            *next_probe = Instant::now() + r.context().config.reading.discovery_interval;
             if let Some(exit) = finish_if_drained(r, cancel).await? {
                 return Ok(Session::Exit(exit));
             }

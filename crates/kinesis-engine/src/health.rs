@@ -1,8 +1,9 @@
 //! Shard health as an operator sees it: which shards have kept failing (reads, commits, reader
-//! crashes) and since when, for `/readyz`, the `optout_shards_failing` gauge and the logs.
+//! crashes) and since when, for the application's readiness probe, the `shards_failing` gauge
+//! and the logs.
 //!
 //! A shard is *failing* from its first failed call or commit until its next success; it is
-//! reported once that has lasted longer than [`super::ConsumerConfig::failing_after`], so a
+//! reported once that has lasted longer than [`crate::RestartSettings::failing_after`], so a
 //! blip that the backoff absorbs never flips readiness.
 
 use std::collections::HashMap;

@@ -1,135 +1,56 @@
-//! A general Kinesis consumer engine. It knows nothing of Twilio.
+//! A general Kinesis consumer engine. It knows nothing of what the records hold, nor of the
+//! application around it: it never decodes a payload and never decides what "durable" means.
 //!
 //! [`run`] lists the stream's shards with their lineage, starts one reader task per readable
-//! shard (polling with `GetRecords`, or enhanced fan-out with `SubscribeToShard` when a consumer
-//! name is configured; children only once their parents are read to the end and checkpointed), and hands
-//! each batch of records to a [`Processor`], which must make the batch's effects and the
-//! shard's checkpoint durable together before it returns. Nothing is checkpointed that the
-//! processor did not commit, so a crash at any moment re-reads at most the batch in hand.
+//! shard (polling with `GetRecords`, or enhanced fan-out with `SubscribeToShard` when a
+//! consumer name is configured; children only once their parents are read to the end and
+//! checkpointed), and hands each batch of records to a [`Processor`], which must make the
+//! batch's effects and the shard's checkpoint durable together before it returns. Nothing is
+//! checkpointed that the processor did not commit, so a crash at any moment re-reads at most
+//! the batch in hand. Several workers share a stream through a [`LeaseStore`], every commit
+//! fenced by its lease's token.
+//!
+//! Settings come grouped in a [`ConsumerConfig`] (reading, leasing, restarts) with defaults
+//! that respect AWS's per-shard limits. The live handles an application keeps clones of, shard
+//! [`Health`] for its readiness probe and the in-flight [`Budget`], are passed to [`run`] in
+//! [`Handles`].
+//!
+//! Its metrics are listed, with their type, labels and meaning, in [`metrics::METRICS`], under
+//! a name prefix the application gives ([`ConsumerConfig::metrics_prefix`]); the application
+//! describes them once with [`metrics::describe`].
 
 mod backoff;
-mod balance;
 mod budget;
+mod config;
 mod coordinator;
 mod fanout;
 mod health;
-mod lease;
-mod leasing;
+mod leases;
+pub mod metrics;
 mod poller;
 mod progress;
 mod reader;
-mod restarts;
 mod shards;
-
-use std::time::Duration;
+mod stream_consumer;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::types::Record;
 
 pub use backoff::{Backoff, ErrorClass, classify};
 pub use budget::{Budget, BudgetStats, record_cost};
+pub use config::{
+    BackoffSettings, ConsumerConfig, DEFAULT_METRICS_PREFIX, Handles, InitialPosition,
+    LeasingSettings, ReadingSettings, RestartSettings, default_worker_id,
+};
 pub use coordinator::run;
 pub use health::{FailingShard, Health};
-pub use lease::{HeldLease, LeaseInfo, LeaseStore};
+pub use leases::{HeldLease, LeaseInfo, LeaseStore};
 pub use shards::{ShardInfo, aws_message, list_shards};
-
-/// Where to start reading a shard that has no checkpoint yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitialPosition {
-    /// The oldest record still in the stream (the default: missing an opt-out is worse than
-    /// reading one twice, and re-reading is harmless).
-    TrimHorizon,
-    /// Only records written from now on. Children of shards read by this run still start at
-    /// their beginning, so a reshard loses nothing.
-    Latest,
-    /// Records written at or after this instant.
-    AtTimestamp(chrono::DateTime<chrono::Utc>),
-}
 
 /// How far before the first read at `latest` a restarted reader resumes: slack for clock skew
 /// with Kinesis, so nothing that arrived after the first read is skipped (re-reading those
 /// seconds is harmless: effects are idempotent).
 pub const LATEST_SLACK: chrono::Duration = chrono::Duration::seconds(2);
-
-/// How the consumer behaves.
-#[derive(Debug, Clone)]
-pub struct ConsumerConfig {
-    /// The stream to read.
-    pub stream: String,
-    /// Where shards without a checkpoint start.
-    pub initial_position: InitialPosition,
-    /// Wait before polling a caught-up shard again.
-    pub poll_interval: Duration,
-    /// Minimum time between two `GetRecords` calls on one shard (AWS allows 5 per second).
-    pub min_call_interval: Duration,
-    /// How often the shard list is refreshed to find new shards after a reshard.
-    pub discovery_interval: Duration,
-    /// Records asked for per `GetRecords` call (AWS maximum: 10,000).
-    pub max_records: i32,
-    /// Exit once every shard is finished or caught up and nothing new came for this long.
-    pub exit_when_idle: Option<Duration>,
-    /// First wait after a throttled or failed call; doubles up to `backoff_max`.
-    pub backoff_base: Duration,
-    /// Longest wait between retries.
-    pub backoff_max: Duration,
-    /// This worker's name, the owner of its leases (host name and pid by default).
-    pub worker_id: String,
-    /// How long a lease lasts without renewal (several workers only); renewed every third.
-    pub lease_duration: Duration,
-    /// A reader with no successful call for this long is restarted (and logged).
-    pub stall_timeout: Duration,
-    /// Read with enhanced fan-out (`SubscribeToShard`) as this registered stream consumer
-    /// instead of polling with `GetRecords`.
-    pub consumer_name: Option<String>,
-    /// A shard whose calls or commits have failed, with no success since, for this long is
-    /// reported as failing (`/readyz`, `optout_shards_failing`).
-    pub failing_after: Duration,
-    /// First wait before restarting a reader that failed or panicked; doubles up to
-    /// `restart_backoff_max`.
-    pub restart_backoff_base: Duration,
-    /// Longest wait before restarting a failed reader.
-    pub restart_backoff_max: Duration,
-    /// Where the engine reports shard health; keep a clone for the readiness probe.
-    pub health: Health,
-    /// Bytes of records held between fetch and commit, across all shards
-    /// (`--max-in-flight-mb`); keep a clone to read its accounting.
-    pub budget: Budget,
-}
-
-impl ConsumerConfig {
-    /// Defaults that respect AWS's per-shard limits.
-    pub fn new(stream: impl Into<String>) -> Self {
-        ConsumerConfig {
-            stream: stream.into(),
-            initial_position: InitialPosition::TrimHorizon,
-            poll_interval: Duration::from_millis(500),
-            min_call_interval: Duration::from_millis(200),
-            discovery_interval: Duration::from_secs(30),
-            max_records: 10_000,
-            exit_when_idle: None,
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
-            worker_id: default_worker_id(),
-            lease_duration: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(120),
-            consumer_name: None,
-            failing_after: Duration::from_secs(60),
-            restart_backoff_base: Duration::from_secs(1),
-            restart_backoff_max: Duration::from_secs(30),
-            health: Health::default(),
-            budget: Budget::default(),
-        }
-    }
-}
-
-/// `hostname:pid`, unique per process on a fleet.
-pub fn default_worker_id() -> String {
-    format!(
-        "{}:{}",
-        gethostname::gethostname().to_string_lossy(),
-        std::process::id()
-    )
-}
 
 /// A shard's stored progress, as the processor's store knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,9 +128,7 @@ pub trait Processor: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum KinesisError {
     /// The stream does not exist in this account and region.
-    #[error(
-        "stream `{stream}` not found: check --stream, --region, --endpoint-url and the AWS account"
-    )]
+    #[error("stream `{stream}` not found: check the stream name, region, endpoint and AWS account")]
     StreamNotFound { stream: String },
     /// An AWS call failed in a way no retry can fix.
     #[error("{operation} failed: {message}")]

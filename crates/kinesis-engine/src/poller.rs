@@ -38,13 +38,13 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
         }
         // Reserve before the call, sized to this reader's share of the in-flight budget; the
         // reservation is held until the batch is durable (end of this iteration).
-        let (limit, bytes) = r.share.plan_call(r.ctx.config.max_records);
+        let (limit, bytes) = r.share.plan_call(r.ctx.config.reading.max_records_per_call);
         let budget = r.share.budget().clone();
         let mut reservation = tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             granted = budget.reserve(bytes) => granted,
         };
-        next_call = Instant::now() + r.ctx.config.min_call_interval;
+        next_call = Instant::now() + r.ctx.config.reading.min_call_interval;
         let response = tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = r.ctx.client.get_records()
@@ -52,7 +52,7 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
                 .limit(limit)
                 .send() => res,
         };
-        metrics::counter!("optout_get_records_calls_total").increment(1);
+        r.ctx.metrics.get_records_call();
         let out = match response {
             Ok(out) => out,
             Err(e) => {
@@ -95,7 +95,7 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
         iterator = next.to_string();
         let caught_up = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
         if caught_up {
-            next_call = next_call.max(Instant::now() + r.ctx.config.poll_interval);
+            next_call = next_call.max(Instant::now() + r.ctx.config.reading.poll_interval);
         }
     }
 }
@@ -116,7 +116,7 @@ async fn new_iterator(
             Ok(out) => {
                 if let Some(it) = out.shard_iterator() {
                     debug!(shard_id = %r.shard_id, after = ?r.committed, "Got a shard iterator.");
-                    r.pin_latest();
+                    r.began_reading();
                     return Ok(Some(it.to_string()));
                 }
                 return Err(KinesisError::Aws {

@@ -1,9 +1,6 @@
-//! What every shard reader shares, whatever the transport (polling or enhanced fan-out):
-//! where a shard starts (the one place that decides it, with the one rule for `latest`),
-//! handing records to the processor until they are durable, the committed position, and the
-//! retry backoff.
-
-use std::collections::HashMap;
+//! What every shard reader shares, whatever the transport (polling or enhanced fan-out): its
+//! position (after the last durable record, else where the coordinator said to start),
+//! handing records to the processor until they are durable, and the retry backoff.
 
 use std::sync::Arc;
 
@@ -16,9 +13,11 @@ use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, ErrorClass};
 use super::budget::{Share, record_cost};
+use super::metrics::{CommitFailure, Metrics, RetryKind, ShardMetrics};
 use super::progress::ShardState;
-use super::shards::ShardInfo;
-use super::{ConsumerConfig, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch};
+use super::{
+    ConsumerConfig, Handles, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch,
+};
 
 /// How a shard task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +30,20 @@ pub enum ShardExit {
     LostOwnership,
 }
 
-/// Where a shard task starts.
+/// Where a shard task starts, as the coordinator's slot for the shard decides it.
 #[derive(Debug, Clone)]
 pub enum StartAt {
     /// After this committed sequence number.
     After(String),
-    /// At the configured position (no checkpoint).
+    /// At this position (no checkpoint).
     Initial(InitialPosition),
+    /// At the tip (no checkpoint, the shard's first start at `latest`). Once reading has
+    /// begun, any new iterator or subscription of this reader starts at `pinned` instead, so
+    /// that nothing that arrived in between is skipped (re-reading is harmless).
+    Latest {
+        /// The instant of the first start, less [`crate::LATEST_SLACK`].
+        pinned: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// Everything a shard task needs, shared by all of them.
@@ -46,53 +52,14 @@ pub struct ShardContext {
     pub client: aws_sdk_kinesis::Client,
     /// The consumer's settings.
     pub config: ConsumerConfig,
+    /// Where readers report health and hold their records' bytes.
+    pub handles: Handles,
+    /// The engine's metrics, named once for the run.
+    pub metrics: Metrics,
     /// Where batches go.
     pub processor: Arc<dyn Processor>,
     /// Shared progress (idle exit, liveness).
     pub progress: Arc<super::progress::Progress>,
-}
-
-/// Where a shard starts: after its checkpoint, else the initial position. With `latest`, a
-/// child of a shard we know (listed or checkpointed) starts at its beginning instead, so the
-/// records written to it since the reshard are not skipped; and a shard started at `latest`
-/// before (its reader restarted before its first commit) resumes from that first start, by
-/// [`pin_latest`], instead of jumping to the tip again.
-pub(super) fn start_for(
-    shard: &ShardInfo,
-    committed: &HashMap<String, String>,
-    shards: &[ShardInfo],
-    initial: InitialPosition,
-    pins: &mut HashMap<String, chrono::DateTime<chrono::Utc>>,
-) -> StartAt {
-    if let Some(seq) = committed.get(&shard.shard_id) {
-        return StartAt::After(seq.clone());
-    }
-    let known_parent = shard
-        .parents()
-        .any(|p| committed.contains_key(p) || shards.iter().any(|s| s.shard_id == p));
-    match initial {
-        InitialPosition::Latest if known_parent => StartAt::Initial(InitialPosition::TrimHorizon),
-        InitialPosition::Latest => match pins.get(&shard.shard_id) {
-            Some(&t) => StartAt::Initial(InitialPosition::AtTimestamp(t)),
-            None => {
-                let now = chrono::Utc::now();
-                if let InitialPosition::AtTimestamp(t) = pin_latest(now) {
-                    pins.insert(shard.shard_id.clone(), t);
-                }
-                StartAt::Initial(InitialPosition::Latest)
-            }
-        },
-        p => StartAt::Initial(p),
-    }
-}
-
-/// The one rule for `latest`: once reading has begun at the tip at `now`, any later start of
-/// the same shard before its first commit (a restarted reader, an expired iterator, a new
-/// subscription) begins at `now` less [`super::LATEST_SLACK`] (slack for clock skew with
-/// Kinesis), so that nothing that arrived in between is skipped; re-reading those seconds is
-/// harmless, as effects are idempotent.
-pub(super) fn pin_latest(now: chrono::DateTime<chrono::Utc>) -> InitialPosition {
-    InitialPosition::AtTimestamp(now - super::LATEST_SLACK)
 }
 
 /// One shard's reading state: position, lease and backoff.
@@ -103,6 +70,8 @@ pub struct ShardReader {
     pub(super) committed: Option<String>,
     /// Where to start when nothing is committed yet.
     pub(super) initial: InitialPosition,
+    /// Reading from the tip: where any later start begins once reading has begun.
+    latest_pin: Option<chrono::DateTime<chrono::Utc>>,
     pub(super) backoff: Backoff,
     /// `(owner, fencing token)` presented with every commit, when leases are in use.
     lease: Option<(String, i64)>,
@@ -110,6 +79,8 @@ pub struct ShardReader {
     reached_tip: bool,
     /// Its part of the in-flight budget, for sizing calls and reservations.
     pub(super) share: Share,
+    /// Its shard's series, named once.
+    metrics: ShardMetrics,
 }
 
 /// What `records` cost the in-flight budget once decoded.
@@ -134,18 +105,22 @@ impl ShardReader {
         start: StartAt,
         lease_token: Option<i64>,
     ) -> Self {
-        let backoff = Backoff::new(ctx.config.backoff_base, ctx.config.backoff_max);
-        let lease = lease_token.map(|t| (ctx.config.worker_id.clone(), t));
-        let share = ctx.config.budget.join();
-        let (committed, initial) = match start {
-            StartAt::After(seq) => (Some(seq), InitialPosition::TrimHorizon),
-            StartAt::Initial(p) => (None, p),
+        let backoff = ctx.config.reading.backoff.start();
+        let lease = lease_token.map(|t| (ctx.config.leasing.worker_id.clone(), t));
+        let share = ctx.handles.budget.join();
+        let (committed, initial, latest_pin) = match start {
+            StartAt::After(seq) => (Some(seq), InitialPosition::TrimHorizon, None),
+            StartAt::Initial(p) => (None, p, None),
+            StartAt::Latest { pinned } => (None, InitialPosition::Latest, Some(pinned)),
         };
+        let metrics = ctx.metrics.shard(&shard_id);
         ShardReader {
+            metrics,
             ctx,
             shard_id,
             committed,
             initial,
+            latest_pin,
             backoff,
             lease,
             reached_tip: false,
@@ -190,7 +165,7 @@ impl ShardReader {
         self.ctx
             .client
             .get_shard_iterator()
-            .stream_name(&self.ctx.config.stream)
+            .stream_name(&self.ctx.config.reading.stream)
             .shard_id(&self.shard_id)
             .shard_iterator_type(position.r#type().clone())
             .set_starting_sequence_number(position.sequence_number().map(str::to_string))
@@ -202,12 +177,12 @@ impl ShardReader {
         &self.ctx
     }
 
-    /// Called once reading has started at `latest`: a later restart of this reader (expired
-    /// iterator, new subscription) must not jump to the tip again and skip what arrived in
-    /// between, so the start is pinned to now less [`super::LATEST_SLACK`].
-    pub fn pin_latest(&mut self) {
-        if self.committed.is_none() && self.initial == InitialPosition::Latest {
-            self.initial = pin_latest(chrono::Utc::now());
+    /// Called once an iterator or subscription is granted: reading has begun, so a later one
+    /// (expired iterator, new subscription) must not jump to the tip again and skip what
+    /// arrived in between; it starts at the pin of [`StartAt::Latest`].
+    pub fn began_reading(&mut self) {
+        if let Some(pinned) = self.latest_pin.take() {
+            self.initial = InitialPosition::AtTimestamp(pinned);
         }
     }
 
@@ -229,15 +204,14 @@ impl ShardReader {
         let progress = self.ctx.progress.clone();
         progress.alive(&self.shard_id);
         if let Some(ms) = millis_behind_latest {
-            metrics::gauge!("optout_millis_behind_latest", "shard_id" => self.shard_id.clone())
-                .set(ms as f64);
+            self.metrics.millis_behind_latest(ms);
         }
         if records.is_empty() && !finished {
             let caught_up = millis_behind_latest.unwrap_or(0) == 0;
             if caught_up {
                 // At the tip with nothing pending: any failing spell is over. (An empty answer
                 // while behind proves no progress, so it clears nothing.)
-                self.ctx.config.health.ok(&self.shard_id);
+                self.ctx.handles.health.ok(&self.shard_id);
             }
             if caught_up && !self.reached_tip {
                 // Once per reader: the backlog is done (or, at `latest`, reading has begun).
@@ -253,7 +227,7 @@ impl ShardReader {
             .or_else(|| self.committed.clone());
         loop {
             let batch = RecordBatch {
-                stream: &self.ctx.config.stream,
+                stream: &self.ctx.config.reading.stream,
                 shard_id: &self.shard_id,
                 records,
                 sequence_number: last.as_deref(),
@@ -266,14 +240,12 @@ impl ShardReader {
             match self.ctx.processor.process(batch).await {
                 Ok(()) => break,
                 Err(ProcessError::LostOwnership(message)) => {
-                    metrics::counter!("optout_commit_failures_total", "kind" => "lease_lost")
-                        .increment(1);
+                    self.ctx.metrics.commit_failed(CommitFailure::LeaseLost);
                     warn!(shard_id = %self.shard_id, error = %message, "Shard taken over by another worker; stopping it here.");
                     return Ok(Some(ShardExit::LostOwnership));
                 }
                 Err(ProcessError::Retry(message)) => {
-                    metrics::counter!("optout_commit_failures_total", "kind" => "transient")
-                        .increment(1);
+                    self.ctx.metrics.commit_failed(CommitFailure::Transient);
                     // The batch did not land (or, after a partial isolation, only a prefix
                     // did): the same records are retried, idempotently, so nothing is lost.
                     if !self
@@ -284,8 +256,7 @@ impl ShardReader {
                     }
                 }
                 Err(e @ ProcessError::Fatal(_)) => {
-                    metrics::counter!("optout_commit_failures_total", "kind" => "fatal")
-                        .increment(1);
+                    self.ctx.metrics.commit_failed(CommitFailure::Fatal);
                     return Err(KinesisError::Process {
                         shard_id: self.shard_id.clone(),
                         source: e,
@@ -294,9 +265,8 @@ impl ShardReader {
             }
         }
         self.backoff.reset();
-        self.ctx.config.health.ok(&self.shard_id);
-        metrics::gauge!("optout_shard_last_commit_timestamp_seconds", "shard_id" => self.shard_id.clone())
-            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.ctx.handles.health.ok(&self.shard_id);
+        self.metrics.committed_now();
         self.committed = last;
         progress.record(records.len() as u64);
         if finished {
@@ -327,12 +297,13 @@ impl ShardReader {
         let delay = self.backoff.next_delay();
         let attempt = self.backoff.attempts();
         let kind = if class == ErrorClass::Throttled {
-            "throttled"
+            RetryKind::Throttled
         } else {
-            "transient"
+            RetryKind::Transient
         };
-        metrics::counter!("optout_retries_total", "kind" => kind).increment(1);
-        self.ctx.config.health.fail(&self.shard_id, message);
+        self.ctx.metrics.retry(kind);
+        let kind = kind.as_str();
+        self.ctx.handles.health.fail(&self.shard_id, message);
         // The first failure and every tenth are worth an operator's eye; throttling is routine.
         if class != ErrorClass::Throttled && (attempt == 1 || attempt.is_multiple_of(10)) {
             warn!(shard_id = %self.shard_id, kind, attempt, delay_ms = delay.as_millis() as u64, error = message, "Call failed; backing off.");
@@ -343,84 +314,5 @@ impl ShardReader {
             _ = cancel.cancelled() => false,
             _ = sleep(delay) => true,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shard(id: &str, parent: Option<&str>) -> ShardInfo {
-        ShardInfo {
-            shard_id: id.into(),
-            parent: parent.map(str::to_string),
-            adjacent_parent: None,
-            closed: false,
-        }
-    }
-
-    #[test]
-    fn latest_is_pinned_to_the_first_start_for_restarts() {
-        let mut pins = HashMap::new();
-        let none = HashMap::new();
-        let s0 = shard("s0", None);
-        let before = chrono::Utc::now();
-        let first = start_for(&s0, &none, &[], InitialPosition::Latest, &mut pins);
-        assert!(matches!(first, StartAt::Initial(InitialPosition::Latest)));
-        let again = start_for(&s0, &none, &[], InitialPosition::Latest, &mut pins);
-        match again {
-            StartAt::Initial(InitialPosition::AtTimestamp(t)) => {
-                assert!(t >= before - super::super::LATEST_SLACK);
-                assert!(t <= chrono::Utc::now() - super::super::LATEST_SLACK);
-            }
-            other => panic!("restart not pinned: {other:?}"),
-        }
-        // A checkpoint always wins.
-        let committed = HashMap::from([("s0".to_string(), "42".to_string())]);
-        let after = start_for(&s0, &committed, &[], InitialPosition::Latest, &mut pins);
-        assert!(matches!(after, StartAt::After(ref s) if s == "42"));
-        // Other positions are left alone and pin nothing.
-        let s1 = shard("s1", None);
-        let trim = start_for(&s1, &none, &[], InitialPosition::TrimHorizon, &mut pins);
-        assert!(matches!(
-            trim,
-            StartAt::Initial(InitialPosition::TrimHorizon)
-        ));
-        assert!(!pins.contains_key("s1"));
-    }
-
-    #[test]
-    fn a_child_of_a_known_shard_starts_at_its_beginning_under_latest() {
-        let mut pins = HashMap::new();
-        let parent = shard("p", None);
-        let child = shard("c", Some("p"));
-        let listed = [parent.clone(), child.clone()];
-        let start = start_for(
-            &child,
-            &HashMap::new(),
-            &listed,
-            InitialPosition::Latest,
-            &mut pins,
-        );
-        assert!(matches!(
-            start,
-            StartAt::Initial(InitialPosition::TrimHorizon)
-        ));
-        // Known only by its checkpoint (already trimmed from the listing) counts too.
-        let committed = HashMap::from([("p".to_string(), "7".to_string())]);
-        let start = start_for(&child, &committed, &[], InitialPosition::Latest, &mut pins);
-        assert!(matches!(
-            start,
-            StartAt::Initial(InitialPosition::TrimHorizon)
-        ));
-        // An unknown parent (trimmed and never read here) does not.
-        let start = start_for(
-            &child,
-            &HashMap::new(),
-            &[],
-            InitialPosition::Latest,
-            &mut pins,
-        );
-        assert!(matches!(start, StartAt::Initial(InitialPosition::Latest)));
     }
 }

@@ -17,8 +17,7 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::backoff::Backoff;
-use super::{ConsumerConfig, KinesisError, backoff::ErrorClass, classify};
+use super::{KinesisError, ReadingSettings, backoff::ErrorClass, classify};
 
 /// A shard as listed by `ListShards`, with its parents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +136,7 @@ pub fn aws_message<E: std::error::Error + 'static>(err: &E) -> String {
 /// failed or hung listing (bounded by a timeout) keeps the previous list.
 pub(super) async fn discover(
     client: Client,
-    config: ConsumerConfig,
+    config: ReadingSettings,
     out: Arc<watch::Sender<Vec<ShardInfo>>>,
     now: Arc<Notify>,
     stop: CancellationToken,
@@ -173,10 +172,10 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 /// or `stop` is cancelled (`None`).
 pub(super) async fn first_listing(
     client: &Client,
-    config: &ConsumerConfig,
+    config: &ReadingSettings,
     stop: &CancellationToken,
 ) -> Result<Option<Vec<ShardInfo>>, KinesisError> {
-    let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
+    let mut backoff = config.backoff.start();
     loop {
         match list_shards(client, &config.stream).await {
             Ok(s) => return Ok(Some(s)),

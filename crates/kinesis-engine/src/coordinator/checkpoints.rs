@@ -2,13 +2,10 @@
 //! store is down), reloaded after a reader stops early or other workers move them, and, with
 //! leases, one housekeeping round after each reload.
 
-use std::collections::HashSet;
-
 use tokio::time::sleep;
 use tracing::warn;
 
-use super::{Coordinator, forget_shard};
-use crate::backoff::Backoff;
+use super::Coordinator;
 use crate::{KinesisError, ShardCheckpoint};
 
 impl Coordinator {
@@ -19,7 +16,7 @@ impl Coordinator {
             && let Ok(cps) = self
                 .ctx
                 .processor
-                .checkpoints(&self.ctx.config.stream)
+                .checkpoints(&self.ctx.config.reading.stream)
                 .await
         {
             self.apply_checkpoints(cps);
@@ -29,12 +26,12 @@ impl Coordinator {
     /// Loads the checkpoints before any reader starts (retrying while the store is down), so
     /// that no finished shard is read again and no child starts before its parents.
     pub(super) async fn initial_checkpoints(&mut self) -> bool {
-        let mut backoff = Backoff::new(self.ctx.config.backoff_base, self.ctx.config.backoff_max);
+        let mut backoff = self.ctx.config.reading.backoff.start();
         loop {
             match self
                 .ctx
                 .processor
-                .checkpoints(&self.ctx.config.stream)
+                .checkpoints(&self.ctx.config.reading.stream)
                 .await
             {
                 Ok(cps) => {
@@ -69,7 +66,7 @@ impl Coordinator {
         match self
             .ctx
             .processor
-            .checkpoints(&self.ctx.config.stream)
+            .checkpoints(&self.ctx.config.reading.stream)
             .await
         {
             Ok(cps) => self.apply_checkpoints(cps),
@@ -94,17 +91,15 @@ impl Coordinator {
         let Some(leasing) = &mut self.leasing else {
             return true;
         };
-        let running: HashSet<String> = self.running.keys().cloned().collect();
-        let round = leasing.round(&self.shards, &self.finished, &running).await;
+        let (finished, running) = (self.slots.finished(), self.slots.running());
+        let round = leasing.round(&self.shards, &finished, &running).await;
         match round {
             Ok(round) => {
                 for shard in round.lost {
-                    if let Some(r) = self.running.get(&shard) {
-                        r.cancel.cancel();
-                    }
+                    self.slots.stop_reader(&shard);
                     // Its health is the new owner's to report now, and it is no longer ours
                     // to restart.
-                    forget_shard(&self.ctx.config, &mut self.restarts, &shard);
+                    self.forget_shard(&shard);
                 }
                 if !round.gained.is_empty() {
                     // The checkpoints were read before these leases were ours, and their
@@ -128,13 +123,6 @@ impl Coordinator {
     }
 
     pub(super) fn apply_checkpoints(&mut self, cps: Vec<ShardCheckpoint>) {
-        for c in cps {
-            if c.finished {
-                self.finished.insert(c.shard_id.clone());
-            }
-            if let Some(seq) = c.sequence_number {
-                self.committed.insert(c.shard_id, seq);
-            }
-        }
+        self.slots.apply(cps);
     }
 }

@@ -5,11 +5,15 @@
 use std::time::Duration;
 
 use tokio::task::{Id, JoinError};
+use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::{Coordinator, TaskEnd};
 use crate::KinesisError;
-use crate::restarts::{GIVE_UP_ATTEMPTS, panic_message};
+use crate::metrics::RestartReason;
+
+/// Restarts of a failing reader after which a batch run (`exit_when_idle`) gives up.
+const GIVE_UP_ATTEMPTS: u32 = 5;
 
 /// Longest wait for the stream consumer to be looked up again after a failed subscription.
 const CONSUMER_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,10 +23,7 @@ impl Coordinator {
     /// discovery task (which is started again unless shutting down).
     pub(super) async fn on_joined(&mut self, joined: Result<(Id, TaskEnd), JoinError>) {
         match joined {
-            Ok((id, TaskEnd::Reader(shard, result))) => {
-                self.task_shards.remove(&id);
-                self.on_done(shard, result).await;
-            }
+            Ok((_, TaskEnd::Reader(shard, result))) => self.on_done(shard, result).await,
             Ok((_, TaskEnd::Consumer(result))) => {
                 self.refreshing_consumer = None;
                 match result {
@@ -36,10 +37,10 @@ impl Coordinator {
             Ok((_, TaskEnd::Discovery)) => {
                 if !self.stop.is_cancelled() {
                     warn!("Shard discovery ended unexpectedly; starting it again.");
-                    self.spawn_discovery();
+                    self.spawn_discovery_after(Duration::ZERO);
                 }
             }
-            Err(e) if Some(e.id()) == self.discovery => {
+            Err(e) if Some(e.id()) == self.discovery.task => {
                 error!(error = %panic_message(e), "Shard discovery panicked; starting it again in 1 s.");
                 self.spawn_discovery_after(Duration::from_secs(1));
             }
@@ -48,30 +49,35 @@ impl Coordinator {
                 error!(error = %panic_message(e), "Looking up the stream consumer panicked; readers start with the known consumer.");
             }
             Err(e) => {
-                let Some(shard) = self.task_shards.remove(&e.id()) else {
+                let Some(shard) = self.slots.shard_of_task(e.id()) else {
                     return;
                 };
                 let message = panic_message(e);
-                self.reader_failed(shard, "panic", message).await;
+                self.reader_failed(shard, RestartReason::Panic, message)
+                    .await;
             }
         }
     }
 
     /// A reader returned an error or panicked: log, count, mark the shard failing, and start
-    /// it again from its checkpoint after a backoff. With `exit_when_idle` (a batch run), a
-    /// shard that keeps failing ends the run instead of retrying forever.
+    /// it again from its checkpoint after a backoff (each shard backs off on its own, 1 s
+    /// doubling to 30 s by default). With `exit_when_idle` (a batch run), a shard that keeps
+    /// failing ends the run instead of retrying forever.
     pub(super) async fn reader_failed(
         &mut self,
         shard: String,
-        reason: &'static str,
+        reason: RestartReason,
         message: String,
     ) {
-        self.running.remove(&shard);
-        metrics::counter!("optout_shard_restarts_total", "reason" => reason).increment(1);
-        self.ctx.config.health.fail(&shard, &message);
-        let (delay, attempts) = self.restarts.failed(&shard);
-        error!(shard_id = %shard, reason, attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
-        if self.ctx.config.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
+        self.ctx.metrics.shard_restarted(reason);
+        self.ctx.handles.health.fail(&shard, &message);
+        let backoff = self.ctx.config.restarts.backoff;
+        let (delay, attempts) = self
+            .slots
+            .slot(&shard)
+            .reader_failed(backoff, Instant::now());
+        error!(shard_id = %shard, reason = reason.as_str(), attempts, restart_in_ms = delay.as_millis() as u64, error = %message, "Shard reader failed; restarting it from its checkpoint.");
+        if self.ctx.config.reading.exit_when_idle.is_some() && attempts >= GIVE_UP_ATTEMPTS {
             self.fail(KinesisError::ShardFailing {
                 shard_id: shard,
                 attempts,
@@ -85,7 +91,7 @@ impl Coordinator {
     /// Enhanced fan-out: describes the stream consumer again in a task of its own (registering
     /// it if it is gone) and holds reader starts until it answers.
     pub(super) fn refresh_consumer(&mut self) {
-        let Some(name) = self.ctx.config.consumer_name.clone() else {
+        let Some(name) = self.ctx.config.reading.consumer_name.clone() else {
             return;
         };
         if self.refreshing_consumer.is_some() {
@@ -93,11 +99,11 @@ impl Coordinator {
         }
         let (client, stream, stop) = (
             self.ctx.client.clone(),
-            self.ctx.config.stream.clone(),
+            self.ctx.config.reading.stream.clone(),
             self.stop.clone(),
         );
         let handle = self.tasks.spawn(async move {
-            let lookup = crate::fanout::ensure_consumer(&client, &stream, &name, &stop);
+            let lookup = crate::stream_consumer::ensure_consumer(&client, &stream, &name, &stop);
             // Bounded, so that a consumer stuck CREATING or an AWS outage holds reader starts
             // back for at most this long.
             match tokio::time::timeout(CONSUMER_REFRESH_TIMEOUT, lookup).await {
@@ -113,34 +119,42 @@ impl Coordinator {
     pub(super) fn report_health(&mut self) {
         let failing = self
             .ctx
-            .config
+            .handles
             .health
-            .failing(self.ctx.config.failing_after);
-        metrics::gauge!("optout_shards_failing").set(failing.len() as f64);
-        let health = &self.ctx.config.health;
-        let running = &self.running;
-        self.restarts
-            .retain(|shard| !running.contains_key(shard) || health.is_failing(shard));
+            .failing(self.ctx.config.restarts.failing_after);
+        self.ctx.metrics.shards_failing(failing.len());
+        let health = &self.ctx.handles.health;
+        self.slots
+            .forget_recovered(|shard| !health.is_failing(shard));
     }
 
     /// Cancels readers that made no successful call for `stall_timeout`; they restart.
     pub(super) fn restart_stalled(&mut self) {
-        let limit = self.ctx.config.stall_timeout;
-        for (id, r) in &self.running {
-            let last = self
-                .ctx
-                .progress
-                .last_alive(id)
-                .map_or(r.started, |a| a.max(r.started));
+        let (ctx, limit) = (&self.ctx, self.ctx.config.restarts.stall_timeout);
+        for (id, r) in self.slots.readers() {
+            let alive = ctx.progress.last_alive(id);
+            let last = alive.map_or(r.started, |a| a.max(r.started));
             if last.elapsed() > limit && !r.cancel.is_cancelled() {
                 warn!(shard_id = %id, stalled_secs = last.elapsed().as_secs(), "Shard reader made no progress; restarting it.");
-                metrics::counter!("optout_shard_restarts_total", "reason" => "stall").increment(1);
-                self.ctx
-                    .config
-                    .health
-                    .fail(id, "no successful call within the stall timeout");
+                ctx.metrics.shard_restarted(RestartReason::Stall);
+                let why = "no successful call within the stall timeout";
+                ctx.handles.health.fail(id, why);
                 r.cancel.cancel();
             }
         }
     }
+}
+
+/// What a task's panic said, for the log.
+pub(super) fn panic_message(e: JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_string());
+    format!("panicked: {text}")
 }

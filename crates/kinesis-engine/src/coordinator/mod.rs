@@ -1,11 +1,15 @@
 //! The coordinator: discovers shards, decides which ones this worker reads (all readable ones
 //! alone; its fair share of leases when several workers share the stream), starts a reader per
 //! shard in lineage order, restarts stalled readers, notices idleness, and shuts down cleanly.
+//!
+//! Each shard's life is one [`slots::ShardSlot`] with an explicit state (waiting, running,
+//! backing off, finished); the coordinator moves slots between states as readers start and
+//! end, checkpoints are loaded and leases change hands.
 
 mod checkpoints;
 mod failures;
+mod slots;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,18 +20,14 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::leasing::Leasing;
+use self::failures::panic_message;
+use self::slots::{Running, Slots};
+use super::leases::WorkerLeases;
+use super::metrics::{Metrics, RestartReason};
 use super::progress::{Progress, ShardState};
-use super::reader::{ShardContext, ShardExit, start_for};
-use super::restarts::{Restarts, panic_message};
+use super::reader::{ShardContext, ShardExit};
 use super::shards::{ShardInfo, discover, first_listing, ready_to_read};
-use super::{ConsumerConfig, KinesisError, LeaseStore, Processor, RunStats};
-
-/// A shard reader in flight.
-struct Running {
-    cancel: CancellationToken,
-    started: Instant,
-}
+use super::{ConsumerConfig, Handles, KinesisError, LeaseStore, Processor, RunStats};
 
 /// How a task of the coordinator's set ended (when it did not panic).
 enum TaskEnd {
@@ -39,8 +39,9 @@ enum TaskEnd {
     Consumer(Result<Option<String>, KinesisError>),
 }
 
-/// Consumes `config.stream` until `shutdown` is cancelled (or, with `exit_when_idle`, until
-/// everything is read), handing every batch to `processor`.
+/// Consumes `config.reading.stream` until `shutdown` is cancelled (or, with `exit_when_idle`,
+/// until everything is read), handing every batch to `processor`. The engine reports shard
+/// health and holds records within the budget of `handles`.
 ///
 /// With `leases`, several workers share the stream: this one reads only the shards whose
 /// lease it holds, and every commit is fenced by the lease's token. On shutdown the readers
@@ -48,59 +49,81 @@ enum TaskEnd {
 pub async fn run(
     client: Client,
     config: ConsumerConfig,
+    handles: Handles,
     processor: Arc<dyn Processor>,
     leases: Option<Arc<dyn LeaseStore>>,
     shutdown: CancellationToken,
 ) -> Result<RunStats, KinesisError> {
     let stop = shutdown.child_token();
-    let Some(shards) = first_listing(&client, &config, &stop).await? else {
+    let Some((shards, consumer_arn)) = connect(&client, &config, &stop).await? else {
         return Ok(RunStats::default());
     };
-    let consumer_arn = match &config.consumer_name {
-        Some(name) => {
-            match super::fanout::ensure_consumer(&client, &config.stream, name, &stop).await? {
-                Some(arn) => Some(arn),
-                None => return Ok(RunStats::default()),
-            }
-        }
-        None => None,
-    };
-    info!(stream = %config.stream, shards = shards.len(), worker_id = %config.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
+    info!(stream = %config.reading.stream, shards = shards.len(), worker_id = %config.leasing.worker_id, leases = leases.is_some(), fan_out = consumer_arn.is_some(), "Consuming stream.");
     let leasing = leases.map(|store| {
-        Leasing::new(
+        let (reading, leasing) = (&config.reading, &config.leasing);
+        WorkerLeases::new(
             store,
-            &config.stream,
-            &config.worker_id,
-            config.lease_duration,
+            &reading.stream,
+            &leasing.worker_id,
+            leasing.lease_duration,
         )
     });
-    let restarts = Restarts::new(config.restart_backoff_base, config.restart_backoff_max);
+    let metrics = Metrics::new(&config.metrics_prefix);
+    handles.budget.report_to(&metrics);
+    let (listings, _) = watch::channel(shards.clone());
     let c = Coordinator {
         ctx: Arc::new(ShardContext {
             client,
             config,
+            handles,
+            metrics,
             processor,
             progress: Arc::new(Progress::new()),
         }),
         consumer_arn,
         leasing,
         shards,
-        finished: HashSet::new(),
-        committed: HashMap::new(),
-        running: HashMap::new(),
+        slots: Slots::default(),
         tasks: JoinSet::new(),
-        task_shards: HashMap::new(),
-        discovery: None,
-        listings: None,
-        restarts,
+        discovery: Discovery {
+            task: None,
+            listings: Arc::new(listings),
+            relist_now: Arc::new(Notify::new()),
+        },
         refreshing_consumer: None,
         stats: RunStats::default(),
         fatal: None,
         stop,
-        relist_now: None,
-        latest_pins: HashMap::new(),
     };
     c.run().await
+}
+
+/// The first shard listing and, with enhanced fan-out, the stream consumer's ARN; `None` if
+/// `stop` is cancelled first.
+async fn connect(
+    client: &Client,
+    config: &ConsumerConfig,
+    stop: &CancellationToken,
+) -> Result<Option<(Vec<ShardInfo>, Option<String>)>, KinesisError> {
+    let reading = &config.reading;
+    let Some(shards) = first_listing(client, reading, stop).await? else {
+        return Ok(None);
+    };
+    let Some(name) = &reading.consumer_name else {
+        return Ok(Some((shards, None)));
+    };
+    let arn = super::stream_consumer::ensure_consumer(client, &reading.stream, name, stop).await?;
+    Ok(arn.map(|arn| (shards, Some(arn))))
+}
+
+/// The shard discovery task and how to reach it.
+struct Discovery {
+    /// The task, to start it again if it panics.
+    task: Option<Id>,
+    /// Where it publishes listings (kept here so a restarted task reuses it).
+    listings: Arc<watch::Sender<Vec<ShardInfo>>>,
+    /// Wakes it for an immediate listing.
+    relist_now: Arc<Notify>,
 }
 
 struct Coordinator {
@@ -109,45 +132,29 @@ struct Coordinator {
     /// The registered stream consumer when reading with enhanced fan-out.
     consumer_arn: Option<String>,
     /// This worker's leases when it shares the stream with others; `None` alone.
-    leasing: Option<Leasing>,
+    leasing: Option<WorkerLeases>,
+    /// The latest listing; readers start in its order.
     shards: Vec<ShardInfo>,
-    /// Shards read to their end (by anyone), from the checkpoints.
-    finished: HashSet<String>,
-    /// Last committed sequence number per shard, from the checkpoints.
-    committed: HashMap<String, String>,
-    running: HashMap<String, Running>,
-    /// Every task this coordinator owns: the readers and the discovery task. A task that
-    /// panics is seen here (its `JoinError`), so no shard is left unread by a crash.
+    /// Each shard's life: state, checkpoint, restart backoff, `latest` pin.
+    slots: Slots,
+    /// Every task this coordinator owns: the readers, discovery and the consumer lookup. A
+    /// task that panics is seen here (its `JoinError`), so no shard is left unread by a crash.
     tasks: JoinSet<TaskEnd>,
-    /// Which shard each reader task reads, to name the shard of a task that panicked.
-    task_shards: HashMap<Id, String>,
-    /// The discovery task.
-    discovery: Option<Id>,
-    /// Where discovery publishes listings (kept here so a restarted discovery reuses it).
-    listings: Option<Arc<watch::Sender<Vec<ShardInfo>>>>,
-    /// Readers waiting to be restarted after a failure or panic.
-    restarts: Restarts,
+    discovery: Discovery,
     /// Enhanced fan-out: the task looking the consumer up (and registering it again if it was
     /// deregistered); reader starts wait for its answer.
     refreshing_consumer: Option<Id>,
     stats: RunStats,
     fatal: Option<KinesisError>,
     stop: CancellationToken,
-    /// Wakes the discovery task for an immediate listing.
-    relist_now: Option<Arc<Notify>>,
-    /// With `latest`: when each shard was first started without a checkpoint, so a restarted
-    /// reader resumes from there instead of jumping to the tip again.
-    latest_pins: HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 impl Coordinator {
     async fn run(mut self) -> Result<RunStats, KinesisError> {
         // Discovery runs in its own task: a hung ListShards must not hold up lease renewal,
         // the stall watchdog or shutdown.
-        let (listings, mut listing) = watch::channel(self.shards.clone());
-        self.listings = Some(Arc::new(listings));
-        self.relist_now = Some(Arc::new(Notify::new()));
-        self.spawn_discovery();
+        let mut listing = self.discovery.listings.subscribe();
+        self.spawn_discovery_after(Duration::ZERO);
         let mut housekeeping = interval(self.housekeeping_period());
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut idle_check = interval(Duration::from_millis(100));
@@ -161,19 +168,14 @@ impl Coordinator {
                 Some(joined) = self.tasks.join_next_with_id() => self.on_joined(joined).await,
                 Ok(()) = listing.changed() => {
                     let shards = listing.borrow_and_update().clone();
-                    if shards != self.shards {
-                        self.shards = shards;
-                        if let Some(l) = &mut self.leasing {
-                            l.shards_changed();
-                        }
-                    }
+                    self.listed(shards);
                 }
                 _ = housekeeping.tick() => {
                     self.restart_stalled();
                     self.report_health();
                     if !self.refresh().await { break; }
                 }
-                _ = idle_check.tick(), if self.ctx.config.exit_when_idle.is_some() => {
+                _ = idle_check.tick(), if self.ctx.config.reading.exit_when_idle.is_some() => {
                     if self.is_idle() {
                         info!("Every shard is read to its end or caught up; exiting.");
                         self.stop.cancel();
@@ -184,34 +186,43 @@ impl Coordinator {
         self.finish().await
     }
 
-    fn spawn_discovery(&mut self) {
-        self.spawn_discovery_after(Duration::ZERO);
-    }
-
     /// Starts the discovery task after `delay` (a pause, so a task that keeps panicking is
     /// not restarted in a hot loop).
     fn spawn_discovery_after(&mut self, delay: Duration) {
-        let (Some(listings), Some(relist_now)) = (self.listings.clone(), self.relist_now.clone())
-        else {
-            return;
-        };
-        let (client, config, stop) = (
+        let d = &self.discovery;
+        let (listings, relist_now) = (d.listings.clone(), d.relist_now.clone());
+        let (client, reading, stop) = (
             self.ctx.client.clone(),
-            self.ctx.config.clone(),
+            self.ctx.config.reading.clone(),
             self.stop.clone(),
         );
         let handle = self.tasks.spawn(async move {
             sleep(delay).await;
-            discover(client, config, listings, relist_now, stop).await;
+            discover(client, reading, listings, relist_now, stop).await;
             TaskEnd::Discovery
         });
-        self.discovery = Some(handle.id());
+        self.discovery.task = Some(handle.id());
+    }
+
+    /// Asks the discovery task for a fresh listing now.
+    fn relist(&self) {
+        self.discovery.relist_now.notify_one();
+    }
+
+    /// Discovery published a new listing.
+    fn listed(&mut self, shards: Vec<ShardInfo>) {
+        if shards != self.shards {
+            self.shards = shards;
+            if let Some(l) = &mut self.leasing {
+                l.shards_changed();
+            }
+        }
     }
 
     fn housekeeping_period(&self) -> Duration {
         self.leasing
             .as_ref()
-            .map_or(Duration::from_secs(1), Leasing::period)
+            .map_or(Duration::from_secs(1), WorkerLeases::period)
     }
 
     /// Whether this worker should read `shard`: always alone, else when it holds the lease.
@@ -219,65 +230,59 @@ impl Coordinator {
         self.leasing.as_ref().is_none_or(|l| l.holds(shard))
     }
 
-    /// Starts a reader for every readable shard this worker should read and is not reading.
+    /// Starts a reader for every readable shard this worker should read and is not reading
+    /// (nor backing off).
     fn start_readers(&mut self) {
         if self.refreshing_consumer.is_some() {
             return;
         }
-        let running: HashSet<String> = self.running.keys().cloned().collect();
         let now = Instant::now();
-        let ready: Vec<ShardInfo> = ready_to_read(&self.shards, &self.finished, &running)
+        let (finished, running) = (self.slots.finished(), self.slots.running());
+        let ready: Vec<ShardInfo> = ready_to_read(&self.shards, &finished, &running)
             .into_iter()
-            .filter(|s| self.is_mine(&s.shard_id))
-            .filter(|s| self.restarts.may_start(&s.shard_id, now))
+            .filter(|s| self.is_mine(&s.shard_id) && self.slots.may_start(&s.shard_id, now))
             .cloned()
             .collect();
         for shard in ready {
-            let start = start_for(
-                &shard,
-                &self.committed,
-                &self.shards,
-                self.ctx.config.initial_position,
-                &mut self.latest_pins,
-            );
-            let token = self.leasing.as_ref().and_then(|l| l.token(&shard.shard_id));
-            info!(shard_id = %shard.shard_id, start = ?start, lease_token = ?token, "Reading shard.");
-            self.ctx.progress.set(&shard.shard_id, ShardState::Starting);
-            let cancel = self.stop.child_token();
-            self.running.insert(
-                shard.shard_id.clone(),
-                Running {
-                    cancel: cancel.clone(),
-                    started: Instant::now(),
-                },
-            );
-            let (ctx, id, arn) = (
-                self.ctx.clone(),
-                shard.shard_id.clone(),
-                self.consumer_arn.clone(),
-            );
-            let handle = self.tasks.spawn(async move {
-                let result = match arn {
-                    Some(arn) => {
-                        super::fanout::read_shard_fanout(ctx, id.clone(), start, token, arn, cancel)
-                            .await
-                    }
-                    None => super::poller::read_shard(ctx, id.clone(), start, token, cancel).await,
-                };
-                TaskEnd::Reader(id, result)
-            });
-            self.task_shards.insert(handle.id(), shard.shard_id.clone());
+            self.start_reader(&shard);
         }
-        metrics::gauge!("optout_shards_reading").set(self.running.len() as f64);
+        self.ctx
+            .metrics
+            .shards_reading(self.slots.readers().count());
     }
 
+    /// Spawns `shard`'s reader, from where its slot says, under its lease if any.
+    fn start_reader(&mut self, shard: &ShardInfo) {
+        let initial = self.ctx.config.reading.initial_position;
+        let start = self.slots.start_position(shard, &self.shards, initial);
+        let id = shard.shard_id.clone();
+        let token = self.leasing.as_ref().and_then(|l| l.token(&id));
+        info!(shard_id = %id, start = ?start, lease_token = ?token, "Reading shard.");
+        self.ctx.progress.set(&id, ShardState::Starting);
+        let cancel = self.stop.child_token();
+        let (ctx, arn, stop) = (self.ctx.clone(), self.consumer_arn.clone(), cancel.clone());
+        let handle = self.tasks.spawn(async move {
+            let result = match arn {
+                Some(arn) => {
+                    super::fanout::read_shard_fanout(ctx, id.clone(), start, token, arn, stop).await
+                }
+                None => super::poller::read_shard(ctx, id.clone(), start, token, stop).await,
+            };
+            TaskEnd::Reader(id, result)
+        });
+        self.slots.slot(&shard.shard_id).started(Running {
+            cancel,
+            started: Instant::now(),
+            task: handle.id(),
+        });
+    }
+
+    /// A reader returned: its slot moves on (finished, waiting, or backing off after an error).
     async fn on_done(&mut self, id: String, result: Result<ShardExit, KinesisError>) {
-        self.running.remove(&id);
         match result {
             Ok(ShardExit::Finished) => {
-                self.ctx.config.health.forget(&id);
-                self.restarts.forget(&id);
-                self.finished.insert(id.clone());
+                self.ctx.handles.health.forget(&id);
+                self.slots.slot(&id).reader_finished();
                 self.stats.shards_finished += 1;
                 if let Some(leasing) = &mut self.leasing {
                     leasing.release_finished(&id).await;
@@ -286,15 +291,17 @@ impl Coordinator {
                 self.relist();
             }
             Ok(ShardExit::LostOwnership) => {
-                self.ctx.config.health.forget(&id);
+                self.ctx.handles.health.forget(&id);
+                self.slots.slot(&id).reader_stopped();
                 if let Some(leasing) = &mut self.leasing {
                     leasing.lost(&id);
                 }
             }
             Ok(ShardExit::Stopped) => {
                 // Restarted for a stall, or its lease went: reload where it stands.
+                self.slots.slot(&id).reader_stopped();
                 if !self.is_mine(&id) {
-                    forget_shard(&self.ctx.config, &mut self.restarts, &id);
+                    self.forget_shard(&id);
                 }
                 self.reload_checkpoints().await;
             }
@@ -310,34 +317,38 @@ impl Coordinator {
                 ) {
                     self.refresh_consumer();
                 }
-                self.reader_failed(id, "error", e.to_string()).await
+                self.reader_failed(id, RestartReason::Error, e.to_string())
+                    .await
             }
         }
     }
 
+    /// Drops what this worker reports of a shard it no longer reads (its lease went
+    /// elsewhere): its failing spell, its restart backoff, and its lag, set to 0 so that this
+    /// worker's stale series cannot raise a "behind and not committing" alert for a shard
+    /// another one reads.
+    fn forget_shard(&mut self, shard: &str) {
+        self.ctx.handles.health.forget(shard);
+        self.slots.slot(shard).forget_failures();
+        self.ctx.metrics.shard(shard).millis_behind_latest(0);
+    }
+
+    /// With `exit_when_idle`: nothing new for that long, no shard unclaimed, and every shard
+    /// of this worker read to its end or caught up.
     fn is_idle(&self) -> bool {
-        let Some(idle) = self.ctx.config.exit_when_idle else {
+        let Some(idle) = self.ctx.config.reading.exit_when_idle else {
             return false;
         };
-        let unclaimed = self.leasing.as_ref().map_or(0, Leasing::unclaimed);
+        let unclaimed = self.leasing.as_ref().map_or(0, WorkerLeases::unclaimed);
         if self.ctx.progress.quiet_for() < idle || unclaimed > 0 {
             return false;
         }
+        let caught_up = |id: &str| self.ctx.progress.state(id) == Some(ShardState::CaughtUp);
         self.shards
             .iter()
-            .filter(|s| self.is_mine(&s.shard_id))
-            .all(|s| {
-                self.finished.contains(&s.shard_id)
-                    || (self.running.contains_key(&s.shard_id)
-                        && self.ctx.progress.state(&s.shard_id) == Some(ShardState::CaughtUp))
-            })
-    }
-
-    /// Asks the discovery task for a fresh listing now.
-    fn relist(&self) {
-        if let Some(n) = &self.relist_now {
-            n.notify_one();
-        }
+            .map(|s| s.shard_id.as_str())
+            .filter(|id| self.is_mine(id))
+            .all(|id| self.slots.is_finished(id) || (self.slots.is_running(id) && caught_up(id)))
     }
 
     fn fail(&mut self, e: KinesisError) {
@@ -359,7 +370,7 @@ impl Coordinator {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let shard = self.task_shards.get(&e.id()).cloned().unwrap_or_default();
+                    let shard = self.slots.shard_of_task(e.id()).unwrap_or_default();
                     error!(shard_id = %shard, error = %panic_message(e), "Shard reader panicked while stopping; its batch in hand was not committed.");
                 }
             }
@@ -373,13 +384,4 @@ impl Coordinator {
             None => Ok(self.stats),
         }
     }
-}
-
-/// Drops what this worker reports of a shard it no longer reads (its lease went elsewhere):
-/// its failing spell, its restart backoff, and its lag, set to 0 so that this worker's stale
-/// series cannot raise a "behind and not committing" alert for a shard another one reads.
-fn forget_shard(config: &ConsumerConfig, restarts: &mut Restarts, shard: &str) {
-    config.health.forget(shard);
-    restarts.forget(shard);
-    metrics::gauge!("optout_millis_behind_latest", "shard_id" => shard.to_string()).set(0.0);
 }

@@ -1,6 +1,7 @@
-//! Lease housekeeping for a worker that shares its stream with others: which shards it holds,
+//! This worker's leases, when it shares its stream with others: which shards it holds,
 //! renewal, its fair share, and giving leases back. The coordinator keeps an
-//! `Option<Leasing>`: `None` when this worker reads the whole stream alone.
+//! `Option<WorkerLeases>`: `None` when this worker reads the whole stream alone. The leases
+//! themselves live behind [`LeaseStore`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -8,12 +9,13 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::LeaseStore;
 use super::balance::{Plan, plan};
-use super::shards::{ShardInfo, ready_to_read};
-use super::{LeaseStore, ProcessError};
+use crate::ProcessError;
+use crate::shards::{ShardInfo, ready_to_read};
 
 /// This worker's leases and the store that keeps them.
-pub(super) struct Leasing {
+pub(crate) struct WorkerLeases {
     store: Arc<dyn LeaseStore>,
     stream: String,
     worker_id: String,
@@ -28,21 +30,21 @@ pub(super) struct Leasing {
 
 /// What one round of housekeeping changed.
 #[derive(Debug, Default)]
-pub(super) struct Round {
+pub(crate) struct Round {
     /// Shards whose lease went to another worker: stop reading them.
     pub lost: Vec<String>,
     /// Shards whose lease this worker took in this round (free, expired or stolen).
     pub gained: Vec<String>,
 }
 
-impl Leasing {
+impl WorkerLeases {
     pub fn new(
         store: Arc<dyn LeaseStore>,
         stream: &str,
         worker_id: &str,
         lease_duration: Duration,
     ) -> Self {
-        Leasing {
+        WorkerLeases {
             store,
             stream: stream.to_string(),
             worker_id: worker_id.to_string(),

@@ -1,13 +1,9 @@
-//! Leases: which worker reads which shard, when several workers share a stream.
-//!
-//! One lease per shard, with an owner, an expiry and a fencing token that grows at every change
-//! of owner. Workers renew what they hold, take expired or free leases up to their fair share,
-//! and steal at most one lease at a time from a worker holding more than its share. The store
-//! refuses a checkpoint whose token is stale, so a worker that lost a lease cannot commit.
+//! The lease store: the one trait through which the engine reads and changes leases. The
+//! application implements it over its database; the engine's side is [`super::worker`].
 
 use async_trait::async_trait;
 
-use super::ProcessError;
+use crate::ProcessError;
 
 /// A lease this worker holds: the shard and the fencing token to present at commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +14,7 @@ pub struct HeldLease {
     pub token: i64,
 }
 
-/// A lease as stored, for `optout shards` and balancing.
+/// A lease as stored, for balancing (and for an application's listing of who reads what).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseInfo {
     /// Shard id.
