@@ -27,6 +27,7 @@
 //! ignoring ASCII case.
 
 mod envelope;
+mod jstr;
 mod keywords;
 pub mod revocation;
 mod scan;

@@ -1,5 +1,7 @@
 //! Unit tests of the scanner: it must accept exactly what `serde_json::Value` accepts.
 
+use std::borrow::Cow;
+
 use super::*;
 
 /// Scans `text` as one JSON value followed by whitespace only.
