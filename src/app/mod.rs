@@ -9,6 +9,7 @@
 //! in → pipeline → store → ways out.
 
 mod aws;
+pub mod metrics;
 mod produce;
 mod query;
 mod replay;

@@ -56,7 +56,7 @@ pub(super) async fn bind_api(
         .map_err(|e| AppError::Usage(format!("cannot listen on --http-addr {addr}: {e}")))?;
     let state = AppState {
         reader,
-        metrics: crate::telemetry::init_metrics(),
+        metrics: super::metrics::install(),
         ready,
         auth: Arc::new(auth),
         health,

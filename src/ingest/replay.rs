@@ -278,8 +278,7 @@ pub async fn replay_input(
 }
 
 fn add(done: &mut Committed, batch: &Batch, counts: DecodeCounts, summary: CommitSummary) {
-    counts.emit();
-    crate::pipeline::report(batch, &summary);
+    crate::pipeline::report(batch, &counts, &summary);
     done.counts += counts;
     done.summary += summary;
 }

@@ -5,6 +5,8 @@
 //! ignorant of the others (the engine of Twilio, the decoder of Kinesis and SQL, the store of
 //! both).
 
+pub mod metrics;
+
 use tracing::{debug, info, warn};
 
 use crate::event::{self, DecodeOptions, Detection, Outcome, Skip};
@@ -37,26 +39,6 @@ impl DecodeCounts {
     pub fn total(&self) -> u64 {
         self.opt_events + self.test_events + self.skipped() + self.dead_letters
     }
-
-    /// Adds a committed batch to `optout_records_total{outcome}`: once per batch, not per
-    /// record, to keep the registry lookups off the hot path, and only once its commit landed,
-    /// so a retried batch never counts twice.
-    pub fn emit(&self) {
-        for (outcome, n) in [
-            ("opt_event", self.opt_events),
-            ("test_event", self.test_events),
-            ("other_type", self.skipped_other_type),
-            ("not_opt_keyword", self.skipped_not_opt_keyword),
-            ("dead_letter", self.dead_letters),
-        ] {
-            if n > 0 {
-                metrics::counter!("optout_records_total", "outcome" => outcome).increment(n);
-            }
-        }
-        if self.revocations > 0 {
-            metrics::counter!("optout_revocations_detected_total").increment(self.revocations);
-        }
-    }
 }
 
 impl std::ops::AddAssign for DecodeCounts {
@@ -81,7 +63,7 @@ pub struct RawRecord<'a> {
     pub data: &'a [u8],
 }
 
-/// Decodes records into `batch`. Counts are not emitted yet: see [`DecodeCounts::emit`].
+/// Decodes records into `batch`. Counts are not emitted yet: see [`report`], once committed.
 pub fn decode_into<'a>(
     batch: &mut Batch,
     records: impl IntoIterator<Item = RawRecord<'a>>,
@@ -128,8 +110,12 @@ pub fn decode_into<'a>(
     counts
 }
 
-/// Logs what a commit stored that an operator should see.
-pub fn report(batch: &Batch, summary: &CommitSummary) {
+/// Counts and logs what a commit stored: its records by outcome and its changes
+/// ([`metrics`]), and what an operator should see. Called once per batch, after its commit
+/// landed, so a retried or bisected batch is neither counted nor logged twice.
+pub fn report(batch: &Batch, counts: &DecodeCounts, summary: &CommitSummary) {
+    metrics::decoded(counts);
+    metrics::committed(summary);
     for t in &batch.test_events {
         // The operator pastes this into Twilio's Validate step to activate the sink.
         info!(test_id = %t.value.test_id, shard_id = %batch.shard_id, "Sink test event received: use this test_id to validate the Twilio sink.");
@@ -146,10 +132,6 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
     {
         warn!(shard_id = %batch.shard_id, sequence_number = %e.sequence_number, scope = e.value.scope(), rule = e.value.rule.as_deref().unwrap_or_default(), honored = batch.honor_revocations, "Revocation phrase in a message Twilio did not flag: recorded as a STOP.");
     }
-    metrics::counter!("optout_opt_events_stored_total").increment(summary.opt_events_new);
-    metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
-    metrics::counter!("optout_status_changes_total").increment(summary.status_changes);
-    metrics::counter!("optout_dead_letters_total").increment(summary.dead_letters);
 }
 
 /// Where a run of records is committed, and under which lease.
@@ -195,8 +177,7 @@ pub struct Committed {
 
 impl Committed {
     fn add(&mut self, batch: &Batch, counts: DecodeCounts, summary: CommitSummary) {
-        counts.emit();
-        report(batch, &summary);
+        report(batch, &counts, &summary);
         self.counts += counts;
         self.summary += summary;
     }

@@ -52,6 +52,7 @@ async fn http_api_serves_health_metrics_and_queries() {
             "no `{line}` in:\n{metrics}"
         );
     }
+    every_metric_is_documented(&metrics);
     let (code, body) = http_get(&addr, "/v1/status?subscriber=%2B15551230001").await;
     assert_eq!(code, 200);
     let page: Value = serde_json::from_str(&body).unwrap();
@@ -71,4 +72,26 @@ async fn http_api_serves_health_metrics_and_queries() {
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(http_get(&addr, "/v1/events?since=yesterday").await.0, 400);
     worker.terminate();
+}
+
+/// Every `optout_*` series in a `/metrics` exposition has a HELP and a TYPE line, and its
+/// metric is one of the documented ones (`docs/operating.md`'s table is those, by a unit test).
+fn every_metric_is_documented(exposition: &str) {
+    let documented = optout::app::metrics::names();
+    let mut typed = BTreeSet::new();
+    let mut helped = BTreeSet::new();
+    for line in exposition.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("#"), Some("TYPE"), Some(name)) => typed.insert(name.to_string()),
+            (Some("#"), Some("HELP"), Some(name)) => helped.insert(name.to_string()),
+            _ => continue,
+        };
+    }
+    let seen: BTreeSet<&String> = typed.iter().filter(|n| n.starts_with("optout_")).collect();
+    assert!(seen.len() > 10, "too few metrics exposed: {seen:?}");
+    for name in seen {
+        assert!(documented.contains(name), "{name} is not documented");
+        assert!(helped.contains(name), "{name} has no HELP line");
+    }
 }

@@ -1,4 +1,10 @@
-//! Logs (tracing, text or JSON) and metrics (Prometheus, served by [`crate::http`]).
+//! Logs (tracing, text or JSON) and metrics (Prometheus, served by [`crate::http`]): the
+//! recorder, and what a metric is ([`MetricDef`]). Every layer that owns metrics declares and
+//! emits them in one file of its own; the composition root describes them all.
+
+mod metric;
+
+pub use metric::{MetricDef, MetricKind, PREFIX as METRICS_PREFIX, describe};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -30,35 +36,7 @@ pub fn init_logs(format: LogFormat) {
 }
 
 /// Installs the Prometheus recorder for the `metrics` facade; `None` if one is installed
-/// already (tests start several consumers in one process).
+/// already (tests start several consumers in one process). The caller describes the metrics.
 pub fn init_metrics() -> Option<PrometheusHandle> {
-    let handle = PrometheusBuilder::new().install_recorder().ok()?;
-    describe();
-    Some(handle)
-}
-
-/// The prefix of every optout metric, the engine's included (`optout_shards_reading`).
-pub const METRICS_PREFIX: &str = "optout";
-
-fn describe() {
-    use metrics::describe_counter;
-    // The engine describes its own metrics, under the prefix optout gives it.
-    kinesis_engine::metrics::describe(METRICS_PREFIX);
-    describe_counter!("optout_records_total", "Records decoded, by outcome.");
-    describe_counter!(
-        "optout_opt_events_stored_total",
-        "Opt events stored for the first time."
-    );
-    describe_counter!(
-        "optout_opt_events_duplicate_total",
-        "Opt events seen again and ignored."
-    );
-    describe_counter!(
-        "optout_status_changes_total",
-        "Opt status rows inserted or changed."
-    );
-    describe_counter!(
-        "optout_dead_letters_total",
-        "Dead letters stored (undecodable or unstorable records)."
-    );
+    PrometheusBuilder::new().install_recorder().ok()
 }
