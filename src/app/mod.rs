@@ -17,6 +17,7 @@ mod serve;
 mod settings;
 mod shards;
 mod store;
+mod upkeep;
 
 pub use produce::{ProduceSettings, Produced, produce};
 pub use query::export;

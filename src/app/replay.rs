@@ -11,7 +11,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use super::settings::DecodeSettings;
-use super::{AppError, store};
+use super::{AppError, store, upkeep};
 use crate::ingest::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
 use crate::pipeline::Target;
 
@@ -68,6 +68,9 @@ pub async fn replay(
         .min(inputs.len())
         .max(1);
     let store = store::open(&settings.store_url, parallel as u32 + 1).await?;
+    // The WAL folded back while readers page through the store, and a deleted file noticed.
+    let upkeep_stop = tokio_util::sync::CancellationToken::new();
+    let upkeep = upkeep::spawn(store.clone(), upkeep_stop.clone(), None);
     // Every run has its own identity: dead letters are keyed by (stream, shard, line), so two
     // runs over stdin, or over two files of the same name, must not share keys.
     let run_id = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string();
@@ -107,7 +110,12 @@ pub async fn replay(
             Err(e) => Err(AppError::Replay(format!("replay task failed: {e}"))),
         });
     }
+    upkeep_stop.cancel();
+    let lost_store = upkeep.await.ok().flatten();
     store.close().await;
+    if let Some(e) = lost_store {
+        return Err(AppError::Store(e));
+    }
     Ok(replayed)
 }
 

@@ -33,7 +33,9 @@ pub(super) async fn open_pool(
     access: Access,
 ) -> Result<sqlx::AnyPool, StoreError> {
     super::install_drivers();
-    let options = AnyConnectOptions::from_str(url)?;
+    use sqlx::ConnectOptions;
+    // No statement logging: sqlx would log every slow statement whole at WARN.
+    let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
     let session = match access {
         Access::ReadWrite => "SELECT 1",
         Access::ReadOnly => READ_ONLY_SESSION,
@@ -70,6 +72,9 @@ impl SqlStore {
             dialect: Dialect::Postgres,
             runner_lock: std::sync::Mutex::new(None),
             sqlite_path: None,
+            file: None,
+            replaced: Default::default(),
+            wal_backoff_until: std::sync::Mutex::new(None),
         })
     }
 }

@@ -15,6 +15,7 @@
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
+//! - `lost_file`: the SQLite file deleted under `run` (exit 1) and under `serve` (unready);
 //! - `log_hygiene`: no phone number or body reaches the logs;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer.
 
@@ -29,6 +30,7 @@ mod faults;
 mod fencing;
 mod http;
 mod log_hygiene;
+mod lost_file;
 mod poison;
 mod positions;
 mod query_cli;
