@@ -121,8 +121,9 @@ fn item(r: &AnyRow) -> Result<LookupItem, sqlx::Error> {
         r.try_get::<String, _>("event_id")?,
         r.try_get("rule")?,
     );
-    // The live row can only be more recent than the events in one way: a tie it broke the
-    // other way. Whatever it says, an opt-out there is an opt-out here.
+    // The live row follows from the same events, so it says `opted_out` only when the latest
+    // signal is a STOP; a row written otherwise (by hand, by another tool) still counts: an
+    // opt-out anywhere is an opt-out here.
     if kind != "STOP" && live_status.as_deref() == Some("opted_out") {
         reason = "twilio_stop".into();
         event_id = r.try_get("live_event_id")?;
