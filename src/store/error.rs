@@ -5,8 +5,11 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no backend we have, or is malformed; the user must fix the setting.
-    #[error("invalid store URL `{url}`: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    /// `shown` is the URL as it may be shown (parsed, its password hidden), or empty when it
+    /// could not be parsed: a value that is no URL may be a password put in the wrong place
+    /// (the wrong key of a mounted Secret), so it is never echoed.
+    #[error("invalid store URL{shown}: {reason}")]
+    InvalidUrl { shown: String, reason: String },
     /// Another `optout run` holds this SQLite file.
     #[error(
         "another `optout run` is already using {path}; stop it first, or use PostgreSQL (`--store postgres://…`) to run several instances"
