@@ -93,7 +93,8 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     };
     let processor = Arc::new(
         StoreProcessor::new(store.clone(), decode)
-            .honor_revocations(settings.decode.honor_revocations),
+            .honor_revocations(settings.decode.honor_revocations)
+            .max_record_bytes(settings.decode.max_record_bytes),
     );
     info!(stream = %engine.stream, store = store.backend(), infer_keywords = decode.infer_keywords, "Starting consumer.");
     ready.store(true, Ordering::Relaxed);

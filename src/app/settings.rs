@@ -23,7 +23,7 @@ pub struct AwsSettings {
 }
 
 /// How records are decoded and what phrase revocations do, for every way in.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DecodeSettings {
     /// Default opt keywords in bodies of schema versions below 5 are opt events (inferred).
     pub infer_keywords: bool,
@@ -31,6 +31,19 @@ pub struct DecodeSettings {
     pub revocation_rules: Option<PathBuf>,
     /// Phrase-detected revocations set `opted_out` (by default they are only recorded).
     pub honor_revocations: bool,
+    /// Records (replayed lines) longer than this are dead letters holding their first bytes.
+    pub max_record_bytes: usize,
+}
+
+impl Default for DecodeSettings {
+    fn default() -> Self {
+        DecodeSettings {
+            infer_keywords: false,
+            revocation_rules: None,
+            honor_revocations: false,
+            max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
 }
 
 impl DecodeSettings {

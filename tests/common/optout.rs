@@ -561,11 +561,15 @@ impl Drop for Served {
 /// The peak resident memory (`VmHWM` of `/proc/PID/status`) of process `pid`, in bytes:
 /// memory ceilings are measured from outside the process, as an orchestrator sees them.
 pub fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_peak_rss(pid).unwrap_or_else(|| panic!("no VmHWM for process {pid}"))
+}
+
+/// [`peak_rss`], or `None` once the process is gone.
+pub fn try_peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
-    kib * 1024
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib * 1024)
 }
