@@ -179,14 +179,22 @@ pub fn decode_limited<'a>(
     counts
 }
 
-/// Logs what a commit stored that an operator should see.
+/// Logs what a commit stored that an operator should see: one line per batch for its dead
+/// letters (how many, of which kinds, the first one's position), never one per record, so a
+/// flood of bad records cannot flood the log.
 pub fn report(batch: &Batch, summary: &CommitSummary) {
     for t in &batch.test_events {
         // The operator pastes this into Twilio's Validate step to activate the sink.
         info!(test_id = %t.value.test_id, shard_id = %batch.shard_id, "Sink test event received: use this test_id to validate the Twilio sink.");
     }
-    for d in &batch.dead_letters {
-        info!(shard_id = %batch.shard_id, sequence_number = %d.sequence_number, reason = %d.reason, "Record dead-lettered.");
+    if let Some(first) = batch.dead_letters.first() {
+        info!(
+            shard_id = %batch.shard_id,
+            dead_letters = batch.dead_letters.len(),
+            first_sequence_number = %first.sequence_number,
+            reasons = %reason_counts(&batch.dead_letters),
+            "Records dead-lettered."
+        );
     }
     // Logged once the commit landed, so a retried or bisected batch does not say it twice.
     // Scope and rule only: the number and the body are personal data.
@@ -201,6 +209,25 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
     metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
     metrics::counter!("optout_status_changes_total").increment(summary.status_changes);
     metrics::counter!("optout_dead_letters_total").increment(summary.dead_letters);
+}
+
+/// `not JSON ×3, bad timestamp ×1`: the dead letters' reason categories (the text before the
+/// first `:`, which never holds record data), most frequent first.
+fn reason_counts(letters: &[DeadLetter]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for d in letters {
+        let kind = d.reason.split(':').next().unwrap_or_default();
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Where a run of records is committed, and under which lease.
@@ -336,6 +363,9 @@ pub async fn commit_records(
             Err(e) => return Err(e),
         }
     }
+    if done.unstorable > 0 {
+        warn!(shard_id = %target.shard_id, refused = done.unstorable, records = records.len(), commits = done.commits, "Records refused by the database were dead-lettered (reason `unstorable: …`).");
+    }
     Ok(done)
 }
 
@@ -374,7 +404,7 @@ async fn dead_letter_refused(
     checkpoint: Option<CheckpointUpdate>,
     error: &StoreError,
 ) -> Result<(Batch, CommitSummary), StoreError> {
-    warn!(shard_id = %target.shard_id, sequence_number = record.sequence_number, error = %error, "Record refused by the database; dead-lettering it.");
+    debug!(shard_id = %target.shard_id, sequence_number = record.sequence_number, error = %error, "Record refused by the database; dead-lettering it.");
     let mut letter = DeadLetter {
         sequence_number: record.sequence_number.to_string(),
         partition_key: record.partition_key.map(event::sanitize),

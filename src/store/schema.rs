@@ -44,6 +44,11 @@ const SQLITE: &[Migration] = &[
         "query",
         include_str!("../../migrations/sqlite/0004_query.sql"),
     ),
+    (
+        5,
+        "storable_times",
+        include_str!("../../migrations/sqlite/0005_storable_times.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
