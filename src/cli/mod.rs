@@ -76,8 +76,9 @@ pub enum Command {
     Status(query::StatusArgs),
     /// Stored opt events (STOP, START, HELP), oldest first.
     Events(query::EventsArgs),
-    /// Records that could not be decoded, with their raw bytes (base64) and the reason.
-    DeadLetters(query::ListArgs),
+    /// Records that could not be decoded, with the reason and their first bytes (base64); one
+    /// whole with --id.
+    DeadLetters(query::DeadLettersArgs),
     /// Sink test events: the test_id for Twilio's Validate step.
     TestEvents(query::ListArgs),
     /// One number's audit trail: every opt event, oldest first, with the status after each.
