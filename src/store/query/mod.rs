@@ -229,7 +229,7 @@ impl Reader {
             }
             StoreUrl::Postgres(url) => (
                 super::postgres::open_pool(&url, connections, Access::ReadOnly).await?,
-                super::postgres::open_pool(&url, 1, Access::ReadOnly).await?,
+                super::postgres::probe_pool(&url)?,
                 Dialect::Postgres,
                 connections,
                 None,
