@@ -85,4 +85,16 @@ fn describe() {
         "optout_shard_last_commit_timestamp_seconds",
         "Unix time of each shard's last successful commit."
     );
+    describe_gauge!(
+        "optout_sqlite_wal_bytes",
+        "Size of the SQLite write-ahead log, truncated past 16 MiB when readers allow."
+    );
+    describe_counter!(
+        "optout_http_connections_refused_total",
+        "HTTP connections closed at once for the listener's cap, by listener (api, health)."
+    );
+    describe_counter!(
+        "optout_http_requests_refused_total",
+        "API requests answered 503 busy because 32 were in flight."
+    );
 }

@@ -59,7 +59,8 @@ impl From<QueryError> for ApiError {
             // the query; this is the fence behind them): the client's to fix, and its text may
             // echo the value, so it is not repeated.
             QueryError::Store(e) if e.kind() == FailureKind::Data => {
-                tracing::debug!(error = %e, "Query refused for a parameter.");
+                // Not the error's text: it may quote the value, a phone number say.
+                tracing::debug!("Query refused for a parameter.");
                 ApiError::bad_request("a parameter holds a value the store cannot compare")
             }
             QueryError::Store(e) => {
