@@ -14,6 +14,7 @@
 //! - `failover`: PostgreSQL read-only, then missing, then back: the consumer waits it out;
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
+//! - `refusable`: years outside 0001-9999, and a flood of them, on both backends;
 //! - `replay_inputs`: a gzip bomb, a trickling FIFO, an interrupt, the same file twice;
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
 //! - `lost_file`: the SQLite file deleted under `run` (exit 1) and under `serve` (unready);
@@ -36,6 +37,7 @@ mod poison;
 mod positions;
 mod query_cli;
 mod readiness;
+mod refusable;
 mod replay_inputs;
 mod reshard;
 mod resume;
