@@ -1,7 +1,10 @@
 //! `/v1`: the query API. Lists answer `{"items": [...], "next_cursor": ...}` a page at a time
-//! (keyset pagination, `?limit=` and `?cursor=`), or, with `Accept: application/x-ndjson`,
-//! every matching row as one JSON object per line, streamed in constant memory. Errors are
-//! `{"error": "...", "detail": "..."}`.
+//! (keyset pagination, `?limit=` and `?cursor=`, at most [`crate::store::query::PAGE_BYTES`] of JSON a page), or,
+//! with `Accept: application/x-ndjson`, every matching row as one JSON object per line,
+//! streamed in constant memory. Lists carry bodies and raw records cut short (`truncated`);
+//! `/v1/events/{event_id}` and `/v1/dead-letters/{id}` stream one item whole. Errors are
+//! `{"error": "...", "detail": "..."}`; a client's mistake is a 400 on every backend, never
+//! the database's error.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -19,10 +22,10 @@ use crate::event::{Detection, OptOutType};
 use crate::http::ApiError;
 use crate::store::Reader;
 use crate::store::query::{
-    AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, LookupFilter, PageRequest, QueryError,
-    TestEventFilter,
+    AsOfFilter, DeadLetterFilter, HistoryFilter, LOOKUP_ROWS, Listing, LookupFilter,
+    MAX_LIST_VALUES, PageRequest, QueryError, TestEventFilter, check_text,
 };
-use crate::store::{EventFilter, StatusFilter};
+use crate::store::{EventFilter, FailureKind, StatusFilter};
 
 /// The API's description, served as written.
 const OPENAPI: &str = include_str!("../../schemas/openapi.json");
@@ -37,7 +40,9 @@ pub(crate) fn routes(reader: Arc<Reader>) -> Router {
         .route("/v1/status/{subscriber}", get(lookup))
         .route("/v1/history/{subscriber}", get(history))
         .route("/v1/events", get(events))
+        .route("/v1/events/{event_id}", get(event))
         .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/{id}", get(dead_letter))
         .route("/v1/test-events", get(test_events))
         .route(
             "/v1/openapi.json",
@@ -50,6 +55,14 @@ impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::Invalid(detail) => ApiError::bad_request(detail),
+            // The database refused a value the client sent (every known case is checked before
+            // the query; this is the fence behind them): the client's to fix, and its text may
+            // echo the value, so it is not repeated.
+            QueryError::Store(e) if e.kind() == FailureKind::Data => {
+                // Not the error's text: it may quote the value, a phone number say.
+                tracing::debug!("Query refused for a parameter.");
+                ApiError::bad_request("a parameter holds a value the store cannot compare")
+            }
             QueryError::Store(e) => {
                 tracing::warn!(error = %e, "Query failed.");
                 ApiError::unavailable("store_unavailable", e.to_string())
@@ -109,10 +122,30 @@ fn ndjson<T: serde::Serialize>(rows: &[T]) -> Vec<u8> {
     out
 }
 
-fn accounts(account: Option<String>) -> Vec<String> {
-    account
-        .map(|a| a.split(',').map(str::to_string).collect())
-        .unwrap_or_default()
+/// `account=AC1,AC2`: at most [`MAX_LIST_VALUES`] accounts.
+fn accounts(account: Option<String>) -> Result<Vec<String>, ApiError> {
+    let Some(account) = account else {
+        return Ok(Vec::new());
+    };
+    let values: Vec<String> = account.split(',').map(str::to_string).collect();
+    if values.len() > MAX_LIST_VALUES {
+        return Err(ApiError::bad_request(format!(
+            "account: at most {MAX_LIST_VALUES} accounts (got {}); ask in several requests",
+            values.len()
+        )));
+    }
+    for v in &values {
+        check_text("account", v)?;
+    }
+    Ok(values)
+}
+
+/// A text parameter, refused if no stored value could hold it.
+fn text(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    if let Some(v) = &value {
+        check_text(name, v)?;
+    }
+    Ok(value)
 }
 
 fn rfc3339(
@@ -121,13 +154,12 @@ fn rfc3339(
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
     value
         .map(|v| {
-            chrono::DateTime::parse_from_rfc3339(v)
-                .map(|t| t.to_utc())
-                .map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "{name}: not an RFC 3339 time ({e}); e.g. 2026-03-01T00:00:00Z"
-                    ))
-                })
+            crate::store::parse_time(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name}: not an RFC 3339 time with a year from 0001 to 9999; \
+                     e.g. 2026-03-01T00:00:00Z"
+                ))
+            })
         })
         .transpose()
 }
@@ -153,12 +185,13 @@ async fn status(
     q: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let accounts = accounts(q.account);
+    let accounts = accounts(q.account)?;
+    let (subscriber, scope) = (text("subscriber", q.subscriber)?, text("scope", q.scope)?);
     if let Some(at) = rfc3339("as_of", q.as_of.as_deref())? {
         let listing = AsOfFilter {
             at,
-            subscriber: q.subscriber,
-            scope: q.scope,
+            subscriber,
+            scope,
             accounts,
             honor_revocations: q.honor_revocations,
         };
@@ -170,19 +203,21 @@ async fn status(
         ));
     }
     let listing = StatusFilter {
-        subscriber: q.subscriber,
-        scope: q.scope,
+        subscriber,
+        scope,
         accounts,
     };
     list(&reader, &headers, listing, q.limit, q.cursor.as_deref()).await
 }
 
-/// `/v1/status/{subscriber}?scope=&account=`.
+/// `/v1/status/{subscriber}?scope=&account=&limit=&cursor=`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LookupQuery {
     scope: Option<String>,
     account: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
 async fn lookup(
@@ -193,10 +228,11 @@ async fn lookup(
     let Query(q) = q?;
     let filter = LookupFilter {
         subscriber,
-        scope: q.scope,
-        accounts: accounts(q.account),
+        scope: text("scope", q.scope)?,
+        accounts: accounts(q.account)?,
     };
-    Ok(Json(reader.lookup(&filter).await?).into_response())
+    let req = PageRequest::parse(Some(q.limit.unwrap_or(LOOKUP_ROWS)), q.cursor.as_deref())?;
+    Ok(Json(reader.lookup_page(&filter, &req).await?).into_response())
 }
 
 /// `/v1/history/{subscriber}?scope=&honor_revocations=&limit=&cursor=`.
@@ -217,9 +253,10 @@ async fn history(
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
+    check_text("subscriber", &subscriber)?;
     let listing = HistoryFilter {
         subscriber,
-        scope: q.scope,
+        scope: text("scope", q.scope)?,
         honor_revocations: q.honor_revocations,
     };
     list(&reader, &headers, listing, q.limit, q.cursor.as_deref()).await
@@ -260,7 +297,7 @@ async fn events(
     let listing = EventFilter {
         since: rfc3339("since", q.since.as_deref())?,
         opt_out_type,
-        subscriber: q.subscriber,
+        subscriber: text("subscriber", q.subscriber)?,
         detection,
     };
     list(&reader, &headers, listing, q.limit, q.cursor.as_deref()).await
@@ -304,4 +341,45 @@ async fn test_events(
         q.cursor.as_deref(),
     )
     .await
+}
+
+/// `/v1/events/{event_id}`: one opt event whole (its body uncut), streamed.
+async fn event(
+    State(reader): State<Arc<Reader>>,
+    Path(event_id): Path<String>,
+) -> Result<Response, ApiError> {
+    match reader.event(&event_id).await? {
+        Some(chunks) => Ok(json_stream(chunks)),
+        None => Err(ApiError::not_found("no opt event with this id")),
+    }
+}
+
+/// `/v1/dead-letters/{id}`: one dead letter whole (every byte of its raw record), streamed.
+async fn dead_letter(
+    State(reader): State<Arc<Reader>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match reader.dead_letter(&id).await? {
+        Some(chunks) => Ok(json_stream(chunks)),
+        None => Err(ApiError::not_found("no dead letter with this id")),
+    }
+}
+
+/// A JSON document written as its chunks come (a failing store cuts it short, which a JSON
+/// parser notices).
+fn json_stream(
+    chunks: impl futures_util::Stream<Item = Result<Vec<u8>, QueryError>> + Send + 'static,
+) -> Response {
+    let body = chunks.map_ok(Bytes::from).map_err(|e| {
+        tracing::warn!(error = %e, "Item failed mid-stream; the response is cut short.");
+        std::io::Error::other(e.to_string())
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response()
 }

@@ -7,7 +7,11 @@ use std::fmt::Write as _;
 use crate::telemetry::{self, METRICS_PREFIX, MetricDef};
 
 /// The tables of optout's own layers, in the order the docs list them.
-const LAYERS: &[(&str, &[MetricDef])] = &[("pipeline", crate::pipeline::metrics::METRICS)];
+const LAYERS: &[(&str, &[MetricDef])] = &[
+    ("pipeline", crate::pipeline::metrics::METRICS),
+    ("store", crate::store::metrics::METRICS),
+    ("http", crate::http::metrics::METRICS),
+];
 
 /// Installs the Prometheus recorder (once per process) and describes every metric.
 pub(super) fn install() -> Option<metrics_exporter_prometheus::PrometheusHandle> {

@@ -18,9 +18,10 @@ mod serve;
 mod settings;
 mod shards;
 mod store;
+mod upkeep;
 
 pub use produce::{ProduceSettings, Produced, produce};
-pub use query::export;
+pub use query::{dead_letter, export};
 pub use replay::{ReplaySettings, ReplayedFile, replay};
 pub use run::{RunSettings, run};
 pub use serve::{ServeSettings, http_app, serve};

@@ -17,3 +17,16 @@ pub async fn export<L: Listing>(
     let reader = store::open_reader(store_url, 1).await?;
     Ok(reader.export(listing, None, limit).map_err(AppError::from))
 }
+
+/// The dead letter with opaque id `id` (a list's `id` field), whole: its JSON in chunks, every
+/// byte of the raw record included, in constant memory; `None` if there is none.
+pub async fn dead_letter(
+    store_url: &str,
+    id: &str,
+) -> Result<Option<impl Stream<Item = Result<Vec<u8>, AppError>> + Send + 'static>, AppError> {
+    let reader = store::open_reader(store_url, 1).await?;
+    Ok(reader
+        .dead_letter(id)
+        .await?
+        .map(|chunks| chunks.map_err(AppError::from)))
+}

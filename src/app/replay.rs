@@ -3,15 +3,19 @@
 //!
 //! For backfills, e.g. from a Firehose-to-S3 archive of the same stream. Each file becomes a
 //! pseudo-shard named after it and the run (`FILE@RUN-TIME`), and each line's number its
-//! sequence number, so dead letters point at the line and no two runs share a key; opt events
-//! deduplicate by id against everything already stored. Records the database refuses are
-//! isolated and dead-lettered exactly as the consumer does.
+//! sequence number, so dead letters point at the line and no two runs share a key (a file
+//! named twice in one run is `FILE#2@RUN-TIME` the second time); opt events deduplicate by id
+//! against everything already stored. Records the database refuses are isolated and
+//! dead-lettered exactly as the consumer does. Interrupted (SIGINT/SIGTERM), every file
+//! commits the whole lines it has read and reports how far it got.
 
 use std::io::Read;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::settings::DecodeSettings;
-use super::{AppError, store};
+use super::{AppError, store, upkeep};
 use crate::ingest::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
 use crate::pipeline::Target;
 
@@ -48,12 +52,19 @@ pub struct ReplayedFile {
     pub skipped: u64,
     /// Dead letters stored.
     pub dead_letters: u64,
+    /// Stopped by a signal before the end of the file.
+    pub interrupted: bool,
+    /// The number of the last line committed (blank lines included): where a rerun of the
+    /// rest would start.
+    pub last_line: u64,
 }
 
 /// Replays every file (checking and opening all of them first), and reports per file, in the
-/// order given: what it stored, or why it stopped (the other files go on).
+/// order given: what it stored, or why it stopped (the other files go on). Once `stop` is
+/// cancelled every file commits what it has read, and files not started are not read.
 pub async fn replay(
     settings: ReplaySettings,
+    stop: CancellationToken,
 ) -> Result<Vec<Result<ReplayedFile, AppError>>, AppError> {
     let options = settings.decode.options()?;
     // Check and open every input first: a typo or a directory in the third name must not
@@ -68,35 +79,59 @@ pub async fn replay(
         .min(inputs.len())
         .max(1);
     let store = store::open(&settings.store_url, parallel as u32 + 1).await?;
+    // The WAL folded back while readers page through the store, and a deleted file noticed.
+    let upkeep_stop = tokio_util::sync::CancellationToken::new();
+    let upkeep = upkeep::spawn(store.clone(), upkeep_stop.clone(), None);
     // Every run has its own identity: dead letters are keyed by (stream, shard, line), so two
     // runs over stdin, or over two files of the same name, must not share keys.
     let run_id = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string();
     let slots = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
     for (name, input) in inputs {
         let label = if name == "-" { "stdin" } else { name }.to_string();
+        // The same file twice in one run gets a key of its own, or its dead letters would be
+        // taken for the first one's and not stored (the summary said 0 while the log said
+        // otherwise).
+        let n = seen.entry(label.clone()).or_default();
+        *n += 1;
+        let shard_id = match *n {
+            1 => format!("{label}@{run_id}"),
+            n => format!("{label}#{n}@{run_id}"),
+        };
         let target = Target {
             stream: "replay".into(),
-            shard_id: format!("{label}@{run_id}"),
+            shard_id,
             lease: None,
             honor_revocations: settings.decode.honor_revocations,
+            max_record_bytes: settings.decode.max_record_bytes,
         };
-        let (store, slots) = (store.clone(), slots.clone());
+        let (store, slots, stop) = (store.clone(), slots.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
             let shard_id = target.shard_id.clone();
-            let done =
-                replay_input(store, target, label.clone(), input, options, BLOCK_BYTES).await;
-            done.map(|d| ReplayedFile {
+            let done = replay_input(
+                store,
+                target,
+                label.clone(),
+                input,
+                options,
+                BLOCK_BYTES,
+                stop,
+            )
+            .await;
+            done.map(|r| ReplayedFile {
                 label,
                 shard_id,
-                lines: d.counts.total(),
-                opt_events: d.counts.opt_events,
-                opt_events_new: d.summary.opt_events_new,
-                opt_events_duplicate: d.summary.opt_events_duplicate,
-                test_events: d.counts.test_events,
-                skipped: d.counts.skipped(),
-                dead_letters: d.summary.dead_letters,
+                lines: r.done.counts.total(),
+                opt_events: r.done.counts.opt_events,
+                opt_events_new: r.done.summary.opt_events_new,
+                opt_events_duplicate: r.done.summary.opt_events_duplicate,
+                test_events: r.done.counts.test_events,
+                skipped: r.done.counts.skipped(),
+                dead_letters: r.done.summary.dead_letters,
+                interrupted: r.interrupted,
+                last_line: r.last_line,
             })
         }));
     }
@@ -107,7 +142,12 @@ pub async fn replay(
             Err(e) => Err(AppError::Replay(format!("replay task failed: {e}"))),
         });
     }
+    upkeep_stop.cancel();
+    let lost_store = upkeep.await.ok().flatten();
     store.close().await;
+    if let Some(e) = lost_store {
+        return Err(AppError::Store(e));
+    }
     Ok(replayed)
 }
 

@@ -7,9 +7,9 @@ use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, Handles, LeaseStor
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::serve::bind_api;
+use super::serve::bind_http;
 use super::settings::{AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings};
-use super::{AppError, aws, store};
+use super::{AppError, aws, store, upkeep};
 use crate::ingest::kinesis::{StoreLeases, StoreProcessor};
 use crate::store::StoreUrl;
 
@@ -84,12 +84,8 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     let health = Some((handles.health.clone(), engine.restarts.failing_after));
     let server = match (&settings.http, auth) {
         (Some(http), Some(auth)) => {
-            match bind_api(&settings.store_url, http.addr, auth, ready.clone(), health).await {
-                Ok((listener, state)) => Some(tokio::spawn(crate::http::serve_on(
-                    listener,
-                    state,
-                    shutdown.clone(),
-                ))),
+            match bind_http(&settings.store_url, http, auth, ready.clone(), health).await {
+                Ok(http) => Some(tokio::spawn(http.serve(shutdown.clone()))),
                 Err(e) => {
                     store.close().await;
                     return Err(e);
@@ -100,15 +96,21 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     };
     let processor = Arc::new(
         StoreProcessor::new(store.clone(), decode)
-            .honor_revocations(settings.decode.honor_revocations),
+            .honor_revocations(settings.decode.honor_revocations)
+            .max_record_bytes(settings.decode.max_record_bytes),
     );
     info!(stream = %engine.reading.stream, store = store.backend(), infer_keywords = decode.infer_keywords, "Starting consumer.");
     ready.store(true, Ordering::Relaxed);
+    let upkeep = upkeep::spawn(store.clone(), shutdown.clone(), Some(ready.clone()));
     let result = kinesis::run(client, engine, handles, processor, leases, shutdown.clone()).await;
     shutdown.cancel();
+    let lost_store = upkeep.await.ok().flatten();
     if let Some(h) = server {
         let _ = h.await;
     }
     store.close().await;
+    if let Some(e) = lost_store {
+        return Err(AppError::Store(e));
+    }
     Ok(result?)
 }

@@ -26,40 +26,88 @@ pub struct ServeSettings {
 pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Result<(), AppError> {
     let auth = settings.http.auth()?;
     let ready = Arc::new(AtomicBool::new(true));
-    let (listener, app) =
-        bind_api(&settings.store_url, settings.http.addr, auth, ready, None).await?;
-    crate::http::serve_on(listener, app, shutdown)
-        .await
-        .map_err(AppError::Http)
+    let http = bind_http(&settings.store_url, &settings.http, auth, ready, None).await?;
+    http.serve(shutdown).await
 }
 
-/// The HTTP server's routes: the probes and metrics of [`crate::http`], and the ways out that
-/// answer over HTTP (the query API), behind the token check.
+/// The HTTP server's routes on one listener: the probes and metrics of [`crate::http`], and
+/// the ways out that answer over HTTP (the query API), behind the token check.
 pub fn http_app(state: AppState) -> Router {
     let api = crate::api::routes(state.reader.clone());
     crate::http::router(state, api)
 }
 
-/// The HTTP API's listener on `addr` and its routes: queries on read connections of their own
-/// (so they never wait behind a commit), readiness from `ready` and, beside a consumer, the
-/// engine's shard `health` with its failing threshold.
-pub(super) async fn bind_api(
+/// The bound listeners of the HTTP server: the API's, and the probes' own if asked.
+pub(super) struct Http {
+    api: (tokio::net::TcpListener, Router),
+    health: Option<(tokio::net::TcpListener, Router)>,
+}
+
+impl Http {
+    /// Serves every listener until `shutdown`; the first to fail cancels the others.
+    pub(super) async fn serve(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        use crate::http::{Listener, serve_as};
+        let (listener, app) = self.api;
+        let api = serve_as(listener, app, Listener::API, shutdown.clone());
+        let result = match self.health {
+            None => api.await,
+            Some((listener, app)) => {
+                let health = serve_as(listener, app, Listener::HEALTH, shutdown.clone());
+                let (a, h) = tokio::join!(
+                    async {
+                        let r = api.await;
+                        shutdown.cancel();
+                        r
+                    },
+                    async {
+                        let r = health.await;
+                        shutdown.cancel();
+                        r
+                    }
+                );
+                a.and(h)
+            }
+        };
+        result.map_err(AppError::Http)
+    }
+}
+
+/// Binds the HTTP server: queries on read connections of their own (so they never wait behind
+/// a commit), readiness from `ready` and, beside a consumer, the engine's shard `health` with
+/// its failing threshold. With `--health-addr`, the probes and `/metrics` get a listener of
+/// their own (its own connection cap; readiness on a connection of its own), and the API's
+/// listener serves `/v1` only.
+pub(super) async fn bind_http(
     store_url: &str,
-    addr: SocketAddr,
+    http: &HttpSettings,
     auth: ApiAuth,
     ready: Arc<AtomicBool>,
     health: Option<(kinesis_engine::Health, std::time::Duration)>,
-) -> Result<(tokio::net::TcpListener, Router), AppError> {
+) -> Result<Http, AppError> {
     let reader = store::open_reader(store_url, 4).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| AppError::Usage(format!("cannot listen on --http-addr {addr}: {e}")))?;
+    let bind = |flag: &'static str, addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AppError::Usage(format!("cannot listen on {flag} {addr}: {e}")))
+    };
+    let listener = bind("--http-addr", http.addr).await?;
     let state = AppState {
-        reader,
+        reader: reader.clone(),
         metrics: super::metrics::install(),
         ready,
         auth: Arc::new(auth),
         health,
     };
-    Ok((listener, http_app(state)))
+    let Some(health_addr) = http.health_addr else {
+        return Ok(Http {
+            api: (listener, http_app(state)),
+            health: None,
+        });
+    };
+    let health_listener = bind("--health-addr", health_addr).await?;
+    let api = crate::http::api_router(state.clone(), crate::api::routes(reader));
+    Ok(Http {
+        api: (listener, api),
+        health: Some((health_listener, crate::http::health_router(state))),
+    })
 }

@@ -23,7 +23,7 @@ pub struct AwsSettings {
 }
 
 /// How records are decoded and what phrase revocations do, for every way in.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DecodeSettings {
     /// Default opt keywords in bodies of schema versions below 5 are opt events (inferred).
     pub infer_keywords: bool,
@@ -31,6 +31,19 @@ pub struct DecodeSettings {
     pub revocation_rules: Option<PathBuf>,
     /// Phrase-detected revocations set `opted_out` (by default they are only recorded).
     pub honor_revocations: bool,
+    /// Records (replayed lines) longer than this are dead letters holding their first bytes.
+    pub max_record_bytes: usize,
+}
+
+impl Default for DecodeSettings {
+    fn default() -> Self {
+        DecodeSettings {
+            infer_keywords: false,
+            revocation_rules: None,
+            honor_revocations: false,
+            max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
 }
 
 impl DecodeSettings {
@@ -57,11 +70,18 @@ impl DecodeSettings {
     }
 }
 
+/// Shortest bearer token accepted on an address other hosts can reach: a guessable token on
+/// a reachable port guards nothing (`openssl rand -hex 32` makes 64 characters).
+pub const MIN_TOKEN_CHARS: usize = 32;
+
 /// The HTTP server: where it listens and who may call it.
 #[derive(Clone)]
 pub struct HttpSettings {
     /// `--http-addr`.
     pub addr: SocketAddr,
+    /// `--health-addr`: `/healthz`, `/readyz` and `/metrics` on a listener of their own
+    /// (else on `addr`).
+    pub health_addr: Option<SocketAddr>,
     /// `OPTOUT_HTTP_TOKEN` (one bearer token).
     pub token: Option<String>,
     /// `--http-token-file`: bearer tokens, one per line (several allow rotation).
@@ -75,6 +95,7 @@ impl std::fmt::Debug for HttpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSettings")
             .field("addr", &self.addr)
+            .field("health_addr", &self.health_addr)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("token_file", &self.token_file)
             .field("metrics_require_token", &self.metrics_require_token)
@@ -122,6 +143,22 @@ impl HttpSettings {
             return Err(AppError::Usage(format!(
                 "--http-addr {addr} is reachable from other hosts but no token is set: set \
                  OPTOUT_HTTP_TOKEN or --http-token-file, or listen on 127.0.0.1"
+            )));
+        }
+        if !addr.ip().is_loopback()
+            && let Some(short) = tokens.iter().map(|t| t.chars().count()).min()
+            && short < MIN_TOKEN_CHARS
+        {
+            // The length only: never the token.
+            return Err(AppError::Usage(format!(
+                "--http-addr {addr} is reachable from other hosts but a token is {short} \
+                 characters: use at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+            )));
+        }
+        if self.health_addr == Some(addr) {
+            return Err(AppError::Usage(format!(
+                "--health-addr {addr} is --http-addr too: give the probes a port of their own, \
+                 or leave --health-addr out to serve them on the API's port"
             )));
         }
         if tokens.is_empty() && self.metrics_require_token {

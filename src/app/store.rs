@@ -41,9 +41,11 @@ impl From<StoreError> for AppError {
             | StoreError::Locked { .. }
             | StoreError::NotFound { .. }
             | StoreError::Schema(_) => AppError::Usage(e.to_string()),
-            StoreError::Database(sqlx::Error::Configuration(_)) => {
-                AppError::Usage(format!("invalid --store: {e}"))
-            }
+            StoreError::Database(sqlx::Error::Configuration(_))
+            | StoreError::Connect(sqlx::Error::Configuration(_)) => AppError::Usage(format!(
+                "invalid --store: {}",
+                store::redact(&e.to_string())
+            )),
             other => AppError::Store(other),
         }
     }

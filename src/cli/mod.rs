@@ -76,8 +76,9 @@ pub enum Command {
     Status(query::StatusArgs),
     /// Stored opt events (STOP, START, HELP), oldest first.
     Events(query::EventsArgs),
-    /// Records that could not be decoded, with their raw bytes (base64) and the reason.
-    DeadLetters(query::ListArgs),
+    /// Records that could not be decoded, with the reason and their first bytes (base64); one
+    /// whole with --id.
+    DeadLetters(query::DeadLettersArgs),
     /// Sink test events: the test_id for Twilio's Validate step.
     TestEvents(query::ListArgs),
     /// One number's audit trail: every opt event, oldest first, with the status after each.
@@ -114,9 +115,14 @@ pub struct ServeArgs {
     pub auth: HttpAuthArgs,
 }
 
-/// Who may call the HTTP API (`optout run --http-addr` and `optout serve`).
+/// Who may call the HTTP API (`optout run --http-addr` and `optout serve`), and where the
+/// probes listen.
 #[derive(Args)]
 pub struct HttpAuthArgs {
+    /// Serve /healthz, /readyz and /metrics on this address instead of the API's, with a
+    /// connection budget of their own (point the kubelet's probes here).
+    #[arg(long, env = "OPTOUT_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
     /// Bearer token that /v1/* requires (prefer the environment or --http-token-file to the
     /// flag, which `ps` shows).
     #[arg(
@@ -138,6 +144,7 @@ pub struct HttpAuthArgs {
 impl std::fmt::Debug for HttpAuthArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpAuthArgs")
+            .field("health_addr", &self.health_addr)
             .field("http_token", &self.http_token.as_ref().map(|_| "***"))
             .field("http_token_file", &self.http_token_file)
             .field("metrics_require_token", &self.metrics_require_token)
@@ -151,6 +158,7 @@ impl HttpAuthArgs {
     pub fn settings(&self, addr: SocketAddr) -> HttpSettings {
         HttpSettings {
             addr,
+            health_addr: self.health_addr,
             token: self.http_token.clone(),
             token_file: self.http_token_file.clone(),
             metrics_require_token: self.metrics_require_token,

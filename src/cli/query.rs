@@ -30,6 +30,17 @@ pub struct ListArgs {
     pub format: FormatArg,
 }
 
+/// `optout dead-letters` flags.
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    /// Print this one dead letter whole (its `id` in a list), as JSON with every byte of the
+    /// raw record; lists carry the first 1,024.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["limit", "format"])]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
 /// `optout status` flags.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -209,10 +220,37 @@ pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
     print(cli, listing, limit, format, EVENTS_TABLE).await
 }
 
-/// Prints dead letters.
-pub async fn dead_letters(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
-    let (limit, format) = (args.limit.limit, args.format.format);
+/// Prints dead letters, or one whole.
+pub async fn dead_letters(cli: &Cli, args: &DeadLettersArgs) -> Result<(), CliError> {
+    if let Some(id) = &args.id {
+        return dead_letter(cli, id).await;
+    }
+    let (limit, format) = (args.list.limit.limit, args.list.format.format);
     print(cli, DeadLetterFilter, limit, format, DEAD_LETTERS_TABLE).await
+}
+
+/// Writes one dead letter's JSON to stdout as it is read.
+async fn dead_letter(cli: &Cli, id: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let Some(chunks) = app::dead_letter(&cli.store, id).await? else {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "no dead letter with id {id}"
+        )));
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut chunks = Box::pin(chunks);
+    let written: anyhow::Result<()> = async {
+        while let Some(chunk) = chunks.next().await {
+            out.write_all(&chunk?)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+    .await;
+    match written {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other.map_err(CliError::Runtime),
+    }
 }
 
 /// Prints sink test events.

@@ -33,9 +33,13 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
         decode: args.revocation.settings(args.infer_keywords),
     };
     let mut failed = None;
-    for file in app::replay(settings).await? {
+    let mut interrupted = false;
+    for file in app::replay(settings, super::shutdown_on_signals()).await? {
         match file {
-            Ok(file) => print_summary(&file),
+            Ok(file) => {
+                interrupted |= file.interrupted;
+                print_summary(&file);
+            }
             Err(e) => {
                 failed.get_or_insert(e);
             }
@@ -43,13 +47,23 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
     }
     match failed {
         Some(e) => Err(e.into()),
+        // Not all of the input is stored: a run-time stop, not a success.
+        None if interrupted => Err(CliError::Runtime(anyhow::anyhow!(
+            "interrupted: each file's summary says the last line committed; a rerun of the \
+             same files stores the rest (events already stored are skipped by id)"
+        ))),
         None => Ok(()),
     }
 }
 
 fn print_summary(f: &ReplayedFile) {
+    let stopped = if f.interrupted {
+        format!(" (interrupted after line {})", f.last_line)
+    } else {
+        String::new()
+    };
     println!(
-        "{}: {} lines, {} opt events ({} new, {} already stored), {} test events, {} skipped, {} dead letters stored (shard_id {})",
+        "{}{stopped}: {} lines, {} opt events ({} new, {} already stored), {} test events, {} skipped, {} dead letters stored (shard_id {})",
         f.label,
         f.lines,
         f.opt_events,

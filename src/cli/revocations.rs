@@ -10,7 +10,8 @@ use super::{Cli, CliError, FormatArg};
 use crate::app::DecodeSettings;
 use crate::app::vocabulary::RevocationFilter;
 
-/// Revocation-phrase flags of `optout run` and `optout replay`.
+/// The decoding flags `optout run` and `optout replay` share: revocation phrases and the
+/// largest record.
 #[derive(Debug, Clone, Args)]
 pub struct RevocationArgs {
     /// Revocation rules (JSON) that add to or replace the built-in phrase rules.
@@ -19,6 +20,11 @@ pub struct RevocationArgs {
     /// Let phrase-detected revocations set opted_out (by default they are only recorded).
     #[arg(long, env = "OPTOUT_HONOR_REVOCATIONS")]
     pub honor_revocations: bool,
+    /// Records (replayed lines) longer than this many bytes become dead letters holding their
+    /// first 64 KiB: Kinesis' default maximum (1 MiB); raise it for a stream that allows more
+    /// (up to 10 MiB).
+    #[arg(long, env = "OPTOUT_MAX_RECORD_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1_024..=10 << 20))]
+    pub max_record_bytes: u64,
 }
 
 impl RevocationArgs {
@@ -28,6 +34,7 @@ impl RevocationArgs {
             infer_keywords,
             revocation_rules: self.revocation_rules.clone(),
             honor_revocations: self.honor_revocations,
+            max_record_bytes: self.max_record_bytes as usize,
         }
     }
 }

@@ -31,7 +31,8 @@ pub struct RunArgs {
     /// How often to look for new shards (after a split or merge), in seconds.
     #[arg(long, env = "OPTOUT_SHARD_DISCOVERY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shard_discovery_secs: u64,
-    /// Serve /healthz, /readyz, /metrics and the query API on this address (off by default).
+    /// Serve /healthz, /readyz, /metrics and the query API on this address (off by default;
+    /// with --health-addr, the probes and /metrics move there).
     #[arg(long, env = "OPTOUT_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
     #[command(flatten)]
@@ -104,6 +105,11 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the consumer.
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
+    if args.http_addr.is_none() && args.auth.health_addr.is_some() {
+        return Err(CliError::Usage(
+            "--health-addr moves the probes off --http-addr: set --http-addr too".into(),
+        ));
+    }
     let settings = RunSettings {
         store_url: cli.store.clone(),
         aws: cli.aws(),

@@ -327,6 +327,12 @@ fn opt_event(
     let timestamp = required("timestamp", d.timestamp)?;
     let occurred_at = parse_timestamp(&timestamp)
         .ok_or_else(|| format!("bad timestamp: {:?}", clip(&timestamp)))?;
+    if !in_storable_range(occurred_at) {
+        return Err(format!(
+            "bad timestamp: year outside 0001-9999 (in UTC): {:?}",
+            clip(&timestamp)
+        ));
+    }
     let messaging_service_sid = text(d.messaging_service_sid).map(String::from);
     identity("id", &env.id)?;
     identity("data.accountSid", &account_sid)?;
@@ -361,7 +367,11 @@ fn test_event(env: &Envelope<'_>, d: &Fields<'_>) -> Outcome {
             Outcome::Test(TestEvent {
                 test_id: id.into_owned(),
                 account_sid: env.id.clone().into_owned(),
-                occurred_at: env.time.as_deref().and_then(parse_timestamp),
+                occurred_at: env
+                    .time
+                    .as_deref()
+                    .and_then(parse_timestamp)
+                    .filter(|t| in_storable_range(*t)),
             })
         }
         _ => {
@@ -408,6 +418,14 @@ fn identity(name: &str, value: &str) -> Result<(), String> {
 /// still recorded, never lost for its body.
 pub fn sanitize(value: &str) -> String {
     value.replace('\0', "\u{FFFD}")
+}
+
+/// Whether every backend stores `t` alike: years 0001 to 9999 in UTC. PostgreSQL refuses
+/// year 0 and cannot read `+10000-…`, while SQLite's text sorted `+10000` before every other
+/// year, so such a record was a dead letter on one backend and the oldest event on the other.
+pub fn in_storable_range(t: DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&t.year())
 }
 
 /// RFC 3339, or ISO 8601 with a `T` and a numeric offset without a colon (`+0100`).

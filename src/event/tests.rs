@@ -191,6 +191,20 @@ fn dead_letter_reasons_start_with_their_category() {
             "bad timestamp: ",
         ),
         (
+            inbound(
+                "5",
+                r#","optOutType":"STOP","timestamp":"0000-12-31T00:00:00Z""#,
+            ),
+            "bad timestamp: year outside 0001-9999",
+        ),
+        (
+            inbound(
+                "5",
+                r#","optOutType":"STOP","timestamp":"9999-12-31T23:30:00-01:00""#,
+            ),
+            "bad timestamp: year outside 0001-9999",
+        ),
+        (
             format!(
                 r#"{{"specversion":"1.0","type":"{TEST_EVENT_TYPE}","source":"Sink","id":"AC1","data":{{}}}}"#
             ),
@@ -272,6 +286,16 @@ fn schema_versions_and_timestamps() {
     assert_eq!(parse_timestamp("2026-03-01T13:00:04.512+0100"), utc);
     assert_eq!(parse_timestamp("2026-03-01 12:00:04.512Z"), utc);
     assert_eq!(parse_timestamp("2026-03-01T12:00:04"), None);
+    for (edge, storable) in [
+        ("0001-01-01T00:00:00Z", true),
+        ("9999-12-31T23:59:59.999999Z", true),
+        ("0000-12-31T23:59:59Z", false),
+        ("0001-01-01T00:30:00+01:00", false),
+        ("9999-12-31T23:30:00-01:00", false),
+    ] {
+        let t = parse_timestamp(edge).unwrap();
+        assert_eq!(in_storable_range(t), storable, "{edge}");
+    }
     assert_eq!(OptOutType::parse("hElP"), Some(OptOutType::Help));
     assert_eq!(OptOutType::parse(" STOP"), None);
     assert_eq!(OptOutType::Start.as_str(), "START");

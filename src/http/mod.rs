@@ -1,14 +1,18 @@
 //! The HTTP server shell: the accept loop with its limits, bearer-token authentication, the
 //! health and readiness probes and Prometheus metrics. The routes of the ways in and out (the
 //! query API, `/v1`) are handed in by the composition root, which merges them here behind the
-//! token check and the in-flight bound; this module knows none of them.
+//! token check, the URI bound and the in-flight bound; this module knows none of them.
 //!
 //! The query API serves phone numbers, so protected routes take a bearer token when one is set
 //! ([`ApiAuth`]); the probes stay open for the orchestrator, and `/metrics` is open unless
-//! asked otherwise.
+//! asked otherwise. The probes are served beside the API ([`router`]) or on a listener of their
+//! own ([`api_router`] and [`health_router`], `--health-addr`), where no flood of the API port
+//! can reach them.
 
 mod auth;
+mod deadline;
 mod error;
+pub mod metrics;
 mod serve;
 
 use std::sync::Arc;
@@ -16,25 +20,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use auth::ApiAuth;
 pub use error::ApiError;
+pub use serve::Listener;
 
 use crate::store::Reader;
 
-/// Requests the API answers at once; more get 503 at once rather than queueing without end.
-const MAX_IN_FLIGHT: usize = 512;
+/// Requests the API answers at once, each counted until its body is sent (an export holds its
+/// slot to the end); more get 503 at once rather than queueing without end. With the page's
+/// byte cap ([`crate::store::query::PAGE_BYTES`]: a page in rows, its JSON, and what hyper
+/// queues) this bounds the API's memory, whatever the rows hold, to about 32 × 1.5 MiB
+/// (docs/operating.md, "Sizing").
+pub const MAX_IN_FLIGHT: usize = 32;
 /// Longest time a request may take to produce its response head (an export's body may stream
-/// longer).
+/// longer, as long as the client keeps reading).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest request target (path and query) the API reads: a list parameter of thousands of
+/// values made statements SQLite refuses and pages that starved every other reader.
+pub const MAX_URI_BYTES: usize = 8 << 10;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -52,40 +65,76 @@ pub struct AppState {
     pub health: Option<(kinesis_engine::Health, Duration)>,
 }
 
-/// The routes: `protected` (the ways out, e.g. `/v1/*`; and `/metrics` if so configured)
-/// behind [`ApiAuth`], bounded in time and in concurrency, beside the open probes.
+/// One listener for everything: the probes, `/metrics` and `protected` (the ways out, e.g.
+/// `/v1/*`) behind [`ApiAuth`], bounded in time, size and concurrency.
 pub fn router(state: AppState, protected: Router) -> Router {
-    let auth = state.auth.clone();
-    let mut protected_here = Router::new();
-    let mut open = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz));
-    if auth.metrics_require_token {
-        protected_here = protected_here.route("/metrics", get(metrics));
-    } else {
-        open = open.route("/metrics", get(metrics));
-    }
-    let guard = middleware::from_fn_with_state(auth, auth::require_token);
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let bound = middleware::from_fn_with_state(slots, bounded);
-    let protected = protected_here
-        .with_state(state.clone())
-        .merge(protected)
-        .route_layer(guard)
-        .route_layer(bound);
-    open.with_state(state)
-        .merge(protected)
-        .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
+    finish(probes(state.clone()).merge(api_routes(state, protected)))
 }
 
-/// At most [`MAX_IN_FLIGHT`] requests at once, each with [`REQUEST_TIMEOUT`] to answer.
+/// The API's listener when the probes have their own (`--health-addr`): `protected` only.
+pub fn api_router(state: AppState, protected: Router) -> Router {
+    finish(api_routes(state, protected))
+}
+
+/// The probes' own listener (`--health-addr`): `/healthz`, `/readyz` and `/metrics`.
+pub fn health_router(state: AppState) -> Router {
+    finish(probes(state))
+}
+
+fn finish(routes: Router) -> Router {
+    routes.fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
+}
+
+/// `/healthz` and `/readyz`, always open; `/metrics`, open unless it requires the token.
+fn probes(state: AppState) -> Router {
+    let auth = state.auth.clone();
+    let open = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz));
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let metrics_route = if auth.metrics_require_token {
+        metrics_route.route_layer(middleware::from_fn_with_state(auth, auth::require_token))
+    } else {
+        metrics_route
+    };
+    open.merge(metrics_route).with_state(state)
+}
+
+/// `protected` behind the token, the URI bound and the in-flight bound.
+fn api_routes(state: AppState, protected: Router) -> Router {
+    let guard = middleware::from_fn_with_state(state.auth.clone(), auth::require_token);
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let bound = middleware::from_fn_with_state(slots, bounded);
+    protected
+        .route_layer(middleware::from_fn(uri_bound))
+        .route_layer(guard)
+        .route_layer(bound)
+}
+
+/// Refuses a request target over [`MAX_URI_BYTES`] with a 400 that says what to do.
+async fn uri_bound(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let len = uri.path().len() + uri.query().map_or(0, str::len);
+    if len > MAX_URI_BYTES {
+        return ApiError::bad_request(format!(
+            "the request's path and query are {len} bytes, over the {MAX_URI_BYTES}-byte limit; \
+             ask for fewer values at once"
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// At most [`MAX_IN_FLIGHT`] requests at once, each with [`REQUEST_TIMEOUT`] to answer; the
+/// slot is held by the response's body until it is sent or dropped.
 async fn bounded(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(_slot) = slots.try_acquire() else {
+    let Ok(slot) = slots.try_acquire_owned() else {
+        metrics::request_refused_busy();
         return ApiError::unavailable("busy", "too many requests in flight; retry shortly")
             .into_response();
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
-        Ok(response) => response,
+        Ok(response) => response.map(|body| Body::new(Held { body, _slot: slot })),
         Err(_) => ApiError::unavailable(
             "timeout",
             format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
@@ -94,14 +143,51 @@ async fn bounded(State(slots): State<Arc<Semaphore>>, request: Request, next: Ne
     }
 }
 
-/// Serves `app` (see [`router`]) on `listener` until `shutdown` is cancelled.
+/// A response body that holds its request's in-flight slot until it is done.
+struct Held {
+    body: Body,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Held {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves `app` (see [`router`]) on `listener`, with the API's connection cap, until
+/// `shutdown` is cancelled.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening.");
-    serve::serve(listener, app, shutdown).await
+    serve_as(listener, app, Listener::API, shutdown).await
+}
+
+/// Serves `app` on `listener` with `limits` until `shutdown` is cancelled.
+pub async fn serve_as(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Listener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, listener = limits.name, "HTTP listening.");
+    serve::serve(listener, app, limits, shutdown).await
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

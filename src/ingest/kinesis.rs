@@ -35,6 +35,7 @@ pub struct StoreProcessor {
     store: Arc<dyn Store>,
     options: DecodeOptions,
     honor_revocations: bool,
+    max_record_bytes: usize,
 }
 
 impl StoreProcessor {
@@ -44,6 +45,15 @@ impl StoreProcessor {
             store,
             options,
             honor_revocations: false,
+            max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+
+    /// Records longer than `bytes` become dead letters (`--max-record-bytes`).
+    pub fn max_record_bytes(self, bytes: usize) -> Self {
+        StoreProcessor {
+            max_record_bytes: bytes,
+            ..self
         }
     }
 
@@ -79,15 +89,12 @@ impl Processor for StoreProcessor {
                 token: l.token,
             }),
             honor_revocations: self.honor_revocations,
+            max_record_bytes: self.max_record_bytes,
         };
         let records: Vec<RawRecord<'_>> = input
             .records
             .iter()
-            .map(|r| RawRecord {
-                sequence_number: r.sequence_number(),
-                partition_key: r.partition_key(),
-                data: r.data().as_ref(),
-            })
+            .map(|r| RawRecord::new(r.sequence_number(), r.partition_key(), r.data().as_ref()))
             .collect();
         let checkpoint = CheckpointUpdate {
             sequence_number: input.sequence_number.map(str::to_string),

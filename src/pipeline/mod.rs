@@ -59,23 +59,74 @@ pub struct RawRecord<'a> {
     pub sequence_number: &'a str,
     /// Kinesis partition key, when there is one.
     pub partition_key: Option<&'a str>,
-    /// The record's bytes.
+    /// The record's bytes (only its first ones when `size` is larger).
     pub data: &'a [u8],
+    /// The record's whole length: `data.len()`, or more for a replayed line so long that
+    /// only its first bytes were kept.
+    pub size: usize,
 }
 
-/// Decodes records into `batch`. Counts are not emitted yet: see [`report`], once committed.
+impl<'a> RawRecord<'a> {
+    /// A record held whole.
+    pub fn new(sequence_number: &'a str, partition_key: Option<&'a str>, data: &'a [u8]) -> Self {
+        RawRecord {
+            sequence_number,
+            partition_key,
+            data,
+            size: data.len(),
+        }
+    }
+}
+
+/// The largest record decoded by default: Kinesis' default maximum record size (1 MiB; a
+/// stream may allow up to 10 MiB since `UpdateMaxRecordSize`, and `--max-record-bytes`
+/// follows it).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+/// Bytes of an oversized record its dead letter keeps: enough to find the event it was.
+pub const OVERSIZED_HEAD_BYTES: usize = 64 << 10;
+
+/// Decodes records into `batch` (records over [`DEFAULT_MAX_RECORD_BYTES`] are dead letters).
+/// Counts are not emitted yet: see [`report`], once committed.
 pub fn decode_into<'a>(
     batch: &mut Batch,
     records: impl IntoIterator<Item = RawRecord<'a>>,
     options: DecodeOptions,
+) -> DecodeCounts {
+    decode_limited(batch, records, options, DEFAULT_MAX_RECORD_BYTES)
+}
+
+/// [`decode_into`] with records over `max_record_bytes` made dead letters that keep their
+/// first [`OVERSIZED_HEAD_BYTES`] and say why: the same on every way in, so a record too large
+/// for one is too large for all.
+pub fn decode_limited<'a>(
+    batch: &mut Batch,
+    records: impl IntoIterator<Item = RawRecord<'a>>,
+    options: DecodeOptions,
+    max_record_bytes: usize,
 ) -> DecodeCounts {
     let mut counts = DecodeCounts::default();
     for RawRecord {
         sequence_number: seq,
         partition_key,
         data,
+        size,
     } in records
     {
+        if size > max_record_bytes || data.len() > max_record_bytes {
+            let size = size.max(data.len());
+            let kept = data.len().min(OVERSIZED_HEAD_BYTES);
+            counts.dead_letters += 1;
+            batch.dead_letters.push(DeadLetter {
+                sequence_number: seq.to_string(),
+                partition_key: partition_key.map(event::sanitize),
+                reason: format!(
+                    "oversized record: {size} bytes, over the {max_record_bytes}-byte limit \
+                     (--max-record-bytes); its first {kept} bytes are kept"
+                ),
+                data: data[..kept].to_vec(),
+            });
+            continue;
+        }
         match event::classify(data, options) {
             Outcome::Skip(Skip::OtherType) => counts.skipped_other_type += 1,
             Outcome::Skip(Skip::NotOptKeyword) => counts.skipped_not_opt_keyword += 1,
@@ -111,8 +162,10 @@ pub fn decode_into<'a>(
 }
 
 /// Counts and logs what a commit stored: its records by outcome and its changes
-/// ([`metrics`]), and what an operator should see. Called once per batch, after its commit
-/// landed, so a retried or bisected batch is neither counted nor logged twice.
+/// ([`metrics`]), and what an operator should see: one line per batch for its dead letters
+/// (how many, of which kinds, the first one's position), never one per record, so a flood of
+/// bad records cannot flood the log. Called once per batch, after its commit landed, so a
+/// retried or bisected batch is neither counted nor logged twice.
 pub fn report(batch: &Batch, counts: &DecodeCounts, summary: &CommitSummary) {
     metrics::decoded(counts);
     metrics::committed(summary);
@@ -120,8 +173,14 @@ pub fn report(batch: &Batch, counts: &DecodeCounts, summary: &CommitSummary) {
         // The operator pastes this into Twilio's Validate step to activate the sink.
         info!(test_id = %t.value.test_id, shard_id = %batch.shard_id, "Sink test event received: use this test_id to validate the Twilio sink.");
     }
-    for d in &batch.dead_letters {
-        info!(shard_id = %batch.shard_id, sequence_number = %d.sequence_number, reason = %d.reason, "Record dead-lettered.");
+    if let Some(first) = batch.dead_letters.first() {
+        info!(
+            shard_id = %batch.shard_id,
+            dead_letters = batch.dead_letters.len(),
+            first_sequence_number = %first.sequence_number,
+            reasons = %reason_counts(&batch.dead_letters),
+            "Records dead-lettered."
+        );
     }
     // Logged once the commit landed, so a retried or bisected batch does not say it twice.
     // Scope and rule only: the number and the body are personal data.
@@ -134,8 +193,27 @@ pub fn report(batch: &Batch, counts: &DecodeCounts, summary: &CommitSummary) {
     }
 }
 
+/// `not JSON ×3, bad timestamp ×1`: the dead letters' reason categories (the text before the
+/// first `:`, which never holds record data), most frequent first.
+fn reason_counts(letters: &[DeadLetter]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for d in letters {
+        let kind = d.reason.split(':').next().unwrap_or_default();
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Where a run of records is committed, and under which lease.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// Stream name (`replay` for files).
     pub stream: String,
@@ -146,6 +224,20 @@ pub struct Target {
     /// Phrase-detected revocations change status (`--honor-revocations`); every sub-batch of
     /// an isolation carries it too.
     pub honor_revocations: bool,
+    /// Records longer than this are dead letters (`--max-record-bytes`).
+    pub max_record_bytes: usize,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            stream: String::new(),
+            shard_id: String::new(),
+            lease: None,
+            honor_revocations: false,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
 }
 
 impl Target {
@@ -216,7 +308,12 @@ pub async fn commit_records(
             None => None,
         };
         let mut batch = target.batch(cp.clone());
-        let counts = decode_into(&mut batch, records[lo..hi].iter().copied(), options);
+        let counts = decode_limited(
+            &mut batch,
+            records[lo..hi].iter().copied(),
+            options,
+            target.max_record_bytes,
+        );
         done.commits += 1;
         match store.commit(&batch).await {
             Ok(summary) => done.add(&batch, counts, summary),
@@ -246,6 +343,9 @@ pub async fn commit_records(
             }
             Err(e) => return Err(e),
         }
+    }
+    if done.unstorable > 0 {
+        warn!(shard_id = %target.shard_id, refused = done.unstorable, records = records.len(), commits = done.commits, "Records refused by the database were dead-lettered (reason `unstorable: …`).");
     }
     Ok(done)
 }
@@ -285,12 +385,12 @@ async fn dead_letter_refused(
     checkpoint: Option<CheckpointUpdate>,
     error: &StoreError,
 ) -> Result<(Batch, CommitSummary), StoreError> {
-    warn!(shard_id = %target.shard_id, sequence_number = record.sequence_number, error = %error, "Record refused by the database; dead-lettering it.");
+    debug!(shard_id = %target.shard_id, sequence_number = record.sequence_number, error = %error, "Record refused by the database; dead-lettering it.");
     let mut letter = DeadLetter {
         sequence_number: record.sequence_number.to_string(),
         partition_key: record.partition_key.map(event::sanitize),
         reason: event::sanitize(&format!("unstorable: {error}")),
-        data: record.data.to_vec(),
+        data: record.data[..record.data.len().min(target.max_record_bytes)].to_vec(),
     };
     let mut batch = target.batch(checkpoint);
     batch.dead_letters.push(letter.clone());

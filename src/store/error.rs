@@ -5,8 +5,11 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no backend we have, or is malformed; the user must fix the setting.
-    #[error("invalid store URL `{url}`: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    /// `shown` is the URL as it may be shown (parsed, its password hidden), or empty when it
+    /// could not be parsed: a value that is no URL may be a password put in the wrong place
+    /// (the wrong key of a mounted Secret), so it is never echoed.
+    #[error("invalid store URL{shown}: {reason}")]
+    InvalidUrl { shown: String, reason: String },
     /// Another `optout run` holds this SQLite file.
     #[error(
         "another `optout run` is already using {path}; stop it first, or use PostgreSQL (`--store postgres://…`) to run several instances"
@@ -35,6 +38,13 @@ pub enum StoreError {
     /// The database could not be reached or opened; the cause is the database's own words.
     #[error("{0}")]
     Connect(sqlx::Error),
+    /// The SQLite file was deleted or replaced while this process had it open: anything
+    /// written from then on would go to a file no path names, lost at exit.
+    #[error(
+        "the SQLite database {path} was {how} while optout had it open; nothing more is written \
+         to it: restore the file (the consumer resumes from its checkpoints) and start again"
+    )]
+    Replaced { path: String, how: &'static str },
 }
 
 /// What a store failure means for the batch that met it: retry it, isolate the record the
@@ -49,7 +59,7 @@ pub enum FailureKind {
     Data,
     /// This worker's lease on the shard is gone: stop the shard.
     LeaseLost,
-    /// Neither: a schema mismatch, a read-only database, a bad setting. Needs an operator.
+    /// Neither: a schema mismatch, a missing privilege, a bad setting. Needs an operator.
     Fatal,
 }
 
@@ -113,6 +123,13 @@ fn db_code_kind(code: &str) -> FailureKind {
         // resources, operator intervention (shutdown, restart), system error, lock not available
         Some("08" | "40" | "53" | "57" | "58") => FailureKind::Transient,
         _ if code == "55P03" => FailureKind::Transient,
+        // Invalid transaction state, 25006 above all (read-only transaction): a failover whose
+        // DNS still names the old writer, now a replica; and 3D000, the database does not exist
+        // (yet, or any more: restored under another name, renamed back). Both pass once the
+        // database is back, and every worker meets them at once: exiting would put the whole
+        // fleet into CrashLoopBackOff, so the consumer retries with backoff and reports them.
+        Some("25") => FailureKind::Transient,
+        _ if code == "3D000" => FailureKind::Transient,
         // data exception (bad encoding, NUL, out of range), integrity constraint, program limit
         // exceeded (index row too large)
         Some("22" | "23" | "54") => FailureKind::Data,
@@ -139,7 +156,10 @@ mod tests {
             ("23514", Data),      // check violation: all digits, still a SQLSTATE
             ("54000", Data),      // index row size exceeds the btree maximum
             ("42501", Fatal),     // insufficient privilege
-            ("25006", Fatal),     // read-only transaction
+            ("25006", Transient), // read-only transaction (a failover's old writer)
+            ("25P02", Transient), // in failed transaction
+            ("3D000", Transient), // database does not exist (yet, or any more)
+            ("3F000", Fatal),     // schema does not exist
             // SQLite extended result codes
             ("5", Transient),   // BUSY
             ("517", Transient), // BUSY_SNAPSHOT

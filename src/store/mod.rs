@@ -12,12 +12,14 @@
 
 mod error;
 mod lease;
+pub mod metrics;
 mod model;
 mod postgres;
 pub mod query;
 mod schema;
 mod sql;
 mod sqlite;
+mod sqlite_file;
 mod url;
 
 use std::sync::Arc;
@@ -70,6 +72,13 @@ pub trait Store: Leases + Send + Sync + 'static {
     /// Closes the connections cleanly: SQLite then folds its write-ahead log back into the
     /// database file, so the file alone is a complete copy.
     async fn close(&self);
+
+    /// Periodic upkeep while a command writes, called by the composition root about once a
+    /// second. SQLite: fails with [`StoreError::Replaced`] once the database file was deleted
+    /// or replaced under the process (every commit refuses from then on), reports the
+    /// write-ahead log's size (`optout_sqlite_wal_bytes`) and truncates it when readers allow.
+    /// PostgreSQL: nothing.
+    async fn upkeep(&self) -> Result<(), StoreError>;
 
     /// Claims the right to run the consumer from this process.
     ///

@@ -171,6 +171,8 @@ pub struct RevocationRow {
     /// The rule that matched.
     pub rule: Option<String>,
     pub body: Option<String>,
+    /// The body was cut to bound the list.
+    pub truncated: bool,
     pub event_id: String,
     /// The current `opt_status` (`opted_out` if honoured, else Twilio's view), if any.
     pub status: Option<String>,
@@ -206,8 +208,11 @@ pub struct EventRow {
     pub messaging_service_sid: Option<String>,
     pub sender: String,
     pub subscriber: String,
+    /// At most [`crate::store::query::BODY_PREVIEW_CHARS`] characters in a list.
     pub body: Option<String>,
     pub message_sid: Option<String>,
+    /// The body or message SID was cut to bound the list; the single-item fetch has it whole.
+    pub truncated: bool,
     pub occurred_at: String,
     pub schema_version: Option<i64>,
     pub shard_id: String,
@@ -217,11 +222,18 @@ pub struct EventRow {
 /// One stored dead letter; the raw bytes are base64 so any output format can carry them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetterRow {
+    /// Opaque: fetches this dead letter whole (`/v1/dead-letters/{id}`).
+    pub id: String,
     pub shard_id: String,
     pub sequence_number: String,
     pub partition_key: Option<String>,
     pub reason: String,
+    /// The raw record in a list: its first [`crate::store::query::DATA_PREVIEW_BYTES`] bytes.
     pub data_base64: String,
+    /// The raw record's whole length.
+    pub data_bytes: i64,
+    /// `data_base64` holds only the first bytes of the record.
+    pub truncated: bool,
     pub recorded_at: String,
 }
 
@@ -233,6 +245,14 @@ pub struct TestEventRow {
     pub occurred_at: Option<String>,
     pub shard_id: String,
     pub sequence_number: String,
+}
+
+/// Reads a time a caller sent back (a cursor's key): RFC 3339 with a year from 0001 to 9999,
+/// the range every backend stores (docs/semantics.md, rule 4).
+pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::Datelike;
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?.to_utc();
+    (1..=9999).contains(&t.year()).then_some(t)
 }
 
 /// The one timestamp format stored: UTC, microseconds, `Z`. Fixed width, so text order is

@@ -33,7 +33,9 @@ pub(super) async fn open_pool(
     access: Access,
 ) -> Result<sqlx::AnyPool, StoreError> {
     super::install_drivers();
-    let options = AnyConnectOptions::from_str(url)?;
+    use sqlx::ConnectOptions;
+    // No statement logging: sqlx would log every slow statement whole at WARN.
+    let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
     let session = match access {
         Access::ReadWrite => "SELECT 1",
         Access::ReadOnly => READ_ONLY_SESSION,
@@ -62,6 +64,24 @@ pub(super) async fn open_pool(
     Ok(pool)
 }
 
+/// One `READ ONLY` session for `/readyz`, made when first used: a connection of its own, so a
+/// busy read pool never holds the probe up, and made lazily, so that query commands, which
+/// never probe, never open it. A probe waits at most 2 s for it, within a kubelet's timeout.
+pub(super) fn probe_pool(url: &str) -> Result<sqlx::AnyPool, StoreError> {
+    use sqlx::ConnectOptions;
+    let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+    Ok(AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(READ_ONLY_SESSION).await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options))
+}
+
 impl SqlStore {
     /// Connects to PostgreSQL at `url` for writing, with up to `max_connections`.
     pub(super) async fn open_postgres(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -70,6 +90,9 @@ impl SqlStore {
             dialect: Dialect::Postgres,
             runner_lock: std::sync::Mutex::new(None),
             sqlite_path: None,
+            file: None,
+            replaced: Default::default(),
+            wal_backoff_until: std::sync::Mutex::new(None),
         })
     }
 }

@@ -44,6 +44,11 @@ const SQLITE: &[Migration] = &[
         "query",
         include_str!("../../migrations/sqlite/0004_query.sql"),
     ),
+    (
+        5,
+        "storable_times",
+        include_str!("../../migrations/sqlite/0005_storable_times.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -159,7 +164,15 @@ impl Dialect {
     }
 
     /// Applies the migrations this database has not seen yet; returns how many ran.
+    ///
+    /// A database already at this binary's version is only read, never written (no DDL, no
+    /// lock): a worker that restarts while PostgreSQL is read-only (a failover whose DNS still
+    /// names the old writer) then starts, and its commits wait out the failover with the
+    /// consumer's backoff instead of the pod crash-looping on `CREATE TABLE IF NOT EXISTS`.
     pub async fn migrate(self, pool: &AnyPool) -> Result<usize, StoreError> {
+        if self.is_current(pool).await {
+            return Ok(0);
+        }
         let mut tx = pool.begin().await?;
         if self == Dialect::Postgres {
             // Several workers may start at once: the first migrates, the others wait here.
@@ -200,6 +213,19 @@ impl Dialect {
         }
         tx.commit().await?;
         Ok(ran)
+    }
+
+    /// Whether every migration of this binary is recorded as applied (read only; any error,
+    /// such as no table yet, is "no", and the full path then reports it).
+    async fn is_current(self, pool: &AnyPool) -> bool {
+        let Ok(rows) = sqlx::query("SELECT version FROM optout_migrations")
+            .fetch_all(pool)
+            .await
+        else {
+            return false;
+        };
+        let applied: Vec<i64> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+        self.migrations().iter().all(|m| applied.contains(&m.0))
     }
 
     /// Fencing: fails with [`StoreError::LeaseLost`] unless `lease` still holds the shard.

@@ -20,10 +20,16 @@ use crate::event::{Detection, OptEvent, OptOutType};
 pub(super) struct SqlStore {
     pub(super) pool: AnyPool,
     pub(super) dialect: Dialect,
-    /// SQLite only: the held lock that makes this process the only runner on the file.
-    pub(super) runner_lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// SQLite only: the held locks that make this process the only runner on the file.
+    pub(super) runner_lock: std::sync::Mutex<Option<super::sqlite::RunnerLock>>,
     /// SQLite only: the database file (for the lock file's name).
     pub(super) sqlite_path: Option<String>,
+    /// SQLite only: the file opened, to notice it deleted or replaced.
+    pub(super) file: Option<super::sqlite::FileIdentity>,
+    /// SQLite only: the file was found deleted or replaced; nothing is written any more.
+    pub(super) replaced: std::sync::atomic::AtomicBool,
+    /// SQLite only: no truncating checkpoint before this instant (readers held the last one).
+    pub(super) wal_backoff_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn now() -> String {
@@ -270,6 +276,8 @@ impl Store for SqlStore {
     }
 
     async fn commit(&self, batch: &Batch) -> Result<CommitSummary, StoreError> {
+        // Never into a file that is gone from its path: it would vanish at exit.
+        self.check_file()?;
         let recorded_at = now();
         let mut summary = CommitSummary::default();
         let mut tx = self.pool.begin().await?;
@@ -299,10 +307,22 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        // Only now, with the connections gone (see `sqlite_file::identity_lock`).
+        self.runner_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     async fn claim_single_runner(&self) -> Result<(), StoreError> {
         self.claim_runner_lock()
+    }
+
+    async fn upkeep(&self) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => self.sqlite_upkeep().await,
+            Dialect::Postgres => Ok(()),
+        }
     }
 }
 

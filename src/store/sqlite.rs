@@ -1,16 +1,32 @@
-//! SQLite specifics: opening the file (private, in WAL mode, or read-only for queries), and
-//! the lock that keeps one runner per file.
+//! SQLite specifics: opening the file (private, in WAL mode, or read-only for queries), the
+//! lock that keeps one runner per file, and the upkeep of a file in use (still the one opened,
+//! its write-ahead log folded back).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{ConnectOptions, Executor, Row};
 
 use super::schema::Dialect;
 use super::sql::SqlStore;
+pub(super) use super::sqlite_file::FileIdentity;
+use super::sqlite_file::{identity_lock, tighten_modes};
 use super::{Access, StoreError};
+
+/// A write-ahead log larger than this is folded back and truncated (when readers allow it) at
+/// the next upkeep. SQLite's own checkpoints (every 1,000 pages, 4 MiB) never truncate the
+/// file and cannot restart the log while readers keep arriving, so under steady API reads the
+/// log grew without bound (374 MB next to a 387 MB database).
+const WAL_TRUNCATE_BYTES: u64 = 16 << 20;
+/// After a truncating checkpoint that readers held up (or that failed), the next attempt
+/// waits this long; one that succeeds may be followed at the next upkeep.
+const WAL_CHECKPOINT_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a truncating checkpoint may wait for readers on older snapshots; meanwhile it
+/// holds the write lock, so commits wait too. Read transactions last milliseconds.
+const WAL_CHECKPOINT_WAIT_MS: u32 = 1_000;
 
 /// Run on every connection that writes: WAL lets `optout status` read while `run` writes.
 const READ_WRITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -31,7 +47,10 @@ pub(super) async fn open_pool(path: &str, access: Access) -> Result<sqlx::AnyPoo
     let memory = path == ":memory:";
     if !memory {
         match access {
-            Access::ReadWrite => create_private(Path::new(path))?,
+            Access::ReadWrite => {
+                create_private(Path::new(path))?;
+                tighten_modes(path);
+            }
             Access::ReadOnly if !Path::new(path).exists() => {
                 return Err(StoreError::NotFound {
                     path: path.to_string(),
@@ -78,18 +97,106 @@ impl SqlStore {
     /// Opens (creating and migrating) the SQLite database at `path` for writing.
     pub(super) async fn open_sqlite(path: &str) -> Result<Self, StoreError> {
         let pool = open_pool(path, Access::ReadWrite).await?;
+        let memory = path == ":memory:";
         Ok(SqlStore {
             pool,
             dialect: Dialect::Sqlite,
             runner_lock: std::sync::Mutex::new(None),
-            sqlite_path: (path != ":memory:").then(|| path.to_string()),
+            sqlite_path: (!memory).then(|| path.to_string()),
+            file: if memory { None } else { FileIdentity::of(path) },
+            replaced: Default::default(),
+            wal_backoff_until: std::sync::Mutex::new(None),
         })
     }
 
-    /// Takes an exclusive OS lock on `<db>.lock`, held until the process exits (a `kill -9`
-    /// releases it too). A sidecar file, because closing any descriptor of the database file
-    /// itself would drop SQLite's own POSIX locks. The lock is named after the file's
-    /// canonical path, so a symlink or a `..` in `--store` still meets the same lock.
+    /// Fails with [`StoreError::Replaced`], for this and every later call, once the file at
+    /// the store's path is no longer the one opened (deleted, or replaced by another file).
+    pub(super) fn check_file(&self) -> Result<(), StoreError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if self.replaced.load(Ordering::Relaxed) {
+            // Even if put back since: what was committed meanwhile is gone; start again.
+            return Err(StoreError::Replaced {
+                path: self.sqlite_path.clone().unwrap_or_default(),
+                how: "deleted or replaced",
+            });
+        }
+        file.check()
+            .inspect_err(|_| self.replaced.store(true, Ordering::Relaxed))
+    }
+
+    /// SQLite's upkeep (see [`super::Store::upkeep`]): the file check, the log's size as a
+    /// metric, and a truncating checkpoint once it has grown.
+    pub(super) async fn sqlite_upkeep(&self) -> Result<(), StoreError> {
+        self.check_file()?;
+        let Some(path) = &self.sqlite_path else {
+            return Ok(());
+        };
+        let wal = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+        super::metrics::sqlite_wal_bytes(wal);
+        if wal <= WAL_TRUNCATE_BYTES {
+            return Ok(());
+        }
+        let backoff = || {
+            self.wal_backoff_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if backoff().is_some_and(|t| t > std::time::Instant::now()) {
+            return Ok(());
+        }
+        let held_up = match self.truncate_wal().await {
+            Ok(true) => {
+                let after = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+                super::metrics::sqlite_wal_bytes(after);
+                tracing::debug!(
+                    before = wal,
+                    after,
+                    "Write-ahead log folded back and truncated."
+                );
+                false
+            }
+            Ok(false) => {
+                tracing::debug!(
+                    bytes = wal,
+                    "Readers held the write-ahead log; will try again."
+                );
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Checkpoint of the write-ahead log failed.");
+                true
+            }
+        };
+        *backoff() = held_up.then(|| std::time::Instant::now() + WAL_CHECKPOINT_BACKOFF);
+        Ok(())
+    }
+
+    /// `wal_checkpoint(TRUNCATE)`, waiting at most [`WAL_CHECKPOINT_WAIT_MS`] for readers;
+    /// `true` when the log was reset.
+    async fn truncate_wal(&self) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {WAL_CHECKPOINT_WAIT_MS}"
+        )))
+        .await?;
+        let done = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await;
+        conn.execute("PRAGMA busy_timeout = 10000").await?;
+        let row = match done {
+            Ok(row) => row,
+            Err(e) if e.as_database_error().is_some() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(row.try_get::<i64, _>(0)? == 0)
+    }
+
+    /// Takes the runner's locks, held until the store closes (a `kill -9` releases them too):
+    /// a `flock` on the database file itself, its identity, so that a hard link or a symlink
+    /// meets the same lock; and, for versions before it that only know that one, an exclusive
+    /// lock on the sidecar `<db>.lock`, named after the file's canonical path.
     pub(super) fn claim_runner_lock(&self) -> Result<(), StoreError> {
         let Some(path) = &self.sqlite_path else {
             return Ok(());
@@ -106,24 +213,33 @@ impl SqlStore {
             .truncate(false)
             .write(true)
             .open(PathBuf::from(lock_path))?;
+        let locked = || StoreError::Locked { path: path.clone() };
         match file.try_lock() {
-            Ok(()) => {
-                *held = Some(file);
-                Ok(())
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(StoreError::Locked { path: path.clone() })
-            }
-            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(locked()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
         }
+        let identity = identity_lock(Path::new(path))?.ok_or_else(locked)?;
+        *held = Some(RunnerLock {
+            _sidecar: file,
+            _identity: identity,
+        });
+        Ok(())
     }
+}
+
+/// The runner's two locks (see [`SqlStore::claim_runner_lock`]).
+pub(super) struct RunnerLock {
+    _sidecar: std::fs::File,
+    _identity: std::fs::File,
 }
 
 /// Opens a one-connection pool on `url`, first with a single probe connection so that a
 /// failure is reported at once with its cause ("file is not a database", "unable to open
 /// database file") rather than as a pool timeout.
 async fn connect(url: &str, pragmas: &'static str) -> Result<sqlx::AnyPool, StoreError> {
-    let options = AnyConnectOptions::from_str(url)?;
+    // No statement logging: sqlx would log every slow statement whole at WARN.
+    let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
     super::probe(&options, pragmas).await?;
     Ok(AnyPoolOptions::new()
         .max_connections(1)

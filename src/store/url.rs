@@ -15,29 +15,36 @@ pub enum StoreUrl {
 impl StoreUrl {
     /// Parses `sqlite://PATH`, `sqlite:PATH`, `postgres://…` or `postgresql://…`.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
-        let invalid = |reason: &str| StoreError::InvalidUrl {
-            url: redact(url),
-            reason: reason.to_string(),
-        };
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.strip_prefix("//").unwrap_or(rest);
             let path = path.split('?').next().unwrap_or_default();
             if path.is_empty() {
-                return Err(invalid("no file path; use sqlite://optout.db"));
+                return Err(StoreError::InvalidUrl {
+                    shown: String::new(),
+                    reason: "no file path; use sqlite://optout.db".into(),
+                });
             }
             return Ok(StoreUrl::Sqlite(path.to_string()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Shown without its parameters: an unknown key's value may be a misplaced password.
             check_postgres_params(url).map_err(|reason| StoreError::InvalidUrl {
-                url: format!("{}?…", redact(url).split('?').next().unwrap_or_default()),
+                shown: format!(" `{}?…`", redact(url).split('?').next().unwrap_or_default()),
                 reason,
             })?;
             return Ok(StoreUrl::Postgres(url.to_string()));
         }
-        Err(invalid(
-            "unsupported scheme; use sqlite://PATH (embedded) or postgres://USER@HOST/DB",
-        ))
+        // Not a URL of ours: nothing of it is shown, not even redacted (it may be a password
+        // alone, which no redaction can recognise), only its length to help find it.
+        Err(StoreError::InvalidUrl {
+            shown: String::new(),
+            reason: format!(
+                "the value ({} characters, not shown) starts with neither sqlite: nor \
+                 postgres://; use sqlite://PATH (embedded) or postgres://USER@HOST/DB (an \
+                 unsupported scheme, or the wrong key of a mounted Secret?)",
+                url.chars().count()
+            ),
+        })
     }
 }
 
@@ -63,19 +70,36 @@ const POSTGRES_PARAMS: &[&str] = &[
     "options",
 ];
 
+/// The TLS modes sqlx's PostgreSQL driver takes (those of libpq).
+const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
 /// Refuses a parameter sqlx does not know. sqlx would ignore it with a warning that logs its
 /// value, so a misspelt `passwd=` would print a password (and a misspelt `sslmode` silently
-/// weaken TLS). The URL is read the way sqlx reads it; one it cannot read is left to sqlx,
-/// whose parse errors hold no part of the URL.
+/// weaken TLS); and refuses an `sslmode` it does not know here, as the configuration mistake
+/// it is (sqlx reports it only when connecting). The URL is read the way sqlx reads it; one
+/// it cannot read is left to sqlx, whose parse errors hold no part of the URL.
 fn check_postgres_params(url: &str) -> Result<(), String> {
     let Ok(parsed) = url::Url::parse(url) else {
         return Ok(());
     };
-    for (key, _) in parsed.query_pairs() {
+    for (key, value) in parsed.query_pairs() {
         if !POSTGRES_PARAMS.contains(&&*key) && !key.starts_with("options[") {
             return Err(format!(
                 "unknown parameter `{key}`; PostgreSQL URLs take {}",
                 POSTGRES_PARAMS.join(", ")
+            ));
+        }
+        if (key == "sslmode" || key == "ssl-mode") && !SSL_MODES.contains(&&*value) {
+            return Err(format!(
+                "`{key}` takes {}; check its spelling",
+                SSL_MODES.join(", ")
             ));
         }
     }

@@ -9,6 +9,7 @@
 //! - [`events`]: store-level opt events and batches (`ts`, `opt_event`, `batch`);
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
+//! - [`http`]: GETs, metrics, a background `optout serve` and its peak memory;
 //! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy.
 //!
 //! Every test binary compiles the whole tree and uses part of it.
@@ -20,6 +21,7 @@ pub mod aws_faults;
 pub mod commits;
 pub mod emulator;
 pub mod events;
+pub mod http;
 pub mod optout;
 pub mod proxy;
 pub mod records;

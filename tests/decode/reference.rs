@@ -37,11 +37,14 @@ fn string<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     m.get(key).and_then(Value::as_str)
 }
 
+/// A timestamp every backend stores: parseable, and a year from 0001 to 9999 in UTC.
 fn timestamp(s: &str) -> Option<DateTime<Utc>> {
+    use chrono::Datelike;
     DateTime::parse_from_rfc3339(s)
         .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
         .ok()
         .map(|t| t.to_utc())
+        .filter(|t| (1..=9999).contains(&t.year()))
 }
 
 fn version(dataschema: &str) -> Option<u32> {

@@ -569,11 +569,9 @@ async fn ingest(store: &dyn Store, records: &[Vec<u8>], honor: bool) {
     let seqs: Vec<String> = (0..records.len()).map(|i| format!("{i:05}")).collect();
     let counts = decode_into(
         &mut batch,
-        seqs.iter().zip(records).map(|(s, r)| RawRecord {
-            sequence_number: s,
-            partition_key: None,
-            data: r,
-        }),
+        seqs.iter()
+            .zip(records)
+            .map(|(s, r)| RawRecord::new(s, None, r)),
         DecodeOptions::default(),
     );
     assert_eq!(counts.dead_letters, 0);

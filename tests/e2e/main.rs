@@ -11,9 +11,13 @@
 //! - `fanout`: enhanced fan-out (subscriptions ending, expiring, a deregistered consumer);
 //! - `workers`: several workers on PostgreSQL, `kill -9`s, takeover, split and merge;
 //! - `fencing`: a paused worker cannot commit after its lease is taken;
+//! - `failover`: PostgreSQL read-only, then missing, then back: the consumer waits it out;
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
+//! - `refusable`: years outside 0001-9999, and a flood of them, on both backends;
+//! - `replay_inputs`: a gzip bomb, a trickling FIFO, an interrupt, the same file twice;
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
+//! - `lost_file`: the SQLite file deleted under `run` (exit 1) and under `serve` (unready);
 //! - `log_hygiene`: no phone number or body reaches the logs;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer.
 
@@ -22,15 +26,19 @@
 mod common;
 
 mod cli;
+mod failover;
 mod fanout;
 mod faults;
 mod fencing;
 mod http;
 mod log_hygiene;
+mod lost_file;
 mod poison;
 mod positions;
 mod query_cli;
 mod readiness;
+mod refusable;
+mod replay_inputs;
 mod reshard;
 mod resume;
 mod scenarios;

@@ -128,3 +128,41 @@ async fn history_as_of_limit_csv_and_table() {
         format!("(3 rows) opted out/in: 2/1; by scope: {mg} 1/1, MG2 1/0")
     );
 }
+
+/// `optout dead-letters` lists raw records cut to their first 1,024 bytes (constant memory
+/// whatever they hold); `--id` prints one whole, byte for byte.
+#[tokio::test]
+async fn dead_letters_are_listed_cut_and_fetched_whole_by_id() {
+    use base64::Engine as _;
+    let db = support_db::sqlite().await;
+    let raw: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let batch = Batch {
+        stream: "s".into(),
+        shard_id: "a".into(),
+        dead_letters: vec![optout::store::DeadLetter {
+            sequence_number: "1".into(),
+            partition_key: None,
+            reason: "not JSON: planted".into(),
+            data: raw.clone(),
+        }],
+        ..Batch::default()
+    };
+    db.store.commit(&batch).await.unwrap();
+    let listed = optout(&db.url, &["dead-letters", "--format", "json"]);
+    let row: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    assert_eq!(row["truncated"], true);
+    assert_eq!(row["data_bytes"], 700_000);
+    let id = row["id"].as_str().unwrap();
+    let whole = optout(&db.url, &["dead-letters", "--id", id]);
+    let whole: serde_json::Value = serde_json::from_str(whole.trim()).unwrap();
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(whole["data_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(data, raw);
+    assert_eq!(whole["reason"], "not JSON: planted");
+    let o = crate::common::optout::Optout::with_store(Vec::new(), &db.url);
+    let missing = o.output(&["dead-letters", "--id", "WyJzIiwiYSIsIjIiXQ"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let forged = o.output(&["dead-letters", "--id", "not-an-id"]);
+    assert_eq!(forged.status.code(), Some(2));
+}

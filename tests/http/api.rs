@@ -328,6 +328,31 @@ async fn responses_match_the_openapi_document(db: Db) {
         let v = response_schema(&doc, template, 200, json);
         assert_valid(&v, &serde_json::from_str(&body).unwrap(), path);
     }
+    // Single items, whole, and 404s.
+    let listed = api.json("/v1/dead-letters").await;
+    let id = listed["items"][0]["id"].as_str().unwrap().to_string();
+    for (path, template) in [
+        (format!("/v1/dead-letters/{id}"), "/v1/dead-letters/{id}"),
+        ("/v1/events/EV000001".to_string(), "/v1/events/{event_id}"),
+    ] {
+        let (status, ctype, body) = api.get(&path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(ctype.starts_with(json), "{path}: {ctype}");
+        let v = response_schema(&doc, template, 200, json);
+        assert_valid(&v, &serde_json::from_str(&body).unwrap(), &path);
+    }
+    for (path, template) in [
+        ("/v1/events/EVnone", "/v1/events/{event_id}"),
+        (
+            "/v1/dead-letters/WyJzIiwiYSIsIm5vbmUiXQ",
+            "/v1/dead-letters/{id}",
+        ),
+    ] {
+        let (status, _, body) = api.get(path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        let v = response_schema(&doc, template, 404, json);
+        assert_valid(&v, &serde_json::from_str(&body).unwrap(), path);
+    }
     for (path, template) in [
         ("/v1/status", "/v1/status"),
         ("/v1/events", "/v1/events"),

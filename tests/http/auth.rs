@@ -168,6 +168,39 @@ fn a_reachable_address_without_a_token_is_refused_at_start() {
     assert!(text.contains("holds no token"), "{text}");
 }
 
+/// A token shorter than 32 characters guards nothing on a reachable address: refused at
+/// start, exit 2, without the token in the message; on loopback it is accepted.
+#[test]
+fn a_short_token_is_refused_on_a_reachable_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, format!("{}\nx\n", "k".repeat(40))).unwrap();
+    for mut cmd in [
+        optout(&["serve", "--http-addr", "0.0.0.0:0"]),
+        optout(&["run", "--stream", "s", "--http-addr", "0.0.0.0:0"]),
+    ] {
+        cmd.env("OPTOUT_HTTP_TOKEN", "Sh0rtT0ken");
+        let (code, text) = output_of(&mut cmd);
+        assert_eq!(code, Some(2), "{text}");
+        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+        assert!(
+            text.contains("10 characters") && text.contains("32"),
+            "{text}"
+        );
+        assert!(!text.contains("Sh0rtT0ken"), "the token was echoed: {text}");
+    }
+    // One short token among long ones in the file is refused too.
+    let (code, text) = output_of(&mut optout(&[
+        "serve",
+        "--http-addr",
+        "0.0.0.0:0",
+        "--http-token-file",
+        file.to_str().unwrap(),
+    ]));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("1 characters"), "{text}");
+}
+
 #[tokio::test]
 async fn serve_reads_rotating_tokens_from_a_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,10 @@
 //! The HTTP server in process, over real HTTP:
 //! - `api`: the `/v1` query API on both backends, checked against `schemas/openapi.json`;
-//! - `auth`: bearer tokens, open probes, refusing a public address without a token.
+//! - `auth`: bearer tokens, open probes, refusing a public address without a token;
+//! - `memory`: 1 MiB rows under 32 worst-case requests stay under a memory ceiling;
+//! - `exports`: exports nobody reads hold a slot each and are closed after 30 s;
+//! - `probes`: `--health-addr`: a flood on the API port, a held read pool, and the probes;
+//! - `bounds`: parameter sizes, and client mistakes as 400 on both backends.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -8,3 +12,7 @@ mod common;
 
 mod api;
 mod auth;
+mod bounds;
+mod exports;
+mod memory;
+mod probes;

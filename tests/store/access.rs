@@ -289,3 +289,50 @@ fn replay_checks_every_input_before_committing_anything() {
         "nothing may be stored when an input is bad"
     );
 }
+
+/// A store value that is no URL (a password alone, the wrong key of a mounted Secret) is
+/// refused in one line, exit 2, without a character of it; a misspelt `sslmode` too, as the
+/// configuration mistake it is, before any connection.
+#[test]
+fn a_store_value_that_cannot_be_parsed_is_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store-url");
+    std::fs::write(&file, "S3cr3t-P4ssw0rd!").unwrap();
+    for args in [
+        vec!["status"],
+        vec!["run", "--stream", "s"],
+        vec!["migrate"],
+    ] {
+        let mut cmd = bare_command(&args);
+        cmd.arg("--store-file").arg(&file);
+        let (code, text) = output_of(&mut cmd);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+        for part in ["S3cr3t", "P4ssw0rd", "3cr3t-P4"] {
+            assert!(!text.contains(part), "{args:?} echoed the value: {text}");
+        }
+        assert!(text.contains("16 characters"), "{text}");
+    }
+    for (store, command) in [
+        (
+            "postgres://u:TopSecret1@127.0.0.1:1/db?sslmode=bogus",
+            "status",
+        ),
+        (
+            "postgres://u:TopSecret1@127.0.0.1:1/db?sslmode=bogus",
+            "migrate",
+        ),
+        (
+            "postgres://u:TopSecret1@127.0.0.1:1/db?ssl-mode=verify_full",
+            "serve",
+        ),
+    ] {
+        let (code, text) = output_of(bare_command(&[command]).env("OPTOUT_STORE", store));
+        assert_eq!(code, Some(2), "{store} {command}: {text}");
+        assert!(
+            text.contains("sslmode") || text.contains("ssl-mode"),
+            "{text}"
+        );
+        assert!(!text.contains("TopSecret1"), "{text}");
+    }
+}

@@ -6,7 +6,9 @@
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `migrations`: upgrades of databases holding rows;
 //! - `access`: read-only queries, file modes, the runner lock, connection errors;
-//! - `tls`: TLS to PostgreSQL and the store's secrets.
+//! - `tls`: TLS to PostgreSQL and the store's secrets;
+//! - `sqlite_file`: the SQLite file deleted or replaced under the store, hard links, modes,
+//!   the write-ahead log under readers.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -18,4 +20,5 @@ mod leases;
 mod migrations;
 mod queries;
 mod semantics;
+mod sqlite_file;
 mod tls;

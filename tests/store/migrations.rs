@@ -161,3 +161,143 @@ async fn old_text_columns_become_native_types_in_place() {
         ]
     );
 }
+
+/// Rows an older optout stored with times no backend should hold: a STOP in year 10000 (the
+/// latest event of its number, so its status row carries that time), a START in year 0 (its
+/// number's only event), and a test event in year 10000.
+const LEGACY: &str = "
+INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, messaging_service_sid,
+  sender, subscriber, scope, body, message_sid, occurred_at, schema_version, stream_name,
+  shard_id, sequence_number, recorded_at, detection, rule) VALUES
+ ('E9', 'STOP', 0, 'AC1', 'MG1', '+15559870002', '+15551230001', 'MG1', 'stop', NULL,
+  '+10000-01-01T00:00:00.000000Z', 5, 's', 'a', '9', '2026-03-03T00:00:00.000000Z', 'twilio', NULL),
+ ('E0', 'START', 0, 'AC1', 'MG1', '+15559870002', '+15551230003', 'MG1', 'start', NULL,
+  '0000-06-01T00:00:00.000000Z', 5, 's', 'a', '10', '2026-03-03T00:00:00.000000Z', 'twilio', NULL);
+UPDATE opt_status SET changed_at = '+10000-01-01T00:00:00.000000Z', event_id = 'E9'
+  WHERE subscriber = '+15551230001';
+INSERT INTO opt_status VALUES
+ ('AC1', 'MG1', '+15551230003', 'MG1', '+15559870002', 'opted_in', '0000-06-01T00:00:00.000000Z', 'E0');
+INSERT INTO sink_test_events VALUES ('T2', 'AC1', '+10000-01-01T00:00:00.000000Z', 's', 'a', '11', '2026-03-03T00:00:00.000000Z');
+";
+
+/// What every backend holds after the legacy rows are moved out: the two good events, the
+/// status recomputed from them (the number whose latest event went keeps its earlier STOP; the
+/// number with no event left has no status), the moved events as dead letters with their
+/// reason, and the test event without a time.
+async fn check_legacy_moved(url: &str) {
+    let reader = Arc::new(Reader::open(url, 1).await.unwrap());
+    let events: Vec<_> = reader
+        .clone()
+        .export(EventFilter::default(), None, None)
+        .try_concat()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["E1", "E2"]);
+    let status = reader.all(&StatusFilter::default()).await.unwrap();
+    let status: Vec<(&str, &str, &str)> = status
+        .iter()
+        .map(|s| {
+            (
+                s.subscriber.as_str(),
+                s.status.as_str(),
+                s.event_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("+15551230002", "opted_in", "E2"),
+            ("+15551230001", "opted_out", "E1"),
+        ]
+    );
+    let dead: Vec<_> = reader
+        .clone()
+        .export(DeadLetterFilter, None, None)
+        .try_concat()
+        .await
+        .unwrap();
+    let moved: Vec<_> = dead.iter().filter(|d| d.sequence_number != "3").collect();
+    assert_eq!(moved.len(), 2, "{dead:?}");
+    for d in moved {
+        assert!(
+            d.reason
+                .starts_with("bad timestamp: year outside 0001-9999, moved"),
+            "{}",
+            d.reason
+        );
+        let whole =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &d.data_base64)
+                .unwrap();
+        let row: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+        assert!(
+            ["E9", "E0"].contains(&row["event_id"].as_str().unwrap()),
+            "{row}"
+        );
+    }
+    let tests = reader
+        .all(&optout::store::query::TestEventFilter)
+        .await
+        .unwrap();
+    let t2 = tests.iter().find(|t| t.test_id == "T2").unwrap();
+    assert_eq!(t2.occurred_at, None);
+}
+
+/// A PostgreSQL database of the old schema holding such rows upgrades (migration 3 used to
+/// fail on them, leaving every query command refusing the store).
+#[tokio::test]
+async fn a_postgres_upgrade_moves_unstorable_legacy_times_to_the_dead_letters() {
+    let (url, _guard) = fresh_database().await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        include_str!("../../migrations/postgres/0001_init.sql"),
+        include_str!("../../migrations/postgres/0002_detection.sql"),
+        "CREATE TABLE optout_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TEXT NOT NULL)",
+        OLD,
+        LEGACY,
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let store = optout::store::open(&url, 2).await.unwrap();
+    store.close().await;
+    check_legacy_moved(&url).await;
+}
+
+/// The same rows in a SQLite database of schema 4 (where they sorted as the oldest events)
+/// are moved out the same way by migration 5.
+#[tokio::test]
+async fn a_sqlite_upgrade_moves_unstorable_legacy_times_to_the_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    {
+        let mut c = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+            .await
+            .unwrap();
+        for sql in [
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_leases.sql"),
+            include_str!("../../migrations/sqlite/0003_detection.sql"),
+            include_str!("../../migrations/sqlite/0004_query.sql"),
+            "CREATE TABLE optout_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TEXT NOT NULL)",
+            &OLD.replace("'\\x00ff'", "X'00ff'").replace(
+                "(2, 'detection', 'x')",
+                "(2, 'leases', 'x'), (3, 'detection', 'x'), (4, 'query', 'x')",
+            ),
+            LEGACY,
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+    }
+    let store = optout::store::open(&url, 1).await.unwrap();
+    store.close().await;
+    check_legacy_moved(&url).await;
+}

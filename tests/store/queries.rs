@@ -23,6 +23,7 @@ both_backends! {
     as_of_follows_the_live_rules;
     history_shows_the_status_after_each_event;
     lookup_answers_for_one_number;
+    lookup_is_conservative_and_never_cut_silently;
     as_of_at_the_newest_event_is_the_live_table;
 }
 
@@ -262,6 +263,106 @@ async fn lookup_answers_for_one_number(db: Db) {
         ("no_opt_event_seen", true)
     );
     assert!(never.items.is_empty());
+}
+
+/// The sender's check reads the latest signal per scope, whatever its detection: a phrase
+/// revocation the consumer did not honour (status table untouched) still forbids the send,
+/// named by reason, event and rule; a later START allows it again. A number in 1,001 scopes,
+/// out in the last one only, is not allowed without a scope, and its scopes come in pages.
+async fn lookup_is_conservative_and_never_cut_silently(db: Db) {
+    let s = &*db.store;
+    let who = "+15551230009";
+    let mut phrase = ev("P1", OptOutType::Stop, "AC1", "MG1", who, 20);
+    phrase.detection = Detection::Phrase;
+    phrase.inferred = true;
+    phrase.rule = Some("builtin-2026.1:stop-texting".into());
+    s.commit(&batch(
+        "a",
+        vec![ev("P0", OptOutType::Start, "AC1", "MG1", who, 10), phrase],
+    ))
+    .await
+    .unwrap();
+    let r = reader(&db).await;
+    let look = |scope: Option<&str>, who: &str| LookupFilter {
+        subscriber: who.into(),
+        scope: scope.map(str::to_string),
+        accounts: Vec::new(),
+    };
+    let live = all_status(&r, StatusFilter::default()).await;
+    assert_eq!(live[0].status, "opted_in", "the phrase was not honoured");
+    let out = r.lookup(&look(Some("MG1"), who)).await.unwrap();
+    assert_eq!(
+        (out.status.as_str(), out.send_allowed, out.reason.as_str()),
+        ("opted_out", false, "phrase_revocation")
+    );
+    assert_eq!(out.event_id.as_deref(), Some("P1"));
+    assert_eq!(out.rule.as_deref(), Some("builtin-2026.1:stop-texting"));
+    let item = &out.items[0];
+    assert_eq!(
+        (item.send_allowed, item.live_status.as_deref()),
+        (false, Some("opted_in"))
+    );
+    // A later START (any detection) allows it again; a keyword STOP after that forbids it.
+    s.commit(&batch(
+        "a",
+        vec![ev("P2", OptOutType::Start, "AC1", "MG1", who, 30)],
+    ))
+    .await
+    .unwrap();
+    let back = r.lookup(&look(Some("MG1"), who)).await.unwrap();
+    assert_eq!(
+        (back.send_allowed, back.reason.as_str()),
+        (true, "opted_in")
+    );
+    let mut keyword = ev("P3", OptOutType::Stop, "AC1", "MG1", who, 40);
+    keyword.detection = Detection::Keyword;
+    keyword.inferred = true;
+    s.commit(&batch("a", vec![keyword])).await.unwrap();
+    let out = r.lookup(&look(None, who)).await.unwrap();
+    assert_eq!(
+        (out.send_allowed, out.reason.as_str()),
+        (false, "keyword_stop")
+    );
+
+    // 1,001 scopes: in everywhere but the last, by sort order.
+    let many = "+15551230010";
+    let events: Vec<OptEvent> = (0..1_001)
+        .map(|i| {
+            let t = if i == 1_000 {
+                OptOutType::Stop
+            } else {
+                OptOutType::Start
+            };
+            ev(
+                &format!("M{i:04}"),
+                t,
+                "AC1",
+                &format!("MG{i:04}"),
+                many,
+                50,
+            )
+        })
+        .collect();
+    s.commit(&batch("m", events)).await.unwrap();
+    let first = r.lookup(&look(None, many)).await.unwrap();
+    assert_eq!(first.items.len(), 1_000);
+    assert!(first.items.iter().all(|i| i.send_allowed));
+    assert!(first.next_cursor.is_some(), "the cut is said");
+    assert_eq!(
+        (
+            first.send_allowed,
+            first.status.as_str(),
+            first.event_id.as_deref()
+        ),
+        (false, "opted_out", Some("M1000")),
+        "the answer covers every scope, not only the page"
+    );
+    let req = PageRequest::parse(Some(1_000), first.next_cursor.as_deref()).unwrap();
+    let rest = r.lookup_page(&look(None, many), &req).await.unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].scope, "MG1000");
+    assert!(!rest.items[0].send_allowed);
+    assert_eq!((rest.send_allowed, rest.next_cursor), (false, None));
 }
 
 /// Events for a handful of numbers and scopes, with colliding times (ties) and every type.

@@ -12,8 +12,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::lists::{status_key, status_row};
-use super::sqlbuild::{Key, Select, key, page, time_key};
-use super::{Listing, Page, PageRequest, QueryError, Reader};
+use super::sqlbuild::{Key, Select, key, time_key};
+use super::{BODY_PREVIEW_CHARS, Listing, Page, PageRequest, QueryError, Reader};
 use crate::store::model::{StatusRow, format_ts};
 
 /// The status every (account, scope, subscriber) had at an instant.
@@ -70,13 +70,12 @@ impl Listing for AsOfFilter {
         q.time_cmp("occurred_at", "<=", Some(&at));
         q.eq("subscriber", self.subscriber.as_deref());
         q.eq("scope", self.scope.as_deref());
-        q.any_of("account_sid", &self.accounts);
+        q.any_of("account_sid", &self.accounts)?;
         q.after(AS_OF_KEY, req.cursor.as_ref())?;
         q.sql.push_str(") latest WHERE rn = 1");
         q.order_limit(AS_OF_KEY, req.limit);
-        let rows = q.fetch(&reader.pool).await?;
-        let rows = rows.iter().map(status_row).collect::<Result<_, _>>()?;
-        Ok(page(rows, req.limit, status_key))
+        q.fetch_page(&reader.pool, req.limit, status_row, status_key)
+            .await
     }
 }
 
@@ -106,6 +105,8 @@ pub struct HistoryRow {
     pub sender: String,
     pub subscriber: String,
     pub body: Option<String>,
+    /// The body was cut to bound the list.
+    pub truncated: bool,
     pub rule: Option<String>,
     pub inferred: bool,
     pub event_id: String,
@@ -128,7 +129,10 @@ impl Listing for HistoryFilter {
             reader.dialect,
             format!(
                 "SELECT {} AS occurred_at, e.opt_out_type, e.detection, e.account_sid, e.scope, \
-                 e.messaging_service_sid, e.sender, e.subscriber, e.body, e.rule, \
+                 e.messaging_service_sid, e.sender, e.subscriber, \
+                 substr(e.body, 1, {BODY_PREVIEW_CHARS}) AS body, \
+                 CASE WHEN length(e.body) > {BODY_PREVIEW_CHARS} THEN 1 ELSE 0 END AS truncated, \
+                 e.rule, \
                  CAST(e.inferred AS INTEGER) AS inferred, e.event_id, \
                  (SELECT CASE l.opt_out_type WHEN 'STOP' THEN 'opted_out' ELSE 'opted_in' END \
                  FROM opt_events l WHERE l.account_sid = e.account_sid AND l.scope = e.scope \
@@ -143,9 +147,8 @@ impl Listing for HistoryFilter {
         q.eq("e.subscriber", Some(&self.subscriber));
         q.eq("e.scope", self.scope.as_deref());
         q.keyset(HISTORY_KEY, req.cursor.as_ref(), req.limit)?;
-        let mut rows = Vec::new();
-        for r in q.fetch(&reader.pool).await? {
-            rows.push(HistoryRow {
+        let row = |r: &sqlx::any::AnyRow| {
+            Ok(HistoryRow {
                 occurred_at: r.try_get("occurred_at")?,
                 opt_out_type: r.try_get("opt_out_type")?,
                 detection: r.try_get("detection")?,
@@ -155,14 +158,16 @@ impl Listing for HistoryFilter {
                 sender: r.try_get("sender")?,
                 subscriber: r.try_get("subscriber")?,
                 body: r.try_get("body")?,
+                truncated: r.try_get::<i64, _>("truncated")? != 0,
                 rule: r.try_get("rule")?,
                 inferred: r.try_get::<i64, _>("inferred")? != 0,
                 event_id: r.try_get("event_id")?,
                 status_after: r.try_get("status_after")?,
-            });
-        }
-        Ok(page(rows, req.limit, |h: &HistoryRow| {
+            })
+        };
+        q.fetch_page(&reader.pool, req.limit, row, |h: &HistoryRow| {
             vec![h.occurred_at.clone(), h.event_id.clone()]
-        }))
+        })
+        .await
     }
 }

@@ -1,14 +1,17 @@
-//! The lists the API and the CLI page through (status, events, dead letters, sink test events)
-//! and the per-number lookup senders call before a send.
+//! The lists the API and the CLI page through: status, events, dead letters, sink test events.
+//! Free text and raw bytes are cut in the SQL (see the module above), so no row is larger
+//! than a few kilobytes whatever the stream carried.
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::sqlbuild::{Key, Select, key, page, time_key};
-use super::{Listing, Page, PageRequest, QueryError, Reader};
+use super::sqlbuild::{Key, Select, key, time_key};
+use super::{
+    BODY_PREVIEW_CHARS, Cursor, DATA_PREVIEW_BYTES, Listing, MESSAGE_SID_PREVIEW_CHARS, Page,
+    PageRequest, QueryError, Reader,
+};
 use crate::event::{Detection, OptOutType};
 use crate::store::model::{
     DeadLetterRow, EventFilter, EventRow, StatusFilter, StatusRow, TestEventRow, format_ts,
@@ -67,21 +70,32 @@ impl Listing for StatusFilter {
         );
         q.eq("subscriber", self.subscriber.as_deref());
         q.eq("scope", self.scope.as_deref());
-        q.any_of("account_sid", &self.accounts);
+        q.any_of("account_sid", &self.accounts)?;
         q.keyset(STATUS_KEY, req.cursor.as_ref(), req.limit)?;
-        let rows = q.fetch(&reader.pool).await?;
-        let rows = rows.iter().map(status_row).collect::<Result<_, _>>()?;
-        Ok(page(rows, req.limit, status_key))
+        q.fetch_page(&reader.pool, req.limit, status_row, status_key)
+            .await
     }
 }
 
-/// The SELECT list of an event row.
+/// The SELECT list of an event row, its free text cut to the previews.
 pub(super) fn event_columns(reader: &Reader) -> String {
     format!(
         "event_id, opt_out_type, CAST(inferred AS INTEGER) AS inferred, detection, rule, \
-         account_sid, messaging_service_sid, sender, subscriber, body, message_sid, \
+         account_sid, messaging_service_sid, sender, subscriber, {}, \
          {} AS occurred_at, schema_version, shard_id, sequence_number",
+        text_previews(""),
         reader.dialect.ts_out("occurred_at")
+    )
+}
+
+/// `body` and `message_sid` (of table alias `alias`, e.g. `e.`) cut to their previews, and
+/// `truncated`: whether either was cut.
+pub(super) fn text_previews(alias: &str) -> String {
+    format!(
+        "substr({alias}body, 1, {BODY_PREVIEW_CHARS}) AS body, \
+         substr({alias}message_sid, 1, {MESSAGE_SID_PREVIEW_CHARS}) AS message_sid, \
+         CASE WHEN length({alias}body) > {BODY_PREVIEW_CHARS} \
+         OR length({alias}message_sid) > {MESSAGE_SID_PREVIEW_CHARS} THEN 1 ELSE 0 END AS truncated"
     )
 }
 
@@ -98,6 +112,7 @@ pub(super) fn event_row(r: &AnyRow) -> Result<EventRow, sqlx::Error> {
         subscriber: r.try_get("subscriber")?,
         body: r.try_get("body")?,
         message_sid: r.try_get("message_sid")?,
+        truncated: r.try_get::<i64, _>("truncated")? != 0,
         occurred_at: r.try_get("occurred_at")?,
         schema_version: r.try_get("schema_version")?,
         shard_id: r.try_get("shard_id")?,
@@ -123,11 +138,10 @@ impl Listing for EventFilter {
         q.eq("subscriber", self.subscriber.as_deref());
         q.eq("detection", self.detection.map(Detection::as_str));
         q.keyset(EVENT_KEY, req.cursor.as_ref(), req.limit)?;
-        let rows = q.fetch(&reader.pool).await?;
-        let rows = rows.iter().map(event_row).collect::<Result<_, _>>()?;
-        Ok(page(rows, req.limit, |e: &EventRow| {
+        q.fetch_page(&reader.pool, req.limit, event_row, |e: &EventRow| {
             vec![e.occurred_at.clone(), e.event_id.clone()]
-        }))
+        })
+        .await
     }
 }
 
@@ -147,40 +161,59 @@ impl Listing for DeadLetterFilter {
         let mut q = Select::new(
             reader.dialect,
             format!(
-                "SELECT stream_name, shard_id, sequence_number, partition_key, reason, data, \
+                "SELECT stream_name, shard_id, sequence_number, partition_key, reason, \
+                 substr(data, 1, {DATA_PREVIEW_BYTES}) AS data, length(data) AS data_bytes, \
                  {} AS recorded_at FROM dead_letters WHERE 1 = 1",
                 reader.dialect.ts_out("recorded_at")
             ),
         );
         q.keyset(DEAD_LETTER_KEY, req.cursor.as_ref(), req.limit)?;
-        let mut keyed = Vec::new();
-        for r in q.fetch(&reader.pool).await? {
-            let data: Vec<u8> = r.try_get("data")?;
-            let stream: String = r.try_get("stream_name")?;
-            keyed.push((
-                stream,
-                DeadLetterRow {
-                    shard_id: r.try_get("shard_id")?,
-                    sequence_number: r.try_get("sequence_number")?,
-                    partition_key: r.try_get("partition_key")?,
-                    reason: r.try_get("reason")?,
-                    data_base64: base64::engine::general_purpose::STANDARD.encode(data),
-                    recorded_at: r.try_get("recorded_at")?,
-                },
-            ));
-        }
-        let p = page(keyed, req.limit, |(stream, d)| {
-            vec![
-                stream.clone(),
-                d.shard_id.clone(),
-                d.sequence_number.clone(),
-            ]
-        });
+        let p = q
+            .fetch_page(&reader.pool, req.limit, dead_letter_row, |(stream, d)| {
+                vec![
+                    stream.clone(),
+                    d.shard_id.clone(),
+                    d.sequence_number.clone(),
+                ]
+            })
+            .await?;
         Ok(Page {
             items: p.items.into_iter().map(|(_, d)| d).collect(),
             next_cursor: p.next_cursor,
         })
     }
+}
+
+/// A dead letter's row (its raw bytes cut to the preview), with its stream for the key.
+fn dead_letter_row(r: &AnyRow) -> Result<(String, DeadLetterRow), sqlx::Error> {
+    let stream: String = r.try_get("stream_name")?;
+    let shard_id: String = r.try_get("shard_id")?;
+    let sequence_number: String = r.try_get("sequence_number")?;
+    let data: Vec<u8> = r.try_get("data")?;
+    let data_bytes: i64 = r.try_get("data_bytes")?;
+    let row = DeadLetterRow {
+        id: dead_letter_id(&stream, &shard_id, &sequence_number),
+        truncated: data_bytes > data.len() as i64,
+        data_bytes,
+        data_base64: base64::engine::general_purpose::STANDARD.encode(data),
+        shard_id,
+        sequence_number,
+        partition_key: r.try_get("partition_key")?,
+        reason: r.try_get("reason")?,
+        recorded_at: r.try_get("recorded_at")?,
+    };
+    Ok((stream, row))
+}
+
+/// The opaque id of the dead letter at (stream, shard, sequence number), for
+/// `/v1/dead-letters/{id}`: the key, encoded as a cursor is.
+pub fn dead_letter_id(stream: &str, shard_id: &str, sequence_number: &str) -> String {
+    Cursor::of(vec![
+        stream.to_string(),
+        shard_id.to_string(),
+        sequence_number.to_string(),
+    ])
+    .encode()
 }
 
 /// All sink test events, by test id.
@@ -205,84 +238,18 @@ impl Listing for TestEventFilter {
             ),
         );
         q.keyset(TEST_EVENT_KEY, req.cursor.as_ref(), req.limit)?;
-        let mut rows = Vec::new();
-        for r in q.fetch(&reader.pool).await? {
-            rows.push(TestEventRow {
+        let row = |r: &AnyRow| {
+            Ok(TestEventRow {
                 test_id: r.try_get("test_id")?,
                 account_sid: r.try_get("account_sid")?,
                 occurred_at: r.try_get("occurred_at")?,
                 shard_id: r.try_get("shard_id")?,
                 sequence_number: r.try_get("sequence_number")?,
-            });
-        }
-        Ok(page(rows, req.limit, |t: &TestEventRow| {
-            vec![t.test_id.clone()]
-        }))
-    }
-}
-
-/// Which number a sender is about to text, and optionally where from.
-#[derive(Debug, Clone, Default)]
-pub struct LookupFilter {
-    /// The number exactly as Twilio writes it in `data.from` (e.g. `+15551230001`).
-    pub subscriber: String,
-    /// The scope of the send (Messaging Service SID, or the sender number); any if `None`.
-    pub scope: Option<String>,
-    /// Any of these accounts (empty: all).
-    pub accounts: Vec<String>,
-}
-
-/// The answer to "may I text this number?".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Lookup {
-    pub subscriber: String,
-    /// `opted_out` if any matching row is opted out, else `opted_in` if any row matches, else
-    /// `no_opt_event_seen`: no STOP or START of this number was ever recorded in the scope.
-    pub status: String,
-    /// `false` exactly when `status` is `opted_out`.
-    pub send_allowed: bool,
-    /// The matching status rows, by account and scope (at most [`LOOKUP_ROWS`]).
-    pub items: Vec<StatusRow>,
-}
-
-/// The most status rows one lookup returns (one number in more scopes than this is not a
-/// sender's question).
-pub const LOOKUP_ROWS: u32 = 1_000;
-
-impl Reader {
-    /// Whether a send to `f.subscriber` is allowed, with the rows that say so. One indexed
-    /// read (the primary key when scope and account are given, else the subscriber index),
-    /// prepared once per connection.
-    pub async fn lookup(&self, f: &LookupFilter) -> Result<Lookup, QueryError> {
-        let mut q = Select::new(
-            self.dialect,
-            format!(
-                "SELECT {} FROM opt_status WHERE 1 = 1",
-                self.status_columns("changed_at")
-            ),
-        );
-        q.eq("subscriber", Some(&f.subscriber));
-        q.eq("scope", f.scope.as_deref());
-        q.any_of("account_sid", &f.accounts);
-        q.keyset(STATUS_KEY, None, LOOKUP_ROWS - 1)?;
-        let rows: Vec<StatusRow> = q
-            .fetch(&self.pool)
-            .await?
-            .iter()
-            .map(status_row)
-            .collect::<Result<_, _>>()?;
-        let status = if rows.iter().any(|r| r.status == "opted_out") {
-            "opted_out"
-        } else if rows.is_empty() {
-            "no_opt_event_seen"
-        } else {
-            "opted_in"
+            })
         };
-        Ok(Lookup {
-            subscriber: f.subscriber.clone(),
-            status: status.to_string(),
-            send_allowed: status != "opted_out",
-            items: rows,
+        q.fetch_page(&reader.pool, req.limit, row, |t: &TestEventRow| {
+            vec![t.test_id.clone()]
         })
+        .await
     }
 }

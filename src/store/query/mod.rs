@@ -10,9 +10,17 @@
 //! rows whose key is greater than the last one returned, so rows written meanwhile cannot shift
 //! a page boundary and no row is skipped or repeated. Exports are the same pages chained, which
 //! keeps memory constant and never holds a connection (or a snapshot) for a whole export.
+//!
+//! Pages are bounded in bytes as well as rows. Whoever can write to the stream decides how
+//! large a body or a raw record is (1 MiB by default, up to 10 MiB), so lists never carry one
+//! whole: bodies and raw records are cut in the SQL itself ([`BODY_PREVIEW_CHARS`],
+//! [`DATA_PREVIEW_BYTES`]) and the row says `truncated`; a page stops at [`PAGE_BYTES`] of JSON;
+//! the whole value comes from a single-item fetch ([`items`]), streamed in chunks.
 
 mod asof;
+pub mod items;
 mod lists;
+mod lookup;
 mod revocations;
 mod sqlbuild;
 
@@ -25,7 +33,8 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 pub use asof::{AsOfFilter, HistoryFilter, HistoryRow};
-pub use lists::{DeadLetterFilter, Lookup, LookupFilter, TestEventFilter};
+pub use lists::{DeadLetterFilter, TestEventFilter};
+pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
 
 use super::schema::Dialect;
 use super::{Access, StoreError, StoreUrl};
@@ -36,6 +45,20 @@ pub const DEFAULT_LIMIT: u32 = 1_000;
 pub const MAX_LIMIT: u32 = 10_000;
 /// Rows fetched per round trip by an export.
 const EXPORT_PAGE: u32 = 1_000;
+/// JSON bytes a page holds at most: the row that would cross it starts the next page (a page
+/// always holds at least one row, and rows are bounded by the previews below). With the HTTP
+/// server's in-flight bound this is what keeps the API's memory bounded whatever rows hold
+/// (docs/operating.md, "Sizing").
+pub const PAGE_BYTES: usize = 512 << 10;
+/// Characters of a body a list carries; a longer one is cut and its row says `truncated`.
+pub const BODY_PREVIEW_CHARS: u32 = 1_024;
+/// Characters of a message SID a list carries (Twilio's are 34).
+pub const MESSAGE_SID_PREVIEW_CHARS: u32 = 256;
+/// Bytes of a dead letter's raw record a list carries.
+pub const DATA_PREVIEW_BYTES: u32 = 1_024;
+/// Values one list parameter (`account=AC1,AC2,…`) may hold: enough for any sender's accounts,
+/// far below SQLite's 32,766 bound parameters.
+pub const MAX_LIST_VALUES: usize = 100;
 
 /// What can go wrong at the query boundary.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +153,22 @@ impl Cursor {
         }
         Ok(&self.0)
     }
+
+    /// A cursor over `values` (a row's key, or a single item's identity).
+    pub(crate) fn of(values: Vec<String>) -> Self {
+        Cursor(values)
+    }
+}
+
+/// Refuses text no backend can take as a parameter (PostgreSQL text refuses U+0000), so that
+/// a client's mistake is a 400 naming the parameter rather than the database's error.
+pub fn check_text(name: &str, value: &str) -> Result<(), QueryError> {
+    if value.contains('\0') {
+        return Err(QueryError::Invalid(format!(
+            "{name}: holds U+0000 (%00), which no stored value contains"
+        )));
+    }
+    Ok(())
 }
 
 /// A query that can be read a page at a time: a filter and the rows it selects.
@@ -146,6 +185,11 @@ pub trait Listing: Clone + Send + Sync + 'static {
 /// The query side of a store, on connections of its own.
 pub struct Reader {
     pool: AnyPool,
+    /// One connection of its own for [`Reader::ping`], so that `/readyz` never queues behind
+    /// the API's reads (a busy pool must not fail the kubelet's 3-second probe).
+    probe: AnyPool,
+    /// SQLite: the file the reader opened, to notice it deleted or replaced.
+    file: Option<super::sqlite::FileIdentity>,
     dialect: Dialect,
     /// Export pages in flight at once: one fewer than the connections, so that however many
     /// exports run, one connection stays free for `/readyz`, lookups and single pages.
@@ -167,33 +211,34 @@ impl Reader {
     /// empty store (useful only in tests of the API's surface).
     pub async fn open(url: &str, connections: u32) -> Result<Self, QueryError> {
         let connections = connections.max(1);
-        let (pool, dialect, connections) = match StoreUrl::parse(url)? {
-            StoreUrl::Sqlite(path) if path == ":memory:" => (
-                super::sqlite::open_pool(&path, Access::ReadWrite).await?,
-                Dialect::Sqlite,
-                1,
-            ),
+        let (pool, probe, dialect, connections, file) = match StoreUrl::parse(url)? {
+            StoreUrl::Sqlite(path) if path == ":memory:" => {
+                let pool = super::sqlite::open_pool(&path, Access::ReadWrite).await?;
+                (pool.clone(), pool, Dialect::Sqlite, 1, None)
+            }
             StoreUrl::Sqlite(path) => {
                 // Opened once as the query commands do (existence, schema, a clear error), then
                 // widened to a pool of read-only connections.
                 let checked = super::sqlite::open_pool(&path, Access::ReadOnly).await?;
+                let file = super::sqlite::FileIdentity::of(&path);
                 match sqlite_read_pool(&path, connections).await {
-                    Ok(pool) => {
-                        checked.close().await;
-                        (pool, Dialect::Sqlite, connections)
-                    }
+                    Ok(pool) => (pool, checked, Dialect::Sqlite, connections, file),
                     // An immutable read-only copy: the one connection that could open it.
-                    Err(_) => (checked, Dialect::Sqlite, 1),
+                    Err(_) => (checked.clone(), checked, Dialect::Sqlite, 1, file),
                 }
             }
             StoreUrl::Postgres(url) => (
                 super::postgres::open_pool(&url, connections, Access::ReadOnly).await?,
+                super::postgres::probe_pool(&url)?,
                 Dialect::Postgres,
                 connections,
+                None,
             ),
         };
         Ok(Reader {
             pool,
+            probe,
+            file,
             dialect,
             exports: export_slots(connections),
         })
@@ -204,9 +249,13 @@ impl Reader {
         self.dialect.name()
     }
 
-    /// Cheap liveness probe on the read pool (for `/readyz`).
+    /// Cheap liveness probe (for `/readyz`), on a connection of its own: it answers however
+    /// busy the API's reads are. On SQLite it also fails once the file was deleted or replaced.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        sqlx::query("SELECT 1").execute(&self.probe).await?;
         Ok(())
     }
 
@@ -224,6 +273,7 @@ impl Reader {
     /// Closes the read connections.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.probe.close().await;
     }
 
     /// One page of `listing`.
@@ -310,9 +360,11 @@ impl Reader {
 
 /// A pool of `connections` read-only connections to the SQLite file at `path`.
 async fn sqlite_read_pool(path: &str, connections: u32) -> Result<AnyPool, sqlx::Error> {
+    use sqlx::ConnectOptions;
     use sqlx::Executor;
     use std::str::FromStr;
-    let options = sqlx::any::AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=ro"))?;
+    let options = sqlx::any::AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=ro"))?
+        .disable_statement_logging();
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(connections)
         .min_connections(1)

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::sqlbuild::{Key, Select, key, page, time_key};
-use super::{Listing, Page, PageRequest, QueryError, Reader};
+use super::sqlbuild::{Key, Select, key, time_key};
+use super::{BODY_PREVIEW_CHARS, Listing, Page, PageRequest, QueryError, Reader};
 use crate::store::model::{RevocationFilter, RevocationRow, format_ts};
 
 /// Revocations are read in time order; the id breaks ties.
@@ -26,7 +26,9 @@ impl Listing for RevocationFilter {
             reader.dialect,
             format!(
                 "SELECT e.account_sid, e.scope, e.messaging_service_sid, e.sender, e.subscriber, \
-                 {} AS occurred_at, e.rule, e.body, e.event_id, s.status FROM opt_events e \
+                 {} AS occurred_at, e.rule, substr(e.body, 1, {BODY_PREVIEW_CHARS}) AS body, \
+                 CASE WHEN length(e.body) > {BODY_PREVIEW_CHARS} THEN 1 ELSE 0 END AS truncated, \
+                 e.event_id, s.status FROM opt_events e \
                  LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
                  AND s.subscriber = e.subscriber \
                  WHERE e.detection = 'phrase' AND e.opt_out_type = 'STOP' \
@@ -40,9 +42,8 @@ impl Listing for RevocationFilter {
         let since = self.since.map(format_ts);
         q.time_cmp("e.occurred_at", ">=", since.as_deref());
         q.keyset(REVOCATION_KEY, req.cursor.as_ref(), req.limit)?;
-        let mut rows = Vec::new();
-        for r in q.fetch(&reader.pool).await? {
-            rows.push(RevocationRow {
+        let row = |r: &sqlx::any::AnyRow| {
+            Ok(RevocationRow {
                 account_sid: r.try_get("account_sid")?,
                 scope: r.try_get("scope")?,
                 messaging_service_sid: r.try_get("messaging_service_sid")?,
@@ -51,12 +52,14 @@ impl Listing for RevocationFilter {
                 revoked_at: r.try_get("occurred_at")?,
                 rule: r.try_get("rule")?,
                 body: r.try_get("body")?,
+                truncated: r.try_get::<i64, _>("truncated")? != 0,
                 event_id: r.try_get("event_id")?,
                 status: r.try_get("status")?,
-            });
-        }
-        Ok(page(rows, req.limit, |r: &RevocationRow| {
+            })
+        };
+        q.fetch_page(&reader.pool, req.limit, row, |r: &RevocationRow| {
             vec![r.revoked_at.clone(), r.event_id.clone()]
-        }))
+        })
+        .await
     }
 }
