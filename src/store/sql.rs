@@ -21,11 +21,11 @@ pub(super) struct SqlStore {
     pub(super) pool: AnyPool,
     pub(super) dialect: Dialect,
     /// SQLite only: the held locks that make this process the only runner on the file.
-    pub(super) runner_lock: std::sync::Mutex<Option<super::sqlite::RunnerLock>>,
+    pub(super) runner_lock: std::sync::Mutex<Option<super::sqlite_file::RunnerLock>>,
     /// SQLite only: the database file (for the lock file's name).
     pub(super) sqlite_path: Option<String>,
     /// SQLite only: the file opened, to notice it deleted or replaced.
-    pub(super) file: Option<super::sqlite::FileIdentity>,
+    pub(super) file: Option<super::sqlite_file::FileIdentity>,
     /// SQLite only: the file was found deleted or replaced; nothing is written any more.
     pub(super) replaced: std::sync::atomic::AtomicBool,
     /// SQLite only: no truncating checkpoint before this instant (readers held the last one).

@@ -12,8 +12,7 @@ use sqlx::{ConnectOptions, Executor, Row};
 
 use super::schema::Dialect;
 use super::sql::SqlStore;
-pub(super) use super::sqlite_file::FileIdentity;
-use super::sqlite_file::{identity_lock, tighten_modes};
+use super::sqlite_file::{FileIdentity, RunnerLock, identity_lock, tighten_modes};
 use super::{Access, StoreError};
 
 /// A write-ahead log larger than this is folded back and truncated (when readers allow it) at
@@ -226,12 +225,6 @@ impl SqlStore {
         });
         Ok(())
     }
-}
-
-/// The runner's two locks (see [`SqlStore::claim_runner_lock`]).
-pub(super) struct RunnerLock {
-    _sidecar: std::fs::File,
-    _identity: std::fs::File,
 }
 
 /// Opens a one-connection pool on `url`, first with a single probe connection so that a

@@ -96,3 +96,11 @@ pub(super) fn identity_lock(path: &Path) -> Result<Option<std::fs::File>, StoreE
         Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
 }
+
+/// The runner's two locks, held for the life of the process (see
+/// `SqlStore::claim_runner_lock`): the `.lock` sidecar older binaries take, and the lock on
+/// the database file itself, which a hard link cannot dodge.
+pub(super) struct RunnerLock {
+    pub(super) _sidecar: std::fs::File,
+    pub(super) _identity: std::fs::File,
+}

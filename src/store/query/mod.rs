@@ -189,7 +189,7 @@ pub struct Reader {
     /// the API's reads (a busy pool must not fail the kubelet's 3-second probe).
     probe: AnyPool,
     /// SQLite: the file the reader opened, to notice it deleted or replaced.
-    file: Option<super::sqlite::FileIdentity>,
+    file: Option<super::sqlite_file::FileIdentity>,
     dialect: Dialect,
     /// Export pages in flight at once: one fewer than the connections, so that however many
     /// exports run, one connection stays free for `/readyz`, lookups and single pages.
@@ -220,7 +220,7 @@ impl Reader {
                 // Opened once as the query commands do (existence, schema, a clear error), then
                 // widened to a pool of read-only connections.
                 let checked = super::sqlite::open_pool(&path, Access::ReadOnly).await?;
-                let file = super::sqlite::FileIdentity::of(&path);
+                let file = super::sqlite_file::FileIdentity::of(&path);
                 match sqlite_read_pool(&path, connections).await {
                     Ok(pool) => (pool, checked, Dialect::Sqlite, connections, file),
                     // An immutable read-only copy: the one connection that could open it.
