@@ -5,8 +5,11 @@
 //! - [`db`]: a database of its own per test, on SQLite or PostgreSQL, and `both_backends!`;
 //! - [`optout`]: the `optout` binary (one-shot runs, background workers, queries) and the
 //!   structured state tests wait on (JSON log fields, `/metrics`, checkpoints, lineage);
-//! - [`commits`]: what an in-process engine test's processor committed;
+//! - [`memory`]: the in-process engine tests' processor and lease store, with every commit
+//!   kept (duplicates included) and the failures of a database (lost answers, lost commits);
 //! - [`events`]: store-level opt events and batches (`ts`, `opt_event`, `batch`);
+//! - [`effects`]: every effect a commit applies, counted by triggers independently of the
+//!   primary keys (so a duplicate shows), and a roll-back of a shard's last commits;
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
 //! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy.
@@ -17,9 +20,10 @@
 #[macro_use]
 pub mod db;
 pub mod aws_faults;
-pub mod commits;
+pub mod effects;
 pub mod emulator;
 pub mod events;
+pub mod memory;
 pub mod optout;
 pub mod proxy;
 pub mod records;

@@ -78,7 +78,7 @@ async fn fail_checkpoint_writes(db: &Db) {
 
 /// A batch with every kind of effect: new and repeated opt events (status changes), a dead
 /// letter, a test event and a checkpoint, on `shard`.
-fn full_batch(shard: &str, tag: &str, seq: &str) -> Batch {
+fn full_batch(shard: &str, tag: &str, seq: &str, previous: Option<&str>) -> Batch {
     Batch {
         stream: "s".into(),
         shard_id: shard.into(),
@@ -113,6 +113,7 @@ fn full_batch(shard: &str, tag: &str, seq: &str) -> Batch {
         checkpoint: Some(CheckpointUpdate {
             sequence_number: Some(seq.into()),
             finished: false,
+            previous: previous.map(Into::into),
         }),
         ..Batch::default()
     }
@@ -122,15 +123,19 @@ async fn a_commit_failing_at_its_checkpoint_leaves_nothing(db: Db) {
     let s = &*db.store;
     // A first batch lands, so the failing ones find rows to change (status of +1 and +2, the
     // checkpoint of shard-a) as well as rows to add.
-    s.commit(&full_batch("shard-a", "a", "00010"))
+    s.commit(&full_batch("shard-a", "a", "00010", None))
         .await
         .unwrap();
     let before = tables(&db.reader).await;
     fail_checkpoint_writes(&db).await;
     // The checkpoint is the last write: opt events, status, dead letters and test events are
     // written by then. Once on a shard whose checkpoint is updated, once on a new one.
-    for (shard, tag, seq) in [("shard-a", "b", "00020"), ("shard-b", "c", "00005")] {
-        let mut b = full_batch(shard, tag, seq);
+    let cases = [
+        ("shard-a", "b", "00020", Some("00010")),
+        ("shard-b", "c", "00005", None),
+    ];
+    for (shard, tag, seq, previous) in cases {
+        let mut b = full_batch(shard, tag, seq, previous);
         // Later events for the subscribers of the first batch: they would change status.
         for p in &mut b.opt_events {
             p.value.occurred_at = ts(100);

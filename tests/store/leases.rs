@@ -353,6 +353,7 @@ fn fenced_batch(lease: LeaseToken) -> Batch {
         checkpoint: Some(CheckpointUpdate {
             sequence_number: Some("00001".into()),
             finished: false,
+            previous: None,
         }),
         lease: Some(lease),
         ..Batch::default()

@@ -181,6 +181,7 @@ async fn checkpoint_commits_with_the_batch(db: Db) {
     b.checkpoint = Some(CheckpointUpdate {
         sequence_number: Some("00001".into()),
         finished: false,
+        previous: None,
     });
     s.commit(&b).await.unwrap();
     // An empty end-of-shard batch keeps the sequence number and marks the shard finished.
@@ -190,6 +191,7 @@ async fn checkpoint_commits_with_the_batch(db: Db) {
         checkpoint: Some(CheckpointUpdate {
             sequence_number: None,
             finished: true,
+            previous: Some("00001".into()),
         }),
         ..Batch::default()
     };
@@ -206,6 +208,7 @@ async fn checkpoint_commits_with_the_batch(db: Db) {
     fenced.checkpoint = Some(CheckpointUpdate {
         sequence_number: Some("00009".into()),
         finished: false,
+        previous: None,
     });
     fenced.lease = Some(optout::store::LeaseToken {
         owner: "nobody".into(),
