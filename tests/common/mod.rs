@@ -12,7 +12,8 @@
 //!   primary keys (so a duplicate shows), and a roll-back of a shard's last commits;
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
-//! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy.
+//! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy;
+//! - [`pg_proxy`]: a PostgreSQL-aware proxy that loses the answer to a COMMIT that landed.
 //!
 //! Every test binary compiles the whole tree and uses part of it.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -25,5 +26,6 @@ pub mod emulator;
 pub mod events;
 pub mod memory;
 pub mod optout;
+pub mod pg_proxy;
 pub mod proxy;
 pub mod records;

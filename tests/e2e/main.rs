@@ -11,6 +11,7 @@
 //! - `fanout`: enhanced fan-out (subscriptions ending, expiring, a deregistered consumer);
 //! - `workers`: several workers on PostgreSQL, `kill -9`s, takeover, split and merge;
 //! - `fencing`: a paused worker cannot commit after its lease is taken;
+//! - `failover`: a COMMIT whose answer is lost, commits lost underneath a running reader;
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
@@ -22,6 +23,7 @@
 mod common;
 
 mod cli;
+mod failover;
 mod fanout;
 mod faults;
 mod fencing;
