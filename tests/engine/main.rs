@@ -5,6 +5,7 @@
 //!   their parents, two engines sharing one lease store, the stall watchdog;
 //! - `restarts`: a reader whose processor panics or fails is restarted from its checkpoint;
 //! - `failover`: a commit whose answer is lost, commits lost underneath a running reader;
+//! - `leases`: what engines sharing a lease store learn from each other's checkpoints;
 //! - `budget`: the in-flight memory budget's accounting;
 //! - `emulators`: the harness against both emulators, and what each does that the engine
 //!   copes with.
@@ -17,4 +18,5 @@ mod budget;
 mod delivery;
 mod emulators;
 mod failover;
+mod leases;
 mod restarts;
