@@ -13,7 +13,7 @@
 //! (`idle_in_transaction_session_timeout`), as a deployment with several workers should.
 
 use crate::common::optout::*;
-use crate::common::{db, emulator};
+use crate::common::{db, effects, emulator};
 
 use std::process::Command;
 use std::time::Duration;
@@ -59,6 +59,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     let stream = emulator::unique_stream("fencing");
     emulator::create_stream(&client, &stream, 1).await.unwrap();
     let db = db::postgres().await;
+    effects::install(&db.url).await;
     let o = Optout::with_store(emu.env(), &db.url);
     let name = db.url.rsplit('/').next().unwrap();
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -177,6 +178,8 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     a.terminate();
     b.terminate();
     check_tables(&o, 500);
+    // Whatever a held was applied by b alone, once.
+    effects::assert_exactly_once(&db.url, 500).await;
     eprintln!(
         "fenced: a's commit refused {refused} time(s) after the takeover (token {token} -> {})",
         held.1

@@ -4,7 +4,7 @@
 
 use crate::common::optout::*;
 use crate::common::records::*;
-use crate::common::{db, emulator};
+use crate::common::{db, effects, emulator};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -128,6 +128,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let stream = emulator::unique_stream("workers");
     emulator::create_stream(&client, &stream, 8).await.unwrap();
     let db = db::postgres().await;
+    effects::install(&db.url).await;
     let o = Optout::with_store(emu.env(), &db.url);
     let w1_addr = format!("127.0.0.1:{}", free_port());
     let mut workers: Vec<Worker> = ["w1", "w2", "w3"]
@@ -269,6 +270,9 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
         "records read again: w1 ≥ {w1_committed} + survivors {survivors} > {bound}"
     );
     check_tables(&o, 3000);
+    // Every effect applied once, not merely present: a batch committed again after the kill
+    // or a lease move would count twice here.
+    effects::assert_exactly_once(&db.url, 3000).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,6 +300,7 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     let expected = reference.tables();
 
     let db = db::postgres().await;
+    effects::install(&db.url).await;
     let o = Optout::with_store(emu.env(), &db.url);
     let total = expected[1].len();
     let mut rng = fastrand::Rng::with_seed(2026);
@@ -334,6 +339,8 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     assert_eq!(after[1], expected[1], "events differ");
     assert_eq!(after[2], expected[2], "dead letters differ");
     assert_eq!(after[3], expected[3], "test events differ");
+    let counted = effects::assert_exactly_once(&db.url, total).await;
+    assert_eq!(counted.get("dead_letter"), Some(&expected[2].len()));
     eprintln!(
         "20 kills: {} events, {} statuses, {} dead letters, all equal to the uninterrupted run",
         after[1].len(),
@@ -350,6 +357,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
     let stream = emulator::unique_stream("reshard-workers");
     emulator::create_stream(&client, &stream, 3).await.unwrap();
     let db = db::postgres().await;
+    effects::install(&db.url).await;
     let o = Optout::with_store(emu.env(), &db.url);
     let workers: Vec<Worker> = ["a", "b"]
         .iter()
@@ -377,6 +385,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
         logs.extend(w.terminate());
     }
     check_tables(&o, 2000);
+    effects::assert_exactly_once(&db.url, 2000).await;
     // Each child started (on whichever worker) after its parents ended (on whichever worker).
     assert_children_after_parents(&o, &stream, &logs, &children, &merged).await;
 }
