@@ -210,6 +210,27 @@ impl Worker {
     pub fn logs(&self) -> Vec<Value> {
         json_lines(&std::fs::read(self.log.path()).unwrap_or_default())
     }
+
+    /// The shards for which a reader logged `event` (its `shard_event` field) so far, e.g.
+    /// `caught_up`: the reader's iterator or subscription exists and met the tip.
+    pub fn shards_with(&self, event: &str) -> BTreeSet<String> {
+        let logs = self.logs();
+        let lines = logs.iter().filter(|l| l["shard_event"] == event);
+        lines
+            .filter_map(|l| l["shard_id"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Waits until readers of `n` shards have logged `event`.
+    pub async fn wait_shard_event(&self, event: &str, n: usize) {
+        super::emulator::wait_for(
+            &format!("{event} on {n} shards"),
+            Duration::from_secs(60),
+            || async move { self.shards_with(event).len() >= n },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", self.raw_log()));
+    }
 }
 
 /// The `optout` binary with a clean environment: none of the machine's `OPTOUT_*` settings,
