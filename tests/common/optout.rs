@@ -45,15 +45,16 @@ impl Optout {
         o
     }
 
-    /// `optout ARGS` with the emulator's environment, `--store` and JSON logs.
+    /// `optout ARGS` with the emulator's environment, `--store` and JSON logs (at the default
+    /// levels, unless the environment sets `RUST_LOG`).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = bare_command(args);
         c.arg("--store")
             .arg(&self.store)
             .arg("--log-format")
             .arg("json")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "warn,optout=info,kinesis_engine=info");
+            .env("RUST_LOG", "warn,optout=info,kinesis_engine=info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         c
     }
 
