@@ -10,6 +10,7 @@
 //! - [`events`]: store-level opt events and batches (`ts`, `opt_event`, `batch`);
 //! - [`effects`]: every effect a commit applies, counted by triggers independently of the
 //!   primary keys (so a duplicate shows), and a roll-back of a shard's last commits;
+//! - [`seed`]: seeds of randomised tests, printed and taken from `PROPTEST_RNG_SEED`;
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
 //! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy;
@@ -29,3 +30,4 @@ pub mod optout;
 pub mod pg_proxy;
 pub mod proxy;
 pub mod records;
+pub mod seed;

@@ -256,6 +256,8 @@ async fn the_stall_watchdog_restarts_a_hung_reader_from_its_checkpoint() {
     .await
     .unwrap();
 
+    // The network hangs, open connections included: the call in flight gets no answer and no
+    // error, so the first thing that can say the shard is failing is the watchdog.
     proxy.blackhole();
     support::wait_for(
         "the stalled shard reported as failing",

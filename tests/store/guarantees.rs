@@ -12,9 +12,10 @@ use optout::event::{OptEvent, OptOutType, TestEvent};
 use optout::store::query::{DeadLetterFilter, TestEventFilter};
 use optout::store::{Batch, CheckpointUpdate, DeadLetter, EventFilter, Reader, StatusFilter};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 
 use crate::common::events::*;
+use crate::common::seed;
 
 use crate::common::db::{self, Db};
 
@@ -183,7 +184,8 @@ fn order_independence(db: Db, rt: &tokio::runtime::Runtime) {
         any::<u64>(),
         prop::collection::vec(0usize..30, 0..5),
     );
-    let mut runner = TestRunner::new(Config::with_cases(48));
+    let test = format!("order_independence on {}", db.store.backend());
+    let mut runner = TestRunner::new(seed::proptest_config(&test, 48, file!()));
     let cases = std::cell::Cell::new(0u32);
     runner
         .run(&strategy, |(spec, seed, cuts)| {

@@ -32,6 +32,10 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
         return Ok(ShardExit::Stopped);
     };
     let mut next_call = Instant::now();
+    // When the previous call started: calls are at least `min_call_interval` apart, measured
+    // on this clock and logged with each call (at debug), so the pacing can be checked
+    // exactly rather than from arrival times, which a busy network or machine bunches up.
+    let mut last_call: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
@@ -45,7 +49,11 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             granted = budget.reserve(bytes) => granted,
         };
-        next_call = Instant::now() + r.ctx.config.reading.min_call_interval;
+        let now = Instant::now();
+        next_call = now + r.ctx.config.reading.min_call_interval;
+        let since_previous_ms = last_call.map(|t| (now - t).as_millis() as u64);
+        last_call = Some(now);
+        debug!(shard_id = %r.shard_id, shard_event = "get_records", since_previous_ms, "Calling GetRecords.");
         let response = tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = r.ctx.client.get_records()
