@@ -18,14 +18,15 @@ use crate::event::DecodeOptions;
 use crate::pipeline::{RawRecord, Target, commit_records};
 use crate::store::{self, CheckpointUpdate, FailureKind, LeaseToken, Store, StoreError};
 
-/// What the engine sees of a store failure: retry, stop the shard, or give up on it. (Data
-/// errors are resolved by the pipeline's isolation before they get here; one that still does
-/// is fatal for the batch.)
+/// What the engine sees of a store failure: retry, stop the shard, read the checkpoint again
+/// (the compare-and-set on it failed), or give up on it. (Data errors are resolved by the
+/// pipeline's isolation before they get here; one that still does is fatal for the batch.)
 fn engine_error(e: StoreError) -> ProcessError {
     let message = e.to_string();
     match e.kind() {
         FailureKind::Transient => ProcessError::Retry(message),
         FailureKind::LeaseLost => ProcessError::LostOwnership(message),
+        FailureKind::CheckpointMoved => ProcessError::CheckpointMoved(message),
         FailureKind::Data | FailureKind::Fatal => ProcessError::Fatal(message),
     }
 }
@@ -99,6 +100,7 @@ impl Processor for StoreProcessor {
         let checkpoint = CheckpointUpdate {
             sequence_number: input.sequence_number.map(str::to_string),
             finished: input.shard_finished,
+            previous: input.previous.map(str::to_string),
         };
         let done = commit_records(
             &*self.store,

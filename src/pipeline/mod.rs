@@ -286,8 +286,11 @@ impl Committed {
 /// stored as a dead letter with the database's reason. One poison record costs about two
 /// commits per halving and holds nothing else back. A transient error or a lost lease ends
 /// the call: the caller retries or stops, and since every sub-commit is idempotent (event
-/// ids, dead-letter keys, a forward checkpoint), retrying the whole batch after a partial
-/// isolation stores nothing twice.
+/// ids, dead-letter keys), retrying after a partial isolation stores nothing twice. Each
+/// commit's checkpoint write is a compare-and-set on the one before (the caller's
+/// [`CheckpointUpdate::previous`], then each landed range's), so a retry of the whole batch
+/// after a partial isolation is refused ([`FailureKind::CheckpointMoved`]) and the caller
+/// reads on from the stored checkpoint instead.
 pub async fn commit_records(
     store: &dyn Store,
     target: &Target,
@@ -298,15 +301,22 @@ pub async fn commit_records(
     let mut done = Committed::default();
     // Ranges still to commit, the next one on top, so that they land in sequence order.
     let mut todo = vec![(0, records.len())];
+    // The stored checkpoint each commit expects: the caller's, then each landed range's.
+    let mut stored = checkpoint.as_ref().and_then(|cp| cp.previous.clone());
     while let Some((lo, hi)) = todo.pop() {
         let cp = match &checkpoint {
-            Some(cp) if hi == records.len() => Some(cp.clone()),
+            Some(cp) if hi == records.len() => Some(CheckpointUpdate {
+                previous: stored.clone(),
+                ..cp.clone()
+            }),
             Some(_) => Some(CheckpointUpdate {
                 sequence_number: Some(records[hi - 1].sequence_number.to_string()),
                 finished: false,
+                previous: stored.clone(),
             }),
             None => None,
         };
+        let landed = cp.as_ref().and_then(|cp| cp.sequence_number.clone());
         let mut batch = target.batch(cp.clone());
         let counts = decode_limited(
             &mut batch,
@@ -316,7 +326,10 @@ pub async fn commit_records(
         );
         done.commits += 1;
         match store.commit(&batch).await {
-            Ok(summary) => done.add(&batch, counts, summary),
+            Ok(summary) => {
+                done.add(&batch, counts, summary);
+                stored = landed.or(stored);
+            }
             Err(e) if e.kind() == FailureKind::Data && hi - lo > 1 => {
                 debug!(shard_id = %target.shard_id, records = hi - lo, error = %e, "Batch refused for its data; bisecting.");
                 let mid = lo + (hi - lo) / 2;
@@ -329,6 +342,7 @@ pub async fn commit_records(
                 if let Some(summary) = commit_without_text(store, &mut batch, &e).await? {
                     done.commits += 1;
                     done.add(&batch, counts, summary);
+                    stored = landed.or(stored);
                     continue;
                 }
                 let (batch, summary) =
@@ -340,6 +354,7 @@ pub async fn commit_records(
                 done.commits += 1;
                 done.unstorable += 1;
                 done.add(&batch, counts, summary);
+                stored = landed.or(stored);
             }
             Err(e) => return Err(e),
         }

@@ -1,5 +1,6 @@
 //! What can go wrong at the store boundary, and what each failure means for the batch that met
-//! it: transient (retry), caused by the data (isolate the record), a lost lease, or fatal.
+//! it: transient (retry), caused by the data (isolate the record), a lost lease, a checkpoint
+//! that moved underneath, or fatal.
 
 /// What can go wrong at the store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,17 @@ pub enum StoreError {
     /// The checkpoint write was refused because this worker no longer holds the shard's lease.
     #[error("lease on shard {shard_id} was lost (taken over by another worker); not committing")]
     LeaseLost { shard_id: String },
+    /// The shard's stored checkpoint is not the one the batch was read after
+    /// ([`super::CheckpointUpdate::previous`]): an earlier commit whose answer was lost had
+    /// landed, or the database lost its last commits. Nothing of the batch was committed.
+    #[error(
+        "the stored checkpoint of shard {shard_id} is not the one this batch was read after ({expected}); nothing was committed"
+    )]
+    CheckpointMoved {
+        shard_id: String,
+        /// The sequence number expected, or `none`.
+        expected: String,
+    },
     /// The database failed; usually worth retrying (connection lost, busy, restarted).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -48,7 +60,8 @@ pub enum StoreError {
 }
 
 /// What a store failure means for the batch that met it: retry it, isolate the record the
-/// database refuses, stop the shard, or call an operator (docs/ARCHITECTURE.md, "Errors").
+/// database refuses, stop the shard, read the checkpoint again, or call an operator
+/// (docs/ARCHITECTURE.md, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The database or the way to it failed (connection lost, timeout, serialization failure,
@@ -59,6 +72,9 @@ pub enum FailureKind {
     Data,
     /// This worker's lease on the shard is gone: stop the shard.
     LeaseLost,
+    /// The stored checkpoint is not where the writer thought: read it again and go on from
+    /// there (nothing was committed).
+    CheckpointMoved,
     /// Neither: a schema mismatch, a missing privilege, a bad setting. Needs an operator.
     Fatal,
 }
@@ -69,6 +85,7 @@ impl StoreError {
         match self {
             StoreError::Database(e) | StoreError::Migration { source: e, .. } => sqlx_kind(e),
             StoreError::LeaseLost { .. } => FailureKind::LeaseLost,
+            StoreError::CheckpointMoved { .. } => FailureKind::CheckpointMoved,
             StoreError::Io(_) => FailureKind::Transient,
             StoreError::Connect(e) => match sqlx_kind(e) {
                 FailureKind::Transient => FailureKind::Transient,

@@ -97,11 +97,14 @@ impl LeaseSql {
         )
     }
 
-    /// Binds: worker, stream, then the `shards` shard ids.
-    fn release(shards: usize) -> String {
+    /// Binds: worker, stream, then the `shards` shard ids. A released lease has no owner and
+    /// expires at the instant it was given back (the database's clock): free at once, and it
+    /// still says when.
+    fn release(&self, shards: usize) -> String {
         format!(
-            "UPDATE leases SET owner = NULL, expires_at = 0 \
+            "UPDATE leases SET owner = NULL, expires_at = {} \
              WHERE stream_name = $2 AND owner = $1 AND shard_id IN ({})",
+            self.0.now_ms(),
             placeholders(3, shards)
         )
     }
@@ -270,9 +273,11 @@ impl Leases for SqlStore {
         if shard_ids.is_empty() {
             return Ok(());
         }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(LeaseSql::release(shard_ids.len())))
-            .bind(worker)
-            .bind(stream);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(
+            self.lease_sql().release(shard_ids.len()),
+        ))
+        .bind(worker)
+        .bind(stream);
         for shard_id in shard_ids {
             q = q.bind(shard_id);
         }

@@ -33,6 +33,11 @@ pub struct CheckpointUpdate {
     pub sequence_number: Option<String>,
     /// The shard is closed and was read to its end: its children may now be read.
     pub finished: bool,
+    /// The checkpoint the writer read the batch after, as it believes it is stored (`None`:
+    /// none yet). The write is a compare-and-set: the commit lands only if the stored
+    /// checkpoint is exactly this one, and otherwise fails with
+    /// [`super::StoreError::CheckpointMoved`], changing nothing.
+    pub previous: Option<String>,
 }
 
 /// A fencing token: proof that the writer holds a shard's lease (PostgreSQL, several workers).

@@ -44,7 +44,8 @@ struct CommitSql {
     apply_status: String,
     insert_dead_letter: String,
     insert_test_event: String,
-    write_checkpoint: String,
+    first_checkpoint: String,
+    next_checkpoint: String,
 }
 
 impl CommitSql {
@@ -84,11 +85,22 @@ impl CommitSql {
                 d.ts_in("$3"),
                 d.ts_in("$7")
             ),
-            write_checkpoint: format!(
+            // The checkpoint write is a compare-and-set on the checkpoint the writer read the
+            // batch after: a first checkpoint only where the shard has none with a sequence
+            // number yet, a later one only over the expected one. A row count of 0 refuses
+            // the batch.
+            first_checkpoint: format!(
                 "INSERT INTO checkpoints (stream_name, shard_id, sequence_number, finished, updated_at) \
                  VALUES ($1, $2, $3, $4, {}) ON CONFLICT (stream_name, shard_id) DO UPDATE SET \
                  sequence_number = COALESCE(excluded.sequence_number, checkpoints.sequence_number), \
-                 finished = excluded.finished, updated_at = excluded.updated_at",
+                 finished = excluded.finished, updated_at = excluded.updated_at \
+                 WHERE checkpoints.sequence_number IS NULL",
+                d.ts_in("$5")
+            ),
+            next_checkpoint: format!(
+                "UPDATE checkpoints SET sequence_number = COALESCE($3, sequence_number), \
+                 finished = $4, updated_at = {} \
+                 WHERE stream_name = $1 AND shard_id = $2 AND sequence_number = $6",
                 d.ts_in("$5")
             ),
         }
@@ -246,6 +258,8 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Writes the checkpoint if the stored one is still `cp.previous`; otherwise refuses the
+    /// batch (the caller rolls the transaction back).
     async fn write_checkpoint(
         d: Dialect,
         tx: &mut Transaction<'_, Any>,
@@ -253,14 +267,25 @@ impl SqlStore {
         cp: &CheckpointUpdate,
         recorded_at: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(sqlx::AssertSqlSafe(commit_sql(d).write_checkpoint.as_str()))
+        let sql = match cp.previous {
+            None => commit_sql(d).first_checkpoint.as_str(),
+            Some(_) => commit_sql(d).next_checkpoint.as_str(),
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&batch.stream)
             .bind(&batch.shard_id)
             .bind(&cp.sequence_number)
             .bind(cp.finished)
-            .bind(recorded_at)
-            .execute(&mut **tx)
-            .await?;
+            .bind(recorded_at);
+        if let Some(previous) = &cp.previous {
+            q = q.bind(previous);
+        }
+        if q.execute(&mut **tx).await?.rows_affected() != 1 {
+            return Err(StoreError::CheckpointMoved {
+                shard_id: batch.shard_id.clone(),
+                expected: cp.previous.clone().unwrap_or_else(|| "none".into()),
+            });
+        }
         Ok(())
     }
 }

@@ -94,6 +94,8 @@ pub struct Seen {
     pub calls: HashMap<String, u64>,
     /// Arrival time of every `GetRecords` call, by the shard its iterator belongs to.
     pub get_records_at: HashMap<String, Vec<Instant>>,
+    /// Records passed on in `GetRecords` answers.
+    pub records_served: u64,
 }
 
 struct Inner {
@@ -104,6 +106,8 @@ struct Inner {
     rng: Mutex<fastrand::Rng>,
     /// Shard id of every iterator handed out, so GetRecords calls can be told apart by shard.
     iterators: Mutex<HashMap<String, String>>,
+    /// Once this many records were served, every further `GetRecords` fails (500).
+    record_budget: Mutex<Option<u64>>,
 }
 
 /// The proxy on a random 127.0.0.1 port.
@@ -131,6 +135,7 @@ impl AwsFaults {
             seen: Mutex::new(Seen::default()),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             iterators: Mutex::new(HashMap::new()),
+            record_budget: Mutex::new(None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -150,6 +155,15 @@ impl AwsFaults {
     /// Stops injecting faults (the proxy keeps forwarding and counting).
     pub fn heal(&self) {
         self.inner.plan.lock().unwrap().clear();
+        *self.inner.record_budget.lock().unwrap() = None;
+    }
+
+    /// Serves at most about `records` records: once that many were passed on, every further
+    /// `GetRecords` fails with a 500 (retried forever by the consumer). What a consumer reads
+    /// through the proxy is then bounded by counting: the budget plus one answer per call in
+    /// flight, whatever the machine's speed.
+    pub fn limit_records(&self, records: u64) {
+        *self.inner.record_budget.lock().unwrap() = Some(records);
     }
 
     /// What the proxy saw so far.
@@ -183,6 +197,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         _ => None,
     };
+    let spent = op == "GetRecords"
+        && inner
+            .record_budget
+            .lock()
+            .unwrap()
+            .is_some_and(|budget| inner.seen.lock().unwrap().records_served >= budget);
     let fault = {
         let plan = inner.plan.lock().unwrap();
         let mut rng = inner.rng.lock().unwrap();
@@ -195,6 +215,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .copied()
             .unwrap_or(0);
         match plan.get(op.as_str()) {
+            _ if spent => Some(Fault::Internal),
             Some(f) if !f.kinds.is_empty() && (calls < f.first || rng.f64() < f.share) => {
                 Some(f.kinds[rng.usize(..f.kinds.len())])
             }
@@ -256,10 +277,11 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     {
         inner.iterators.lock().unwrap().insert(it, shard);
     }
-    if op == "GetRecords"
-        && let (Some(shard), Some(it)) = (shard, next_iterator_in(&bytes))
-    {
-        inner.iterators.lock().unwrap().insert(it, shard);
+    if op == "GetRecords" {
+        inner.seen.lock().unwrap().records_served += records_in(&bytes);
+        if let (Some(shard), Some(it)) = (shard, next_iterator_in(&bytes)) {
+            inner.iterators.lock().unwrap().insert(it, shard);
+        }
     }
     if fault == Some(Fault::CutMidBody) {
         // Promise the whole body, send half, then fail: the connection is closed mid-body.
@@ -300,6 +322,14 @@ fn iterator_in(response: &Bytes) -> Option<String> {
 
 fn next_iterator_in(response: &Bytes) -> Option<String> {
     json_field(response, "NextShardIterator")
+}
+
+/// How many records a `GetRecords` answer holds.
+fn records_in(response: &Bytes) -> u64 {
+    let v: Option<serde_json::Value> = serde_json::from_slice(response).ok();
+    v.as_ref()
+        .and_then(|v| v.get("Records")?.as_array().map(Vec::len))
+        .unwrap_or(0) as u64
 }
 
 /// The most `GetRecords` calls one shard received within any one second.

@@ -109,6 +109,17 @@ impl Emulator {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     }
+
+    /// [`Emulator::env`] with the endpoint set to `endpoint` (a proxy in front of it).
+    pub fn env_via(&self, endpoint: &str) -> Vec<(String, String)> {
+        let mut env = self.env();
+        for (k, v) in &mut env {
+            if k == "AWS_ENDPOINT_URL" {
+                *v = endpoint.to_string();
+            }
+        }
+        env
+    }
 }
 
 /// An SDK client for `endpoint`: static dummy credentials, region us-east-1, nothing read from

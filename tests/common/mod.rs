@@ -5,12 +5,17 @@
 //! - [`db`]: a database of its own per test, on SQLite or PostgreSQL, and `both_backends!`;
 //! - [`optout`]: the `optout` binary (one-shot runs, background workers, queries) and the
 //!   structured state tests wait on (JSON log fields, `/metrics`, checkpoints, lineage);
-//! - [`commits`]: what an in-process engine test's processor committed;
+//! - [`memory`]: the in-process engine tests' processor and lease store, with every commit
+//!   kept (duplicates included) and the failures of a database (lost answers, lost commits);
 //! - [`events`]: store-level opt events and batches (`ts`, `opt_event`, `batch`);
+//! - [`effects`]: every effect a commit applies, counted by triggers independently of the
+//!   primary keys (so a duplicate shows), and a roll-back of a shard's last commits;
+//! - [`seed`]: seeds of randomised tests, printed and taken from `PROPTEST_RNG_SEED`;
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
 //! - [`http`]: GETs, metrics, a background `optout serve` and its peak memory;
-//! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy.
+//! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy;
+//! - [`pg_proxy`]: a PostgreSQL-aware proxy that loses the answer to a COMMIT that landed.
 //!
 //! Every test binary compiles the whole tree and uses part of it.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -18,10 +23,13 @@
 #[macro_use]
 pub mod db;
 pub mod aws_faults;
-pub mod commits;
+pub mod effects;
 pub mod emulator;
 pub mod events;
 pub mod http;
+pub mod memory;
 pub mod optout;
+pub mod pg_proxy;
 pub mod proxy;
 pub mod records;
+pub mod seed;

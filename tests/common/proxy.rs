@@ -1,6 +1,7 @@
 //! A TCP proxy between `optout` and the emulator that a test can break: refuse every
-//! connection (the emulator is unreachable) or swallow requests without answering (a hung
-//! network), then heal. It injects faults; the Kinesis API itself is the real emulator's.
+//! connection and cut the open ones (the emulator is unreachable) or swallow requests without
+//! answering, on new and open connections alike (a hung network), then heal. It injects
+//! faults; the Kinesis API itself is the real emulator's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -79,7 +80,9 @@ impl Drop for Proxy {
     }
 }
 
-/// Forwards one connection until either side closes or the mode changes.
+/// Forwards one connection until either side closes or the mode changes: cut, both sockets
+/// close; black-holed, both stay open and silent (a hung network resets nothing, so a call in
+/// flight hangs rather than fails) until the mode changes again.
 async fn serve(mut inbound: TcpStream, target: String, mode: u8, mut rx: watch::Receiver<u8>) {
     if mode == BLACKHOLE {
         // Hold the socket, answer nothing, until the mode changes; then drop it.
@@ -90,7 +93,10 @@ async fn serve(mut inbound: TcpStream, target: String, mode: u8, mut rx: watch::
         return;
     };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
         _ = async { while rx.changed().await.is_ok() { if *rx.borrow() != UP { break; } } } => {}
+    }
+    if *rx.borrow() == BLACKHOLE {
+        let _ = rx.changed().await;
     }
 }

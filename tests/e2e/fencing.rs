@@ -4,8 +4,9 @@
 //! checkpoint back.
 //!
 //! To have a commit surely in flight when the worker is paused, the test holds the lease row
-//! locked (as a takeover's own transaction would) until the worker's commit waits on it, and
-//! takes the lease over in that same transaction.
+//! locked (as a takeover's own transaction would) until the database shows the worker's commit
+//! waiting on it (its fencing check, not a housekeeping call, which waits on the same row),
+//! and takes the lease over in that same transaction.
 //!
 //! The paused worker's transaction then keeps that row locked (PostgreSQL keeps the lock of a
 //! `FOR UPDATE` row whose recheck failed), which would block every other worker's lease
@@ -13,7 +14,7 @@
 //! (`idle_in_transaction_session_timeout`), as a deployment with several workers should.
 
 use crate::common::optout::*;
-use crate::common::{db, emulator};
+use crate::common::{db, effects, emulator};
 
 use std::process::Command;
 use std::time::Duration;
@@ -39,12 +40,15 @@ fn signal(w: &Worker, sig: &str) {
     );
 }
 
-/// Backends of this database, other than the asking one, waiting on a lock.
-async fn lock_waiters(url: &str) -> i64 {
+/// Backends of this database waiting on a lock in a commit's fencing check (the statement
+/// that locks the lease row inside the commit), as opposed to lease housekeeping, which waits
+/// on the same row.
+async fn commits_waiting(url: &str) -> i64 {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query(
         "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
-         AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+         AND wait_event_type = 'Lock' AND pid <> pg_backend_pid() \
+         AND query LIKE 'SELECT token FROM leases %FOR UPDATE%'",
     )
     .fetch_one(&mut conn)
     .await
@@ -59,6 +63,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     let stream = emulator::unique_stream("fencing");
     emulator::create_stream(&client, &stream, 1).await.unwrap();
     let db = db::postgres().await;
+    effects::install(&db.url).await;
     let o = Optout::with_store(emu.env(), &db.url);
     let name = db.url.rsplit('/').next().unwrap();
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -104,12 +109,10 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     emulator::poll(
         "a commit waiting on the lease",
         Duration::from_secs(30),
-        || async move { Ok((lock_waiters(url).await > 0).then_some(())) },
+        || async move { Ok((commits_waiting(url).await > 0).then_some(())) },
     )
     .await
     .unwrap();
-    // The reader commits every poll while records flow: by now its commit waits too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&a, "-STOP");
     // The takeover: a new owner and a larger token, in the transaction that held the row.
     sqlx::query(
@@ -177,6 +180,8 @@ async fn a_paused_worker_cannot_commit_after_its_lease_is_taken() {
     a.terminate();
     b.terminate();
     check_tables(&o, 500);
+    // Whatever a held was applied by b alone, once.
+    effects::assert_exactly_once(&db.url, 500).await;
     eprintln!(
         "fenced: a's commit refused {refused} time(s) after the takeover (token {token} -> {})",
         held.1

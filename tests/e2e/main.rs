@@ -12,6 +12,7 @@
 //! - `workers`: several workers on PostgreSQL, `kill -9`s, takeover, split and merge;
 //! - `fencing`: a paused worker cannot commit after its lease is taken;
 //! - `failover`: PostgreSQL read-only, then missing, then back: the consumer waits it out;
+//! - `lost_commits`: a COMMIT whose answer is lost, commits lost underneath a running reader;
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
 //! - `refusable`: years outside 0001-9999, and a flood of them, on both backends;
@@ -32,6 +33,7 @@ mod faults;
 mod fencing;
 mod http;
 mod log_hygiene;
+mod lost_commits;
 mod lost_file;
 mod poison;
 mod positions;

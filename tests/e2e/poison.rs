@@ -247,6 +247,7 @@ async fn database_refusals_are_isolated(db: db::Db) {
     let cp = CheckpointUpdate {
         sequence_number: Some(seqs[N - 1].clone()),
         finished: false,
+        previous: None,
     };
     let started = Instant::now();
     let done = commit_records(

@@ -2,6 +2,8 @@
 
 use super::*;
 
+use crate::common::effects;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_reads_nothing_twice_and_misses_nothing() {
     let emu = emulator::from_env().await;
@@ -21,6 +23,7 @@ async fn resume_reads_nothing_twice_and_misses_nothing() {
         .await
         .unwrap();
     let optout = Optout::new(emu.env());
+    effects::install(&optout.store).await;
     let logs = optout.run_to_idle(&stream, &[]);
     assert_eq!(records_read(&logs), first_all.len() as u64);
 
@@ -55,6 +58,10 @@ async fn resume_reads_nothing_twice_and_misses_nothing() {
     );
     // A third run finds nothing new.
     assert_eq!(records_read(&optout.run_to_idle(&stream, &[])), 0);
+    // EZr1, delivered twice, changed its status once.
+    let counted = effects::assert_exactly_once(&optout.store, 2).await;
+    assert_eq!(counted.get("status"), Some(&2), "{counted:?}");
+    assert_eq!(counted.get("dead_letter"), Some(&2), "{counted:?}");
 }
 
 /// `kill -9` in the middle of a backlog, restart: the same tables as an uninterrupted run.
@@ -89,9 +96,21 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
         "the scenario should hold many opt events"
     );
 
-    // Small calls: each shard needs many commits, so the kill lands between two of them.
-    let crashed = Optout::new(emu.env());
-    let mut child = crashed.spawn_run(&stream, &["--max-records-per-call", "300"]);
+    // The run to kill reads through a proxy that serves at most a quarter of the stream (and
+    // then fails every GetRecords): with calls of 50 records on 4 shards it can have read at
+    // most a quarter plus 200 records, so the kill lands mid-backlog by counting, however fast
+    // or slow the machine, and what it never read holds hundreds of opt events.
+    let total = records.len() as u64;
+    let proxy = crate::common::aws_faults::AwsFaults::start(
+        &emu.endpoint,
+        crate::common::aws_faults::Plan::new(),
+        5,
+    )
+    .await;
+    proxy.limit_records(total / 4);
+    let crashed = Optout::new(emu.env_via(&proxy.endpoint));
+    effects::install(&crashed.store).await;
+    let mut child = crashed.spawn_run(&stream, &["--max-records-per-call", "50"]);
     let reader = crate::common::db::open_reader(&crashed.store).await;
     let s = &reader;
     emulator::wait_for(
@@ -106,6 +125,11 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     .await
     .unwrap();
     child.kill_9();
+    let served = proxy.seen(|s| s.records_served);
+    assert!(
+        served <= total / 4 + 4 * 50,
+        "{served} of {total} records served"
+    );
     let partial = s
         .all(&optout::store::EventFilter::default())
         .await
@@ -120,17 +144,22 @@ async fn crash_mid_backlog_then_restart_gives_the_same_tables() {
     // them and none before (a reader that ignored them would read everything again).
     let cps = checkpoint_map(&reader, &stream).await;
     let all = emulator::read_all(&client, &stream).await;
-    let resumed = records_read(&crashed.run_to_idle(&stream, &[]));
+    // The restart reads straight from the emulator.
+    let restarted = Optout::with_store(emu.env(), &crashed.store);
+    let resumed = records_read(&restarted.run_to_idle(&stream, &[]));
     assert_eq!(
         resumed,
         records_after(&all, &cps, None),
         "records read after the restart"
     );
-    let after = crashed.tables();
+    let after = restarted.tables();
     assert_eq!(after[0], expected[0], "status differs after a crash");
     assert_eq!(after[1], expected[1], "events differ after a crash");
     assert_eq!(after[2], expected[2], "dead letters differ after a crash");
     assert_eq!(after[3], expected[3], "test events differ after a crash");
+    let counted = effects::assert_exactly_once(&crashed.store, expected[1].len()).await;
+    assert_eq!(counted.get("dead_letter"), Some(&expected[2].len()));
+    assert_eq!(counted.get("test_event"), Some(&expected[3].len()));
     eprintln!(
         "killed with {partial} of {} opt events stored",
         expected[1].len()
@@ -151,6 +180,7 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
     let stream = emulator::unique_stream("expiry");
     emulator::create_stream(&client, &stream, 1).await.unwrap();
     let o = Optout::new(emu.env());
+    effects::install(&o.store).await;
     let worker = o.spawn_run(&stream, &["--poll-interval-ms", "1500"]);
     write(&client, &stream, 0, 40, 20, Duration::from_millis(10)).await;
     let reader = crate::common::db::open_reader(&o.store).await;
@@ -180,4 +210,5 @@ async fn expired_iterators_are_renewed_from_the_checkpoint() {
     let logs = worker.terminate();
     assert_eq!(records_read(&logs), 80, "nothing read twice");
     check_tables(&o, 80);
+    effects::assert_exactly_once(&o.store, 80).await;
 }

@@ -4,7 +4,7 @@
 
 use crate::common::optout::*;
 use crate::common::records::*;
-use crate::common::{db, emulator};
+use crate::common::{db, effects, emulator};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -107,8 +107,70 @@ fn first_start_after(logs: &[Value], shard: &str, after: DateTime<Utc>) -> Optio
         .map(|(_, l)| l["start"].as_str().unwrap().to_string())
 }
 
-const LEASE_MS: u64 = 3000;
+/// The lease of the three-worker test: short, so that a takeover comes quickly.
+const LEASE_MS: &str = "3000";
 const MAX_BATCH: &str = "50";
+
+/// Each housekeeping round of one worker's log: round number → the database's clock (ms) in
+/// that round (debug lines of `kinesis_engine::leases`).
+fn rounds(logs: &[Value]) -> BTreeMap<u64, i64> {
+    logs.iter()
+        .filter_map(|l| Some((l["lease_round"].as_u64()?, l["now_ms"].as_i64()?)))
+        .collect()
+}
+
+/// The last time one worker's log says it took `shard`'s free or expired lease: (its round,
+/// the previous owner, empty if the lease was released, and the lease's expiry as seen).
+fn last_take(logs: &[Value], shard: &str) -> Option<(u64, String, i64)> {
+    logs.iter()
+        .filter(|l| l["shard_id"] == shard && l["expired_at_ms"].is_i64())
+        .filter_map(|l| {
+            let owner = l["previous_owner"].as_str()?.to_string();
+            Some((
+                l["lease_round"].as_u64()?,
+                owner,
+                l["expired_at_ms"].as_i64()?,
+            ))
+        })
+        .next_back()
+}
+
+/// How many of a worker's housekeeping rounds ran, by the database's clock, from the moment a
+/// lease became free (`free_at_ms`) up to and including `taken_in`, the round that took it.
+/// Counted, not timed: on a loaded machine rounds may come late, but a lease left free for a
+/// round that could take it is a bug whatever the clock says. Two is the most: the round that
+/// takes it, and one whose snapshot of the leases was read just before it became free.
+fn rounds_until_taken(logs: &[Value], free_at_ms: i64, taken_in: u64) -> usize {
+    let rounds = rounds(logs);
+    let until = rounds.range(..=taken_in);
+    until.filter(|(_, now)| **now >= free_at_ms).count()
+}
+
+/// Asserts that each of `shards` was last taken, by one of `logs` (a worker's log each), from
+/// `previous_owner` ("" for a lease given back) within two of the taker's rounds after it
+/// became free; returns the rounds each took.
+fn assert_taken_within_two_rounds(
+    logs: &[&[Value]],
+    shards: &BTreeSet<String>,
+    previous_owner: &str,
+) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for shard in shards {
+        let (log, (round, owner, free_at)) = logs
+            .iter()
+            .filter_map(|l| Some((*l, last_take(l, shard)?)))
+            .find(|(_, (_, owner, _))| owner == previous_owner)
+            .unwrap_or_else(|| panic!("{shard} was not taken from {previous_owner:?}"));
+        assert_eq!(owner, previous_owner);
+        let n = rounds_until_taken(log, free_at, round);
+        assert!(
+            (1..=2).contains(&n),
+            "{shard} taken {n} rounds after its lease was free (from {previous_owner:?})"
+        );
+        counts.push(n);
+    }
+    counts
+}
 
 /// Lease moves to balance the load (a steal) after `after`, from the structured fields of the
 /// line that records one (`from`: the previous owner).
@@ -128,12 +190,19 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let stream = emulator::unique_stream("workers");
     emulator::create_stream(&client, &stream, 8).await.unwrap();
     let db = db::postgres().await;
-    let o = Optout::with_store(emu.env(), &db.url);
+    effects::install(&db.url).await;
+    let mut env = emu.env();
+    // Each worker's housekeeping rounds, counted in its log.
+    env.push((
+        "RUST_LOG".into(),
+        "warn,optout=info,kinesis_engine=info,kinesis_engine::leases=debug".into(),
+    ));
+    let o = Optout::with_store(env, &db.url);
     let w1_addr = format!("127.0.0.1:{}", free_port());
     let mut workers: Vec<Worker> = ["w1", "w2", "w3"]
         .iter()
         .map(|w| {
-            let mut extra = vec!["--worker-id", w, "--lease-ms", "3000"];
+            let mut extra = vec!["--worker-id", w, "--lease-ms", LEASE_MS];
             // Bounded batches, so that a lease move re-reads a bounded number of records.
             extra.extend(["--max-records-per-call", MAX_BATCH]);
             if *w == "w1" {
@@ -196,18 +265,13 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     )
     .await
     .unwrap();
+    // Measured, not asserted (scripts/measure-takeover.sh reads this line): the guarantee is
+    // counted in rounds below, once the survivors' logs are in.
     let takeover = killed_at.elapsed();
     eprintln!(
         "takeover after kill -9: {:.2} s (lease 3 s): {:?}",
         takeover.as_secs_f64(),
         owners(url, st).await
-    );
-    // The lease runs out at most LEASE_MS after the last renewal, and the next housekeeping
-    // round (every third of a lease) takes it; 1 s of margin for a busy machine.
-    let bound = Duration::from_millis(LEASE_MS + LEASE_MS / 3 + 1000);
-    assert!(
-        takeover <= bound,
-        "takeover took {takeover:?}, bound {bound:?}"
     );
     writer.await.unwrap();
     eprintln!("writes done at {:.1} s", t0.elapsed().as_secs_f64());
@@ -221,7 +285,6 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     assert!(!w2_shards.is_empty());
     let w2_logs = w2.terminate();
     let stopped_at = Instant::now();
-    assert_released(url, st, &w2_shards).await;
     emulator::wait_for(
         "w3 to own all 8 shards",
         Duration::from_secs(30),
@@ -230,13 +293,15 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     .await
     .unwrap();
     let handover = stopped_at.elapsed();
-    let round = Duration::from_millis(LEASE_MS / 3 + 1000);
     eprintln!("handover after SIGTERM: {:.2} s", handover.as_secs_f64());
-    assert!(
-        handover <= round,
-        "handover took {handover:?}, bound {round:?}"
-    );
     let w3_logs = w3.terminate();
+    // A kill -9 frees w1's leases when they expire (lease_ms after its last renewal, by the
+    // database's clock); a survivor takes each within two of its rounds after that.
+    let after_kill = assert_taken_within_two_rounds(&[&w2_logs, &w3_logs], &victims, "w1");
+    // A graceful stop gives w2's leases back (no owner: released, not expired), and w3 takes
+    // them within two of its rounds after the release, not a lease period later.
+    let after_stop = assert_taken_within_two_rounds(&[&w3_logs], &w2_shards, "");
+    eprintln!("rounds until taken: after kill -9 {after_kill:?}, after SIGTERM {after_stop:?}");
     let all: BTreeSet<String> = (0..8).map(|i| format!("shardId-{i:012}")).collect();
     assert_released(url, st, &all).await;
 
@@ -269,6 +334,9 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
         "records read again: w1 ≥ {w1_committed} + survivors {survivors} > {bound}"
     );
     check_tables(&o, 3000);
+    // Every effect applied once, not merely present: a batch committed again after the kill
+    // or a lease move would count twice here.
+    effects::assert_exactly_once(&db.url, 3000).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,6 +364,7 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     let expected = reference.tables();
 
     let db = db::postgres().await;
+    effects::install(&db.url).await;
     let o = Optout::with_store(emu.env(), &db.url);
     let total = expected[1].len();
     let mut rng = fastrand::Rng::with_seed(2026);
@@ -334,6 +403,8 @@ async fn twenty_kills_during_a_backlog_give_the_same_tables() {
     assert_eq!(after[1], expected[1], "events differ");
     assert_eq!(after[2], expected[2], "dead letters differ");
     assert_eq!(after[3], expected[3], "test events differ");
+    let counted = effects::assert_exactly_once(&db.url, total).await;
+    assert_eq!(counted.get("dead_letter"), Some(&expected[2].len()));
     eprintln!(
         "20 kills: {} events, {} statuses, {} dead letters, all equal to the uninterrupted run",
         after[1].len(),
@@ -350,6 +421,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
     let stream = emulator::unique_stream("reshard-workers");
     emulator::create_stream(&client, &stream, 3).await.unwrap();
     let db = db::postgres().await;
+    effects::install(&db.url).await;
     let o = Optout::with_store(emu.env(), &db.url);
     let workers: Vec<Worker> = ["a", "b"]
         .iter()
@@ -377,6 +449,7 @@ async fn split_and_merge_under_writes_with_two_workers() {
         logs.extend(w.terminate());
     }
     check_tables(&o, 2000);
+    effects::assert_exactly_once(&db.url, 2000).await;
     // Each child started (on whichever worker) after its parents ended (on whichever worker).
     assert_children_after_parents(&o, &stream, &logs, &children, &merged).await;
 }

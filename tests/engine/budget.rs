@@ -4,9 +4,8 @@
 //! share it (they waited), and everything is given back at the end. Memory is measured by
 //! `scripts/bench-e2e.sh`; this test asserts the bookkeeping that bounds it, not time.
 
-use crate::common::commits::Commits;
-
 use crate::common::emulator as support;
+use crate::common::memory::Memory;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,13 +29,13 @@ struct Seen {
 struct Checker {
     budget: Budget,
     commits: Mutex<Vec<Seen>>,
-    state: Commits,
+    state: Memory,
 }
 
 #[async_trait]
 impl Processor for Checker {
-    async fn checkpoints(&self, _stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
-        Ok(self.state.checkpoints())
+    async fn checkpoints(&self, stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
+        self.state.checkpoints(stream).await
     }
 
     async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError> {
@@ -55,8 +54,7 @@ impl Processor for Checker {
         // Hold the batch a little, as a real commit does, so readers overlap.
         tokio::time::sleep(Duration::from_millis(2)).await;
         self.commits.lock().unwrap().push(Seen { cost, used });
-        self.state.record(&batch);
-        Ok(())
+        self.state.process(batch).await
     }
 }
 
@@ -84,7 +82,7 @@ async fn drain(
     let checker = Arc::new(Checker {
         budget: budget.clone(),
         commits: Mutex::new(Vec::new()),
-        state: Commits::default(),
+        state: Memory::default(),
     });
     let mut config = ConsumerConfig::new(stream.clone());
     config.reading.poll_interval = Duration::from_millis(50);
@@ -111,16 +109,8 @@ async fn drain(
     .expect("the run succeeds");
     assert_eq!(stats.records, total as u64);
 
-    // Every record committed exactly once, in order per shard.
-    let state = checker.state.lock();
-    let mut got: Vec<(String, String)> = state
-        .iter()
-        .flat_map(|(shard, (seqs, _, _))| seqs.iter().map(move |s| (shard.clone(), s.clone())))
-        .collect();
-    let mut want = put;
-    want.sort();
-    got.sort();
-    assert_eq!(got, want, "every record committed exactly once");
+    // Every record committed exactly once, counted over every commit.
+    checker.state.assert_exactly_once(&put);
 
     let commits = checker.commits.lock().unwrap();
     let s = budget.stats();

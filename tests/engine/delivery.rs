@@ -6,240 +6,14 @@
 //! watchdog restarting a reader whose calls hang.
 
 use crate::common::emulator as support;
+use crate::common::memory::{Memory, seq_key, sorted};
 use crate::common::proxy;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use kinesis_engine::{
-    self as kinesis, ConsumerConfig, Handles, HeldLease, LeaseInfo, LeaseStore, ProcessError,
-    Processor, RecordBatch, RunStats, ShardCheckpoint,
-};
+use kinesis_engine::{self as kinesis, ConsumerConfig, Handles, LeaseStore, RunStats};
 use tokio_util::sync::CancellationToken;
-
-/// One accepted batch, in the order batches were accepted across every shard.
-#[derive(Debug, Clone)]
-struct Delivered {
-    worker: Option<String>,
-    shard: String,
-    sequence_numbers: Vec<String>,
-    finished: bool,
-}
-
-/// The leases: shard → (owner, token, expiry in ms since the epoch).
-type LeaseTable = BTreeMap<String, (Option<String>, i64, i64)>;
-
-/// Commits into memory, fenced by the shared lease table like the SQL store: a batch whose
-/// lease token is stale is refused and changes nothing.
-#[derive(Default)]
-struct Memory {
-    batches: Mutex<Vec<Delivered>>,
-    checkpoints: Mutex<HashMap<String, (Option<String>, bool)>>,
-    leases: Mutex<LeaseTable>,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// Kinesis sequence numbers are decimal strings of growing length: compare them as numbers.
-fn seq_key(s: &str) -> (usize, &str) {
-    (s.len(), s)
-}
-
-impl Memory {
-    fn delivered(&self) -> Vec<Delivered> {
-        self.batches.lock().unwrap().clone()
-    }
-
-    /// Every delivered record as (shard, sequence number), in delivery order.
-    fn records(&self) -> Vec<(String, String)> {
-        self.delivered()
-            .into_iter()
-            .flat_map(|b| {
-                let shard = b.shard.clone();
-                b.sequence_numbers
-                    .into_iter()
-                    .map(move |s| (shard.clone(), s))
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl Processor for Memory {
-    async fn checkpoints(&self, _stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError> {
-        let cps = self.checkpoints.lock().unwrap();
-        Ok(cps
-            .iter()
-            .map(|(shard, (seq, finished))| ShardCheckpoint {
-                shard_id: shard.clone(),
-                sequence_number: seq.clone(),
-                finished: *finished,
-            })
-            .collect())
-    }
-
-    async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError> {
-        if let Some(claim) = batch.lease {
-            let leases = self.leases.lock().unwrap();
-            let held = leases.get(batch.shard_id);
-            if held.is_none_or(|(owner, token, _)| {
-                owner.as_deref() != Some(claim.owner) || *token != claim.token
-            }) {
-                return Err(ProcessError::LostOwnership(format!(
-                    "lease of {} is no longer held by {}",
-                    batch.shard_id, claim.owner
-                )));
-            }
-        }
-        self.batches.lock().unwrap().push(Delivered {
-            worker: batch.lease.map(|l| l.owner.to_string()),
-            shard: batch.shard_id.to_string(),
-            sequence_numbers: batch
-                .records
-                .iter()
-                .map(|r| r.sequence_number().to_string())
-                .collect(),
-            finished: batch.shard_finished,
-        });
-        self.checkpoints.lock().unwrap().insert(
-            batch.shard_id.to_string(),
-            (
-                batch.sequence_number.map(str::to_string),
-                batch.shard_finished,
-            ),
-        );
-        Ok(())
-    }
-}
-
-fn held(leases: &LeaseTable, worker: &str, shards: &[String]) -> Vec<HeldLease> {
-    shards
-        .iter()
-        .filter_map(|s| match leases.get(s) {
-            Some((Some(owner), token, _)) if owner == worker => Some(HeldLease {
-                shard_id: s.clone(),
-                token: *token,
-            }),
-            _ => None,
-        })
-        .collect()
-}
-
-#[async_trait]
-impl LeaseStore for Memory {
-    async fn ensure_leases(&self, _: &str, shard_ids: &[String]) -> Result<(), ProcessError> {
-        let mut leases = self.leases.lock().unwrap();
-        for s in shard_ids {
-            leases.entry(s.clone()).or_insert((None, 0, 0));
-        }
-        Ok(())
-    }
-
-    async fn renew(
-        &self,
-        _: &str,
-        worker: &str,
-        lease_ms: i64,
-    ) -> Result<Vec<HeldLease>, ProcessError> {
-        let mut leases = self.leases.lock().unwrap();
-        let now = now_ms();
-        let mut renewed = Vec::new();
-        for (shard, (owner, token, expires)) in leases.iter_mut() {
-            if owner.as_deref() == Some(worker) {
-                *expires = now + lease_ms;
-                renewed.push(HeldLease {
-                    shard_id: shard.clone(),
-                    token: *token,
-                });
-            }
-        }
-        Ok(renewed)
-    }
-
-    async fn acquire(
-        &self,
-        _: &str,
-        worker: &str,
-        candidates: &[String],
-        max: usize,
-        lease_ms: i64,
-    ) -> Result<Vec<HeldLease>, ProcessError> {
-        let mut leases = self.leases.lock().unwrap();
-        let now = now_ms();
-        let mut taken = Vec::new();
-        for s in candidates {
-            if taken.len() == max {
-                break;
-            }
-            if let Some((owner, token, expires)) = leases.get_mut(s)
-                && (owner.is_none() || *expires < now)
-            {
-                *owner = Some(worker.to_string());
-                *token += 1;
-                *expires = now + lease_ms;
-                taken.push(s.clone());
-            }
-        }
-        Ok(held(&leases, worker, &taken))
-    }
-
-    async fn steal(
-        &self,
-        _: &str,
-        worker: &str,
-        victim: &str,
-        shard_id: &str,
-        lease_ms: i64,
-    ) -> Result<Option<HeldLease>, ProcessError> {
-        let mut leases = self.leases.lock().unwrap();
-        let Some((owner, token, expires)) = leases.get_mut(shard_id) else {
-            return Ok(None);
-        };
-        if owner.as_deref() != Some(victim) {
-            return Ok(None);
-        }
-        *owner = Some(worker.to_string());
-        *token += 1;
-        *expires = now_ms() + lease_ms;
-        Ok(held(&leases, worker, &[shard_id.to_string()]).pop())
-    }
-
-    async fn release(
-        &self,
-        _: &str,
-        worker: &str,
-        shard_ids: &[String],
-    ) -> Result<(), ProcessError> {
-        let mut leases = self.leases.lock().unwrap();
-        for s in shard_ids {
-            if let Some((owner, _, expires)) = leases.get_mut(s)
-                && owner.as_deref() == Some(worker)
-            {
-                *owner = None;
-                *expires = 0;
-            }
-        }
-        Ok(())
-    }
-
-    async fn leases(&self, _: &str) -> Result<(Vec<LeaseInfo>, i64), ProcessError> {
-        let leases = self.leases.lock().unwrap();
-        let all = leases
-            .iter()
-            .map(|(shard, (owner, token, expires))| LeaseInfo {
-                shard_id: shard.clone(),
-                owner: owner.clone(),
-                token: *token,
-                expires_at_ms: *expires,
-            })
-            .collect();
-        Ok((all, now_ms()))
-    }
-}
 
 fn config(stream: &str) -> ConsumerConfig {
     let mut config = ConsumerConfig::new(stream);
@@ -284,11 +58,6 @@ fn records(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
-    v.sort_by(|a, b| (&a.0, seq_key(&a.1)).cmp(&(&b.0, seq_key(&b.1))));
-    v
-}
-
 /// Every record reaches the processor exactly once, each shard's in sequence order; a second
 /// run starts after the stored checkpoints and delivers only what was written since.
 #[tokio::test]
@@ -303,11 +72,7 @@ async fn records_are_delivered_once_in_order_and_a_new_run_resumes_after_the_che
     let stats = run_until_idle(&client, config(&stream), &memory).await;
     assert_eq!(stats.records, 450);
     let got = memory.records();
-    assert_eq!(
-        sorted(got.clone()),
-        sorted(first.clone()),
-        "each record once"
-    );
+    memory.assert_exactly_once(&first);
     for shard in got.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>() {
         let seqs: Vec<&str> = got
             .iter()
@@ -359,7 +124,7 @@ async fn children_are_read_only_after_their_parent_has_ended() {
     assert_eq!(stats.shards_finished, 1, "the parent is read to its end");
     let mut all = before.clone();
     all.extend(after);
-    assert_eq!(sorted(memory.records()), sorted(all));
+    memory.assert_exactly_once(&all);
     let delivered = memory.delivered();
     let parent_end = delivered
         .iter()
@@ -412,16 +177,8 @@ async fn two_engines_share_the_stream_and_hand_shards_over_on_shutdown() {
     })
     .await
     .unwrap();
-    let owners = |m: &Memory| -> BTreeMap<String, String> {
-        m.leases
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(s, (o, _, _))| o.clone().map(|o| (s.clone(), o)))
-            .collect()
-    };
     support::wait_for("a balanced split", Duration::from_secs(30), || async {
-        let owners = owners(&memory);
+        let owners = memory.owners();
         let of_a = owners.values().filter(|o| *o == "worker-a").count();
         owners.len() == 4 && of_a == 2
     })
@@ -430,7 +187,7 @@ async fn two_engines_share_the_stream_and_hand_shards_over_on_shutdown() {
 
     stop_a.cancel();
     let stats_a = a.await.unwrap().expect("worker a stops cleanly");
-    let released = owners(&memory);
+    let released = memory.owners();
     assert!(
         released.values().all(|o| o == "worker-b"),
         "worker a gave its leases back on shutdown: {released:?}"
@@ -448,11 +205,7 @@ async fn two_engines_share_the_stream_and_hand_shards_over_on_shutdown() {
 
     let mut all = first;
     all.extend(second.iter().cloned());
-    assert_eq!(
-        sorted(memory.records()),
-        sorted(all),
-        "every record once across both workers"
-    );
+    memory.assert_exactly_once(&all);
     assert_eq!(stats_a.records + stats_b.records, 800);
     assert!(stats_a.records > 0 && stats_b.records > 0, "both read");
     let second: std::collections::HashSet<String> = second.into_iter().map(|(_, s)| s).collect();
@@ -503,6 +256,8 @@ async fn the_stall_watchdog_restarts_a_hung_reader_from_its_checkpoint() {
     .await
     .unwrap();
 
+    // The network hangs, open connections included: the call in flight gets no answer and no
+    // error, so the first thing that can say the shard is failing is the watchdog.
     proxy.blackhole();
     support::wait_for(
         "the stalled shard reported as failing",
@@ -536,5 +291,5 @@ async fn the_stall_watchdog_restarts_a_hung_reader_from_its_checkpoint() {
     engine.await.unwrap().expect("the engine stops cleanly");
     let mut all = first;
     all.extend(second);
-    assert_eq!(sorted(memory.records()), sorted(all), "each record once");
+    memory.assert_exactly_once(&all);
 }

@@ -4,6 +4,8 @@
 //! - `delivery`: each record delivered once and in order, resume after a stop, children after
 //!   their parents, two engines sharing one lease store, the stall watchdog;
 //! - `restarts`: a reader whose processor panics or fails is restarted from its checkpoint;
+//! - `failover`: a commit whose answer is lost, commits lost underneath a running reader;
+//! - `leases`: what engines sharing a lease store learn from each other's checkpoints;
 //! - `budget`: the in-flight memory budget's accounting;
 //! - `emulators`: the harness against both emulators, and what each does that the engine
 //!   copes with.
@@ -15,4 +17,6 @@ mod common;
 mod budget;
 mod delivery;
 mod emulators;
+mod failover;
+mod leases;
 mod restarts;

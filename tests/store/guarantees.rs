@@ -12,9 +12,10 @@ use optout::event::{OptEvent, OptOutType, TestEvent};
 use optout::store::query::{DeadLetterFilter, TestEventFilter};
 use optout::store::{Batch, CheckpointUpdate, DeadLetter, EventFilter, Reader, StatusFilter};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 
 use crate::common::events::*;
+use crate::common::seed;
 
 use crate::common::db::{self, Db};
 
@@ -78,7 +79,7 @@ async fn fail_checkpoint_writes(db: &Db) {
 
 /// A batch with every kind of effect: new and repeated opt events (status changes), a dead
 /// letter, a test event and a checkpoint, on `shard`.
-fn full_batch(shard: &str, tag: &str, seq: &str) -> Batch {
+fn full_batch(shard: &str, tag: &str, seq: &str, previous: Option<&str>) -> Batch {
     Batch {
         stream: "s".into(),
         shard_id: shard.into(),
@@ -113,6 +114,7 @@ fn full_batch(shard: &str, tag: &str, seq: &str) -> Batch {
         checkpoint: Some(CheckpointUpdate {
             sequence_number: Some(seq.into()),
             finished: false,
+            previous: previous.map(Into::into),
         }),
         ..Batch::default()
     }
@@ -122,15 +124,19 @@ async fn a_commit_failing_at_its_checkpoint_leaves_nothing(db: Db) {
     let s = &*db.store;
     // A first batch lands, so the failing ones find rows to change (status of +1 and +2, the
     // checkpoint of shard-a) as well as rows to add.
-    s.commit(&full_batch("shard-a", "a", "00010"))
+    s.commit(&full_batch("shard-a", "a", "00010", None))
         .await
         .unwrap();
     let before = tables(&db.reader).await;
     fail_checkpoint_writes(&db).await;
     // The checkpoint is the last write: opt events, status, dead letters and test events are
     // written by then. Once on a shard whose checkpoint is updated, once on a new one.
-    for (shard, tag, seq) in [("shard-a", "b", "00020"), ("shard-b", "c", "00005")] {
-        let mut b = full_batch(shard, tag, seq);
+    let cases = [
+        ("shard-a", "b", "00020", Some("00010")),
+        ("shard-b", "c", "00005", None),
+    ];
+    for (shard, tag, seq, previous) in cases {
+        let mut b = full_batch(shard, tag, seq, previous);
         // Later events for the subscribers of the first batch: they would change status.
         for p in &mut b.opt_events {
             p.value.occurred_at = ts(100);
@@ -178,7 +184,8 @@ fn order_independence(db: Db, rt: &tokio::runtime::Runtime) {
         any::<u64>(),
         prop::collection::vec(0usize..30, 0..5),
     );
-    let mut runner = TestRunner::new(Config::with_cases(48));
+    let test = format!("order_independence on {}", db.store.backend());
+    let mut runner = TestRunner::new(seed::proptest_config(&test, 48, file!()));
     let cases = std::cell::Cell::new(0u32);
     runner
         .run(&strategy, |(spec, seed, cuts)| {

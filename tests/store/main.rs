@@ -2,6 +2,7 @@
 //! test), one module per guarantee:
 //! - `semantics`: identity, status order, dead letters, test events, checkpoints, fencing;
 //! - `guarantees`: atomicity under a failing write, order independence as a property;
+//! - `checkpoints`: the checkpoint write as a compare-and-set, refused batches apply nothing;
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `migrations`: upgrades of databases holding rows;
@@ -15,6 +16,7 @@
 mod common;
 
 mod access;
+mod checkpoints;
 mod guarantees;
 mod leases;
 mod migrations;

@@ -2,7 +2,7 @@
 //! point-in-time status equals the live table at the newest event (any arrival order), a
 //! number's history, and the per-number lookup.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -374,7 +374,9 @@ fn arb_events() -> impl Strategy<Value = Vec<(u8, u8, u8, i64)>> {
 /// time gives exactly the live table. Each case writes under its own account.
 async fn as_of_at_the_newest_event_is_the_live_table(db: Db) {
     let r = reader(&db).await;
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+    let test = format!("as_of_at_the_newest_event on {}", db.store.backend());
+    let config = crate::common::seed::proptest_config(&test, 24, file!());
+    let mut runner = proptest::test_runner::TestRunner::new(config);
     let strategy = (arb_events(), any::<u64>(), 1usize..5);
     let mut cases = Vec::new();
     for _ in 0..24 {
@@ -422,10 +424,5 @@ async fn as_of_at_the_newest_event_is_the_live_table(db: Db) {
             then, live,
             "case {case}: {events:?} seed {seed} batches of {batch_size}"
         );
-        let by_key: BTreeMap<_, _> = live
-            .iter()
-            .map(|s| ((&s.scope, &s.subscriber), &s.status))
-            .collect();
-        assert_eq!(by_key.len(), live.len());
     }
 }

@@ -3,7 +3,8 @@
 //! [`crate::stream_consumer::ensure_consumer`] registers the consumer (or reuses it) and waits
 //! until it is ACTIVE. [`read_shard_fanout`] then reads one shard through a chain of subscriptions: each one pushes
 //! events for up to 5 minutes, and the next starts after the last sequence number the processor
-//! committed, so the reader never gets ahead of what is durable.
+//! committed (or, after a failed commit that left the stored checkpoint elsewhere, after that
+//! one), so the reader never gets ahead of what is durable.
 //!
 //! The end of a closed shard is recognised three ways, because servers differ:
 //! - AWS: the last event has no `ContinuationSequenceNumber` (the SDK gives an empty string)
@@ -38,7 +39,7 @@ use tracing::debug;
 
 use super::KinesisError;
 use super::backoff::{ErrorClass, classify, classify_code};
-use super::reader::{ShardContext, ShardExit, ShardReader, StartAt, records_cost};
+use super::reader::{Delivery, ShardContext, ShardExit, ShardReader, StartAt, records_cost};
 use super::shards::aws_message;
 
 /// AWS refuses a new subscription to a shard (`ResourceInUseException`) within 5 seconds of the
@@ -181,13 +182,18 @@ async fn consume(
             debug!(shard_id = %r.shard_id(), skipped, "Skipped records at or before the checkpoint (sent again by the server).");
         }
         let behind = event.millis_behind_latest();
-        if let Some(exit) = r.deliver(records, finished, Some(behind), cancel).await? {
-            return Ok(Session::Exit(exit));
+        match r.deliver(records, finished, Some(behind), cancel).await? {
+            Delivery::Next => {}
+            Delivery::Exit(exit) => return Ok(Session::Exit(exit)),
+            // The stored checkpoint is elsewhere: subscribe again from it.
+            Delivery::Reposition => return Ok(Session::Ended),
         }
         if records.is_empty() && behind == 0 && Instant::now() >= *next_probe {
             *next_probe = Instant::now() + r.context().config.reading.discovery_interval;
-            if let Some(exit) = finish_if_drained(r, cancel).await? {
-                return Ok(Session::Exit(exit));
+            match finish_if_drained(r, cancel).await? {
+                Delivery::Next => {}
+                Delivery::Exit(exit) => return Ok(Session::Exit(exit)),
+                Delivery::Reposition => return Ok(Session::Ended),
             }
         }
     }
@@ -219,9 +225,9 @@ fn compare_sequence(a: &str, b: &str) -> Ordering {
 async fn finish_if_drained(
     r: &mut ShardReader,
     cancel: &CancellationToken,
-) -> Result<Option<ShardExit>, KinesisError> {
+) -> Result<Delivery, KinesisError> {
     let drained = tokio::select! {
-        _ = cancel.cancelled() => return Ok(Some(ShardExit::Stopped)),
+        _ = cancel.cancelled() => return Ok(Delivery::Exit(ShardExit::Stopped)),
         drained = ends_at_checkpoint(r) => drained,
     };
     match drained {
@@ -229,10 +235,10 @@ async fn finish_if_drained(
             debug!(shard_id = %r.shard_id(), "GetRecords says the shard ends at the checkpoint.");
             r.deliver(&[], true, Some(0), cancel).await
         }
-        Ok(false) => Ok(None),
+        Ok(false) => Ok(Delivery::Next),
         Err(message) => {
             debug!(shard_id = %r.shard_id(), error = %message, "Could not check for the end of the shard; will try again.");
-            Ok(None)
+            Ok(Delivery::Next)
         }
     }
 }

@@ -75,6 +75,10 @@ pub struct RecordBatch<'a> {
     /// The checkpoint to store with the batch: the last record's sequence number, or the
     /// previous checkpoint when the batch is empty.
     pub sequence_number: Option<&'a str>,
+    /// The checkpoint the reader believes is stored for the shard: the one the batch was read
+    /// after (`None`: none yet). The store's checkpoint must be exactly this for the batch to
+    /// land; see [`Processor::process`].
+    pub previous: Option<&'a str>,
     /// This batch ends the (closed) shard.
     pub shard_finished: bool,
     /// The lease under which the batch was read; the commit must fail if it is no longer held.
@@ -101,6 +105,12 @@ pub enum ProcessError {
     /// The shard is no longer ours (lease lost): stop reading it, without retrying.
     #[error("{0}")]
     LostOwnership(String),
+    /// The stored checkpoint is not the batch's [`RecordBatch::previous`], so nothing was
+    /// committed: an earlier commit whose answer was lost had landed, or the database lost
+    /// its last commits (a restore, an asynchronous replica promoted). The reader reads its
+    /// checkpoint from the store again and goes on from there.
+    #[error("{0}")]
+    CheckpointMoved(String),
     /// Retrying the same batch cannot help (schema mismatch, read-only database): the reader
     /// fails and is restarted from its checkpoint with backoff, and the shard shows as failing.
     #[error("{0}")]
@@ -115,12 +125,27 @@ impl ProcessError {
 }
 
 /// The engine's one customer: turns batches into durable effects plus checkpoints.
+///
+/// The engine trusts the store, not its memory, for where a shard stands: after any failed
+/// commit the reader reads [`Processor::checkpoints`] again before it goes on. A commit that
+/// failed may still have landed (the connection dropped after the database committed), and
+/// a store may lose its last commits under a running reader (a restore, a failover to an
+/// asynchronous replica); going on from memory would then skip records or apply them twice.
 #[async_trait]
 pub trait Processor: Send + Sync + 'static {
-    /// Every checkpoint stored for `stream`.
+    /// Every checkpoint stored for `stream`, as durable now (read from the store, not from a
+    /// cache): the reader relies on it after a failed commit.
     async fn checkpoints(&self, stream: &str) -> Result<Vec<ShardCheckpoint>, ProcessError>;
 
     /// Makes the batch's effects and its checkpoint durable, atomically, before returning.
+    ///
+    /// The checkpoint write is a compare-and-set: the batch lands only if the shard's stored
+    /// checkpoint is [`RecordBatch::previous`] (no checkpoint at all when that is `None`),
+    /// checked in the same transaction as the effects. Otherwise nothing of the batch may be
+    /// applied, and the answer is [`ProcessError::CheckpointMoved`]; the reader then reloads
+    /// the checkpoint and reads again from there. This is what catches a rollback underneath
+    /// that no error announced: the next commit is refused instead of building on a
+    /// checkpoint the store no longer holds. (A lease, when given, is checked as well.)
     async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError>;
 }
 

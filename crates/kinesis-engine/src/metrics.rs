@@ -121,8 +121,12 @@ pub const METRICS: [MetricDef; 11] = [
         metric: Metric::CommitFailures,
         name: "commit_failures_total",
         kind: MetricKind::Counter,
-        label: label("kind", &["transient", "lease_lost", "fatal"]),
-        help: "Batch commits that failed, by kind (transient, lease_lost, fatal).",
+        label: label(
+            "kind",
+            &["transient", "lease_lost", "fatal", "checkpoint_moved"],
+        ),
+        help: "Batch commits that failed, by kind (transient, lease_lost, fatal, \
+               checkpoint_moved: the stored checkpoint was not the one the batch was read after).",
     },
     MetricDef {
         metric: Metric::ShardLastCommitTimestamp,
@@ -210,6 +214,7 @@ pub(crate) enum CommitFailure {
     Transient,
     LeaseLost,
     Fatal,
+    CheckpointMoved,
 }
 
 /// Why a call is retried: the values of `retries_total{kind}`, in order.

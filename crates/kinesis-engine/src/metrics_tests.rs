@@ -77,6 +77,7 @@ fn emit_everything(m: &Metrics) {
         CommitFailure::Transient,
         CommitFailure::LeaseLost,
         CommitFailure::Fatal,
+        CommitFailure::CheckpointMoved,
     ] {
         m.commit_failed(kind);
     }
@@ -150,6 +151,7 @@ fn label_values_follow_the_enums() {
     assert_eq!(failure(CommitFailure::Transient), "transient");
     assert_eq!(failure(CommitFailure::LeaseLost), "lease_lost");
     assert_eq!(failure(CommitFailure::Fatal), "fatal");
+    assert_eq!(failure(CommitFailure::CheckpointMoved), "checkpoint_moved");
     assert_eq!(RestartReason::Panic.as_str(), "panic");
     assert_eq!(RestartReason::Error.as_str(), "error");
     assert_eq!(RestartReason::Stall.as_str(), "stall");

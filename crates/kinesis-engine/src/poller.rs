@@ -1,7 +1,8 @@
 //! The polling transport: shard iterators and `GetRecords`, paced to AWS's per-shard limit.
 //!
 //! The loop never gets ahead of what is durable: the iterator it re-creates after an error
-//! starts after the last sequence number the processor committed.
+//! starts after the last sequence number the processor committed, and after a failed commit
+//! that left the stored checkpoint elsewhere, after that one.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tracing::{debug, info};
 
 use super::KinesisError;
 use super::backoff::{ErrorClass, classify};
-use super::reader::{ShardContext, ShardExit, ShardReader, StartAt, records_cost};
+use super::reader::{Delivery, ShardContext, ShardExit, ShardReader, StartAt, records_cost};
 use super::shards::aws_message;
 
 /// Reads one shard with `GetRecords` until it ends, the token is cancelled, or a fatal error.
@@ -31,6 +32,10 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
         return Ok(ShardExit::Stopped);
     };
     let mut next_call = Instant::now();
+    // When the previous call started: calls are at least `min_call_interval` apart, measured
+    // on this clock and logged with each call (at debug), so the pacing can be checked
+    // exactly rather than from arrival times, which a busy network or machine bunches up.
+    let mut last_call: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
@@ -44,7 +49,11 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             granted = budget.reserve(bytes) => granted,
         };
-        next_call = Instant::now() + r.ctx.config.reading.min_call_interval;
+        let now = Instant::now();
+        next_call = now + r.ctx.config.reading.min_call_interval;
+        let since_previous_ms = last_call.map(|t| (now - t).as_millis() as u64);
+        last_call = Some(now);
+        debug!(shard_id = %r.shard_id, shard_event = "get_records", since_previous_ms, "Calling GetRecords.");
         let response = tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = r.ctx.client.get_records()
@@ -83,11 +92,21 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
         r.share.observe(out.records().len(), held);
         reservation.settle(held);
         let finished = out.next_shard_iterator().is_none();
-        if let Some(exit) = r
+        match r
             .deliver(out.records(), finished, out.millis_behind_latest(), &cancel)
             .await?
         {
-            return Ok(exit);
+            Delivery::Next => {}
+            Delivery::Exit(exit) => return Ok(exit),
+            Delivery::Reposition => {
+                // The stored checkpoint is elsewhere: read on from it, not from this iterator.
+                drop(reservation);
+                match new_iterator(r, &cancel).await? {
+                    Some(it) => iterator = it,
+                    None => return Ok(ShardExit::Stopped),
+                }
+                continue;
+            }
         }
         let Some(next) = out.next_shard_iterator() else {
             return Ok(ShardExit::Finished); // `deliver` has checkpointed the end

@@ -1,6 +1,10 @@
 //! What every shard reader shares, whatever the transport (polling or enhanced fan-out): its
 //! position (after the last durable record, else where the coordinator said to start),
 //! handing records to the processor until they are durable, and the retry backoff.
+//!
+//! After a failed commit the reader asks the store where the shard stands before it goes on
+//! (see [`crate::Processor`]): a commit whose answer was lost may have landed, and a store may
+//! lose its last commits; either way the stored checkpoint, not the reader's memory, decides.
 
 use std::sync::Arc;
 
@@ -17,7 +21,20 @@ use super::metrics::{CommitFailure, Metrics, RetryKind, ShardMetrics};
 use super::progress::ShardState;
 use super::{
     ConsumerConfig, Handles, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch,
+    ShardCheckpoint,
 };
+
+/// What a transport does after handing a response to [`ShardReader::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Go on from where it is (next iterator, next event).
+    Next,
+    /// The stored checkpoint is not where the reader was: get a new iterator or subscription
+    /// at [`ShardReader::position`], which now starts after the stored checkpoint.
+    Reposition,
+    /// The task ends.
+    Exit(ShardExit),
+}
 
 /// How a shard task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,14 +210,16 @@ impl ShardReader {
     }
 
     /// Gives one response's records to the processor, retrying until durable. `finished` says
-    /// the response ended the (closed) shard. Returns the exit reason when the task must end.
+    /// the response ended the (closed) shard. Says what the transport does next: go on, read
+    /// again from [`Self::position`] (the stored checkpoint is not where this reader was), or
+    /// end the task.
     pub async fn deliver(
         &mut self,
         records: &[Record],
         finished: bool,
         millis_behind_latest: Option<i64>,
         cancel: &CancellationToken,
-    ) -> Result<Option<ShardExit>, KinesisError> {
+    ) -> Result<Delivery, KinesisError> {
         let progress = self.ctx.progress.clone();
         progress.alive(&self.shard_id);
         if let Some(ms) = millis_behind_latest {
@@ -215,11 +234,11 @@ impl ShardReader {
             }
             if caught_up && !self.reached_tip {
                 // Once per reader: the backlog is done (or, at `latest`, reading has begun).
-                info!(shard_id = %self.shard_id, "Shard caught up with the tip.");
+                info!(shard_id = %self.shard_id, shard_event = "caught_up", "Shard caught up with the tip.");
                 self.reached_tip = true;
             }
             self.set_state(caught_up);
-            return Ok(None);
+            return Ok(Delivery::Next);
         }
         let last = records
             .last()
@@ -231,29 +250,36 @@ impl ShardReader {
                 shard_id: &self.shard_id,
                 records,
                 sequence_number: last.as_deref(),
+                previous: self.committed.as_deref(),
                 shard_finished: finished,
                 lease: self.lease.as_ref().map(|(owner, token)| super::LeaseClaim {
                     owner,
                     token: *token,
                 }),
             };
-            match self.ctx.processor.process(batch).await {
+            let moved = match self.ctx.processor.process(batch).await {
                 Ok(()) => break,
                 Err(ProcessError::LostOwnership(message)) => {
                     self.ctx.metrics.commit_failed(CommitFailure::LeaseLost);
                     warn!(shard_id = %self.shard_id, error = %message, "Shard taken over by another worker; stopping it here.");
-                    return Ok(Some(ShardExit::LostOwnership));
+                    return Ok(Delivery::Exit(ShardExit::LostOwnership));
                 }
                 Err(ProcessError::Retry(message)) => {
                     self.ctx.metrics.commit_failed(CommitFailure::Transient);
-                    // The batch did not land (or, after a partial isolation, only a prefix
-                    // did): the same records are retried, idempotently, so nothing is lost.
                     if !self
                         .wait_after_error(ErrorClass::Transient, &message, cancel)
                         .await
                     {
-                        return Ok(Some(ShardExit::Stopped));
+                        return Ok(Delivery::Exit(ShardExit::Stopped));
                     }
+                    false
+                }
+                Err(ProcessError::CheckpointMoved(message)) => {
+                    self.ctx
+                        .metrics
+                        .commit_failed(CommitFailure::CheckpointMoved);
+                    warn!(shard_id = %self.shard_id, error = %message, "Commit refused: the stored checkpoint moved.");
+                    true
                 }
                 Err(e @ ProcessError::Fatal(_)) => {
                     self.ctx.metrics.commit_failed(CommitFailure::Fatal);
@@ -262,7 +288,36 @@ impl ShardReader {
                         source: e,
                     });
                 }
+            };
+            // The commit failed, but it may have landed (its answer lost), or the store may
+            // hold another checkpoint than the one this reader remembers (its last commits
+            // lost): the store, not memory, says where the shard stands.
+            let Some(stored) = self.stored_checkpoint(cancel).await? else {
+                return Ok(Delivery::Exit(ShardExit::Stopped));
+            };
+            if stored.sequence_number == last && (stored.finished || !finished) {
+                warn!(shard_id = %self.shard_id, shard_event = "commit_landed", checkpoint = ?last, "The failed commit had landed; going on after it.");
+                break;
             }
+            if stored.sequence_number == self.committed && !stored.finished {
+                // Where this reader thought: nothing of the batch landed, so try it again
+                // (after a wait if the processor said it moved and it has not: no hot loop).
+                if moved
+                    && !self
+                        .wait_after_error(ErrorClass::Transient, "checkpoint moved", cancel)
+                        .await
+                {
+                    return Ok(Delivery::Exit(ShardExit::Stopped));
+                }
+                continue;
+            }
+            warn!(shard_id = %self.shard_id, shard_event = "checkpoint_reloaded", reader_at = ?self.committed, stored = ?stored.sequence_number, stored_finished = stored.finished, "The stored checkpoint is not where this reader was; reading again from the stored one.");
+            self.committed = stored.sequence_number;
+            if stored.finished {
+                progress.set(&self.shard_id, ShardState::Finished);
+                return Ok(Delivery::Exit(ShardExit::Finished));
+            }
+            return Ok(Delivery::Reposition);
         }
         self.backoff.reset();
         self.ctx.handles.health.ok(&self.shard_id);
@@ -272,10 +327,46 @@ impl ShardReader {
         if finished {
             info!(shard_id = %self.shard_id, "Shard read to its end and checkpointed.");
             progress.set(&self.shard_id, ShardState::Finished);
-            return Ok(Some(ShardExit::Finished));
+            return Ok(Delivery::Exit(ShardExit::Finished));
         }
         self.set_state(millis_behind_latest.unwrap_or(0) == 0);
-        Ok(None)
+        Ok(Delivery::Next)
+    }
+
+    /// This shard's checkpoint as the store holds it now (none: no sequence number, not
+    /// finished), retrying while the store cannot answer; `None` if cancelled meanwhile.
+    async fn stored_checkpoint(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<ShardCheckpoint>, KinesisError> {
+        loop {
+            let stream = &self.ctx.config.reading.stream;
+            match self.ctx.processor.checkpoints(stream).await {
+                Ok(all) => {
+                    let mine = all.into_iter().find(|c| c.shard_id == self.shard_id);
+                    return Ok(Some(mine.unwrap_or(ShardCheckpoint {
+                        shard_id: self.shard_id.clone(),
+                        sequence_number: None,
+                        finished: false,
+                    })));
+                }
+                Err(e) if e.is_retryable() => {
+                    let message = e.to_string();
+                    if !self
+                        .wait_after_error(ErrorClass::Transient, &message, cancel)
+                        .await
+                    {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => {
+                    return Err(KinesisError::Process {
+                        shard_id: self.shard_id.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
     }
 
     fn set_state(&self, caught_up: bool) {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::LeaseStore;
 use super::balance::{Plan, plan};
@@ -26,6 +26,9 @@ pub(crate) struct WorkerLeases {
     unclaimed: usize,
     /// The shard list changed since lease rows were last made sure of.
     shards_changed: bool,
+    /// Housekeeping rounds started, numbering the rounds in the logs (so that how many it took
+    /// to pick a lease up is counted, not timed).
+    rounds: u64,
 }
 
 /// What one round of housekeeping changed.
@@ -52,6 +55,7 @@ impl WorkerLeases {
             held: HashMap::new(),
             unclaimed: 0,
             shards_changed: true,
+            rounds: 0,
         }
     }
 
@@ -89,6 +93,7 @@ impl WorkerLeases {
         finished: &HashSet<String>,
         running: &HashSet<String>,
     ) -> Result<Round, ProcessError> {
+        self.rounds += 1;
         let (stream, me, lease_ms) = (&self.stream, &self.worker_id, self.lease_ms);
         if self.shards_changed {
             let ids: Vec<String> = shards
@@ -111,6 +116,15 @@ impl WorkerLeases {
         }
         self.held = renewed;
         let (all, now_ms) = self.store.leases(stream).await?;
+        // Who held each lease and until when, as this round saw it, for the lines that record
+        // a take: released (no owner) or expired, and since when.
+        let seen: HashMap<&str, (&str, i64)> = all
+            .iter()
+            .map(|l| {
+                let owner = l.owner.as_deref().unwrap_or("");
+                (l.shard_id.as_str(), (owner, l.expires_at_ms))
+            })
+            .collect();
         let readable: Vec<String> = ready_to_read(shards, finished, &HashSet::new())
             .into_iter()
             .map(|s| s.shard_id.clone())
@@ -125,7 +139,9 @@ impl WorkerLeases {
         if want > 0 && !acquire.is_empty() {
             let taken = self.store.acquire(stream, me, &acquire, want, lease_ms);
             for l in taken.await? {
-                info!(shard_id = %l.shard_id, token = l.token, "Lease taken.");
+                let (previous_owner, expired_at_ms) =
+                    seen.get(l.shard_id.as_str()).copied().unwrap_or_default();
+                info!(shard_id = %l.shard_id, token = l.token, lease_round = self.rounds, previous_owner, expired_at_ms, "Lease taken.");
                 round.gained.push(l.shard_id.clone());
                 self.held.insert(l.shard_id, l.token);
             }
@@ -136,7 +152,7 @@ impl WorkerLeases {
                 .steal(stream, me, &victim, &shard, lease_ms)
                 .await?
         {
-            info!(shard_id = %l.shard_id, from = %victim, token = l.token, "Lease taken over to balance the load.");
+            info!(shard_id = %l.shard_id, from = %victim, token = l.token, lease_round = self.rounds, "Lease taken over to balance the load.");
             round.gained.push(l.shard_id.clone());
             self.held.insert(l.shard_id, l.token);
         }
@@ -152,6 +168,15 @@ impl WorkerLeases {
                 self.held.remove(s);
             }
         }
+        debug!(
+            lease_round = self.rounds,
+            now_ms,
+            held = self.held.len(),
+            gained = round.gained.len(),
+            lost = round.lost.len(),
+            unclaimed = self.unclaimed,
+            "Lease housekeeping round."
+        );
         Ok(round)
     }
 
