@@ -2,7 +2,7 @@
 //! talk to the store directly (no Kinesis, no JSON).
 
 use chrono::{DateTime, TimeZone, Utc};
-use optout::event::{Detection, OptEvent, OptOutType};
+use optout::event::{Detection, OptEvent, OptOutType, TimeSource};
 use optout::store::{Batch, Positioned};
 
 /// 2026-03-01T12:00:00Z plus `secs`.
@@ -26,6 +26,7 @@ pub fn opt_event(id: &str, t: OptOutType, from: &str, at: i64) -> OptEvent {
         body: Some(t.as_str().to_lowercase()),
         message_sid: Some(format!("SM{id}")),
         occurred_at: ts(at),
+        time_source: TimeSource::Twilio,
         schema_version: Some(5),
     }
 }
