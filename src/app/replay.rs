@@ -14,6 +14,7 @@ use super::settings::DecodeSettings;
 use super::{AppError, store};
 use crate::ingest::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
 use crate::pipeline::Target;
+use crate::store::IngestPath;
 
 /// Everything `optout replay` needs.
 #[derive(Debug, Clone)]
@@ -76,6 +77,7 @@ pub async fn replay(
     for (name, input) in inputs {
         let label = if name == "-" { "stdin" } else { name }.to_string();
         let target = Target {
+            path: IngestPath::Replay,
             stream: "replay".into(),
             shard_id: format!("{label}@{run_id}"),
             lease: None,

@@ -15,8 +15,10 @@ use kinesis_engine::{
 };
 
 use crate::event::DecodeOptions;
-use crate::pipeline::{RawRecord, Target, commit_records};
-use crate::store::{self, CheckpointUpdate, FailureKind, LeaseToken, Store, StoreError};
+use crate::pipeline::{RawRecord, RecordFormat, Target, commit_records};
+use crate::store::{
+    self, CheckpointUpdate, FailureKind, IngestPath, LeaseToken, Store, StoreError,
+};
 
 /// What the engine sees of a store failure: retry, stop the shard, or give up on it. (Data
 /// errors are resolved by the pipeline's isolation before they get here; one that still does
@@ -72,6 +74,7 @@ impl Processor for StoreProcessor {
 
     async fn process(&self, input: RecordBatch<'_>) -> Result<(), ProcessError> {
         let target = Target {
+            path: IngestPath::Kinesis,
             stream: input.stream.to_string(),
             shard_id: input.shard_id.to_string(),
             lease: input.lease.map(|l| LeaseToken {
@@ -87,6 +90,7 @@ impl Processor for StoreProcessor {
                 sequence_number: r.sequence_number(),
                 partition_key: r.partition_key(),
                 data: r.data().as_ref(),
+                format: RecordFormat::CloudEvent,
             })
             .collect();
         let checkpoint = CheckpointUpdate {

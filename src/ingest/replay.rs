@@ -18,7 +18,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::event::DecodeOptions;
-use crate::pipeline::{Committed, DecodeCounts, RawRecord, Target, commit_records, decode_into};
+use crate::pipeline::{
+    Committed, DecodeCounts, RawRecord, RecordFormat, Target, commit_records, decode_into,
+};
 use crate::store::{Batch, CommitSummary, FailureKind, Store, StoreError};
 
 /// Bytes of lines per transaction. Large enough that commits are rare (a 16 MiB block of the
@@ -72,6 +74,7 @@ impl Block {
                     sequence_number: seq,
                     partition_key: None,
                     data: &self.bytes[lo..hi],
+                    format: RecordFormat::CloudEvent,
                 }
             })
             .collect()
@@ -229,6 +232,7 @@ pub async fn replay_input(
                 }
             };
             let mut batch = Batch {
+                path: producer_target.path,
                 stream: producer_target.stream.clone(),
                 shard_id: producer_target.shard_id.clone(),
                 honor_revocations: producer_target.honor_revocations,

@@ -7,10 +7,12 @@
 
 use tracing::{debug, info, warn};
 
+use chrono::{DateTime, Utc};
+
 use crate::event::{self, DecodeOptions, Detection, Outcome, Skip};
 use crate::store::{
-    Batch, CheckpointUpdate, CommitSummary, DeadLetter, FailureKind, LeaseToken, Positioned, Store,
-    StoreError,
+    Batch, CheckpointUpdate, CommitSummary, DeadLetter, FailureKind, IngestPath, LeaseToken,
+    Positioned, Store, StoreError,
 };
 
 /// How many records of each kind a batch held (for logs and metrics).
@@ -70,15 +72,42 @@ impl std::ops::AddAssign for DecodeCounts {
     }
 }
 
-/// One record as the pipeline sees it, whatever its source (a Kinesis record, a replayed line).
+/// One record as the pipeline sees it, whatever its source (a Kinesis record, a replayed line,
+/// a webhook request or one event of it).
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {
-    /// Kinesis sequence number (or the line's number in a replayed file).
+    /// Kinesis sequence number (the line's number in a replayed file; for a webhook, the
+    /// SHA-256 of the record's bytes, so a retry is the same record).
     pub sequence_number: &'a str,
     /// Kinesis partition key, when there is one.
     pub partition_key: Option<&'a str>,
     /// The record's bytes.
     pub data: &'a [u8],
+    /// What the bytes are.
+    pub format: RecordFormat,
+}
+
+/// What a record's bytes are, and so which decoder reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordFormat {
+    /// One CloudEvent as JSON (Kinesis, replay, the Event Streams webhook).
+    #[default]
+    CloudEvent,
+    /// A Messaging webhook form, received at this time (it carries no event time; kept with
+    /// the record so that decoding it again, after a refused commit, gives the same event).
+    MessagingForm { received_at: DateTime<Utc> },
+}
+
+impl RawRecord<'_> {
+    /// The record's outcome.
+    pub fn classify(&self, options: DecodeOptions) -> Outcome {
+        match self.format {
+            RecordFormat::CloudEvent => event::classify(self.data, options),
+            RecordFormat::MessagingForm { received_at } => {
+                event::classify_messaging_form(self.data, received_at, options)
+            }
+        }
+    }
 }
 
 /// Decodes records into `batch`. Counts are not emitted yet: see [`DecodeCounts::emit`].
@@ -88,13 +117,14 @@ pub fn decode_into<'a>(
     options: DecodeOptions,
 ) -> DecodeCounts {
     let mut counts = DecodeCounts::default();
-    for RawRecord {
-        sequence_number: seq,
-        partition_key,
-        data,
-    } in records
-    {
-        match event::classify(data, options) {
+    for record in records {
+        let RawRecord {
+            sequence_number: seq,
+            partition_key,
+            data,
+            ..
+        } = record;
+        match record.classify(options) {
             Outcome::Skip(Skip::OtherType) => counts.skipped_other_type += 1,
             Outcome::Skip(Skip::NotOptKeyword) => counts.skipped_not_opt_keyword += 1,
             Outcome::Opt(ev) => {
@@ -148,6 +178,7 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
     }
     metrics::counter!("optout_opt_events_stored_total").increment(summary.opt_events_new);
     metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
+    metrics::counter!("optout_opt_events_updated_total").increment(summary.opt_events_updated);
     metrics::counter!("optout_status_changes_total").increment(summary.status_changes);
     metrics::counter!("optout_dead_letters_total").increment(summary.dead_letters);
 }
@@ -155,7 +186,9 @@ pub fn report(batch: &Batch, summary: &CommitSummary) {
 /// Where a run of records is committed, and under which lease.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
-    /// Stream name (`replay` for files).
+    /// Which way in the records came by.
+    pub path: IngestPath,
+    /// Stream name (`replay` for files, `webhook` for webhook requests).
     pub stream: String,
     /// Shard id (for a replay, the file's name and the run).
     pub shard_id: String,
@@ -169,6 +202,7 @@ pub struct Target {
 impl Target {
     fn batch(&self, checkpoint: Option<CheckpointUpdate>) -> Batch {
         Batch {
+            path: self.path,
             stream: self.stream.clone(),
             shard_id: self.shard_id.clone(),
             checkpoint,
@@ -270,7 +304,9 @@ pub async fn commit_records(
 }
 
 /// Commits a refused one-record batch again with its opt event's body and message SID
-/// removed; `None` when there is no opt event or the database still refuses it.
+/// removed (a message SID that is a Twilio SID is kept: it is the event's identity, and no
+/// database refuses 34 letters and digits); `None` when there is no opt event or the
+/// database still refuses it.
 async fn commit_without_text(
     store: &dyn Store,
     batch: &mut Batch,
@@ -279,11 +315,14 @@ async fn commit_without_text(
     let Some(ev) = batch.opt_events.first_mut() else {
         return Ok(None);
     };
-    if ev.value.body.is_none() && ev.value.message_sid.is_none() {
+    let sid_is_identity = ev.value.message_sid.as_deref().is_some_and(event::is_sid);
+    if ev.value.body.is_none() && (ev.value.message_sid.is_none() || sid_is_identity) {
         return Ok(None);
     }
     ev.value.body = None;
-    ev.value.message_sid = None;
+    if !sid_is_identity {
+        ev.value.message_sid = None;
+    }
     let sequence_number = ev.sequence_number.clone();
     match store.commit(batch).await {
         Ok(summary) => {

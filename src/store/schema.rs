@@ -44,6 +44,11 @@ const SQLITE: &[Migration] = &[
         "query",
         include_str!("../../migrations/sqlite/0004_query.sql"),
     ),
+    (
+        5,
+        "identity",
+        include_str!("../../migrations/sqlite/0005_identity.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -61,6 +66,11 @@ const POSTGRES: &[Migration] = &[
         3,
         "native_types",
         include_str!("../../migrations/postgres/0003_native_types.sql"),
+    ),
+    (
+        4,
+        "identity",
+        include_str!("../../migrations/postgres/0004_identity.sql"),
     ),
 ];
 

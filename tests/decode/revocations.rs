@@ -5,7 +5,7 @@ use std::path::Path;
 
 use optout::event::revocation::RuleSet;
 use optout::event::{DecodeOptions, Detection, OptOutType, Outcome, Revocations, Skip, classify};
-use optout::pipeline::{RawRecord, decode_into};
+use optout::pipeline::{RawRecord, RecordFormat, decode_into};
 use optout::store::{Batch, EventFilter, RevocationFilter, StatusFilter, Store};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -573,6 +573,7 @@ async fn ingest(store: &dyn Store, records: &[Vec<u8>], honor: bool) {
             sequence_number: s,
             partition_key: None,
             data: r,
+            format: RecordFormat::CloudEvent,
         }),
         DecodeOptions::default(),
     );

@@ -15,8 +15,8 @@ use crate::common::{db, emulator};
 use std::time::Instant;
 
 use optout::event::DecodeOptions;
-use optout::pipeline::{RawRecord, Target, commit_records};
-use optout::store::CheckpointUpdate;
+use optout::pipeline::{RawRecord, RecordFormat, Target, commit_records};
+use optout::store::{CheckpointUpdate, IngestPath};
 use serde_json::Value;
 
 /// The repro: 3 good STOPs, a STOP with U+0000 in its body, 3 more good STOPs, a STOP
@@ -237,9 +237,11 @@ async fn database_refusals_are_isolated(db: db::Db) {
             sequence_number: &seqs[i],
             partition_key: Some("pk"),
             data: &data[i],
+            format: RecordFormat::CloudEvent,
         })
         .collect();
     let target = Target {
+        path: IngestPath::Kinesis,
         stream: "s".into(),
         shard_id: "shardId-000000000000".into(),
         lease: None,

@@ -78,9 +78,9 @@ impl Listing for StatusFilter {
 /// The SELECT list of an event row.
 pub(super) fn event_columns(reader: &Reader) -> String {
     format!(
-        "event_id, opt_out_type, CAST(inferred AS INTEGER) AS inferred, detection, rule, \
-         account_sid, messaging_service_sid, sender, subscriber, body, message_sid, \
-         {} AS occurred_at, schema_version, shard_id, sequence_number",
+        "event_id, identity, opt_out_type, CAST(inferred AS INTEGER) AS inferred, detection, \
+         rule, account_sid, messaging_service_sid, sender, subscriber, body, message_sid, \
+         {} AS occurred_at, time_source, paths, schema_version, shard_id, sequence_number",
         reader.dialect.ts_out("occurred_at")
     )
 }
@@ -88,6 +88,7 @@ pub(super) fn event_columns(reader: &Reader) -> String {
 pub(super) fn event_row(r: &AnyRow) -> Result<EventRow, sqlx::Error> {
     Ok(EventRow {
         event_id: r.try_get("event_id")?,
+        identity: r.try_get("identity")?,
         opt_out_type: r.try_get("opt_out_type")?,
         inferred: r.try_get::<i64, _>("inferred")? != 0,
         detection: r.try_get("detection")?,
@@ -99,6 +100,8 @@ pub(super) fn event_row(r: &AnyRow) -> Result<EventRow, sqlx::Error> {
         body: r.try_get("body")?,
         message_sid: r.try_get("message_sid")?,
         occurred_at: r.try_get("occurred_at")?,
+        time_source: r.try_get("time_source")?,
+        paths: r.try_get("paths")?,
         schema_version: r.try_get("schema_version")?,
         shard_id: r.try_get("shard_id")?,
         sequence_number: r.try_get("sequence_number")?,
