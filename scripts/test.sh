@@ -3,7 +3,9 @@
 # the in-process ferrokinesis emulator, SQLite and PostgreSQL, then the end-to-end scenarios
 # again against kinesis-local (npm), so nothing depends on one emulator's quirks.
 #
-# Needs: cargo, Node.js + npm (kinesis-local is installed into node_modules/ on first use), and
+# Needs: cargo, Node.js + npm (kinesis-local is installed into node_modules/ on first use),
+# python3 with venv (Twilio's helper library, which signs the webhook tests' requests, is
+# installed into .twilio-venv/ on first use), and
 # PostgreSQL on 127.0.0.1:5432 with trust auth and a `test` database (started here if it is
 # installed but down). OPTOUT_TEST_PG overrides the admin URL. tests/pg_restart.rs restarts the
 # local Debian cluster (pg_ctlcluster, as root) and fails where it cannot, unless
@@ -12,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/install-kinesis-local.sh
+scripts/install-twilio-helper.sh
 scripts/ensure-postgres.sh
 
 echo "== cargo test (ferrokinesis, SQLite, PostgreSQL)"

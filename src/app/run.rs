@@ -1,4 +1,5 @@
-//! `optout run`: the Kinesis way in, with the HTTP server (ways out) beside it.
+//! `optout run`: the Kinesis way in, with the HTTP server (ways out, and the webhook way in when
+//! an auth token file is given) beside it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,10 +8,13 @@ use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, LeaseStore, RunSta
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::serve::bind_api;
-use super::settings::{AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings};
+use super::serve::{PG_WEBHOOK_COMMITTERS, bind_api, finish_webhooks};
+use super::settings::{
+    AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings, WebhookSettings,
+};
 use super::{AppError, aws, store};
 use crate::ingest::kinesis::{StoreLeases, StoreProcessor};
+use crate::ingest::webhook;
 use crate::store::StoreUrl;
 
 /// Everything `optout run` needs.
@@ -26,6 +30,8 @@ pub struct RunSettings {
     pub decode: DecodeSettings,
     /// Serve the HTTP API too.
     pub http: Option<HttpSettings>,
+    /// Take Twilio's webhooks on that HTTP server too.
+    pub webhooks: WebhookSettings,
 }
 
 /// The engine's configuration for these settings.
@@ -67,9 +73,22 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     StoreUrl::parse(&settings.store_url)?; // a typo in --store fails before any AWS call
     let auth = settings.http.as_ref().map(HttpSettings::auth).transpose()?;
     let decode = settings.decode.options()?;
+    if settings.webhooks.enabled() && settings.http.is_none() {
+        return Err(AppError::Usage(
+            "--twilio-auth-token-file needs --http-addr: the webhooks are served by the HTTP \
+             server"
+                .into(),
+        ));
+    }
+    let hooks = settings
+        .webhooks
+        .load(decode, settings.decode.honor_revocations)?;
     let client = aws::kinesis_client(&settings.aws, true).await?;
     let mut engine = engine_config(&settings.consumer);
-    let pool_size = pool_size_for(&client, &engine.stream).await;
+    let mut pool_size = pool_size_for(&client, &engine.stream).await;
+    if hooks.is_some() {
+        pool_size += PG_WEBHOOK_COMMITTERS as u32;
+    }
     let store = store::open(&settings.store_url, pool_size).await?;
     store.claim_single_runner().await?;
     let leases: Option<Arc<dyn LeaseStore>> = store
@@ -79,16 +98,43 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     // The engine reports into a fresh health register that the readiness probe shares.
     engine.health = kinesis::Health::default();
     let health = Some((engine.health.clone(), engine.failing_after));
+    let stop_hooks = CancellationToken::new();
+    let hooks = hooks.map(|config| {
+        webhook::start(
+            store.clone(),
+            config,
+            PG_WEBHOOK_COMMITTERS,
+            stop_hooks.clone(),
+        )
+    });
+    let (ingest, committers) = match hooks {
+        Some(h) => (Some(h.router), Some(h.committers)),
+        None => (None, None),
+    };
     let server = match (&settings.http, auth) {
         (Some(http), Some(auth)) => {
-            match bind_api(&settings.store_url, http.addr, auth, ready.clone(), health).await {
-                Ok((listener, state)) => Some(tokio::spawn(crate::http::serve_on(
-                    listener,
-                    state,
-                    shutdown.clone(),
-                ))),
+            let bound = bind_api(
+                &settings.store_url,
+                http.addr,
+                auth,
+                ready.clone(),
+                health,
+                ingest,
+            );
+            match bound.await {
+                Ok((listener, state)) => {
+                    webhook::describe_metrics();
+                    Some(tokio::spawn(crate::http::serve_on(
+                        listener,
+                        state,
+                        shutdown.clone(),
+                    )))
+                }
                 Err(e) => {
-                    store.close().await;
+                    match committers {
+                        Some(c) => finish_webhooks(stop_hooks, c, &store).await,
+                        None => store.close().await,
+                    }
                     return Err(e);
                 }
             }
@@ -106,6 +152,9 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     if let Some(h) = server {
         let _ = h.await;
     }
-    store.close().await;
+    match committers {
+        Some(c) => finish_webhooks(stop_hooks, c, &store).await,
+        None => store.close().await,
+    }
     Ok(result?)
 }

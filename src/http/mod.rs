@@ -1,7 +1,8 @@
 //! The HTTP server shell: the accept loop with its limits, bearer-token authentication, the
 //! health and readiness probes and Prometheus metrics. The routes of the ways in and out (the
-//! query API, `/v1`) are handed in by the composition root, which merges them here behind the
-//! token check and the in-flight bound; this module knows none of them.
+//! query API, `/v1`; Twilio's webhooks) are handed in by the composition root, which merges
+//! them here: the ways out behind the token check, the ways in (which authenticate their own
+//! callers) beside it, both under the in-flight bound; this module knows none of them.
 //!
 //! The query API serves phone numbers, so protected routes take a bearer token when one is set
 //! ([`ApiAuth`]); the probes stay open for the orchestrator, and `/metrics` is open unless
@@ -53,8 +54,9 @@ pub struct AppState {
 }
 
 /// The routes: `protected` (the ways out, e.g. `/v1/*`; and `/metrics` if so configured)
-/// behind [`ApiAuth`], bounded in time and in concurrency, beside the open probes.
-pub fn router(state: AppState, protected: Router) -> Router {
+/// behind [`ApiAuth`], and `ingest` (ways in that check their own callers, e.g. Twilio's signed
+/// webhooks), both bounded in time and in concurrency, beside the open probes.
+pub fn router(state: AppState, protected: Router, ingest: Option<Router>) -> Router {
     let auth = state.auth.clone();
     let mut protected_here = Router::new();
     let mut open = Router::new()
@@ -72,9 +74,11 @@ pub fn router(state: AppState, protected: Router) -> Router {
         .with_state(state.clone())
         .merge(protected)
         .route_layer(guard)
-        .route_layer(bound);
+        .route_layer(bound.clone());
+    let ingest = ingest.map_or_else(Router::new, |r| r.route_layer(bound));
     open.with_state(state)
         .merge(protected)
+        .merge(ingest)
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
 }
 

@@ -9,7 +9,9 @@
 //! - [`events`]: store-level opt events and batches (`ts`, `opt_event`, `batch`);
 //! - [`records`]: Twilio-shaped records (an [`records::Inbound`] builder, fixtures, filler, the
 //!   steady opt-event stream whose final tables are known);
-//! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy.
+//! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy;
+//! - [`twilio`]: Twilio's side of the webhooks: requests built as Twilio sends them and signed
+//!   by Twilio's own helper library, and a plain HTTP client.
 //!
 //! Every test binary compiles the whole tree and uses part of it.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -23,3 +25,4 @@ pub mod events;
 pub mod optout;
 pub mod proxy;
 pub mod records;
+pub mod twilio;
