@@ -82,7 +82,7 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     }
     let hooks = settings
         .webhooks
-        .load(decode, settings.decode.honor_revocations)?;
+        .load(|| Ok(decode), settings.decode.honor_revocations)?;
     let client = aws::kinesis_client(&settings.aws, true).await?;
     let mut engine = engine_config(&settings.consumer);
     let mut pool_size = pool_size_for(&client, &engine.stream).await;

@@ -13,7 +13,7 @@ use super::settings::{DecodeSettings, HttpSettings, WebhookSettings};
 use super::{AppError, store};
 use crate::http::{ApiAuth, AppState};
 use crate::ingest::webhook;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// PostgreSQL transactions the webhook way in runs side by side (SQLite has one writer).
 pub(super) const PG_WEBHOOK_COMMITTERS: usize = 4;
@@ -37,13 +37,10 @@ pub struct ServeSettings {
 /// opens the store for writing and, on SQLite, takes the one-runner lock.
 pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Result<(), AppError> {
     let auth = settings.http.auth()?;
-    let config = if settings.webhooks.enabled() {
-        let options = settings.decode.options()?;
-        let honor = settings.decode.honor_revocations;
-        settings.webhooks.load(options, honor)?
-    } else {
-        None
-    };
+    let config = settings.webhooks.load(
+        || settings.decode.options(),
+        settings.decode.honor_revocations,
+    )?;
     let ready = Arc::new(AtomicBool::new(true));
     let Some(config) = config else {
         let (listener, app) = bind_api(
@@ -62,7 +59,14 @@ pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Resu
     let store = store::open(&settings.store_url, PG_WEBHOOK_COMMITTERS as u32 + 2).await?;
     if let Err(e) = store.claim_single_runner().await {
         store.close().await;
-        return Err(e.into());
+        return Err(match e {
+            StoreError::Locked { path } => AppError::Usage(format!(
+                "another optout writer (`optout run`, or `optout serve` taking webhooks) is \
+                 already using {path}: on SQLite, take webhooks in the process that runs \
+                 `optout run` (--http-addr), or use PostgreSQL"
+            )),
+            other => other.into(),
+        });
     }
     info!(
         store = store.backend(),

@@ -80,7 +80,7 @@ impl WebhookSettings {
     /// mistake is one line that says what to fix, and never shows a secret.
     pub(super) fn load(
         &self,
-        options: DecodeOptions,
+        options: impl FnOnce() -> Result<DecodeOptions, AppError>,
         honor_revocations: bool,
     ) -> Result<Option<webhook::Config>, AppError> {
         let Some(path) = &self.auth_token_file else {
@@ -119,7 +119,7 @@ impl WebhookSettings {
             tokens,
             basic,
             public_url,
-            options,
+            options: options()?,
             honor_revocations,
         }))
     }

@@ -283,3 +283,61 @@ pub fn parse(buf: &[u8]) -> Option<Answer> {
         body: body.to_owned(),
     })
 }
+
+/// One keep-alive HTTP/1.1 connection, as Twilio's senders keep them.
+pub struct Connection {
+    addr: String,
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Connection {
+    /// Connects to `addr`.
+    pub async fn open(addr: &str) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            addr: addr.to_owned(),
+            stream: tokio::io::BufReader::new(stream),
+        })
+    }
+
+    /// Sends `r` and reads its answer, leaving the connection open.
+    pub async fn send(&mut self, r: &Request) -> std::io::Result<Answer> {
+        use tokio::io::AsyncBufReadExt;
+        self.stream
+            .get_mut()
+            .write_all(&encode(&self.addr, r, false))
+            .await?;
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok(Answer {
+            status: head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+            content_type: header("content-type").unwrap_or_default(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}

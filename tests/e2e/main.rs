@@ -15,7 +15,9 @@
 //! - `poison`: records no database can store, through the consumer and replay;
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
 //! - `log_hygiene`: no phone number or body reaches the logs;
-//! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer.
+//! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
+//! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
+//!   `kill -9` during a burst, settings mistakes.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -34,6 +36,7 @@ mod readiness;
 mod reshard;
 mod resume;
 mod scenarios;
+mod webhooks;
 mod workers;
 
 use common::emulator;
