@@ -254,7 +254,10 @@ async fn events(AxumState(s): AxumState<Arc<State>>, request: Request) -> Respon
             return keep_malformed(&s, route, record(&body, cloud_event), bad).await;
         }
     };
-    if let Some(matched) = &matched {
+    // Only tokens tied to accounts need the accounts of the events: decode them for that.
+    if let Some(matched) = &matched
+        && matched.iter().all(|t| t.account.is_some())
+    {
         let outcomes: Vec<Outcome> = events
             .iter()
             .map(|e| event::classify(e.get().as_bytes(), s.settings.options))
