@@ -31,6 +31,19 @@ pub fn opt_event(id: &str, t: OptOutType, from: &str, at: i64) -> OptEvent {
     }
 }
 
+/// [`opt_event`] in Messaging Service `service`, or scoped to its sender when `None`.
+pub fn scoped_event(
+    id: &str,
+    t: OptOutType,
+    from: &str,
+    service: Option<&str>,
+    at: i64,
+) -> OptEvent {
+    let mut e = opt_event(id, t, from, at);
+    e.messaging_service_sid = service.map(Into::into);
+    e
+}
+
 /// `items` at sequence numbers `00001`, `00002`, … in order.
 pub fn positioned<T>(items: Vec<T>) -> Vec<Positioned<T>> {
     items

@@ -11,7 +11,8 @@
 //!   steady opt-event stream whose final tables are known);
 //! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy;
 //! - [`twilio`]: Twilio's side of the webhooks: requests built as Twilio sends them and signed
-//!   by Twilio's own helper library, and a plain HTTP client.
+//!   by Twilio's own helper library, and a plain HTTP client;
+//! - [`webhooks`]: the webhook tests' messages, and the webhook way in served in process.
 //!
 //! Every test binary compiles the whole tree and uses part of it.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -26,3 +27,4 @@ pub mod optout;
 pub mod proxy;
 pub mod records;
 pub mod twilio;
+pub mod webhooks;

@@ -17,7 +17,7 @@
 //! - `log_hygiene`: no phone number or body reaches the logs;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
 //! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
-//!   `kill -9` during a burst, settings mistakes.
+//!   `kill -9` during a burst; `webhook_settings`: their settings mistakes.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -36,6 +36,7 @@ mod readiness;
 mod reshard;
 mod resume;
 mod scenarios;
+mod webhook_settings;
 mod webhooks;
 mod workers;
 

@@ -5,8 +5,9 @@
 //!   reassigned-number opt-out through Kinesis and the event sink is one event too;
 //! - a `kill -9` during a burst of webhook requests: every request that got 2xx is stored,
 //!   and sending the whole burst again stores nothing twice;
-//! - refusals and group commits show in `/metrics`; no phone number reaches the logs;
-//! - a settings mistake is one line and exit 2, without the token.
+//! - refusals and group commits show in `/metrics`; no phone number reaches the logs.
+//!
+//! Settings mistakes and a second SQLite writer are in `webhook_settings.rs`.
 
 use super::*;
 
@@ -15,14 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::common::db;
 use crate::common::twilio::{self, Connection, Payload};
-
-const PUBLIC: &str = "https://optout.example.com";
-const MESSAGING: &str = "/twilio/messaging";
-const EVENTS: &str = "/twilio/events";
-const SERVICE: &str = "MG2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c";
+use crate::common::webhooks::*;
 
 /// A directory with an auth token file (the rotation's two tokens).
-fn token_file() -> (tempfile::TempDir, String) {
+pub(crate) fn token_file() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("twilio-tokens");
     std::fs::write(
@@ -38,7 +35,7 @@ fn token_file() -> (tempfile::TempDir, String) {
     (dir, path)
 }
 
-async fn wait_ready(addr: &str) {
+pub(crate) async fn wait_ready(addr: &str) {
     emulator::wait_for("/readyz", Duration::from_secs(60), || async move {
         http_get(addr, "/readyz").await.0 == 200
     })
@@ -46,37 +43,9 @@ async fn wait_ready(addr: &str) {
     .unwrap();
 }
 
-/// A message's event id; its message SID is `SM` and the same digits.
-fn event_id(n: u32) -> String {
-    format!("EZ{n:032x}")
-}
-
-fn sid(n: u32) -> String {
-    format!("SM{n:032x}")
-}
-
-fn subscriber(n: u32) -> String {
-    format!("+1555765{n:04}")
-}
-
-/// Message `n` as Event Streams writes it (to Kinesis or the webhook sink).
-fn cloud_event(n: u32, kind: &str, at: &str) -> Vec<u8> {
-    Inbound::new(&event_id(n), &subscriber(n))
-        .service(SERVICE)
-        .keyword(kind)
-        .at(at)
-        .build()
-}
-
-/// Message `n` as the Messaging webhook posts it.
-fn form(n: u32, kind: &str) -> Payload {
-    Payload::Form(twilio::inbound_params(
-        &sid(n),
-        &subscriber(n),
-        Some(SERVICE),
-        kind,
-        Some(kind),
-    ))
+/// Message `n` as the Messaging webhook posts it, the keyword `kind` flagged.
+fn keyword_form(n: u32, kind: &str) -> Payload {
+    form(n, kind, Some(kind))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,7 +103,7 @@ async fn one_stop_through_three_paths_is_one_event(o: Optout, emu: emulator::Emu
         PUBLIC,
         twilio::TOKEN,
         &[
-            (MESSAGING, form(1, "STOP")),
+            (MESSAGING, keyword_form(1, "STOP")),
             (
                 EVENTS,
                 Payload::Json(format!(
@@ -146,7 +115,7 @@ async fn one_stop_through_three_paths_is_one_event(o: Optout, emu: emulator::Emu
                 EVENTS,
                 Payload::Json(String::from_utf8(reassigned.clone()).unwrap()),
             ),
-            (MESSAGING, form(2, "STOP")),
+            (MESSAGING, keyword_form(2, "STOP")),
         ],
     );
     // Message 1: the Messaging webhook first, with only a receive time.
@@ -322,7 +291,7 @@ async fn a_kill_9_during_a_burst_loses_no_answered_request(o: Optout) {
     let payloads: Vec<(&str, Payload)> = (0..N)
         .map(|n| {
             if n % 2 == 0 {
-                (MESSAGING, form(n, "STOP"))
+                (MESSAGING, keyword_form(n, "STOP"))
             } else {
                 let e = cloud_event(n, "STOP", "2026-03-01T10:00:00Z");
                 (EVENTS, Payload::Json(String::from_utf8(e).unwrap()))
@@ -417,148 +386,5 @@ async fn a_kill_9_during_a_burst_loses_no_answered_request(o: Optout) {
         .unwrap();
     let identities: BTreeSet<&str> = all.iter().map(|e| e.identity.as_str()).collect();
     assert_eq!((all.len(), identities.len()), (N as usize, N as usize));
-    worker.terminate();
-}
-
-#[test]
-fn webhook_settings_mistakes_are_one_line_and_exit_2() {
-    let (_dir, tokens) = token_file();
-    let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_owned()
-    };
-    let empty = write("empty", "\n# nothing\n");
-    let bad = write("bad", &format!("MG0123 {}\n", twilio::TOKEN));
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["serve", "--twilio-auth-token-file", &tokens],
-            "--public-url",
-        ),
-        (
-            vec!["serve", "--public-url", PUBLIC],
-            "--twilio-auth-token-file",
-        ),
-        (
-            vec![
-                "run",
-                "--stream",
-                "s",
-                "--twilio-auth-token-file",
-                &tokens,
-                "--public-url",
-                PUBLIC,
-            ],
-            "--http-addr",
-        ),
-        (
-            vec![
-                "serve",
-                "--twilio-auth-token-file",
-                &empty,
-                "--public-url",
-                PUBLIC,
-            ],
-            "holds no token",
-        ),
-        (
-            vec![
-                "serve",
-                "--twilio-auth-token-file",
-                &bad,
-                "--public-url",
-                PUBLIC,
-            ],
-            "line 1",
-        ),
-        (
-            vec![
-                "serve",
-                "--twilio-auth-token-file",
-                "/nonexistent/tokens",
-                "--public-url",
-                PUBLIC,
-            ],
-            "cannot read",
-        ),
-        (
-            vec![
-                "serve",
-                "--twilio-auth-token-file",
-                &tokens,
-                "--public-url",
-                "optout.example.com",
-            ],
-            "invalid --public-url",
-        ),
-    ];
-    for (args, says) in cases {
-        let (code, text) = exits_within(&args, Duration::from_secs(30));
-        assert_eq!(code, Some(2), "{args:?}: {text}");
-        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
-        assert!(text.contains(says), "{args:?}: {text}");
-        assert!(!text.contains(twilio::TOKEN), "the token shown: {text}");
-    }
-}
-
-/// `optout ARGS` on an in-memory store: its exit code and output; a process still running
-/// after `limit` (a mistake that went unnoticed, so it serves) is killed and fails the test.
-fn exits_within(args: &[&str], limit: Duration) -> (Option<i32>, String) {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = bare_command(args)
-        .env("OPTOUT_STORE", "sqlite::memory:")
-        .stdout(std::process::Stdio::from(log.reopen().unwrap()))
-        .stderr(std::process::Stdio::from(log.reopen().unwrap()))
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(log.path()).unwrap();
-    (status.code(), text)
-}
-
-#[tokio::test]
-async fn a_second_sqlite_writer_taking_webhooks_is_refused() {
-    let (_dir, tokens) = token_file();
-    let o = Optout::new(Vec::new());
-    let addr = format!("127.0.0.1:{}", free_port());
-    let args = |addr: &str| {
-        vec![
-            "serve".to_owned(),
-            "--http-addr".into(),
-            addr.into(),
-            "--twilio-auth-token-file".into(),
-            tokens.clone(),
-            "--public-url".into(),
-            PUBLIC.into(),
-        ]
-    };
-    let first: Vec<String> = args(&addr);
-    let worker = o.spawn(&first.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_ready(&addr).await;
-    let second: Vec<String> = args(&format!("127.0.0.1:{}", free_port()));
-    let out = o.output(&second.iter().map(String::as_str).collect::<Vec<_>>());
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("already using") && text.contains("optout run"),
-        "{text}"
-    );
-    // Read-only, without webhooks, `serve` still runs beside it.
-    let third_addr = format!("127.0.0.1:{}", free_port());
-    let third = o.spawn(&["serve", "--http-addr", &third_addr]);
-    wait_ready(&third_addr).await;
-    third.terminate();
     worker.terminate();
 }

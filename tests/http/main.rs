@@ -2,7 +2,8 @@
 //! - `api`: the `/v1` query API on both backends, checked against `schemas/openapi.json`;
 //! - `auth`: bearer tokens, open probes, refusing a public address without a token;
 //! - `webhooks`: Twilio's webhooks, signed by Twilio's own helper library: signatures,
-//!   tampering, bad input, retries and duplicates, account-bound tokens, Basic credentials.
+//!   tampering, account-bound tokens, Basic credentials;
+//! - `webhook_input`: bad input, retries and duplicates on the webhooks.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -10,4 +11,5 @@ mod common;
 
 mod api;
 mod auth;
+mod webhook_input;
 mod webhooks;

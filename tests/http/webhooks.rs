@@ -6,124 +6,36 @@
 //!   single CloudEvent or a batch, the URL with and without its port;
 //! - tampering with the URL, a parameter, the body, `bodySHA256` or the token, and a signature
 //!   made for another host, are refused with 403 and store nothing;
-//! - bad input gets its code (413, 415, 400) and loses nothing: a signed body that cannot be
-//!   read or decoded is kept as a dead letter, once however often Twilio retries;
-//! - retries and concurrent duplicates are stored once; a token tied to an account signs only
-//!   that account; Basic credentials stand in for a signature on the event sink.
+//! - a token tied to an account signs only that account; Basic credentials stand in for a
+//!   signature on the event sink; without the token file the routes answer 404.
+//!
+//! Bad input, retries and duplicates are in `webhook_input.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use optout::event::DecodeOptions;
 use optout::http::{ApiAuth, AppState};
-use optout::ingest::webhook::{self, AuthTokens, BasicCredentials, Config, PublicUrl};
-use optout::store::query::{DeadLetterFilter, TestEventFilter};
-use optout::store::{EventFilter, EventRow, StatusFilter};
-use serde_json::json;
+use optout::ingest::webhook::{AuthTokens, BasicCredentials};
+use optout::store::query::TestEventFilter;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::db::Db;
-use crate::common::records::Inbound;
 use crate::common::twilio::{self, Payload, Request, ToSign};
+use crate::common::webhooks::*;
 
 both_backends! {
     twilio_s_signatures_pass_and_store_one_event_each;
     tampering_is_refused_and_stores_nothing;
-    bad_input_gets_its_code_and_loses_nothing;
-    retries_and_concurrent_duplicates_are_stored_once;
 }
 
-/// What Twilio calls: a TLS-terminating proxy in front of the test's plain listener.
-const PUBLIC: &str = "https://optout.example.com";
-const MESSAGING: &str = "/twilio/messaging";
-const EVENTS: &str = "/twilio/events";
-
-/// A running server with the webhook way in, and its store.
-struct Hooks {
-    addr: String,
-    db: Db,
-    stop: CancellationToken,
-}
-
-impl Drop for Hooks {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn config() -> Config {
-    Config {
-        tokens: AuthTokens::parse(&format!("{}\n{}\n", twilio::TOKEN, twilio::SECOND_TOKEN))
-            .unwrap(),
-        basic: BasicCredentials::default(),
-        public_url: PublicUrl::parse(PUBLIC).unwrap(),
-        options: DecodeOptions::default(),
-        honor_revocations: false,
-    }
-}
-
-/// Serves the real router with the webhook routes of `config` on a loopback port.
-async fn start(db: Db, config: Config) -> Hooks {
-    let stop = CancellationToken::new();
-    let hooks = webhook::start(db.store.clone(), config, 4, stop.clone());
-    let state = AppState {
-        reader: db.reader.clone(),
-        metrics: None,
-        ready: Arc::new(AtomicBool::new(true)),
-        auth: Arc::new(ApiAuth::new(vec!["api-token".into()], false)),
-        health: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(optout::http::serve_on(
-        listener,
-        optout::app::http_app_with(state, Some(hooks.router)),
-        stop.clone(),
-    ));
-    Hooks { addr, db, stop }
-}
-
-impl Hooks {
-    async fn post(&self, r: &Request) -> twilio::Answer {
-        twilio::post(&self.addr, r).await.unwrap()
-    }
-
-    async fn events(&self) -> Vec<EventRow> {
-        self.db.reader.all(&EventFilter::default()).await.unwrap()
-    }
-
-    async fn dead_letters(&self) -> Vec<optout::store::DeadLetterRow> {
-        self.db.reader.all(&DeadLetterFilter).await.unwrap()
-    }
-}
-
-/// A message SID (34 characters) numbered `n`.
-fn sid(n: u32) -> String {
-    format!("SM{n:032x}")
-}
-
-/// A Messaging webhook form for a STOP Advanced Opt-Out flagged.
+/// Message `n`, a STOP Advanced Opt-Out flagged, as the Messaging webhook posts it.
 fn stop_form(n: u32) -> Payload {
-    Payload::Form(twilio::inbound_params(
-        &sid(n),
-        &format!("+1555123{n:04}"),
-        Some("MG2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c"),
-        "Stop",
-        Some("STOP"),
-    ))
+    form(n, "Stop", Some("STOP"))
 }
 
 /// The same message as an Event Streams CloudEvent.
 fn stop_event(n: u32) -> String {
-    let mut e: serde_json::Value = serde_json::from_slice(
-        &Inbound::new(&format!("EZ{n:032x}"), &format!("+1555123{n:04}"))
-            .service("MG2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c")
-            .keyword("STOP")
-            .build(),
-    )
-    .unwrap();
-    e["data"]["messageSid"] = json!(sid(n));
-    e.to_string()
+    cloud_event_text(n, "STOP")
 }
 
 async fn twilio_s_signatures_pass_and_store_one_event_each(db: Db) {
@@ -393,146 +305,6 @@ async fn tampering_is_refused_and_stores_nothing(db: Db) {
     assert_eq!(h.post(&sms).await.status, 200);
     assert_eq!(h.post(&sink).await.status, 200);
     assert_eq!(h.events().await.len(), 2);
-}
-
-async fn bad_input_gets_its_code_and_loses_nothing(db: Db) {
-    let h = start(db, config()).await;
-    // Too large: refused before the body is read (and after, when no length is declared).
-    let huge = "x".repeat(webhook::MAX_BODY_BYTES + 1);
-    let big = twilio::requests(PUBLIC, twilio::TOKEN, &[(EVENTS, Payload::Json(huge))]).remove(0);
-    assert_eq!(h.post(&big).await.status, 413);
-    // The wrong content type.
-    let sms = twilio::requests(PUBLIC, twilio::TOKEN, &[(MESSAGING, stop_form(1))]).remove(0);
-    let json_sms = sms
-        .clone()
-        .with_header("Content-Type", Some("application/json"));
-    assert_eq!(h.post(&json_sms).await.status, 415);
-    let sink = twilio::requests(
-        PUBLIC,
-        twilio::TOKEN,
-        &[(EVENTS, Payload::Json(stop_event(2)))],
-    )
-    .remove(0);
-    assert_eq!(
-        h.post(&sink.clone().with_header("Content-Type", Some("text/plain")))
-            .await
-            .status,
-        415
-    );
-    assert!(h.events().await.is_empty() && h.dead_letters().await.is_empty());
-
-    // Signed but malformed: 400, and the bytes kept as a dead letter; a retry keeps them once.
-    let signed = twilio::sign_all(&[
-        ToSign {
-            token: twilio::TOKEN.into(),
-            url: format!("{PUBLIC}{EVENTS}"),
-            payload: Payload::Json(r#"[{"specversion":"1.0","id":"EZ1""#.into()),
-            algorithm: None,
-        },
-        ToSign {
-            token: twilio::TOKEN.into(),
-            url: format!("{PUBLIC}{EVENTS}"),
-            payload: Payload::Json(r#"[{"specversion":"1.0","type":"com.twilio.messaging.inbound-message.received","source":"/s","id":"EZ2","data":{"optOutType":"STOP"}}]"#.into()),
-            algorithm: None,
-        },
-    ]);
-    let truncated = twilio::signed_request(&signed[0], &Payload::Json(String::new()));
-    let truncated = Request {
-        body: r#"[{"specversion":"1.0","id":"EZ1""#.as_bytes().to_vec(),
-        ..truncated
-    };
-    for _ in 0..3 {
-        let a = h.post(&truncated).await;
-        assert_eq!(a.status, 400, "{}", a.body);
-        assert!(a.body.starts_with("not JSON: "), "{}", a.body);
-    }
-    // A form whose percent-encoding is broken: Twilio's library signs the decoded values a
-    // lenient parser reads, so the signature passes and the body is refused as malformed.
-    let mut form = twilio::inbound_params(&sid(3), "+15551230003", None, "100% sure", Some("STOP"));
-    form.sort();
-    let lenient = twilio::sign_all(&[ToSign {
-        token: twilio::TOKEN.into(),
-        url: format!("{PUBLIC}{MESSAGING}"),
-        payload: Payload::Form(form.clone()),
-        algorithm: None,
-    }]);
-    let raw: String = form
-        .iter()
-        .map(|(n, v)| format!("{n}={}", v.replace('+', "%2B").replace(' ', "+")))
-        .collect::<Vec<_>>()
-        .join("&");
-    let broken = Request {
-        body: raw.into_bytes(),
-        ..twilio::signed_request(&lenient[0], &Payload::Form(form))
-    };
-    for _ in 0..2 {
-        let a = h.post(&broken).await;
-        assert_eq!(a.status, 400, "{}", a.body);
-        assert!(a.body.starts_with("not a form: "), "{}", a.body);
-    }
-    // Well formed but undecodable: 200, and a dead letter with its raw bytes, once.
-    let undecodable = twilio::signed_request(&signed[1], &Payload::Json(r#"[{"specversion":"1.0","type":"com.twilio.messaging.inbound-message.received","source":"/s","id":"EZ2","data":{"optOutType":"STOP"}}]"#.into()));
-    for _ in 0..3 {
-        assert_eq!(h.post(&undecodable).await.status, 200);
-    }
-    let dead = h.dead_letters().await;
-    assert_eq!(dead.len(), 3, "{dead:#?}");
-    let reasons: Vec<&str> = dead
-        .iter()
-        .map(|d| d.reason.split(':').next().unwrap())
-        .collect();
-    for want in ["not JSON", "not a form", "missing field"] {
-        assert!(reasons.contains(&want), "{reasons:?}");
-    }
-    use base64::Engine as _;
-    let kept = dead
-        .iter()
-        .find(|d| d.reason.starts_with("missing field"))
-        .unwrap();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(&kept.data_base64)
-        .unwrap();
-    assert!(
-        bytes.starts_with(br#"{"specversion":"1.0","type""#),
-        "the event's own bytes"
-    );
-    assert_eq!(kept.shard_id, EVENTS);
-    assert!(h.events().await.is_empty());
-}
-
-async fn retries_and_concurrent_duplicates_are_stored_once(db: Db) {
-    let h = Arc::new(start(db, config()).await);
-    let sms = twilio::requests(PUBLIC, twilio::TOKEN, &[(MESSAGING, stop_form(1))]).remove(0);
-    for _ in 0..3 {
-        assert_eq!(h.post(&sms).await.status, 200);
-    }
-    let sink = twilio::requests(
-        PUBLIC,
-        twilio::TOKEN,
-        &[(EVENTS, Payload::Json(stop_event(2)))],
-    )
-    .remove(0);
-    let tasks: Vec<_> = (0..24)
-        .map(|i| {
-            let (h, r) = (
-                h.clone(),
-                if i % 2 == 0 {
-                    sink.clone()
-                } else {
-                    sms.clone()
-                },
-            );
-            tokio::spawn(async move { h.post(&r).await.status })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
-    }
-    let events = h.events().await;
-    assert_eq!(events.len(), 2, "{events:#?}");
-    let status = h.db.reader.all(&StatusFilter::default()).await.unwrap();
-    assert_eq!(status.len(), 2);
-    assert!(status.iter().all(|s| s.status == "opted_out"));
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! test), one module per guarantee:
 //! - `semantics`: identity, status order, dead letters, test events, checkpoints, fencing;
 //! - `guarantees`: atomicity under a failing write, order independence as a property;
+//! - `paths`: one event per message across paths (Kinesis, webhooks, replay), as a property;
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `migrations`: upgrades of databases holding rows;
@@ -16,6 +17,7 @@ mod access;
 mod guarantees;
 mod leases;
 mod migrations;
+mod paths;
 mod queries;
 mod semantics;
 mod tls;
