@@ -1,8 +1,9 @@
 //! Twilio's webhooks through the `optout` binary, on both backends, with requests signed by
 //! Twilio's own helper library:
-//! - one STOP delivered through Kinesis, the Event Streams webhook and the Messaging webhook,
-//!   in either order, is one opt event with Twilio's time, recording the three paths; a
-//!   reassigned-number opt-out through Kinesis and the event sink is one event too;
+//! - one STOP delivered through Kinesis (either emulator: `OPTOUT_TEST_EMULATOR`), the Event
+//!   Streams webhook and the Messaging webhook, in either order, is one opt event with Twilio's
+//!   time, recording the three paths; a reassigned-number opt-out through Kinesis and the event
+//!   sink is one event too;
 //! - a `kill -9` during a burst of webhook requests: every request that got 2xx is stored,
 //!   and sending the whole burst again stores nothing twice;
 //! - refusals and group commits show in `/metrics`; no phone number reaches the logs.
@@ -50,13 +51,13 @@ fn keyword_form(n: u32, kind: &str) -> Payload {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_stop_through_three_paths_is_one_event_on_sqlite() {
-    let emu = emulator::ferrokinesis().await;
+    let emu = emulator::from_env().await;
     one_stop_through_three_paths_is_one_event(Optout::new(emu.env()), emu).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_stop_through_three_paths_is_one_event_on_postgres() {
-    let (emu, pg) = (emulator::ferrokinesis().await, db::postgres().await);
+    let (emu, pg) = (emulator::from_env().await, db::postgres().await);
     one_stop_through_three_paths_is_one_event(Optout::with_store(emu.env(), &pg.url), emu).await;
 }
 
