@@ -39,7 +39,7 @@ pub struct ReplayedFile {
     /// Non-blank lines read.
     pub lines: u64,
     /// Opt events found, and of those the ones stored for the first time and the ones
-    /// already stored (by event id).
+    /// already stored (by identity: the message SID, else the event id).
     pub opt_events: u64,
     pub opt_events_new: u64,
     pub opt_events_duplicate: u64,

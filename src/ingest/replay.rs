@@ -10,7 +10,7 @@
 //!   the old path back).
 //!
 //! A block the database refuses for its data goes through [`commit_records`], which bisects
-//! and dead-letters exactly as the consumer does; dedup by event id is the store's, as always.
+//! and dead-letters exactly as the consumer does; dedup by identity is the store's, as always.
 
 use std::io::{self, Read};
 use std::sync::Arc;
