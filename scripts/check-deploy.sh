@@ -3,8 +3,9 @@
 #   1. checkov: the Dockerfile, the Terraform, and the Kubernetes objects each overlay builds
 #      (no failed check; each skip is justified in a comment beside it)
 #   2. every .tf file parses (python-hcl2); `terraform validate` needs provider downloads
-#   3. `kubectl kustomize` builds each overlay (and postgres + the monitoring component), and
-#      kubernetes-validate checks the output against current Kubernetes versions
+#   3. `kubectl kustomize` builds each overlay (and postgres + the monitoring component, and each
+#      overlay + the webhooks component), and kubernetes-validate checks the output against
+#      current Kubernetes versions
 #   4. promtool check rules + test rules; the PrometheusRule carries rules.yml verbatim
 #   5. the crate builds with the Dockerfile's flags (features, target), see check_dockerfile_build
 #
@@ -23,7 +24,8 @@ KUBE_VERSIONS="${KUBE_VERSIONS:-1.33.0 1.37.0}"
 OVERLAYS=(postgres sqlite)
 WORK="$(mktemp -d)"
 MONITORING_CHECK=deploy/kubernetes/.monitoring-check
-trap 'rm -rf "$WORK" "$MONITORING_CHECK"' EXIT
+WEBHOOKS_CHECK=deploy/kubernetes/.webhooks-check
+trap 'rm -rf "$WORK" "$MONITORING_CHECK" "$WEBHOOKS_CHECK"' EXIT
 
 write_prometheusrule() {
     "$PY" - "$@" <<'PYEOF'
@@ -102,6 +104,25 @@ components:
 YAML
 "$KUBECTL" kustomize "$MONITORING_CHECK" > "$WORK/k8s/postgres-monitoring.yaml"
 echo "postgres + monitoring: $(grep -c '^kind:' "$WORK/k8s/postgres-monitoring.yaml") objects"
+# Each overlay with Twilio's webhooks (Ingress, NetworkPolicy, token Secret mounted, settings).
+for overlay in "${OVERLAYS[@]}"; do
+    mkdir -p "$WEBHOOKS_CHECK/$overlay"
+    cat > "$WEBHOOKS_CHECK/$overlay/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: optout
+resources:
+  - ../../$overlay
+components:
+  - ../../webhooks
+YAML
+    "$KUBECTL" kustomize "$WEBHOOKS_CHECK/$overlay" > "$WORK/k8s/$overlay-webhooks.yaml"
+    grep -q 'mountPath: /etc/optout/twilio' "$WORK/k8s/$overlay-webhooks.yaml" || {
+        echo "$overlay + webhooks: the token Secret is not mounted" >&2
+        exit 1
+    }
+    echo "$overlay + webhooks: $(grep -c '^kind:' "$WORK/k8s/$overlay-webhooks.yaml") objects"
+done
 "$KUBECTL" version --client 2>/dev/null | sed 's/^/  /'
 
 echo "== kubernetes-validate ($("$TOOLS/venv/bin/kubernetes-validate" --version)) against $KUBE_VERSIONS"

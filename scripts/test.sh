@@ -3,7 +3,9 @@
 # the in-process ferrokinesis emulator, SQLite and PostgreSQL, then the end-to-end scenarios
 # again against kinesis-local (npm), so nothing depends on one emulator's quirks.
 #
-# Needs: cargo, Node.js + npm (kinesis-local is installed into node_modules/ on first use), and
+# Needs: cargo, Node.js + npm (kinesis-local is installed into node_modules/ on first use),
+# python3 with venv (Twilio's helper library, which signs the webhook tests' requests, is
+# installed into .twilio-venv/ on first use), and
 # PostgreSQL on 127.0.0.1:5432 with trust auth and a `test` database (started here if it is
 # installed but down). OPTOUT_TEST_PG overrides the admin URL. tests/pg_restart.rs restarts the
 # local Debian cluster (pg_ctlcluster, as root) and fails where it cannot, unless
@@ -12,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/install-kinesis-local.sh
+scripts/install-twilio-helper.sh
 scripts/ensure-postgres.sh
 
 echo "== cargo test (ferrokinesis, SQLite, PostgreSQL)"
@@ -22,7 +25,7 @@ echo "== end-to-end scenarios against kinesis-local (polling, fan-out, faults, s
 # or no emulator at all, and already ran above.
 OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked --test e2e -- \
     scenarios:: resume:: reshard:: positions:: cli:: http:: fanout:: faults:: workers:: \
-    poison:: log_hygiene:: --skip query_cli \
+    poison:: log_hygiene:: webhooks::one_stop --skip query_cli \
     --skip twenty_kills --skip expired_iterators --skip latest_survives \
     --skip expiring_subscriptions --skip a_deregistered_consumer \
     --skip database_refusals --skip replay_stores

@@ -10,7 +10,8 @@
 //!   store, owns shutdown.
 //! - Ways in, each handing raw records to [`pipeline`]: the Kinesis consumer engine (the
 //!   `kinesis-engine` crate, general: it knows no Twilio and no SQL) through
-//!   [`ingest::kinesis`], and archived files through [`ingest::replay`].
+//!   [`ingest::kinesis`], archived files through [`ingest::replay`], and Twilio's webhooks
+//!   through [`ingest::webhook`].
 //! - [`pipeline`]: raw records → [`event`] → one [`store`] commit with the source's
 //!   position, isolating records the database refuses.
 //! - [`event`]: one record's bytes → opt event, sink test event, skip or dead letter; pure.

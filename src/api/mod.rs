@@ -290,7 +290,7 @@ async fn events(
         Some(Some(d)) => Some(d),
         Some(None) => {
             return Err(ApiError::bad_request(
-                "detection: use twilio, keyword or phrase",
+                "detection: use twilio, reassigned, keyword or phrase",
             ));
         }
     };

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, &[MetricDef])] = &[
     ("pipeline", crate::pipeline::metrics::METRICS),
     ("store", crate::store::metrics::METRICS),
     ("http", crate::http::metrics::METRICS),
+    ("webhook", crate::ingest::webhook::metrics::METRICS),
 ];
 
 /// Installs the Prometheus recorder (once per process) and describes every metric.
@@ -58,8 +59,11 @@ fn rows() -> Vec<Row> {
             name: d.full_name(),
             kind: d.kind.as_str(),
             label: d
-                .label
-                .map_or_else(String::new, |(name, values)| label_text(name, values)),
+                .labels
+                .iter()
+                .map(|(name, values)| label_text(name, values))
+                .collect::<Vec<_>>()
+                .join("; "),
             help: d.help,
             owner,
         })

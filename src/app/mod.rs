@@ -24,8 +24,8 @@ pub use produce::{ProduceSettings, Produced, produce};
 pub use query::{dead_letter, export};
 pub use replay::{ReplaySettings, ReplayedFile, replay};
 pub use run::{RunSettings, run};
-pub use serve::{ServeSettings, http_app, serve};
-pub use settings::{AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings};
+pub use serve::{ServeSettings, http_app, http_app_with, serve};
+pub use settings::{AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings, WebhookSettings};
 pub use shards::{ShardRow, shard_table};
 pub use store::migrate;
 
@@ -34,6 +34,7 @@ pub use store::migrate;
 /// values it filters on.
 pub mod vocabulary {
     pub use crate::event::{Detection, OptOutType};
+    pub use crate::store::IngestPath;
     pub use crate::store::query::{
         AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, TestEventFilter,
     };

@@ -18,6 +18,7 @@ use super::settings::DecodeSettings;
 use super::{AppError, store, upkeep};
 use crate::ingest::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
 use crate::pipeline::Target;
+use crate::store::IngestPath;
 
 /// Everything `optout replay` needs.
 #[derive(Debug, Clone)]
@@ -42,7 +43,7 @@ pub struct ReplayedFile {
     /// Non-blank lines read.
     pub lines: u64,
     /// Opt events found, and of those the ones stored for the first time and the ones
-    /// already stored (by event id).
+    /// already stored (by identity: the message SID, else the event id).
     pub opt_events: u64,
     pub opt_events_new: u64,
     pub opt_events_duplicate: u64,
@@ -100,6 +101,7 @@ pub async fn replay(
             n => format!("{label}#{n}@{run_id}"),
         };
         let target = Target {
+            path: IngestPath::Replay,
             stream: "replay".into(),
             shard_id,
             lease: None,

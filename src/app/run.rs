@@ -1,4 +1,5 @@
-//! `optout run`: the Kinesis way in, with the HTTP server (ways out) beside it.
+//! `optout run`: the Kinesis way in, with the HTTP server (ways out, and the webhook way in when
+//! an auth token file is given) beside it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,10 +8,13 @@ use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, Handles, LeaseStor
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::serve::bind_http;
-use super::settings::{AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings};
+use super::serve::{PG_WEBHOOK_COMMITTERS, bind_http, finish_webhooks};
+use super::settings::{
+    AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings, WebhookSettings,
+};
 use super::{AppError, aws, store, upkeep};
 use crate::ingest::kinesis::{StoreLeases, StoreProcessor};
+use crate::ingest::webhook;
 use crate::store::StoreUrl;
 
 /// Everything `optout run` needs.
@@ -26,6 +30,8 @@ pub struct RunSettings {
     pub decode: DecodeSettings,
     /// Serve the HTTP API too.
     pub http: Option<HttpSettings>,
+    /// Take Twilio's webhooks on that HTTP server too.
+    pub webhooks: WebhookSettings,
 }
 
 /// The engine's configuration for these settings (the engine's defaults for the rest), and
@@ -71,9 +77,22 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     StoreUrl::parse(&settings.store_url)?; // a typo in --store fails before any AWS call
     let auth = settings.http.as_ref().map(HttpSettings::auth).transpose()?;
     let decode = settings.decode.options()?;
+    if settings.webhooks.enabled() && settings.http.is_none() {
+        return Err(AppError::Usage(
+            "--twilio-auth-token-file needs --http-addr: the webhooks are served by the HTTP \
+             server"
+                .into(),
+        ));
+    }
+    let hooks = settings
+        .webhooks
+        .load(|| Ok(decode), settings.decode.honor_revocations)?;
     let client = aws::kinesis_client(&settings.aws, true).await?;
     let (engine, handles) = engine_config(&settings.consumer);
-    let pool_size = pool_size_for(&client, &engine.reading.stream).await;
+    let mut pool_size = pool_size_for(&client, &engine.reading.stream).await;
+    if hooks.is_some() {
+        pool_size += PG_WEBHOOK_COMMITTERS as u32;
+    }
     let store = store::open(&settings.store_url, pool_size).await?;
     store.claim_single_runner().await?;
     let leases: Option<Arc<dyn LeaseStore>> = store
@@ -82,12 +101,33 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     let ready = Arc::new(AtomicBool::new(false));
     // The engine reports into a fresh health register that the readiness probe shares.
     let health = Some((handles.health.clone(), engine.restarts.failing_after));
+    let stop_hooks = CancellationToken::new();
+    let hooks = hooks.map(|config| {
+        webhook::start(
+            store.clone(),
+            config,
+            PG_WEBHOOK_COMMITTERS,
+            stop_hooks.clone(),
+        )
+    });
+    let (ingest, committers) = match hooks {
+        Some(h) => (Some(h.router), Some(h.committers)),
+        None => (None, None),
+    };
     let server = match (&settings.http, auth) {
         (Some(http), Some(auth)) => {
-            match bind_http(&settings.store_url, http, auth, ready.clone(), health).await {
+            let bound = bind_http(
+                &settings.store_url,
+                http,
+                auth,
+                ready.clone(),
+                health,
+                ingest,
+            );
+            match bound.await {
                 Ok(http) => Some(tokio::spawn(http.serve(shutdown.clone()))),
                 Err(e) => {
-                    store.close().await;
+                    finish_webhooks(stop_hooks, committers, &store).await;
                     return Err(e);
                 }
             }
@@ -108,7 +148,7 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     if let Some(h) = server {
         let _ = h.await;
     }
-    store.close().await;
+    finish_webhooks(stop_hooks, committers, &store).await;
     if let Some(e) = lost_store {
         return Err(AppError::Store(e));
     }

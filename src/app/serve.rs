@@ -1,16 +1,25 @@
 //! `optout serve` and the HTTP server beside the consumer: the ways out that answer over HTTP
-//! (the query API), with health and metrics.
+//! (the query API), with health and metrics, and, with an auth token file, the webhook way in.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
-use super::settings::HttpSettings;
-use super::{AppError, store};
+use super::settings::{DecodeSettings, HttpSettings, WebhookSettings};
+use super::{AppError, store, upkeep};
 use crate::http::{ApiAuth, AppState};
+use crate::ingest::webhook;
+use crate::store::{Store, StoreError};
+
+/// PostgreSQL transactions the webhook way in runs side by side (SQLite has one writer).
+/// Measured with scripts/bench-webhooks.sh on a shared 2-core machine: 2 gave bigger groups
+/// but fewer requests/s, 8 smaller groups and a worse p99; 4 was best of the three.
+pub(super) const PG_WEBHOOK_COMMITTERS: usize = 4;
 
 /// Everything `optout serve` needs.
 #[derive(Debug, Clone)]
@@ -19,22 +28,98 @@ pub struct ServeSettings {
     pub store_url: String,
     /// Where to listen, and who may call.
     pub http: HttpSettings,
+    /// Twilio's webhooks: off unless an auth token file is given.
+    pub webhooks: WebhookSettings,
+    /// How webhook records are decoded.
+    pub decode: DecodeSettings,
 }
 
 /// Serves the query API, health and metrics until `shutdown` (`optout serve`, a query-only
-/// instance beside the consumer): read-only connections, never a write.
+/// instance beside the consumer): read-only connections, never a write. With
+/// `--twilio-auth-token-file` it also takes Twilio's webhooks, and so becomes a writer: it
+/// opens the store for writing and, on SQLite, takes the one-runner lock and looks after the
+/// file as `optout run` does.
 pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Result<(), AppError> {
     let auth = settings.http.auth()?;
+    let config = settings.webhooks.load(
+        || settings.decode.options(),
+        settings.decode.honor_revocations,
+    )?;
     let ready = Arc::new(AtomicBool::new(true));
-    let http = bind_http(&settings.store_url, &settings.http, auth, ready, None).await?;
-    http.serve(shutdown).await
+    let Some(config) = config else {
+        let http = bind_http(&settings.store_url, &settings.http, auth, ready, None, None).await?;
+        return http.serve(shutdown).await;
+    };
+    let store = store::open(&settings.store_url, PG_WEBHOOK_COMMITTERS as u32 + 2).await?;
+    if let Err(e) = store.claim_single_runner().await {
+        store.close().await;
+        return Err(match e {
+            StoreError::Locked { path } => AppError::Usage(format!(
+                "another optout writer (`optout run`, or `optout serve` taking webhooks) is \
+                 already using {path}: on SQLite, take webhooks in the process that runs \
+                 `optout run` (--http-addr), or use PostgreSQL"
+            )),
+            other => other.into(),
+        });
+    }
+    info!(
+        store = store.backend(),
+        "Serving as a writer: Twilio webhooks on."
+    );
+    let stop = CancellationToken::new();
+    let hooks = webhook::start(store.clone(), config, PG_WEBHOOK_COMMITTERS, stop.clone());
+    let bound = bind_http(
+        &settings.store_url,
+        &settings.http,
+        auth,
+        ready.clone(),
+        None,
+        Some(hooks.router),
+    )
+    .await;
+    let http = match bound {
+        Ok(http) => http,
+        Err(e) => {
+            finish_webhooks(stop, Some(hooks.committers), &store).await;
+            return Err(e);
+        }
+    };
+    let upkeep = upkeep::spawn(store.clone(), shutdown.clone(), Some(ready));
+    let served = http.serve(shutdown.clone()).await;
+    shutdown.cancel();
+    let lost_store = upkeep.await.ok().flatten();
+    finish_webhooks(stop, Some(hooks.committers), &store).await;
+    match lost_store {
+        Some(e) => Err(AppError::Store(e)),
+        None => served,
+    }
+}
+
+/// Once the HTTP server has stopped: lets the webhook committers, if any, store and answer
+/// what is queued, then closes the store.
+pub(super) async fn finish_webhooks(
+    stop: CancellationToken,
+    committers: Option<JoinHandle<()>>,
+    store: &Arc<dyn Store>,
+) {
+    stop.cancel();
+    if let Some(c) = committers {
+        let _ = c.await;
+    }
+    store.close().await;
 }
 
 /// The HTTP server's routes on one listener: the probes and metrics of [`crate::http`], and
 /// the ways out that answer over HTTP (the query API), behind the token check.
 pub fn http_app(state: AppState) -> Router {
+    http_app_with(state, None)
+}
+
+/// [`http_app`] with the routes of a way in over HTTP (Twilio's webhooks), which check their
+/// own callers.
+pub fn http_app_with(state: AppState, ingest: Option<Router>) -> Router {
     let api = crate::api::routes(state.reader.clone());
-    crate::http::router(state, api)
+    crate::http::router(state, api, ingest)
 }
 
 /// The bound listeners of the HTTP server: the API's, and the probes' own if asked.
@@ -74,15 +159,16 @@ impl Http {
 
 /// Binds the HTTP server: queries on read connections of their own (so they never wait behind
 /// a commit), readiness from `ready` and, beside a consumer, the engine's shard `health` with
-/// its failing threshold. With `--health-addr`, the probes and `/metrics` get a listener of
-/// their own (its own connection cap; readiness on a connection of its own), and the API's
-/// listener serves `/v1` only.
+/// its failing threshold; `ingest`, the webhook routes, if on (on the API's listener). With
+/// `--health-addr`, the probes and `/metrics` get a listener of their own (its own connection
+/// cap; readiness on a connection of its own), and the API's listener serves the routes only.
 pub(super) async fn bind_http(
     store_url: &str,
     http: &HttpSettings,
     auth: ApiAuth,
     ready: Arc<AtomicBool>,
     health: Option<(kinesis_engine::Health, std::time::Duration)>,
+    ingest: Option<Router>,
 ) -> Result<Http, AppError> {
     let reader = store::open_reader(store_url, 4).await?;
     let bind = |flag: &'static str, addr: SocketAddr| async move {
@@ -100,12 +186,12 @@ pub(super) async fn bind_http(
     };
     let Some(health_addr) = http.health_addr else {
         return Ok(Http {
-            api: (listener, http_app(state)),
+            api: (listener, http_app_with(state, ingest)),
             health: None,
         });
     };
     let health_listener = bind("--health-addr", health_addr).await?;
-    let api = crate::http::api_router(state.clone(), crate::api::routes(reader));
+    let api = crate::http::api_router(state.clone(), crate::api::routes(reader), ingest);
     Ok(Http {
         api: (listener, api),
         health: Some((health_listener, crate::http::health_router(state))),

@@ -12,6 +12,7 @@ use super::AppError;
 use crate::event::revocation::RuleSet;
 use crate::event::{DecodeOptions, Revocations};
 use crate::http::ApiAuth;
+use crate::ingest::webhook::{self, AuthTokens, BasicCredentials, PublicUrl};
 
 /// Where Kinesis is; credentials come from the AWS SDK's default chain.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +74,76 @@ impl DecodeSettings {
 /// Shortest bearer token accepted on an address other hosts can reach: a guessable token on
 /// a reachable port guards nothing (`openssl rand -hex 32` makes 64 characters).
 pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// Twilio's webhooks (`POST /twilio/messaging`, `POST /twilio/events`): on when an auth token
+/// file is given.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSettings {
+    /// `--twilio-auth-token-file`: auth tokens, one per line, or `AC… TOKEN` for one account.
+    pub auth_token_file: Option<PathBuf>,
+    /// `--public-url`: the scheme, host, port (and path prefix) Twilio calls.
+    pub public_url: Option<String>,
+    /// `--twilio-basic-auth-file`: `user:password` lines an Event Streams sink URL may carry.
+    pub basic_auth_file: Option<PathBuf>,
+}
+
+impl WebhookSettings {
+    /// Whether the webhook routes are on.
+    pub fn enabled(&self) -> bool {
+        self.auth_token_file.is_some()
+    }
+
+    /// The webhook way in's configuration, files read and checked once; `None` when off. A
+    /// mistake is one line that says what to fix, and never shows a secret.
+    pub(super) fn load(
+        &self,
+        options: impl FnOnce() -> Result<DecodeOptions, AppError>,
+        honor_revocations: bool,
+    ) -> Result<Option<webhook::Config>, AppError> {
+        let Some(path) = &self.auth_token_file else {
+            if self.public_url.is_some() || self.basic_auth_file.is_some() {
+                return Err(AppError::Usage(
+                    "--public-url and --twilio-basic-auth-file need --twilio-auth-token-file, \
+                     which turns the webhook routes on"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| AppError::Usage(format!("cannot read {flag} {}: {e}", path.display())))
+        };
+        let tokens = AuthTokens::parse(&read("--twilio-auth-token-file", path)?).map_err(|e| {
+            AppError::Usage(format!("--twilio-auth-token-file {}: {e}", path.display()))
+        })?;
+        let Some(public_url) = &self.public_url else {
+            return Err(AppError::Usage(
+                "--twilio-auth-token-file needs --public-url: the URL Twilio calls, e.g. \
+                 https://optout.example.com (Twilio signs that URL, so it is what signatures \
+                 are checked against)"
+                    .into(),
+            ));
+        };
+        let public_url = PublicUrl::parse(public_url)
+            .map_err(|e| AppError::Usage(format!("invalid --public-url: {e}")))?;
+        let basic = match &self.basic_auth_file {
+            None => BasicCredentials::default(),
+            Some(p) => {
+                BasicCredentials::parse(&read("--twilio-basic-auth-file", p)?).map_err(|e| {
+                    AppError::Usage(format!("--twilio-basic-auth-file {}: {e}", p.display()))
+                })?
+            }
+        };
+        Ok(Some(webhook::Config {
+            tokens,
+            basic,
+            public_url,
+            options: options()?,
+            honor_revocations,
+        }))
+    }
+}
 
 /// The HTTP server: where it listens and who may call it.
 #[derive(Clone)]

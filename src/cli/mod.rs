@@ -11,6 +11,7 @@ mod replay;
 mod revocations;
 mod run;
 mod shards;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,7 +90,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Create or upgrade the store's schema, then exit.
     Migrate,
-    /// Serve the HTTP query API, health and metrics without consuming.
+    /// Serve the HTTP query API, health and metrics without consuming (and, with an auth token
+    /// file, take Twilio's webhooks).
     Serve(ServeArgs),
     /// Each shard with its parents, lease owner and expiry, checkpoint, and whether it is finished.
     Shards(shards::ShardsArgs),
@@ -113,6 +115,14 @@ pub struct ServeArgs {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub auth: HttpAuthArgs,
+    #[command(flatten)]
+    pub webhooks: webhooks::WebhookArgs,
+    /// For webhooks: treat a body that is exactly a default opt keyword as an opt event
+    /// (marked inferred) when Twilio did not flag it (no OptOutType: Advanced Opt-Out off).
+    #[arg(long, env = "OPTOUT_INFER_KEYWORDS")]
+    pub infer_keywords: bool,
+    #[command(flatten)]
+    pub revocation: revocations::RevocationArgs,
 }
 
 /// Who may call the HTTP API (`optout run --http-addr` and `optout serve`), and where the

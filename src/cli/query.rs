@@ -87,7 +87,7 @@ pub struct EventsArgs {
     /// Only this subscriber.
     #[arg(long)]
     pub subscriber: Option<String>,
-    /// Only events recognised this way: twilio, keyword or phrase.
+    /// Only events recognised this way: twilio, reassigned, keyword or phrase.
     #[arg(long, value_enum)]
     pub detection: Option<DetectionArg>,
     #[command(flatten)]
@@ -100,6 +100,7 @@ pub struct EventsArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DetectionArg {
     Twilio,
+    Reassigned,
     Keyword,
     Phrase,
 }
@@ -212,6 +213,7 @@ pub async fn events(cli: &Cli, args: &EventsArgs) -> Result<(), CliError> {
         subscriber: args.subscriber.clone(),
         detection: args.detection.map(|d| match d {
             DetectionArg::Twilio => Detection::Twilio,
+            DetectionArg::Reassigned => Detection::Reassigned,
             DetectionArg::Keyword => Detection::Keyword,
             DetectionArg::Phrase => Detection::Phrase,
         }),
@@ -264,6 +266,8 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     let settings = ServeSettings {
         store_url: cli.store.clone(),
         http: args.auth.settings(args.http_addr),
+        webhooks: args.webhooks.settings(),
+        decode: args.revocation.settings(args.infer_keywords),
     };
     Ok(app::serve(settings, super::shutdown_on_signals()).await?)
 }

@@ -19,7 +19,8 @@ pub struct RunArgs {
     /// Where shards without a checkpoint start: trim-horizon, latest or at-timestamp=RFC3339.
     #[arg(long, env = "OPTOUT_INITIAL_POSITION", default_value = "trim-horizon", value_parser = parse_initial_position)]
     pub initial_position: InitialPosition,
-    /// Treat default opt keywords in bodies of schema versions below 5 as opt events (marked inferred).
+    /// Treat default opt keywords in bodies of schema versions below 5 (and of webhook messages
+    /// Twilio did not flag) as opt events (marked inferred).
     #[arg(long, env = "OPTOUT_INFER_KEYWORDS")]
     pub infer_keywords: bool,
     /// Wait between polls of a caught-up shard, in milliseconds.
@@ -37,6 +38,8 @@ pub struct RunArgs {
     pub http_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub auth: super::HttpAuthArgs,
+    #[command(flatten)]
+    pub webhooks: super::webhooks::WebhookArgs,
     /// This worker's name in the lease table (PostgreSQL); default: host name and pid.
     #[arg(long, env = "OPTOUT_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -129,6 +132,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         },
         decode: args.revocation.settings(args.infer_keywords),
         http: args.http_addr.map(|addr| args.auth.settings(addr)),
+        webhooks: args.webhooks.settings(),
     };
     let stats = app::run(settings, shutdown_on_signals()).await?;
     info!(

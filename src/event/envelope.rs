@@ -53,6 +53,12 @@ pub(crate) struct Fields<'a> {
     pub(crate) messaging_service_sid: Option<Val<'a>>,
     pub(crate) opt_out_type: Option<Val<'a>>,
     pub(crate) test_id: Option<Val<'a>>,
+    /// The reassigned-number event's snake_case fields.
+    pub(crate) account_sid_snake: Option<Val<'a>>,
+    pub(crate) from_number: Option<Val<'a>>,
+    pub(crate) to_number: Option<Val<'a>>,
+    pub(crate) consent_operation: Option<Val<'a>>,
+    pub(crate) messaging_service_sid_snake: Option<Val<'a>>,
 }
 
 /// Scans the members of a `data` object into `f` (filled in place: it is large and this is the
@@ -70,6 +76,11 @@ fn data_object<'a>(s: &mut Scanner<'a>, depth: usize, f: &mut Fields<'a>) -> Res
             "messagingServiceSid" => &mut f.messaging_service_sid,
             "optOutType" => &mut f.opt_out_type,
             "test_id" => &mut f.test_id,
+            "account_sid" => &mut f.account_sid_snake,
+            "from_number" => &mut f.from_number,
+            "to_number" => &mut f.to_number,
+            "consent_operation" => &mut f.consent_operation,
+            "messaging_service_sid" => &mut f.messaging_service_sid_snake,
             _ => return s.value(d).map(drop),
         };
         *slot = Some(s.value(d)?);

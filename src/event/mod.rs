@@ -1,6 +1,8 @@
-//! Turns one Kinesis record (one Twilio CloudEvent as JSON) into exactly one [`Outcome`].
+//! Turns one record into exactly one [`Outcome`]: a Kinesis record or an Event Streams webhook
+//! event (one Twilio CloudEvent as JSON, [`classify`]), or a Messaging webhook request (a form,
+//! [`classify_messaging_form`]).
 //!
-//! Pure functions, no I/O, knows nothing of Kinesis or SQL. [`classify`] is the hot path: a
+//! Pure functions, no I/O, knows nothing of Kinesis, HTTP or SQL. [`classify`] is the hot path: a
 //! single validating pass over the record with a hand-written scanner (`event::scan`) that borrows
 //! slices and builds nothing, so the ~98% of records that are delivery receipts or ordinary
 //! messages cost one scan. Owned strings are made only for opt events and test events.
@@ -12,11 +14,15 @@
 //!    trimmed, is a default keyword (the event is then marked `inferred`, detection `keyword`).
 //!    Then, any version, revocation phrases ([`revocation`], on by default): a body the active
 //!    rules match is a STOP with detection `phrase` and the rule's id (also `inferred`).
-//! 2. `data` may be an object or a JSON string holding one (inbound messages and test events;
-//!    other types never look at `data`).
+//! 2. `data` may be an object or a JSON string holding one (inbound messages, reassigned
+//!    numbers and test events; other types never look at `data`).
 //! 3. Records that cannot be shown irrelevant are dead letters: see [`Outcome::Dead`].
 //! 4. Other event types are skipped, once the record is known to be JSON and a CloudEvent.
 //! 5. `com.twilio.eventstreams.test-event` yields the sink's `test_id`.
+//! 6. `com.twilio.messaging.reassigned-number.detected` with `consent_operation`
+//!    `opt-out-created` is a STOP with detection `reassigned` (`reassigned.rs` has the mapping).
+//! 7. A Messaging webhook form is an inbound message with Twilio's `OptOutType`, or none; it has
+//!    no schema version and no event time, so its receive time stands in (`messaging.rs`).
 //!
 //! Choices beyond those rules: a record must be JSON exactly as `serde_json::Value` accepts it, even
 //! inside values nobody reads (no leniency, so a damaged record is never a silent skip); duplicate
@@ -27,22 +33,29 @@
 //! ignoring ASCII case.
 
 mod envelope;
+pub mod form;
 mod jstr;
 mod keywords;
+mod messaging;
+mod reassigned;
 pub mod revocation;
 mod scan;
+mod types;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 pub use envelope::{Envelope, envelope};
 use envelope::{Fields, clip};
+pub use messaging::classify_messaging_form;
 use scan::Val;
+pub use types::*;
 
 /// The CloudEvent type of an inbound SMS/WhatsApp message, the only type that can be an opt event.
 pub const INBOUND_MESSAGE_TYPE: &str = "com.twilio.messaging.inbound-message.received";
 /// The CloudEvent type Twilio writes when an operator tests a new sink.
 pub const TEST_EVENT_TYPE: &str = "com.twilio.eventstreams.test-event";
+/// The CloudEvent type of Twilio's Compliance Toolkit finding a number reassigned.
+pub const REASSIGNED_NUMBER_TYPE: &str = "com.twilio.messaging.reassigned-number.detected";
 
 /// Longest identity value (event id, account, from, to, Messaging Service, test id), in bytes.
 ///
@@ -84,152 +97,6 @@ impl Revocations {
     }
 }
 
-/// How an opt event was recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Detection {
-    /// Twilio set `optOutType`.
-    Twilio,
-    /// `--infer-keywords`: the body of an old-schema message is a default keyword.
-    Keyword,
-    /// A revocation phrase in the body of a message Twilio did not flag.
-    Phrase,
-}
-
-impl Detection {
-    /// The lower-case name, as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Detection::Twilio => "twilio",
-            Detection::Keyword => "keyword",
-            Detection::Phrase => "phrase",
-        }
-    }
-
-    /// Reads `twilio`, `keyword` or `phrase` in any ASCII case.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Detection::Twilio, Detection::Keyword, Detection::Phrase]
-            .into_iter()
-            .find(|d| d.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-impl Serialize for Detection {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// What an opt event asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OptOutType {
-    /// Opt out: stop sending to this subscriber.
-    Stop,
-    /// Opt back in.
-    Start,
-    /// A help request; recorded, status unchanged.
-    Help,
-}
-
-impl OptOutType {
-    /// The canonical upper-case name, as Twilio writes it and as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptOutType::Stop => "STOP",
-            OptOutType::Start => "START",
-            OptOutType::Help => "HELP",
-        }
-    }
-
-    /// Reads "STOP", "START" or "HELP" in any ASCII case; anything else (even padded) is `None`.
-    pub fn parse(s: &str) -> Option<Self> {
-        [OptOutType::Stop, OptOutType::Start, OptOutType::Help]
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-impl Serialize for OptOutType {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// An opt-out, opt-in or help request, with everything the store needs to key and order it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OptEvent {
-    /// The CloudEvent `id`: the deduplication key.
-    pub event_id: String,
-    /// What the subscriber asked for.
-    pub opt_out_type: OptOutType,
-    /// True when derived from the body (keyword inference or a phrase), not from `optOutType`.
-    pub inferred: bool,
-    /// How it was recognised: `twilio`, `keyword` or `phrase`.
-    pub detection: Detection,
-    /// The revocation rule that matched (`builtin-2026.1:stop-texting`), for phrase detections.
-    pub rule: Option<String>,
-    /// `data.accountSid`.
-    pub account_sid: String,
-    /// `data.messagingServiceSid`, when present.
-    pub messaging_service_sid: Option<String>,
-    /// `data.to`: the Twilio sender, verbatim.
-    pub sender: String,
-    /// `data.from`: the subscriber, verbatim (may carry a channel prefix like `whatsapp:`).
-    pub subscriber: String,
-    /// `data.body`, when a string.
-    pub body: Option<String>,
-    /// `data.messageSid`, when a string.
-    pub message_sid: Option<String>,
-    /// `data.timestamp`: orders events per subscriber.
-    pub occurred_at: DateTime<Utc>,
-    /// The version from `dataschema`, when it has one.
-    pub schema_version: Option<u32>,
-}
-
-impl OptEvent {
-    /// Where the opt event applies: the Messaging Service when there is one, else the sender.
-    pub fn scope(&self) -> &str {
-        match self.messaging_service_sid.as_deref() {
-            Some(sid) if !sid.is_empty() => sid,
-            _ => &self.sender,
-        }
-    }
-}
-
-/// The sink test event the operator must echo to Twilio to activate a sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestEvent {
-    /// `data.test_id`: what Twilio's Validate call wants back.
-    pub test_id: String,
-    /// The CloudEvent `id`, which for this event is the account SID.
-    pub account_sid: String,
-    /// The CloudEvent `time`, when present and RFC 3339.
-    pub occurred_at: Option<DateTime<Utc>>,
-}
-
-/// Why a well-formed record is irrelevant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
-    /// Not an inbound message or a test event (delivery receipts and the like).
-    OtherType,
-    /// An inbound message that is not an opt keyword.
-    NotOptKeyword,
-}
-
-/// The one thing a record turns into.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// An opt-out, opt-in or help request.
-    Opt(OptEvent),
-    /// A sink test event.
-    Test(TestEvent),
-    /// Shown irrelevant.
-    Skip(Skip),
-    /// A dead letter. The reason starts with a stable category followed by `: ` and details:
-    /// `not JSON`, `not a CloudEvent`, `no usable data`, `missing field`, `bad timestamp`,
-    /// `unknown optOutType`, `no test_id`, `unstorable field`.
-    Dead(String),
-}
-
 /// Classifies one record's bytes; never panics, whatever the input.
 pub fn classify(bytes: &[u8], opts: DecodeOptions) -> Outcome {
     let mut fields = Fields::default();
@@ -243,6 +110,10 @@ pub fn classify(bytes: &[u8], opts: DecodeOptions) -> Outcome {
             env.with_data(&fields, |d| inbound(&env, d, version, opts))
         }
         TEST_EVENT_TYPE => env.with_data(&fields, |d| test_event(&env, d)),
+        REASSIGNED_NUMBER_TYPE => {
+            let version = env.dataschema.as_deref().and_then(schema_version);
+            env.with_data(&fields, |d| reassigned::decode(&env, d, version))
+        }
         _ => return Outcome::Skip(Skip::OtherType),
     };
     outcome.unwrap_or_else(Outcome::Dead)
@@ -266,10 +137,13 @@ fn inbound(
     opts: DecodeOptions,
 ) -> Outcome {
     let (opt_out_type, detection, rule) = match d.opt_out_type {
-        None | Some(Val::Null) => match body_detection(d, version, opts) {
-            Some(found) => found,
-            None => return Outcome::Skip(Skip::NotOptKeyword),
-        },
+        None | Some(Val::Null) => {
+            let may_infer = opts.infer_keywords && version.is_none_or(|v| v < 5);
+            match body_detection(text(d.body).as_deref(), may_infer, opts) {
+                Some(found) => found,
+                None => return Outcome::Skip(Skip::NotOptKeyword),
+            }
+        }
         Some(Val::Str(j)) => match j.decode() {
             Some(s) => match OptOutType::parse(&s) {
                 Some(t) => (t, Detection::Twilio, None),
@@ -279,7 +153,7 @@ fn inbound(
         },
         Some(other) => return Outcome::Dead(format!("unknown optOutType: {}", other.kind())),
     };
-    let inferred = detection != Detection::Twilio;
+    let inferred = detection.is_inferred();
     match opt_event(env, d, opt_out_type, inferred, version) {
         Ok(e) => Outcome::Opt(OptEvent {
             detection,
@@ -290,23 +164,23 @@ fn inbound(
     }
 }
 
-/// What the body of a message without `optOutType` stands for: a default keyword (old schema
-/// versions with `infer_keywords`), else a revocation phrase of the active rules, else nothing.
+/// What the body of a message without Twilio's `optOutType` stands for: a default keyword (when
+/// `may_infer`: `infer_keywords` on a message whose schema predates `optOutType`), else a
+/// revocation phrase of the active rules, else nothing. Shared by every way a message arrives.
 fn body_detection(
-    d: &Fields<'_>,
-    version: Option<u32>,
+    body: Option<&str>,
+    may_infer: bool,
     opts: DecodeOptions,
 ) -> Option<(OptOutType, Detection, Option<String>)> {
-    let may_infer = opts.infer_keywords && version.is_none_or(|v| v < 5);
     let rules = opts.revocations.rules();
     if !may_infer && rules.is_none() {
         return None;
     }
-    let body = text(d.body)?;
-    if may_infer && let Some(t) = keywords::infer(&body) {
+    let body = body?;
+    if may_infer && let Some(t) = keywords::infer(body) {
         return Some((t, Detection::Keyword, None));
     }
-    let rule = rules?.detect(&body)?;
+    let rule = rules?.detect(body)?;
     Some((
         OptOutType::Stop,
         Detection::Phrase,
@@ -354,6 +228,7 @@ fn opt_event(
         body: text(d.body).map(|b| sanitize(&b)),
         message_sid: text(d.message_sid).map(|s| sanitize(&s)),
         occurred_at,
+        time_source: TimeSource::Twilio,
         schema_version,
     })
 }
@@ -381,7 +256,7 @@ fn test_event(env: &Envelope<'_>, d: &Fields<'_>) -> Outcome {
 }
 
 /// A string value's text; other JSON types read as absent.
-fn text<'a>(v: Option<Val<'a>>) -> Option<std::borrow::Cow<'a, str>> {
+pub(crate) fn text<'a>(v: Option<Val<'a>>) -> Option<std::borrow::Cow<'a, str>> {
     match v {
         Some(Val::Str(j)) => j.decode(),
         _ => None,
@@ -389,7 +264,7 @@ fn text<'a>(v: Option<Val<'a>>) -> Option<std::borrow::Cow<'a, str>> {
 }
 
 /// A required `data` field of an opt event: a non-empty string.
-fn required(name: &str, v: Option<Val<'_>>) -> Result<String, String> {
+pub(crate) fn required(name: &str, v: Option<Val<'_>>) -> Result<String, String> {
     match text(v) {
         Some(s) if !s.is_empty() => Ok(s.into_owned()),
         _ => Err(format!(
@@ -400,7 +275,7 @@ fn required(name: &str, v: Option<Val<'_>>) -> Result<String, String> {
 
 /// An identity value must be storable and indexable by every backend: no U+0000 (PostgreSQL
 /// text cannot hold it) and at most [`MAX_IDENTITY_BYTES`].
-fn identity(name: &str, value: &str) -> Result<(), String> {
+pub(crate) fn identity(name: &str, value: &str) -> Result<(), String> {
     if value.contains('\0') {
         return Err(format!("unstorable field: `{name}` holds U+0000"));
     }
@@ -429,7 +304,7 @@ pub fn in_storable_range(t: DateTime<Utc>) -> bool {
 }
 
 /// RFC 3339, or ISO 8601 with a `T` and a numeric offset without a colon (`+0100`).
-fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
         .ok()

@@ -11,13 +11,13 @@ pub const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "http_connections_refused_total",
         kind: MetricKind::Counter,
-        label: Some(("listener", LISTENERS)),
+        labels: &[("listener", LISTENERS)],
         help: "HTTP connections closed at once for the listener's cap, by listener (api, health).",
     },
     MetricDef {
         name: "http_requests_refused_total",
         kind: MetricKind::Counter,
-        label: Some(("reason", &["busy"])),
+        labels: &[("reason", &["busy"])],
         help: "API requests answered 503 busy because as many as allowed were in flight.",
     },
 ];

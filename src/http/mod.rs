@@ -1,7 +1,9 @@
 //! The HTTP server shell: the accept loop with its limits, bearer-token authentication, the
 //! health and readiness probes and Prometheus metrics. The routes of the ways in and out (the
-//! query API, `/v1`) are handed in by the composition root, which merges them here behind the
-//! token check, the URI bound and the in-flight bound; this module knows none of them.
+//! query API, `/v1`; Twilio's webhooks) are handed in by the composition root, which merges
+//! them here: the ways out behind the token check, the ways in (which authenticate their own
+//! callers) beside it, both under the URI bound and the in-flight bound; this module knows
+//! none of them.
 //!
 //! The query API serves phone numbers, so protected routes take a bearer token when one is set
 //! ([`ApiAuth`]); the probes stay open for the orchestrator, and `/metrics` is open unless
@@ -42,6 +44,11 @@ use crate::store::Reader;
 /// queues) this bounds the API's memory, whatever the rows hold, to about 32 × 1.5 MiB
 /// (docs/operating.md, "Sizing").
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Webhook requests taken at once, on a bound of their own so that queries cannot starve
+/// Twilio's deliveries (nor the reverse). Each holds at most its body (1 MiB) and its records
+/// until committed, so this bounds the way in's memory to about 64 MiB (docs/operating.md,
+/// "Sizing"); 64 is also what one group commit drains well (scripts/bench-webhooks.sh).
+pub const MAX_INGEST_IN_FLIGHT: usize = 64;
 /// Longest time a request may take to produce its response head (an export's body may stream
 /// longer, as long as the client keeps reading).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,15 +72,17 @@ pub struct AppState {
     pub health: Option<(kinesis_engine::Health, Duration)>,
 }
 
-/// One listener for everything: the probes, `/metrics` and `protected` (the ways out, e.g.
-/// `/v1/*`) behind [`ApiAuth`], bounded in time, size and concurrency.
-pub fn router(state: AppState, protected: Router) -> Router {
-    finish(probes(state.clone()).merge(api_routes(state, protected)))
+/// One listener for everything: the probes, `/metrics`, `protected` (the ways out, e.g.
+/// `/v1/*`) behind [`ApiAuth`] and `ingest` (ways in that check their own callers, e.g.
+/// Twilio's signed webhooks), bounded in time, size and concurrency.
+pub fn router(state: AppState, protected: Router, ingest: Option<Router>) -> Router {
+    finish(probes(state.clone()).merge(api_routes(state, protected, ingest)))
 }
 
-/// The API's listener when the probes have their own (`--health-addr`): `protected` only.
-pub fn api_router(state: AppState, protected: Router) -> Router {
-    finish(api_routes(state, protected))
+/// The API's listener when the probes have their own (`--health-addr`): `protected` and
+/// `ingest` only.
+pub fn api_router(state: AppState, protected: Router, ingest: Option<Router>) -> Router {
+    finish(api_routes(state, protected, ingest))
 }
 
 /// The probes' own listener (`--health-addr`): `/healthz`, `/readyz` and `/metrics`.
@@ -100,15 +109,28 @@ fn probes(state: AppState) -> Router {
     open.merge(metrics_route).with_state(state)
 }
 
-/// `protected` behind the token, the URI bound and the in-flight bound.
-fn api_routes(state: AppState, protected: Router) -> Router {
+/// `protected` behind the token and the API's in-flight bound, and `ingest` (which
+/// authenticates its own callers) under a bound of its own; both under the URI bound.
+fn api_routes(state: AppState, protected: Router, ingest: Option<Router>) -> Router {
     let guard = middleware::from_fn_with_state(state.auth.clone(), auth::require_token);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let bound = middleware::from_fn_with_state(slots, bounded);
-    protected
+    let protected = protected
         .route_layer(middleware::from_fn(uri_bound))
         .route_layer(guard)
-        .route_layer(bound)
+        .route_layer(bound.clone());
+    match ingest {
+        None => protected,
+        Some(ingest) => {
+            let slots = Arc::new(Semaphore::new(MAX_INGEST_IN_FLIGHT));
+            let bound = middleware::from_fn_with_state(slots, bounded);
+            protected.merge(
+                ingest
+                    .route_layer(middleware::from_fn(uri_bound))
+                    .route_layer(bound),
+            )
+        }
+    }
 }
 
 /// Refuses a request target over [`MAX_URI_BYTES`] with a 400 that says what to do.

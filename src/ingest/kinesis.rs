@@ -16,7 +16,9 @@ use kinesis_engine::{
 
 use crate::event::DecodeOptions;
 use crate::pipeline::{RawRecord, Target, commit_records};
-use crate::store::{self, CheckpointUpdate, FailureKind, LeaseToken, Store, StoreError};
+use crate::store::{
+    self, CheckpointUpdate, FailureKind, IngestPath, LeaseToken, Store, StoreError,
+};
 
 /// What the engine sees of a store failure: retry, stop the shard, read the checkpoint again
 /// (the compare-and-set on it failed), or give up on it. (Data errors are resolved by the
@@ -83,6 +85,7 @@ impl Processor for StoreProcessor {
 
     async fn process(&self, input: RecordBatch<'_>) -> Result<(), ProcessError> {
         let target = Target {
+            path: IngestPath::Kinesis,
             stream: input.stream.to_string(),
             shard_id: input.shard_id.to_string(),
             lease: input.lease.map(|l| LeaseToken {

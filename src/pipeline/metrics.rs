@@ -20,38 +20,45 @@ pub const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "records_total",
         kind: MetricKind::Counter,
-        label: Some(("outcome", OUTCOMES)),
+        labels: &[("outcome", OUTCOMES)],
         help: "Records committed, by what they turned out to be (opt_event, test_event, \
                other_type, not_opt_keyword, dead_letter).",
     },
     MetricDef {
         name: "revocations_detected_total",
         kind: MetricKind::Counter,
-        label: None,
+        labels: &[],
         help: "Opt events recognised by a revocation phrase (also counted as opt events).",
     },
     MetricDef {
         name: "opt_events_stored_total",
         kind: MetricKind::Counter,
-        label: None,
+        labels: &[],
         help: "Opt events stored for the first time.",
     },
     MetricDef {
         name: "opt_events_duplicate_total",
         kind: MetricKind::Counter,
-        label: None,
+        labels: &[],
         help: "Opt events seen again and ignored.",
+    },
+    MetricDef {
+        name: "opt_events_updated_total",
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Copies of a stored message (another path, a better time or detection) that \
+               changed the stored event.",
     },
     MetricDef {
         name: "status_changes_total",
         kind: MetricKind::Counter,
-        label: None,
+        labels: &[],
         help: "Opt status rows inserted or changed.",
     },
     MetricDef {
         name: "dead_letters_total",
         kind: MetricKind::Counter,
-        label: None,
+        labels: &[],
         help: "Dead letters stored (undecodable or unstorable records).",
     },
 ];
@@ -79,6 +86,7 @@ pub(super) fn decoded(counts: &DecodeCounts) {
 pub(super) fn committed(summary: &CommitSummary) {
     metrics::counter!("optout_opt_events_stored_total").increment(summary.opt_events_new);
     metrics::counter!("optout_opt_events_duplicate_total").increment(summary.opt_events_duplicate);
+    metrics::counter!("optout_opt_events_updated_total").increment(summary.opt_events_updated);
     metrics::counter!("optout_status_changes_total").increment(summary.status_changes);
     metrics::counter!("optout_dead_letters_total").increment(summary.dead_letters);
 }

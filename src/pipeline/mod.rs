@@ -9,10 +9,12 @@ pub mod metrics;
 
 use tracing::{debug, info, warn};
 
+use chrono::{DateTime, Utc};
+
 use crate::event::{self, DecodeOptions, Detection, Outcome, Skip};
 use crate::store::{
-    Batch, CheckpointUpdate, CommitSummary, DeadLetter, FailureKind, LeaseToken, Positioned, Store,
-    StoreError,
+    Batch, CheckpointUpdate, CommitSummary, DeadLetter, FailureKind, IngestPath, LeaseToken,
+    Positioned, Store, StoreError,
 };
 
 /// How many records of each kind a batch held (for logs and metrics).
@@ -52,10 +54,12 @@ impl std::ops::AddAssign for DecodeCounts {
     }
 }
 
-/// One record as the pipeline sees it, whatever its source (a Kinesis record, a replayed line).
+/// One record as the pipeline sees it, whatever its source (a Kinesis record, a replayed line,
+/// a webhook request or one event of it).
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {
-    /// Kinesis sequence number (or the line's number in a replayed file).
+    /// Kinesis sequence number (the line's number in a replayed file; for a webhook, the
+    /// SHA-256 of the record's bytes, so a retry is the same record).
     pub sequence_number: &'a str,
     /// Kinesis partition key, when there is one.
     pub partition_key: Option<&'a str>,
@@ -64,17 +68,48 @@ pub struct RawRecord<'a> {
     /// The record's whole length: `data.len()`, or more for a replayed line so long that
     /// only its first bytes were kept.
     pub size: usize,
+    /// What the bytes are.
+    pub format: RecordFormat,
+}
+
+/// What a record's bytes are, and so which decoder reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordFormat {
+    /// One CloudEvent as JSON (Kinesis, replay, the Event Streams webhook).
+    #[default]
+    CloudEvent,
+    /// A Messaging webhook form, received at this time (it carries no event time; kept with
+    /// the record so that decoding it again, after a refused commit, gives the same event).
+    MessagingForm { received_at: DateTime<Utc> },
+}
+
+impl RawRecord<'_> {
+    /// The record's outcome.
+    pub fn classify(&self, options: DecodeOptions) -> Outcome {
+        match self.format {
+            RecordFormat::CloudEvent => event::classify(self.data, options),
+            RecordFormat::MessagingForm { received_at } => {
+                event::classify_messaging_form(self.data, received_at, options)
+            }
+        }
+    }
 }
 
 impl<'a> RawRecord<'a> {
-    /// A record held whole.
+    /// A CloudEvent record held whole.
     pub fn new(sequence_number: &'a str, partition_key: Option<&'a str>, data: &'a [u8]) -> Self {
         RawRecord {
             sequence_number,
             partition_key,
             data,
             size: data.len(),
+            format: RecordFormat::CloudEvent,
         }
+    }
+
+    /// The same record, of another format.
+    pub fn with_format(self, format: RecordFormat) -> Self {
+        RawRecord { format, ..self }
     }
 }
 
@@ -105,13 +140,14 @@ pub fn decode_limited<'a>(
     max_record_bytes: usize,
 ) -> DecodeCounts {
     let mut counts = DecodeCounts::default();
-    for RawRecord {
-        sequence_number: seq,
-        partition_key,
-        data,
-        size,
-    } in records
-    {
+    for record in records {
+        let RawRecord {
+            sequence_number: seq,
+            partition_key,
+            data,
+            size,
+            ..
+        } = record;
         if size > max_record_bytes || data.len() > max_record_bytes {
             let size = size.max(data.len());
             let kept = data.len().min(OVERSIZED_HEAD_BYTES);
@@ -127,7 +163,7 @@ pub fn decode_limited<'a>(
             });
             continue;
         }
-        match event::classify(data, options) {
+        match record.classify(options) {
             Outcome::Skip(Skip::OtherType) => counts.skipped_other_type += 1,
             Outcome::Skip(Skip::NotOptKeyword) => counts.skipped_not_opt_keyword += 1,
             Outcome::Opt(ev) => {
@@ -215,7 +251,9 @@ fn reason_counts(letters: &[DeadLetter]) -> String {
 /// Where a run of records is committed, and under which lease.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Stream name (`replay` for files).
+    /// Which way in the records came by.
+    pub path: IngestPath,
+    /// Stream name (`replay` for files, `webhook` for webhook requests).
     pub stream: String,
     /// Shard id (for a replay, the file's name and the run).
     pub shard_id: String,
@@ -231,6 +269,7 @@ pub struct Target {
 impl Default for Target {
     fn default() -> Self {
         Target {
+            path: IngestPath::default(),
             stream: String::new(),
             shard_id: String::new(),
             lease: None,
@@ -243,6 +282,7 @@ impl Default for Target {
 impl Target {
     fn batch(&self, checkpoint: Option<CheckpointUpdate>) -> Batch {
         Batch {
+            path: self.path,
             stream: self.stream.clone(),
             shard_id: self.shard_id.clone(),
             checkpoint,
@@ -366,7 +406,9 @@ pub async fn commit_records(
 }
 
 /// Commits a refused one-record batch again with its opt event's body and message SID
-/// removed; `None` when there is no opt event or the database still refuses it.
+/// removed (a message SID that is a Twilio SID is kept: it is the event's identity, and no
+/// database refuses 34 letters and digits); `None` when there is no opt event or the
+/// database still refuses it.
 async fn commit_without_text(
     store: &dyn Store,
     batch: &mut Batch,
@@ -375,11 +417,14 @@ async fn commit_without_text(
     let Some(ev) = batch.opt_events.first_mut() else {
         return Ok(None);
     };
-    if ev.value.body.is_none() && ev.value.message_sid.is_none() {
+    let sid_is_identity = ev.value.message_sid.as_deref().is_some_and(event::is_sid);
+    if ev.value.body.is_none() && (ev.value.message_sid.is_none() || sid_is_identity) {
         return Ok(None);
     }
     ev.value.body = None;
-    ev.value.message_sid = None;
+    if !sid_is_identity {
+        ev.value.message_sid = None;
+    }
     let sequence_number = ev.sequence_number.clone();
     match store.commit(batch).await {
         Ok(summary) => {

@@ -7,7 +7,7 @@ use crate::telemetry::{MetricDef, MetricKind};
 pub const METRICS: &[MetricDef] = &[MetricDef {
     name: "sqlite_wal_bytes",
     kind: MetricKind::Gauge,
-    label: None,
+    labels: &[],
     help: "Size of the SQLite write-ahead log, truncated past 16 MiB when readers allow.",
 }];
 

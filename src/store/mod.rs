@@ -10,10 +10,12 @@
 //! (one instance), `postgres://` for several instances sharing a stream. The store imports
 //! nothing of the engine, the application or HTTP.
 
+mod arrivals;
 mod error;
 mod lease;
 pub mod metrics;
 mod model;
+mod opt_events;
 mod postgres;
 pub mod query;
 mod schema;
@@ -59,8 +61,10 @@ pub trait Store: Leases + Send + Sync + 'static {
 
     /// Applies one batch's effects and the shard's checkpoint atomically.
     ///
-    /// Duplicate opt events (same id) are ignored; status follows the latest event by
-    /// timestamp (ties: larger event id) whatever order events arrive in.
+    /// An opt event already stored under the same identity (the message SID, else the event
+    /// id) is merged into the stored one, which records every path that brought it; status
+    /// follows the latest event by time (ties: larger event id) whatever order events and
+    /// their copies arrive in.
     async fn commit(&self, batch: &Batch) -> Result<CommitSummary, StoreError>;
 
     /// Every checkpoint recorded for a stream.

@@ -71,10 +71,81 @@ pub struct LeaseRow {
     pub expires_at_ms: i64,
 }
 
+/// The ways a record can reach optout; an opt event records every one that brought it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IngestPath {
+    /// An Event Streams Kinesis sink, read by `optout run`.
+    #[default]
+    Kinesis,
+    /// An Event Streams webhook sink (`POST /twilio/events`).
+    EventsWebhook,
+    /// A Messaging Service's or number's inbound webhook (`POST /twilio/messaging`).
+    MessagingWebhook,
+    /// Archived CloudEvents loaded by `optout replay`.
+    Replay,
+}
+
+impl IngestPath {
+    /// Every path, in the order a stored `paths` list names them.
+    pub const ALL: [IngestPath; 4] = [
+        IngestPath::Kinesis,
+        IngestPath::EventsWebhook,
+        IngestPath::MessagingWebhook,
+        IngestPath::Replay,
+    ];
+
+    /// The name stored in `paths` and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestPath::Kinesis => "kinesis",
+            IngestPath::EventsWebhook => "events_webhook",
+            IngestPath::MessagingWebhook => "messaging_webhook",
+            IngestPath::Replay => "replay",
+        }
+    }
+
+    /// Which path's copy of a message supplies the stored event's own fields (event id, body,
+    /// where it was read) when several brought it (higher wins): the live Kinesis stream, then
+    /// the Event Streams webhook (the same CloudEvent), then an archive, then the Messaging
+    /// webhook, which has no CloudEvent and no event time.
+    pub fn rank(self) -> u8 {
+        match self {
+            IngestPath::Kinesis => 4,
+            IngestPath::EventsWebhook => 3,
+            IngestPath::Replay => 2,
+            IngestPath::MessagingWebhook => 1,
+        }
+    }
+
+    /// One bit per path, for sets of paths.
+    pub(crate) fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of paths as stored: their names in [`IngestPath::ALL`] order, comma-separated.
+pub(crate) fn paths_text(bits: u8) -> String {
+    let names: Vec<&str> = IngestPath::ALL
+        .into_iter()
+        .filter(|p| bits & p.bit() != 0)
+        .map(IngestPath::as_str)
+        .collect();
+    names.join(",")
+}
+
+/// Reads a stored `paths` list (unknown names are ignored).
+pub(crate) fn paths_bits(text: &str) -> u8 {
+    text.split(',')
+        .filter_map(|n| IngestPath::ALL.into_iter().find(|p| p.as_str() == n.trim()))
+        .fold(0, |bits, p| bits | p.bit())
+}
+
 /// One batch's effects, committed in a single transaction with the checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
-    /// Stream name (or `replay` for files).
+    /// Which way in the batch came by; recorded on each of its opt events.
+    pub path: IngestPath,
+    /// Stream name (`replay` for files, `webhook` for webhook requests).
     pub stream: String,
     /// Shard id (or the replayed file's name).
     pub shard_id: String,
@@ -98,8 +169,11 @@ pub struct Batch {
 pub struct CommitSummary {
     /// Opt events stored for the first time.
     pub opt_events_new: u64,
-    /// Opt events already stored (same id): ignored.
+    /// Opt events already stored (same identity): their paths added, nothing else unless …
     pub opt_events_duplicate: u64,
+    /// … this copy ranked higher, and replaced the stored event's time, detection or fields
+    /// (also counted in `opt_events_duplicate`).
+    pub opt_events_updated: u64,
     /// Status rows inserted or changed.
     pub status_changes: u64,
     /// Dead letters stored (a re-read of the same record is not counted twice).
@@ -112,6 +186,7 @@ impl std::ops::AddAssign for CommitSummary {
     fn add_assign(&mut self, o: Self) {
         self.opt_events_new += o.opt_events_new;
         self.opt_events_duplicate += o.opt_events_duplicate;
+        self.opt_events_updated += o.opt_events_updated;
         self.status_changes += o.status_changes;
         self.dead_letters += o.dead_letters;
         self.test_events += o.test_events;
@@ -201,11 +276,14 @@ pub struct StatusRow {
 /// One stored opt event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventRow {
+    /// The CloudEvent id (a Messaging-webhook-only event: its message SID).
     pub event_id: String,
+    /// One event per message, whichever way it came: the message SID, else the event id.
+    pub identity: String,
     /// `STOP`, `START` or `HELP`.
     pub opt_out_type: String,
     pub inferred: bool,
-    /// `twilio`, `keyword` or `phrase`.
+    /// `twilio`, `reassigned`, `keyword` or `phrase`.
     pub detection: String,
     /// The revocation rule that matched (phrase detections).
     pub rule: Option<String>,
@@ -219,6 +297,10 @@ pub struct EventRow {
     /// The body or message SID was cut to bound the list; the single-item fetch has it whole.
     pub truncated: bool,
     pub occurred_at: String,
+    /// `twilio` (Twilio's event time) or `received` (optout's receive time).
+    pub time_source: String,
+    /// The ways in that brought it, e.g. `kinesis,messaging_webhook`.
+    pub paths: String,
     pub schema_version: Option<i64>,
     pub shard_id: String,
     pub sequence_number: String,

@@ -49,6 +49,11 @@ const SQLITE: &[Migration] = &[
         "storable_times",
         include_str!("../../migrations/sqlite/0005_storable_times.sql"),
     ),
+    (
+        6,
+        "identity",
+        include_str!("../../migrations/sqlite/0006_identity.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -66,6 +71,11 @@ const POSTGRES: &[Migration] = &[
         3,
         "native_types",
         include_str!("../../migrations/postgres/0003_native_types.sql"),
+    ),
+    (
+        4,
+        "identity",
+        include_str!("../../migrations/postgres/0004_identity.sql"),
     ),
 ];
 

@@ -1,4 +1,6 @@
-//! The one SQL implementation of [`Store`], shared by SQLite and PostgreSQL.
+//! The one SQL implementation of [`Store`], shared by SQLite and PostgreSQL: the commit
+//! transaction (opt events in `opt_events.rs`; dead letters, test events and the checkpoint
+//! here).
 //!
 //! Both backends run the same statements through sqlx's `any` driver (plain types, `$N`
 //! placeholders, standard `ON CONFLICT` upserts), so their semantics cannot drift apart; what
@@ -14,7 +16,6 @@ use sqlx::{Any, Row, Transaction};
 use super::model::*;
 use super::schema::Dialect;
 use super::{Store, StoreError};
-use crate::event::{Detection, OptEvent, OptOutType};
 
 /// A store backed by a SQL database reached through sqlx's `any` driver.
 pub(super) struct SqlStore {
@@ -40,8 +41,6 @@ fn now() -> String {
 /// backends; they are spliced in once here (audited: a constant cast of a placeholder), not
 /// formatted again for every record.
 struct CommitSql {
-    insert_opt_event: String,
-    apply_status: String,
     insert_dead_letter: String,
     insert_test_event: String,
     first_checkpoint: String,
@@ -51,27 +50,6 @@ struct CommitSql {
 impl CommitSql {
     fn new(d: Dialect) -> Self {
         CommitSql {
-            insert_opt_event: format!(
-                "INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, \
-                 messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
-                 schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, \
-                 rule) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {}, $12, $13, $14, $15, \
-                 {}, $17, $18) ON CONFLICT (event_id) DO NOTHING",
-                d.ts_in("$11"),
-                d.ts_in("$16")
-            ),
-            apply_status: format!(
-                "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
-                 sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, {}, $8) \
-                 ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
-                 messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
-                 status = excluded.status, changed_at = excluded.changed_at, \
-                 event_id = excluded.event_id \
-                 WHERE excluded.changed_at > opt_status.changed_at \
-                 OR (excluded.changed_at = opt_status.changed_at \
-                 AND excluded.event_id > opt_status.event_id)",
-                d.ts_in("$7")
-            ),
             insert_dead_letter: format!(
                 "INSERT INTO dead_letters (stream_name, shard_id, sequence_number, partition_key, \
                  reason, data, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, {}) \
@@ -118,102 +96,6 @@ fn commit_sql(d: Dialect) -> &'static CommitSql {
 }
 
 impl SqlStore {
-    /// Inserts the batch's opt events and applies their status changes.
-    ///
-    /// Rows are locked in one global order (events by id, then status rows by key), the same
-    /// in every transaction, so concurrent commits from different shards wait for each other
-    /// but never deadlock.
-    async fn insert_opt_events(
-        d: Dialect,
-        tx: &mut Transaction<'_, Any>,
-        batch: &Batch,
-        recorded_at: &str,
-        summary: &mut CommitSummary,
-    ) -> Result<(), StoreError> {
-        let mut by_id: Vec<&Positioned<OptEvent>> = batch.opt_events.iter().collect();
-        by_id.sort_by(|a, b| a.value.event_id.cmp(&b.value.event_id));
-        let mut new_events: Vec<&OptEvent> = Vec::new();
-        for Positioned {
-            sequence_number,
-            value: ev,
-        } in by_id
-        {
-            let inserted =
-                sqlx::query(sqlx::AssertSqlSafe(commit_sql(d).insert_opt_event.as_str()))
-                    .bind(&ev.event_id)
-                    .bind(ev.opt_out_type.as_str())
-                    .bind(ev.inferred)
-                    .bind(&ev.account_sid)
-                    .bind(&ev.messaging_service_sid)
-                    .bind(&ev.sender)
-                    .bind(&ev.subscriber)
-                    .bind(ev.scope())
-                    .bind(&ev.body)
-                    .bind(&ev.message_sid)
-                    .bind(format_ts(ev.occurred_at))
-                    .bind(ev.schema_version.map(i64::from))
-                    .bind(&batch.stream)
-                    .bind(&batch.shard_id)
-                    .bind(sequence_number)
-                    .bind(recorded_at)
-                    .bind(ev.detection.as_str())
-                    .bind(&ev.rule)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-            if inserted {
-                summary.opt_events_new += 1;
-                new_events.push(ev);
-            } else {
-                summary.opt_events_duplicate += 1;
-            }
-        }
-        new_events.sort_by(|a, b| {
-            (&a.account_sid, a.scope(), &a.subscriber).cmp(&(
-                &b.account_sid,
-                b.scope(),
-                &b.subscriber,
-            ))
-        });
-        for ev in new_events {
-            // A phrase revocation changes status only when honoured (docs/semantics.md, rule 9).
-            if ev.detection == Detection::Phrase && !batch.honor_revocations {
-                continue;
-            }
-            summary.status_changes += Self::apply_status(d, tx, ev).await?;
-        }
-        Ok(())
-    }
-
-    /// STOP → opted_out, START → opted_in, HELP → nothing. The latest event by
-    /// `data.timestamp` wins, ties to the larger id, so arrival order does not matter.
-    async fn apply_status(
-        d: Dialect,
-        tx: &mut Transaction<'_, Any>,
-        ev: &OptEvent,
-    ) -> Result<u64, StoreError> {
-        let status = match ev.opt_out_type {
-            OptOutType::Stop => "opted_out",
-            OptOutType::Start => "opted_in",
-            OptOutType::Help => return Ok(0),
-        };
-        Ok(
-            sqlx::query(sqlx::AssertSqlSafe(commit_sql(d).apply_status.as_str()))
-                .bind(&ev.account_sid)
-                .bind(ev.scope())
-                .bind(&ev.subscriber)
-                .bind(&ev.messaging_service_sid)
-                .bind(&ev.sender)
-                .bind(status)
-                .bind(format_ts(ev.occurred_at))
-                .bind(&ev.event_id)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-        )
-    }
-
     async fn insert_side_records(
         d: Dialect,
         tx: &mut Transaction<'_, Any>,
@@ -312,7 +194,7 @@ impl Store for SqlStore {
                 .await?;
         }
         let d = self.dialect;
-        Self::insert_opt_events(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         Self::insert_side_records(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         if let Some(cp) = &batch.checkpoint {
             Self::write_checkpoint(d, &mut tx, batch, cp, &recorded_at).await?;

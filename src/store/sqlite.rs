@@ -28,7 +28,11 @@ const WAL_CHECKPOINT_BACKOFF: Duration = Duration::from_secs(10);
 const WAL_CHECKPOINT_WAIT_MS: u32 = 1_000;
 
 /// Run on every connection that writes: WAL lets `optout status` read while `run` writes.
-const READ_WRITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+/// `synchronous = FULL` syncs the log at every commit, so a commit that returned survives a
+/// power cut, not only a crash of the process: a webhook answered 2xx is a promise to Twilio,
+/// which will not send that message again. (Kinesis alone could afford NORMAL, whose last
+/// commits may roll back with their checkpoint and be read again.)
+const READ_WRITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 /// Run on every query connection: never write, even by mistake. Reading the schema makes a
 /// file that is no database fail here, with SQLite's own words.

@@ -32,8 +32,8 @@ pub struct MetricDef {
     pub name: &'static str,
     /// Counter or gauge.
     pub kind: MetricKind,
-    /// Its label and every value it takes (empty when open-ended), if it has one.
-    pub label: Option<(&'static str, &'static [&'static str])>,
+    /// Its labels, each with every value it takes (empty when open-ended).
+    pub labels: &'static [(&'static str, &'static [&'static str])],
     /// What it means: the Prometheus `HELP` text.
     pub help: &'static str,
 }

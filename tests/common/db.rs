@@ -110,6 +110,15 @@ pub fn drop_pg_database(admin: String, name: String) {
     .ok();
 }
 
+/// A current-thread runtime, for property tests that drive async store calls from a
+/// synchronous proptest runner.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Runs each named async test body (`async fn NAME(db: Db)`) against both backends, as
 /// `sqlite_backend::NAME` and `postgres_backend::NAME` (the test declares `#[macro_use] mod
 /// common;`).

@@ -2,7 +2,7 @@
 //! talk to the store directly (no Kinesis, no JSON).
 
 use chrono::{DateTime, TimeZone, Utc};
-use optout::event::{Detection, OptEvent, OptOutType};
+use optout::event::{Detection, OptEvent, OptOutType, TimeSource};
 use optout::store::{Batch, Positioned};
 
 /// 2026-03-01T12:00:00Z plus `secs`.
@@ -26,8 +26,22 @@ pub fn opt_event(id: &str, t: OptOutType, from: &str, at: i64) -> OptEvent {
         body: Some(t.as_str().to_lowercase()),
         message_sid: Some(format!("SM{id}")),
         occurred_at: ts(at),
+        time_source: TimeSource::Twilio,
         schema_version: Some(5),
     }
+}
+
+/// [`opt_event`] in Messaging Service `service`, or scoped to its sender when `None`.
+pub fn scoped_event(
+    id: &str,
+    t: OptOutType,
+    from: &str,
+    service: Option<&str>,
+    at: i64,
+) -> OptEvent {
+    let mut e = opt_event(id, t, from, at);
+    e.messaging_service_sid = service.map(Into::into);
+    e
 }
 
 /// `items` at sequence numbers `00001`, `00002`, … in order.

@@ -15,7 +15,10 @@
 //!   steady opt-event stream whose final tables are known);
 //! - [`http`]: GETs, metrics, a background `optout serve` and its peak memory;
 //! - [`proxy`] and [`aws_faults`]: the TCP fault proxy and the AWS-error-injecting HTTP proxy;
-//! - [`pg_proxy`]: a PostgreSQL-aware proxy that loses the answer to a COMMIT that landed.
+//! - [`pg_proxy`]: a PostgreSQL-aware proxy that loses the answer to a COMMIT that landed;
+//! - [`twilio`]: Twilio's side of the webhooks: requests built as Twilio sends them and signed
+//!   by Twilio's own helper library, and a plain HTTP client;
+//! - [`webhooks`]: the webhook tests' messages, and the webhook way in served in process.
 //!
 //! Every test binary compiles the whole tree and uses part of it.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -33,3 +36,5 @@ pub mod pg_proxy;
 pub mod proxy;
 pub mod records;
 pub mod seed;
+pub mod twilio;
+pub mod webhooks;

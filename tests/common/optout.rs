@@ -96,13 +96,19 @@ impl Optout {
         let mut args = vec!["run", "--stream", stream];
         args.extend(test_defaults(extra));
         args.extend_from_slice(extra);
+        self.spawn(&args)
+    }
+
+    /// Starts `optout ARGS` in the background (`serve`, say), logs to a file as for
+    /// [`Optout::spawn_run`].
+    pub fn spawn(&self, args: &[&str]) -> Worker {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = self
-            .command(&args)
+            .command(args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
-            .expect("start optout run");
+            .expect("start optout");
         Worker { child, log }
     }
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use cloudevents::AttributesReader;
 use optout::event::{
-    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Revocations,
-    Skip, TestEvent, classify, envelope,
+    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome,
+    REASSIGNED_NUMBER_TYPE, Revocations, Skip, TestEvent, TimeSource, classify, envelope,
 };
 use serde_json::Value;
 
@@ -58,6 +58,7 @@ fn stop_v5() -> OptEvent {
         body: Some("Stop".into()),
         message_sid: Some("SM5b1e0c7d2a9f4e3b8c6d1a2f0e9b7c4d".into()),
         occurred_at: utc("2026-03-01T12:00:04.512Z"),
+        time_source: TimeSource::Twilio,
         schema_version: Some(5),
     }
 }
@@ -85,6 +86,7 @@ fn expected() -> Vec<(&'static str, Expect, Expect)> {
         body: Some("start".into()),
         message_sid: Some("SM1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c".into()),
         occurred_at: utc("2026-03-01T12:09:41.007Z"),
+        time_source: TimeSource::Twilio,
         schema_version: Some(6),
         ..stop_v5()
     };
@@ -108,8 +110,39 @@ fn expected() -> Vec<(&'static str, Expect, Expect)> {
             occurred_at: Some(utc("2026-03-01T11:58:00Z")),
         })
     };
+    // Twilio's published reassigned-number example: the number `to_number` changed hands, and
+    // Twilio opted it out of `from_number`.
+    let reassigned = OptEvent {
+        event_id: "NO00000000000000000000000001".into(),
+        opt_out_type: OptOutType::Stop,
+        inferred: false,
+        detection: Detection::Reassigned,
+        rule: None,
+        account_sid: "AC00000000000000000000000000000000".into(),
+        messaging_service_sid: None,
+        sender: "+14155550000".into(),
+        subscriber: "+14155552671".into(),
+        body: None,
+        message_sid: None,
+        occurred_at: utc("2026-09-21T00:00:00Z"),
+        time_source: TimeSource::Twilio,
+        schema_version: Some(1),
+    };
     vec![
         // Twilio's examples.
+        same("reassigned-number-detected.json", opt(reassigned.clone())),
+        same(
+            "opt-reassigned-service-data-string.json",
+            opt(OptEvent {
+                event_id: "NO00000000000000000000000003".into(),
+                messaging_service_sid: Some(SERVICE.into()),
+                ..reassigned
+            }),
+        ),
+        same(
+            "dead-reassigned-unknown-consent-operation.json",
+            Dead("unknown consent_operation"),
+        ),
         same("inbound-stop-v5.json", opt(stop_v5())),
         same("inbound-plain-v5.json", S(Skip::NotOptKeyword)),
         same("inbound-start-data-string.json", opt(start)),
@@ -299,17 +332,27 @@ fn validator(file: &str) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
-/// Whether the schemas accept a record: the envelope, and for inbound messages the decoded data.
-fn schemas_accept(bytes: &[u8], env: &jsonschema::Validator, data: &jsonschema::Validator) -> bool {
+/// Whether the schemas accept a record: the envelope, and for inbound messages and reassigned
+/// numbers the decoded data.
+fn schemas_accept(
+    bytes: &[u8],
+    env: &jsonschema::Validator,
+    inbound: &jsonschema::Validator,
+    reassigned: &jsonschema::Validator,
+) -> bool {
     let Ok(record) = serde_json::from_slice::<Value>(bytes) else {
         return false;
     };
     if !env.is_valid(&record) {
         return false;
     }
-    if record["type"] != INBOUND_MESSAGE_TYPE {
+    let data = if record["type"] == INBOUND_MESSAGE_TYPE {
+        inbound
+    } else if record["type"] == REASSIGNED_NUMBER_TYPE {
+        reassigned
+    } else {
         return true;
-    }
+    };
     match &record["data"] {
         Value::String(s) => serde_json::from_str::<Value>(s).is_ok_and(|d| data.is_valid(&d)),
         d => data.is_valid(d),
@@ -318,12 +361,13 @@ fn schemas_accept(bytes: &[u8], env: &jsonschema::Validator, data: &jsonschema::
 
 #[test]
 fn schemas_accept_valid_fixtures_and_reject_dead_ones() {
-    let (env, data) = (
+    let (env, inbound, reassigned) = (
         validator("cloudevent-envelope.schema.json"),
         validator("inbound-message-data.schema.json"),
+        validator("reassigned-number-data.schema.json"),
     );
     for (name, off, _) in expected() {
-        let accepted = schemas_accept(&read(name), &env, &data);
+        let accepted = schemas_accept(&read(name), &env, &inbound, &reassigned);
         match (name, off) {
             // Documented: the decoder accepts optOutType in any case, the schema as Twilio sends it.
             ("opt-stop-lowercase-type-v5.json", _) => assert!(!accepted, "{name}"),
@@ -339,10 +383,17 @@ fn schemas_accept_valid_fixtures_and_reject_dead_ones() {
 /// event has other attribute names). Data-level dead letters are out of the SDK's scope.
 const SDK_ACCEPTS_BUT_DEAD: [&str; 1] = ["dead-not-cloudevent-specversion-0.3.json"];
 
+/// Twilio's published reassigned-number example, verbatim: like every example on Twilio's event
+/// type pages it has a time in `datacontenttype`, and the SDK then refuses its object `data`
+/// (JSON data needs a JSON content type). Twilio's real deliveries say `application/json`; the
+/// decoder does not read `datacontenttype`, so it takes the example as Twilio means it.
+const SDK_REJECTS_TWILIO_S_EXAMPLE: [&str; 1] = ["reassigned-number-detected.json"];
+
 #[track_caller]
 fn agrees_with_sdk(name: &str, bytes: &[u8]) {
     let ours = envelope(bytes);
     match serde_json::from_slice::<cloudevents::Event>(bytes) {
+        Err(_) if SDK_REJECTS_TWILIO_S_EXAMPLE.contains(&name) => assert!(ours.is_ok(), "{name}"),
         Err(e) => assert!(
             ours.is_err(),
             "{name}: the SDK rejects it ({e}) but we accept it"

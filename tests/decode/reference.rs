@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use optout::event::{
-    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome, Skip,
-    TEST_EVENT_TYPE, TestEvent,
+    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, OptEvent, OptOutType, Outcome,
+    REASSIGNED_NUMBER_TYPE, Skip, TEST_EVENT_TYPE, TestEvent, TimeSource,
 };
 use serde_json::{Map, Value};
 
@@ -69,7 +69,13 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
     }
     let id = string(&top, "id").unwrap_or_default();
     let ty = string(&top, "type").unwrap_or_default();
-    if ty != INBOUND_MESSAGE_TYPE && ty != TEST_EVENT_TYPE {
+    if ![
+        INBOUND_MESSAGE_TYPE,
+        TEST_EVENT_TYPE,
+        REASSIGNED_NUMBER_TYPE,
+    ]
+    .contains(&ty)
+    {
         return Outcome::Skip(Skip::OtherType);
     }
     let data = match top.get("data") {
@@ -94,6 +100,9 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
         };
     }
     let schema_version = string(&top, "dataschema").and_then(version);
+    if ty == REASSIGNED_NUMBER_TYPE {
+        return reassigned(id, &data, schema_version);
+    }
     let (opt_out_type, detection, rule) = match data.get("optOutType") {
         None | Some(Value::Null) => {
             let may_infer = opts.infer_keywords && schema_version.is_none_or(|v| v < 5);
@@ -163,6 +172,50 @@ pub fn reference(bytes: &[u8], opts: DecodeOptions) -> Outcome {
         body: text("body"),
         message_sid: text("messageSid"),
         occurred_at,
+        time_source: TimeSource::Twilio,
+        schema_version,
+    })
+}
+
+/// A reassigned-number event: an opt-out of `to_number` by `from_number` when Twilio says
+/// `consent_operation` is `opt-out-created`; anything else is a dead letter.
+fn reassigned(id: &str, data: &Map<String, Value>, schema_version: Option<u32>) -> Outcome {
+    if string(data, "consent_operation") != Some("opt-out-created") {
+        return dead("unknown consent_operation");
+    }
+    let fields = ["account_sid", "to_number", "from_number", "timestamp"].map(|k| string(data, k));
+    if fields.iter().any(|v| v.is_none_or(str::is_empty)) {
+        return dead("missing field");
+    }
+    let [account, to, from, ts] = fields.map(|v| v.unwrap_or_default().to_owned());
+    let Some(occurred_at) = timestamp(&ts) else {
+        return dead("bad timestamp");
+    };
+    let service = string(data, "messaging_service_sid").map(str::to_owned);
+    let ids = [
+        Some(id),
+        Some(&account),
+        Some(&to),
+        Some(&from),
+        service.as_deref(),
+    ];
+    if !ids.into_iter().flatten().all(storable_id) {
+        return dead("unstorable field");
+    }
+    Outcome::Opt(OptEvent {
+        event_id: id.to_owned(),
+        opt_out_type: OptOutType::Stop,
+        inferred: false,
+        detection: Detection::Reassigned,
+        rule: None,
+        account_sid: account,
+        messaging_service_sid: service,
+        sender: from,
+        subscriber: to,
+        body: None,
+        message_sid: None,
+        occurred_at,
+        time_source: TimeSource::Twilio,
         schema_version,
     })
 }

@@ -20,7 +20,9 @@
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
 //! - `lost_file`: the SQLite file deleted under `run` (exit 1) and under `serve` (unready);
 //! - `log_hygiene`: no phone number or body reaches the logs;
-//! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer.
+//! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
+//! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
+//!   `kill -9` during a burst; `webhook_settings`: their settings mistakes.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -44,6 +46,8 @@ mod replay_inputs;
 mod reshard;
 mod resume;
 mod scenarios;
+mod webhook_settings;
+mod webhooks;
 mod workers;
 
 use common::emulator;

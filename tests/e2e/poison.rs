@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use optout::event::DecodeOptions;
 use optout::pipeline::{RawRecord, Target, commit_records};
-use optout::store::CheckpointUpdate;
+use optout::store::{CheckpointUpdate, IngestPath};
 use serde_json::Value;
 
 /// The repro: 3 good STOPs, a STOP with U+0000 in its body, 3 more good STOPs, a STOP
@@ -238,6 +238,7 @@ async fn database_refusals_are_isolated(db: db::Db) {
         .map(|i| RawRecord::new(&seqs[i], Some("pk"), &data[i]))
         .collect();
     let target = Target {
+        path: IngestPath::Kinesis,
         stream: "s".into(),
         shard_id: "shardId-000000000000".into(),
         lease: None,

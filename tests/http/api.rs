@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use optout::event::{Detection, OptEvent, OptOutType, TestEvent};
+use optout::event::{Detection, OptEvent, OptOutType, TestEvent, TimeSource};
 use optout::http::{ApiAuth, AppState};
 use optout::store::{Batch, DeadLetter, Positioned, Reader};
 use serde_json::Value;
@@ -43,6 +43,7 @@ fn ev(n: usize, t: OptOutType, scope: &str, from: &str) -> OptEvent {
         body: Some("=HYPERLINK(\"x\")".into()),
         message_sid: None,
         occurred_at: Utc.timestamp_opt(1_772_366_400 + n as i64, 0).unwrap(),
+        time_source: TimeSource::Twilio,
         schema_version: Some(5),
     }
 }

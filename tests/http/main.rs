@@ -5,6 +5,9 @@
 //! - `exports`: exports nobody reads hold a slot each and are closed after 30 s;
 //! - `probes`: `--health-addr`: a flood on the API port, a held read pool, and the probes;
 //! - `bounds`: parameter sizes, and client mistakes as 400 on both backends.
+//! - `webhooks`: Twilio's webhooks, signed by Twilio's own helper library: signatures,
+//!   tampering, account-bound tokens, Basic credentials;
+//! - `webhook_input`: bad input, retries and duplicates on the webhooks.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -16,3 +19,5 @@ mod bounds;
 mod exports;
 mod memory;
 mod probes;
+mod webhook_input;
+mod webhooks;

@@ -70,6 +70,7 @@ async fn plant(db: &Db) {
                     message_sid: Some(format!("SM{i:032}")),
                     occurred_at: crate::common::events::ts(1_772_366_400 + i as i64),
                     schema_version: Some(5),
+                    time_source: optout::event::TimeSource::Twilio,
                 },
             });
         }

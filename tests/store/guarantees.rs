@@ -5,6 +5,8 @@
 //! - **Order independence** (docs/semantics.md, rule 3), as a property: any arrival order, duplicates and
 //!   split into batches give the tables an independent oracle computes, a plain fold over the
 //!   events sorted by (timestamp, event id) in which HELP changes nothing.
+//!
+//! The same across paths (Kinesis, the webhooks, replay) is in `paths.rs`.
 
 use std::collections::BTreeMap;
 
@@ -17,16 +19,10 @@ use proptest::test_runner::TestRunner;
 use crate::common::events::*;
 use crate::common::seed;
 
-use crate::common::db::{self, Db};
+use crate::common::db::{self, Db, runtime};
 
 both_backends! {
     a_commit_failing_at_its_checkpoint_leaves_nothing;
-}
-
-fn ev(id: &str, t: OptOutType, from: &str, service: Option<&str>, at: i64) -> OptEvent {
-    let mut e = opt_event(id, t, from, at);
-    e.messaging_service_sid = service.map(Into::into);
-    e
 }
 
 /// Every table, as JSON, in a stable order.
@@ -84,15 +80,15 @@ fn full_batch(shard: &str, tag: &str, seq: &str, previous: Option<&str>) -> Batc
         stream: "s".into(),
         shard_id: shard.into(),
         opt_events: positioned(vec![
-            ev(
+            scoped_event(
                 &format!("EZ{tag}1"),
                 OptOutType::Stop,
                 "+1",
                 Some("MG1"),
                 10,
             ),
-            ev(&format!("EZ{tag}2"), OptOutType::Start, "+2", None, 20),
-            ev(
+            scoped_event(&format!("EZ{tag}2"), OptOutType::Start, "+2", None, 20),
+            scoped_event(
                 &format!("EZ{tag}3"),
                 OptOutType::Help,
                 "+3",
@@ -200,7 +196,7 @@ fn order_independence(db: Db, rt: &tokio::runtime::Runtime) {
                 .map(|(i, &(t, who, at, service))| {
                     let service = service.then_some("MG1");
                     let id = format!("EZ{case:04}{i:03}");
-                    ev(
+                    scoped_event(
                         &id,
                         types[t as usize],
                         &format!("{prefix}{who}"),
@@ -256,13 +252,6 @@ fn order_independence(db: Db, rt: &tokio::runtime::Runtime) {
             Ok(())
         })
         .unwrap();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeZone, Utc};
-use optout::event::{OptEvent, OptOutType};
+use optout::event::{OptEvent, OptOutType, TimeSource};
 use optout::store::{
     Batch, CheckpointUpdate, EventFilter, HeldLease, LeaseRow, LeaseToken, Positioned,
     StatusFilter, Store, StoreError,
@@ -346,6 +346,7 @@ fn stop_event(id: &str) -> OptEvent {
         body: Some("stop".into()),
         message_sid: Some(format!("SM{id}")),
         occurred_at: Utc.timestamp_opt(1_772_366_400, 0).unwrap(),
+        time_source: TimeSource::Twilio,
         schema_version: Some(5),
     }
 }

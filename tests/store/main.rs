@@ -3,6 +3,7 @@
 //! - `semantics`: identity, status order, dead letters, test events, checkpoints, fencing;
 //! - `guarantees`: atomicity under a failing write, order independence as a property;
 //! - `checkpoints`: the checkpoint write as a compare-and-set, refused batches apply nothing;
+//! - `paths`: one event per message across paths (Kinesis, webhooks, replay), as a property;
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `migrations`: upgrades of databases holding rows;
@@ -20,6 +21,7 @@ mod checkpoints;
 mod guarantees;
 mod leases;
 mod migrations;
+mod paths;
 mod queries;
 mod semantics;
 mod sqlite_file;

@@ -1,12 +1,15 @@
-//! PostgreSQL's native types: a database filled by the old schema (text times, 0/1 flags) is
-//! converted in place by migration 3, keeps every value to the microsecond, reads the same
-//! through the API's queries, gains the analysts' views, and takes new commits.
+//! Upgrades of databases holding rows:
+//! - PostgreSQL's native types: a database filled by the old schema (text times, 0/1 flags) is
+//!   converted in place by migration 3, keeps every value to the microsecond, reads the same
+//!   through the API's queries, gains the analysts' views, and takes new commits;
+//! - one event per message (SQLite 6, PostgreSQL 4): identity, paths and sets_status are
+//!   derived from the rows in place, on both backends, and new copies of an old message join it.
 
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use optout::store::query::DeadLetterFilter;
-use optout::store::{EventFilter, Reader, StatusFilter};
+use optout::store::{EventFilter, IngestPath, Reader, StatusFilter};
 use sqlx::{Connection, Row};
 
 fn admin_url() -> String {
@@ -300,4 +303,176 @@ async fn a_sqlite_upgrade_moves_unstorable_legacy_times_to_the_dead_letters() {
     let store = optout::store::open(&url, 1).await.unwrap();
     store.close().await;
     check_legacy_moved(&url).await;
+}
+
+/// Rows as optout wrote them before the identity migration (SQLite 6, PostgreSQL 4), in the
+/// columns both dialects share: two rows with one SID (two subscriptions of different schema
+/// versions), phrase revocations honoured (holding the status) and not, a HELP, a replayed
+/// row, and a message SID that is no SID.
+const BEFORE_IDENTITY: &str = "
+INSERT INTO opt_events (event_id, opt_out_type, inferred, account_sid, messaging_service_sid,
+  sender, subscriber, scope, body, message_sid, occurred_at, schema_version, stream_name,
+  shard_id, sequence_number, recorded_at, detection, rule) VALUES
+ ('E1', 'STOP', FALSE, 'AC1', 'MG1', '+2', '+11', 'MG1', 'stop', 'SM0000000000000000000000000000000a',
+  '2026-03-01T12:00:01.000000Z', 5, 's', 'a', '1', '2026-03-01T12:00:05.000000Z', 'twilio', NULL),
+ ('E1b', 'STOP', FALSE, 'AC1', 'MG1', '+2', '+11', 'MG1', 'stop', 'SM0000000000000000000000000000000a',
+  '2026-03-01T12:00:01.000000Z', 6, 's', 'a', '2', '2026-03-01T12:00:05.000000Z', 'twilio', NULL),
+ ('E2', 'STOP', TRUE, 'AC1', 'MG1', '+2', '+12', 'MG1', 'stop texting me', 'SM0000000000000000000000000000000b',
+  '2026-03-01T12:00:02.000000Z', 5, 's', 'a', '3', '2026-03-01T12:00:05.000000Z', 'phrase', 'r'),
+ ('E3', 'STOP', TRUE, 'AC1', 'MG1', '+2', '+13', 'MG1', 'stop texting me', NULL,
+  '2026-03-01T12:00:03.000000Z', 5, 's', 'a', '4', '2026-03-01T12:00:05.000000Z', 'phrase', 'r'),
+ ('E4', 'HELP', FALSE, 'AC1', 'MG1', '+2', '+14', 'MG1', 'help', NULL,
+  '2026-03-01T12:00:04.000000Z', 5, 's', 'a', '5', '2026-03-01T12:00:05.000000Z', 'twilio', NULL),
+ ('E5', 'START', FALSE, 'AC1', NULL, '+2', '+15', '+2', 'start', 'SMx',
+  '2026-03-01T12:00:05.000000Z', 5, 'replay', 'f@1', '1', '2026-03-01T12:00:05.000000Z', 'twilio', NULL);
+INSERT INTO opt_status VALUES
+ ('AC1', 'MG1', '+11', 'MG1', '+2', 'opted_out', '2026-03-01T12:00:01.000000Z', 'E1b'),
+ ('AC1', 'MG1', '+12', 'MG1', '+2', 'opted_out', '2026-03-01T12:00:02.000000Z', 'E2'),
+ ('AC1', '+2', '+15', NULL, '+2', 'opted_in', '2026-03-01T12:00:05.000000Z', 'E5');
+";
+
+/// The migration derives identity, paths and sets_status in place, keeps every row, and the
+/// upgraded store merges new copies of an old message into it.
+async fn identity_columns_are_derived_in_place(url: &str, mut c: sqlx::AnyConnection) {
+    sqlx::raw_sql(BEFORE_IDENTITY)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let store = optout::store::open(url, 2).await.unwrap();
+    let reader = Reader::open(url, 1).await.unwrap();
+    let mut events: Vec<(String, String, String, String)> = reader
+        .all(&EventFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event_id, e.identity, e.paths, e.time_source))
+        .collect();
+    events.sort();
+    let row = |id: &str, identity: &str, paths: &str| {
+        (
+            id.to_string(),
+            identity.to_string(),
+            paths.to_string(),
+            "twilio".to_string(),
+        )
+    };
+    assert_eq!(
+        events,
+        [
+            row("E1", "SM0000000000000000000000000000000a", "kinesis"),
+            row("E1b", "E1b", "kinesis"),
+            row("E2", "SM0000000000000000000000000000000b", "kinesis"),
+            row("E3", "E3", "kinesis"),
+            row("E4", "E4", "kinesis"),
+            row("E5", "E5", "replay"),
+        ]
+    );
+    let sets: Vec<(String, i64)> = sqlx::query(
+        "SELECT event_id, CAST(sets_status AS INTEGER) FROM opt_events ORDER BY event_id",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let want: Vec<(String, i64)> = [
+        ("E1", 1),
+        ("E1b", 1),
+        ("E2", 1),
+        ("E3", 0),
+        ("E4", 0),
+        ("E5", 1),
+    ]
+    .iter()
+    .map(|(e, s)| (e.to_string(), *s))
+    .collect();
+    assert_eq!(
+        sets, want,
+        "an honoured phrase (holding the status) sets status"
+    );
+    // A re-read of an old record changes nothing; the Messaging webhook's copy of it joins it.
+    let mut e1 = crate::common::events::opt_event("E1", optout::event::OptOutType::Stop, "+11", 1);
+    e1.message_sid = Some("SM0000000000000000000000000000000a".into());
+    e1.sender = "+2".into();
+    let batch = |path, e: optout::event::OptEvent| optout::store::Batch {
+        path,
+        stream: "s".into(),
+        shard_id: "a".into(),
+        opt_events: crate::common::events::positioned(vec![e]),
+        ..Default::default()
+    };
+    let summary = store
+        .commit(&batch(IngestPath::Kinesis, e1.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.opt_events_new, summary.opt_events_duplicate),
+        (0, 1)
+    );
+    let mut sms = e1.clone();
+    sms.event_id = "SM0000000000000000000000000000000a".into();
+    sms.time_source = optout::event::TimeSource::Received;
+    sms.occurred_at += chrono::TimeDelta::seconds(2);
+    store
+        .commit(&batch(IngestPath::MessagingWebhook, sms))
+        .await
+        .unwrap();
+    let e = reader.all(&EventFilter::default()).await.unwrap();
+    let e1 = e.iter().find(|e| e.event_id == "E1").unwrap();
+    assert_eq!(e1.paths, "kinesis,messaging_webhook");
+    assert_eq!(
+        (e1.occurred_at.as_str(), e1.time_source.as_str()),
+        ("2026-03-01T12:00:01.000000Z", "twilio")
+    );
+    assert_eq!(e.len(), 6);
+    // The analysts' view is still there.
+    let daily: i64 = sqlx::query("SELECT CAST(SUM(events) AS BIGINT) FROM opt_events_daily")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(daily, 6);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_identity_migration_keeps_rows_and_derives_the_new_columns() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/optout.db?mode=rwc", dir.path().display());
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for sql in [
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0002_leases.sql"),
+        include_str!("../../migrations/sqlite/0003_detection.sql"),
+        include_str!("../../migrations/sqlite/0004_query.sql"),
+        "CREATE TABLE optout_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TEXT NOT NULL); INSERT INTO optout_migrations VALUES (1, 'init', 'x'), \
+         (2, 'leases', 'x'), (3, 'detection', 'x'), (4, 'query', 'x');",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    }
+    let url = format!("sqlite://{}/optout.db", dir.path().display());
+    identity_columns_are_derived_in_place(&url, c).await;
+}
+
+#[tokio::test]
+async fn postgres_identity_migration_keeps_rows_and_derives_the_new_columns() {
+    use sqlx::Connection;
+    let (url, _guard) = fresh_database().await;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for sql in [
+        include_str!("../../migrations/postgres/0001_init.sql"),
+        include_str!("../../migrations/postgres/0002_detection.sql"),
+        include_str!("../../migrations/postgres/0003_native_types.sql"),
+        "CREATE TABLE optout_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at TEXT NOT NULL); INSERT INTO optout_migrations VALUES (1, 'init', 'x'), \
+         (2, 'detection', 'x'), (3, 'native_types', 'x');",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    }
+    identity_columns_are_derived_in_place(&url, c).await;
 }

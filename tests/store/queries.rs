@@ -323,6 +323,30 @@ async fn lookup_is_conservative_and_never_cut_silently(db: Db) {
         (out.send_allowed, out.reason.as_str()),
         (false, "keyword_stop")
     );
+    // Twilio's reassigned-number opt-out (the number changed hands) forbids it in its scope,
+    // after a START there, and says why.
+    let elsewhere = "+15559870003";
+    s.commit(&batch(
+        "a",
+        vec![ev("R0", OptOutType::Start, "AC1", elsewhere, who, 50)],
+    ))
+    .await
+    .unwrap();
+    let mut reassigned = ev("R1", OptOutType::Stop, "AC1", elsewhere, who, 60);
+    reassigned.detection = Detection::Reassigned;
+    reassigned.messaging_service_sid = None;
+    reassigned.sender = elsewhere.into();
+    reassigned.body = None;
+    s.commit(&batch("a", vec![reassigned])).await.unwrap();
+    let out = r.lookup(&look(Some(elsewhere), who)).await.unwrap();
+    assert_eq!(
+        (
+            out.send_allowed,
+            out.reason.as_str(),
+            out.event_id.as_deref()
+        ),
+        (false, "reassigned_number", Some("R1"))
+    );
 
     // 1,001 scopes: in everywhere but the last, by sort order.
     let many = "+15551230010";

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::source::{Next, Source};
-use crate::pipeline::{OVERSIZED_HEAD_BYTES, RawRecord};
+use crate::pipeline::{OVERSIZED_HEAD_BYTES, RawRecord, RecordFormat};
 
 /// While interrupted replays wait for input, how often they look whether to stop.
 const STOP_CHECK: Duration = Duration::from_secs(1);
@@ -56,6 +56,7 @@ impl Block {
                     partition_key: None,
                     data: &self.bytes[lo..hi],
                     size,
+                    format: RecordFormat::CloudEvent,
                 }
             })
             .collect()

@@ -101,6 +101,7 @@ pub async fn replay_input(
                 }
             };
             let mut batch = Batch {
+                path: producer_target.path,
                 stream: producer_target.stream.clone(),
                 shard_id: producer_target.shard_id.clone(),
                 honor_revocations: producer_target.honor_revocations,

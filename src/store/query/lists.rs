@@ -80,9 +80,9 @@ impl Listing for StatusFilter {
 /// The SELECT list of an event row, its free text cut to the previews.
 pub(super) fn event_columns(reader: &Reader) -> String {
     format!(
-        "event_id, opt_out_type, CAST(inferred AS INTEGER) AS inferred, detection, rule, \
-         account_sid, messaging_service_sid, sender, subscriber, {}, \
-         {} AS occurred_at, schema_version, shard_id, sequence_number",
+        "event_id, identity, opt_out_type, CAST(inferred AS INTEGER) AS inferred, detection, \
+         rule, account_sid, messaging_service_sid, sender, subscriber, {}, \
+         {} AS occurred_at, time_source, paths, schema_version, shard_id, sequence_number",
         text_previews(""),
         reader.dialect.ts_out("occurred_at")
     )
@@ -102,6 +102,7 @@ pub(super) fn text_previews(alias: &str) -> String {
 pub(super) fn event_row(r: &AnyRow) -> Result<EventRow, sqlx::Error> {
     Ok(EventRow {
         event_id: r.try_get("event_id")?,
+        identity: r.try_get("identity")?,
         opt_out_type: r.try_get("opt_out_type")?,
         inferred: r.try_get::<i64, _>("inferred")? != 0,
         detection: r.try_get("detection")?,
@@ -114,6 +115,8 @@ pub(super) fn event_row(r: &AnyRow) -> Result<EventRow, sqlx::Error> {
         message_sid: r.try_get("message_sid")?,
         truncated: r.try_get::<i64, _>("truncated")? != 0,
         occurred_at: r.try_get("occurred_at")?,
+        time_source: r.try_get("time_source")?,
+        paths: r.try_get("paths")?,
         schema_version: r.try_get("schema_version")?,
         shard_id: r.try_get("shard_id")?,
         sequence_number: r.try_get("sequence_number")?,

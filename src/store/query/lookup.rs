@@ -40,7 +40,7 @@ pub struct Lookup {
     /// `false` exactly when `status` is `opted_out`, over every matching scope (not only the
     /// scopes of this page).
     pub send_allowed: bool,
-    /// Why: `twilio_stop`, `keyword_stop` or `phrase_revocation` (of the latest opt-out among
+    /// Why: `twilio_stop`, `keyword_stop`, `reassigned_number` or `phrase_revocation` (of the latest opt-out among
     /// the scopes), `opted_in`, or `no_opt_event_seen`.
     pub reason: String,
     /// The event behind `reason` (none for `no_opt_event_seen`).
@@ -64,7 +64,7 @@ pub struct LookupItem {
     /// `opted_out` or `opted_in`: the conservative status in this scope.
     pub status: String,
     pub send_allowed: bool,
-    /// `twilio_stop`, `keyword_stop`, `phrase_revocation` or `opted_in`.
+    /// `twilio_stop`, `keyword_stop`, `reassigned_number`, `phrase_revocation` or `opted_in`.
     pub reason: String,
     /// The latest STOP or START signal in this scope (or the event of the live row).
     pub event_id: String,
@@ -151,6 +151,7 @@ fn reason(opt_out_type: &str, detection: &str) -> &'static str {
     match (opt_out_type, detection) {
         ("START", _) => "opted_in",
         (_, "phrase") => "phrase_revocation",
+        (_, "reassigned") => "reassigned_number",
         (_, "keyword") => "keyword_stop",
         _ => "twilio_stop",
     }

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use optout::event::{
-    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, Outcome, Revocations, Skip, TEST_EVENT_TYPE,
-    classify,
+    DecodeOptions, Detection, INBOUND_MESSAGE_TYPE, Outcome, REASSIGNED_NUMBER_TYPE, Revocations,
+    Skip, TEST_EVENT_TYPE, classify,
 };
 use optout::synth::{MixOptions, Synth};
 

@@ -258,15 +258,27 @@ pub(crate) const SCHEMAS: [&str; 18] = [
 
 pub(crate) const SPECVERSIONS: [&str; 7] = ["1.0", "0.3", "1.0 ", "1", "1.00", "", "\\u0031.0"];
 
-pub(crate) const TYPES: [&str; 8] = [
+pub(crate) const TYPES: [&str; 10] = [
     INBOUND_MESSAGE_TYPE,
     TEST_EVENT_TYPE,
+    REASSIGNED_NUMBER_TYPE,
+    "com.twilio.messaging.reassigned-number.detected ",
     "com.twilio.messaging.message.delivered",
     "COM.TWILIO.MESSAGING.INBOUND-MESSAGE.RECEIVED",
     "com.twilio.messaging.inbound-message.receive\\u0064",
     "com.twilio.eventstreams.test-event ",
     "",
     " ",
+];
+
+/// `consent_operation` values: the documented one, near misses, and others.
+pub(crate) const CONSENT_OPERATIONS: [&str; 6] = [
+    "opt-out-created",
+    "OPT-OUT-CREATED",
+    "opt-out-created ",
+    "opt-in-created",
+    "opt-out-removed",
+    "",
 ];
 
 pub(crate) const IDS: [&str; 7] = [
@@ -607,6 +619,7 @@ impl Fuzzer {
                 Some("dataschema") => Some(&SCHEMAS),
                 Some("specversion") => Some(&SPECVERSIONS),
                 Some("type") => Some(&TYPES),
+                Some("consent_operation") => Some(&CONSENT_OPERATIONS),
                 Some(
                     "id"
                     | "source"
@@ -615,7 +628,11 @@ impl Fuzzer {
                     | "to"
                     | "messagingServiceSid"
                     | "messageSid"
-                    | "test_id",
+                    | "test_id"
+                    | "account_sid"
+                    | "from_number"
+                    | "to_number"
+                    | "messaging_service_sid",
                 ) => Some(&IDS),
                 _ => None,
             };

@@ -20,23 +20,26 @@ pub(crate) const MODES: [DecodeOptions; 2] = [
     },
 ];
 
-/// The dead-letter categories documented on [`Outcome::Dead`].
-pub(crate) const DEAD_CATEGORIES: [&str; 8] = [
+/// The dead-letter categories of a CloudEvent documented on [`Outcome::Dead`] (`not a form`
+/// is the Messaging webhook's, which `classify` never reads).
+pub(crate) const DEAD_CATEGORIES: [&str; 9] = [
     "not JSON",
     "not a CloudEvent",
     "no usable data",
     "missing field",
     "bad timestamp",
     "unknown optOutType",
+    "unknown consent_operation",
     "no test_id",
     "unstorable field",
 ];
 
-/// Outcome categories, as counted: six kinds of success, then one per dead-letter category.
-pub(crate) const CATEGORY_NAMES: [&str; 14] = [
+/// Outcome categories, as counted: seven kinds of success, then one per dead-letter category.
+pub(crate) const CATEGORY_NAMES: [&str; 16] = [
     "opt",
     "opt (inferred)",
     "opt (phrase)",
+    "opt (reassigned)",
     "test",
     "skip: other type",
     "skip: not opt keyword",
@@ -46,10 +49,11 @@ pub(crate) const CATEGORY_NAMES: [&str; 14] = [
     "dead: missing field",
     "dead: bad timestamp",
     "dead: unknown optOutType",
+    "dead: unknown consent_operation",
     "dead: no test_id",
     "dead: unstorable field",
 ];
-pub(crate) const NOT_JSON: usize = 6;
+pub(crate) const NOT_JSON: usize = 7;
 
 /// The counting category of an outcome; `None` for a dead letter of no known category.
 pub(crate) fn category(o: &Outcome) -> Option<usize> {
@@ -58,10 +62,11 @@ pub(crate) fn category(o: &Outcome) -> Option<usize> {
             Detection::Twilio => 0,
             Detection::Keyword => 1,
             Detection::Phrase => 2,
+            Detection::Reassigned => 3,
         }),
-        Outcome::Test(_) => Some(3),
-        Outcome::Skip(Skip::OtherType) => Some(4),
-        Outcome::Skip(Skip::NotOptKeyword) => Some(5),
+        Outcome::Test(_) => Some(4),
+        Outcome::Skip(Skip::OtherType) => Some(5),
+        Outcome::Skip(Skip::NotOptKeyword) => Some(6),
         Outcome::Dead(reason) => DEAD_CATEGORIES
             .iter()
             .position(|c| {
@@ -172,8 +177,16 @@ pub(crate) fn invariants(o: &Outcome) -> Result<(), &'static str> {
             if e.scope().is_empty() {
                 return Err("opt event with an empty scope");
             }
-            if e.inferred != (e.detection != Detection::Twilio) {
+            if e.inferred != matches!(e.detection, Detection::Keyword | Detection::Phrase) {
                 return Err("opt event whose `inferred` disagrees with its detection");
+            }
+            if e.detection == Detection::Reassigned
+                && (e.opt_out_type != optout::event::OptOutType::Stop || e.body.is_some())
+            {
+                return Err("a reassigned-number opt event that is not a STOP without a body");
+            }
+            if e.time_source != optout::event::TimeSource::Twilio {
+                return Err("a CloudEvent whose time is not Twilio's");
             }
             if (e.detection == Detection::Phrase) != e.rule.is_some() {
                 return Err("a rule without a phrase detection, or the reverse");

@@ -17,3 +17,8 @@ output "consumer_policy_arn" {
   description = "Attach to optout's principal if you did not ask for a role here."
   value       = module.optout.consumer_policy_arn
 }
+
+output "webhook_sink_sid" {
+  description = "The Twilio webhook sink (DG...), if webhook_public_url is set: test and validate it with this."
+  value       = one(twilio_events_sinks_v1.webhook[*].sid)
+}

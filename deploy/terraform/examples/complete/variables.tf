@@ -31,3 +31,25 @@ variable "inbound_schema_version" {
     error_message = "Use schema version 5 or later: earlier versions have no optOutType."
   }
 }
+
+variable "reassigned_number_events" {
+  description = "Also subscribe to com.twilio.messaging.reassigned-number.detected (Twilio's Compliance Toolkit): numbers Twilio opted out because they changed hands."
+  type        = bool
+  default     = false
+}
+
+variable "webhook_public_url" {
+  description = "optout's --public-url (https://HOST, what Twilio calls), to create an Event Streams webhook sink posting to HOST/twilio/events (null: no webhook sink)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.webhook_public_url == null || startswith(coalesce(var.webhook_public_url, "x"), "https://")
+    error_message = "Twilio posts to an https:// URL with a publicly trusted certificate."
+  }
+}
+
+variable "webhook_sink_validated" {
+  description = "Like sink_validated, for the webhook sink: apply with false, validate the sink with the test_id optout records, then apply with true."
+  type        = bool
+  default     = false
+}
