@@ -16,6 +16,7 @@ mod lease;
 pub mod metrics;
 mod model;
 mod opt_events;
+mod outbox;
 mod postgres;
 pub mod query;
 mod schema;
@@ -31,6 +32,7 @@ use async_trait::async_trait;
 pub use error::{FailureKind, StoreError};
 pub use lease::Leases;
 pub use model::*;
+pub use outbox::{Change, Item, Outbox, OutboxTarget, Settle, Settlement, TargetBacklog};
 pub use query::Reader;
 pub use url::{StoreUrl, redact};
 
