@@ -38,7 +38,7 @@ pub mod vocabulary {
     pub use crate::store::query::{
         AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, TestEventFilter,
     };
-    pub use crate::store::{EventFilter, RevocationFilter, StatusFilter};
+    pub use crate::store::{EventFilter, RevocationFilter, RevocationScope, StatusFilter};
     pub use crate::telemetry::LogFormat;
     pub use kinesis_engine::InitialPosition;
 }

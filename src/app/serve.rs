@@ -170,7 +170,7 @@ pub(super) async fn bind_http(
     health: Option<(kinesis_engine::Health, std::time::Duration)>,
     ingest: Option<Router>,
 ) -> Result<Http, AppError> {
-    let reader = store::open_reader(store_url, 4).await?;
+    let reader = store::open_reader(store_url, 4, http.revocation_scope).await?;
     let bind = |flag: &'static str, addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await

@@ -13,6 +13,7 @@ use crate::event::revocation::RuleSet;
 use crate::event::{DecodeOptions, Revocations};
 use crate::http::ApiAuth;
 use crate::ingest::webhook::{self, AuthTokens, BasicCredentials, PublicUrl};
+use crate::store::RevocationScope;
 
 /// Where Kinesis is; credentials come from the AWS SDK's default chain.
 #[derive(Debug, Clone, Default)]
@@ -159,6 +160,8 @@ pub struct HttpSettings {
     pub token_file: Option<PathBuf>,
     /// `/metrics` needs the token too.
     pub metrics_require_token: bool,
+    /// `--revocation-scope`: how far an opt-out reaches in the API's answers.
+    pub revocation_scope: RevocationScope,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -170,6 +173,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("token_file", &self.token_file)
             .field("metrics_require_token", &self.metrics_require_token)
+            .field("revocation_scope", &self.revocation_scope)
             .finish()
     }
 }

@@ -34,7 +34,7 @@ pub async fn shard_table(
     aws: &AwsSettings,
     stream: &str,
 ) -> Result<Vec<ShardRow>, AppError> {
-    let reader = store::open_reader(store_url, 1).await?;
+    let reader = store::open_reader(store_url, 1, Default::default()).await?;
     let client = aws::kinesis_client(aws, false).await?;
     let listed = list_shards(&client, stream)
         .await

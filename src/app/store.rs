@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::AppError;
 use crate::store::query::QueryError;
-use crate::store::{self, Reader, Store, StoreError};
+use crate::store::{self, Reader, RevocationScope, Store, StoreError};
 
 /// Opens the store for writing (`run`, `replay`, `migrate`), creating and migrating it.
 pub(super) async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, AppError> {
@@ -16,10 +16,15 @@ pub(super) async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Stor
 }
 
 /// Opens the store's read side: `connections` read-only connections of its own, so that
-/// queries never wait behind the consumer's commits (never creates, migrates or writes).
-pub(super) async fn open_reader(url: &str, connections: u32) -> Result<Arc<Reader>, AppError> {
+/// queries never wait behind the consumer's commits (never creates, migrates or writes),
+/// answering status under `scope` (`--revocation-scope`).
+pub(super) async fn open_reader(
+    url: &str,
+    connections: u32,
+    scope: RevocationScope,
+) -> Result<Arc<Reader>, AppError> {
     match Reader::open(url, connections).await {
-        Ok(reader) => Ok(Arc::new(reader)),
+        Ok(reader) => Ok(Arc::new(reader.with_revocation_scope(scope))),
         Err(QueryError::Invalid(message)) => Err(AppError::Usage(message)),
         Err(QueryError::Store(e)) => Err(open_failed(url, e)),
     }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::query::{HISTORY_TABLE, LimitArg, print};
+use super::query::{HISTORY_TABLE, LimitArg, print_in};
 use super::{Cli, CliError, FormatArg};
 use crate::app::vocabulary::HistoryFilter;
 
@@ -15,10 +15,12 @@ pub struct HistoryArgs {
     /// Only this scope (a Messaging Service SID MG…, or a sender number).
     #[arg(long)]
     pub scope: Option<String>,
-    /// Count phrase-detected revocations as STOPs in `status_after`, as `run
-    /// --honor-revocations` does.
+    /// Count every phrase-detected revocation as a STOP in `status_after`, also those stored
+    /// without `--honor-revocations` (each event records whether it was honoured).
     #[arg(long)]
     pub honor_revocations: bool,
+    #[command(flatten)]
+    pub revocation_scope: super::RevocationScopeArg,
     #[command(flatten)]
     pub limit: LimitArg,
     #[command(flatten)]
@@ -33,5 +35,6 @@ pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), CliError> {
         honor_revocations: args.honor_revocations,
     };
     let (limit, format) = (args.limit.limit, args.format.format);
-    print(cli, listing, limit, format, HISTORY_TABLE).await
+    let scope = args.revocation_scope.get();
+    print_in(cli, scope, listing, limit, format, HISTORY_TABLE).await
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::app::vocabulary::LogFormat;
+use crate::app::vocabulary::{LogFormat, RevocationScope};
 use crate::app::{self, AppError, AwsSettings, HttpSettings};
 use output::Format;
 
@@ -123,6 +123,8 @@ pub struct ServeArgs {
     pub infer_keywords: bool,
     #[command(flatten)]
     pub revocation: revocations::RevocationArgs,
+    #[command(flatten)]
+    pub revocation_scope: RevocationScopeArg,
 }
 
 /// Who may call the HTTP API (`optout run --http-addr` and `optout serve`), and where the
@@ -165,13 +167,46 @@ impl std::fmt::Debug for HttpAuthArgs {
 impl HttpAuthArgs {
     /// The HTTP server's settings on `addr`; the application checks them (a reachable address
     /// needs a token).
-    pub fn settings(&self, addr: SocketAddr) -> HttpSettings {
+    pub fn settings(&self, addr: SocketAddr, scope: &RevocationScopeArg) -> HttpSettings {
         HttpSettings {
+            revocation_scope: scope.get(),
             addr,
             health_addr: self.health_addr,
             token: self.http_token.clone(),
             token_file: self.http_token_file.clone(),
             metrics_require_token: self.metrics_require_token,
+        }
+    }
+}
+
+/// `--revocation-scope`, one flag for every command that answers status (`status`, `history`,
+/// `serve`, `run --http-addr`).
+#[derive(Debug, Args)]
+pub struct RevocationScopeArg {
+    /// How far an opt-out reaches when status is read: `scope` (the Messaging Service or
+    /// sender it was sent to), `account` (every scope of its account) or `all` (every account
+    /// in this store). A Twilio STOP, a reassigned number's opt-out, an inferred keyword STOP
+    /// or an honoured phrase revocation reaches; a START re-opts only its own scope. Read-time:
+    /// switching needs no reprocessing. Which to use is your counsel's decision.
+    #[arg(long, env = "OPTOUT_REVOCATION_SCOPE", value_enum, default_value_t = ScopeArg::Scope)]
+    pub revocation_scope: ScopeArg,
+}
+
+/// The values of `--revocation-scope`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScopeArg {
+    Scope,
+    Account,
+    All,
+}
+
+impl RevocationScopeArg {
+    /// The mode as the application takes it.
+    pub fn get(&self) -> RevocationScope {
+        match self.revocation_scope {
+            ScopeArg::Scope => RevocationScope::Scope,
+            ScopeArg::Account => RevocationScope::Account,
+            ScopeArg::All => RevocationScope::All,
         }
     }
 }

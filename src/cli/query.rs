@@ -8,8 +8,8 @@ use futures_util::StreamExt;
 use super::output::{Format, Printer, TableSpec};
 use super::{Cli, CliError, FormatArg, ServeArgs};
 use crate::app::vocabulary::{
-    AsOfFilter, DeadLetterFilter, Detection, EventFilter, Listing, OptOutType, StatusFilter,
-    TestEventFilter,
+    AsOfFilter, DeadLetterFilter, Detection, EventFilter, Listing, OptOutType, RevocationScope,
+    StatusFilter, TestEventFilter,
 };
 use crate::app::{self, ServeSettings};
 
@@ -57,10 +57,12 @@ pub struct StatusArgs {
     /// before it wins, ties to the larger event id, HELP changes nothing.
     #[arg(long, value_parser = parse_rfc3339)]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
-    /// With --as-of: count phrase-detected revocations as STOPs, as `run --honor-revocations`
-    /// does (the events do not record how the consumer ran).
+    /// With --as-of: count every phrase-detected revocation as a STOP, also those stored
+    /// without `--honor-revocations` (each event records whether it was honoured).
     #[arg(long, requires = "as_of")]
     pub honor_revocations: bool,
+    #[command(flatten)]
+    pub revocation_scope: super::RevocationScopeArg,
     #[command(flatten)]
     pub limit: LimitArg,
     #[command(flatten)]
@@ -148,7 +150,27 @@ pub(super) async fn print<L: Listing>(
     format: Format,
     table: TableSpec,
 ) -> Result<(), CliError> {
-    let pages = app::export(&cli.store, listing, limit).await?;
+    print_in(
+        cli,
+        RevocationScope::default(),
+        listing,
+        limit,
+        format,
+        table,
+    )
+    .await
+}
+
+/// [`print`], with status answered under `scope` (`--revocation-scope`).
+pub(super) async fn print_in<L: Listing>(
+    cli: &Cli,
+    scope: RevocationScope,
+    listing: L,
+    limit: Option<u64>,
+    format: Format,
+    table: TableSpec,
+) -> Result<(), CliError> {
+    let pages = app::export(&cli.store, scope, listing, limit).await?;
     let out = std::io::BufWriter::new(std::io::stdout());
     let mut printer = Printer::new(out, format, table);
     let mut pages = Box::pin(pages);
@@ -179,6 +201,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Prints opt status, now or at an instant.
 pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
     let (limit, format) = (args.limit.limit, args.format.format);
+    let scope = args.revocation_scope.get();
     match args.as_of {
         Some(at) => {
             let listing = AsOfFilter {
@@ -188,7 +211,7 @@ pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
                 accounts: args.account.clone(),
                 honor_revocations: args.honor_revocations,
             };
-            print(cli, listing, limit, format, STATUS_TABLE).await
+            print_in(cli, scope, listing, limit, format, STATUS_TABLE).await
         }
         None => {
             let listing = StatusFilter {
@@ -196,7 +219,7 @@ pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {
                 scope: args.scope.clone(),
                 accounts: args.account.clone(),
             };
-            print(cli, listing, limit, format, STATUS_TABLE).await
+            print_in(cli, scope, listing, limit, format, STATUS_TABLE).await
         }
     }
 }
@@ -265,7 +288,7 @@ pub async fn test_events(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     let settings = ServeSettings {
         store_url: cli.store.clone(),
-        http: args.auth.settings(args.http_addr),
+        http: args.auth.settings(args.http_addr, &args.revocation_scope),
         webhooks: args.webhooks.settings(),
         decode: args.revocation.settings(args.infer_keywords),
     };

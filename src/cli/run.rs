@@ -60,6 +60,8 @@ pub struct RunArgs {
     pub stall_timeout_secs: u64,
     #[command(flatten)]
     pub revocation: super::revocations::RevocationArgs,
+    #[command(flatten)]
+    pub revocation_scope: super::RevocationScopeArg,
     /// Read with enhanced fan-out (SubscribeToShard) as this registered stream consumer; needs
     /// kinesis:RegisterStreamConsumer, DescribeStreamConsumer, SubscribeToShard.
     #[arg(long, env = "OPTOUT_CONSUMER_NAME", value_parser = parse_consumer_name)]
@@ -131,7 +133,9 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             ..ConsumerSettings::new(args.stream.clone())
         },
         decode: args.revocation.settings(args.infer_keywords),
-        http: args.http_addr.map(|addr| args.auth.settings(addr)),
+        http: args
+            .http_addr
+            .map(|addr| args.auth.settings(addr, &args.revocation_scope)),
         webhooks: args.webhooks.settings(),
     };
     let stats = app::run(settings, shutdown_on_signals()).await?;

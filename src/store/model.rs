@@ -206,6 +206,47 @@ pub struct Checkpoint {
     pub updated_at: String,
 }
 
+/// How far an opt-out reaches when status is read (`--revocation-scope`): a read-time
+/// setting, so switching it needs no reprocessing of stored events.
+///
+/// In `account` and `all`, a scope's answer is the latest (by time, ties to the larger event
+/// id) of its own STOP/START signals and the honoured opt-outs of the subscriber in the other
+/// scopes of the group: the same account, or every account in the store. A START re-opts only
+/// its own scope (docs/semantics.md, rule 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationScope {
+    /// An opt-out applies to the scope (Messaging Service or sender) it was sent to.
+    #[default]
+    Scope,
+    /// An opt-out applies to every scope of its account.
+    Account,
+    /// An opt-out applies to every scope of every account in the store (the FCC's
+    /// "revoke-all" speaks of the sender, not of a Twilio account).
+    All,
+}
+
+impl RevocationScope {
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationScope::Scope => "scope",
+            RevocationScope::Account => "account",
+            RevocationScope::All => "all",
+        }
+    }
+
+    /// Reads the flag's spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scope" => Some(RevocationScope::Scope),
+            "account" => Some(RevocationScope::Account),
+            "all" => Some(RevocationScope::All),
+            _ => None,
+        }
+    }
+}
+
 /// Which status rows to return.
 #[derive(Debug, Clone, Default)]
 pub struct StatusFilter {
@@ -271,6 +312,11 @@ pub struct StatusRow {
     /// `data.timestamp` of the event that set this status.
     pub changed_at: String,
     pub event_id: String,
+    /// Under `--revocation-scope account|all`, when an opt-out in another scope set this
+    /// status: that scope's account (else `None`).
+    pub origin_account_sid: Option<String>,
+    /// … and that scope.
+    pub origin_scope: Option<String>,
 }
 
 /// One stored opt event.

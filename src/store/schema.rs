@@ -54,6 +54,11 @@ const SQLITE: &[Migration] = &[
         "identity",
         include_str!("../../migrations/sqlite/0006_identity.sql"),
     ),
+    (
+        8,
+        "honoured",
+        include_str!("../../migrations/sqlite/0008_honoured.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -76,6 +81,11 @@ const POSTGRES: &[Migration] = &[
         4,
         "identity",
         include_str!("../../migrations/postgres/0004_identity.sql"),
+    ),
+    (
+        6,
+        "honoured",
+        include_str!("../../migrations/postgres/0006_honoured.sql"),
     ),
 ];
 

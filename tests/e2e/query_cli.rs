@@ -166,3 +166,121 @@ async fn dead_letters_are_listed_cut_and_fetched_whole_by_id() {
     let forged = o.output(&["dead-letters", "--id", "not-an-id"]);
     assert_eq!(forged.status.code(), Some(2));
 }
+
+/// `--revocation-scope account` (semantics rule 14): `optout status` and `optout serve`'s
+/// `/v1/status` give the same rows, the env variable sets it as the flag does, `--as-of`
+/// follows it, and a value it does not know is a usage error.
+#[tokio::test]
+async fn the_cli_and_the_api_answer_alike_in_account_mode() {
+    use crate::common::http::{Served, http_get};
+    let db = support_db::sqlite().await;
+    let events = vec![
+        ev("R1", OptOutType::Start, "MG2", "+15551230009", 10, "start"),
+        ev("R2", OptOutType::Stop, "MG1", "+15551230009", 20, "stop"),
+    ];
+    let batch = Batch {
+        stream: "s".into(),
+        shard_id: "a".into(),
+        opt_events: events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Positioned {
+                sequence_number: i.to_string(),
+                value: e,
+            })
+            .collect(),
+        ..Batch::default()
+    };
+    db.store.commit(&batch).await.unwrap();
+    let url = db.url.as_str();
+    let rows = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let cli = rows(&optout(
+        url,
+        &[
+            "status",
+            "--revocation-scope",
+            "account",
+            "--format",
+            "json",
+        ],
+    ));
+    let origins: Vec<(&str, &str, Option<&str>)> = cli
+        .iter()
+        .map(|r| {
+            (
+                r["scope"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["origin_scope"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            ("MG1", "opted_out", None),
+            ("MG2", "opted_out", Some("MG1"))
+        ]
+    );
+    // The environment variable is the flag.
+    let by_env = crate::common::optout::Optout::with_store(
+        vec![("OPTOUT_REVOCATION_SCOPE".into(), "account".into())],
+        url,
+    )
+    .stdout(&["status", "--format", "json"]);
+    assert_eq!(rows(&by_env), cli);
+    // The default is per scope.
+    let scoped = rows(&optout(url, &["status", "--format", "json"]));
+    assert_eq!(scoped[1]["status"], "opted_in");
+    // Before the STOP, MG2 was opted in, account-wide or not.
+    let then = rows(&optout(
+        url,
+        &[
+            "status",
+            "--revocation-scope",
+            "account",
+            "--as-of",
+            "2026-03-01T12:00:15Z",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(
+        (then.len(), then[0]["status"].as_str()),
+        (1, Some("opted_in"))
+    );
+
+    let served = Served::start(url, &["--revocation-scope", "account"]).await;
+    let (code, body) = http_get(&served.addr, "/v1/status").await;
+    assert_eq!(code, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["items"].as_array().unwrap(), &cli);
+    let (code, body) = http_get(&served.addr, "/v1/status/%2B15551230009?scope=MG2").await;
+    assert_eq!(code, 200, "{body}");
+    let lookup: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            &lookup["send_allowed"],
+            &lookup["reason"],
+            &lookup["origin_scope"]
+        ),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("account_opt_out"),
+            &serde_json::json!("MG1")
+        )
+    );
+
+    // A mode it does not know: one line, exit 2.
+    let out = crate::common::optout::Optout::with_store(Vec::new(), url).output(&[
+        "status",
+        "--revocation-scope",
+        "sender",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

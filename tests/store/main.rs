@@ -6,6 +6,7 @@
 //! - `paths`: one event per message across paths (Kinesis, webhooks, replay), as a property;
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
+//! - `revocation_scope`: `--revocation-scope account|all` in every status query, as a property;
 //! - `migrations`: upgrades of databases holding rows;
 //! - `access`: read-only queries, file modes, the runner lock, connection errors;
 //! - `tls`: TLS to PostgreSQL and the store's secrets;
@@ -23,6 +24,7 @@ mod leases;
 mod migrations;
 mod paths;
 mod queries;
+mod revocation_scope;
 mod semantics;
 mod sqlite_file;
 mod tls;

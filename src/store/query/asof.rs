@@ -3,18 +3,21 @@
 //! latest STOP or START by `data.timestamp` at or before the instant wins, ties go to the
 //! larger event id, HELP changes nothing.
 //!
-//! A phrase-detected revocation changes the live status only when the consumer ran with
-//! `--honor-revocations`, which the events do not record; these queries leave them out unless
-//! told the same ([`AsOfFilter::honor_revocations`]).
+//! A phrase-detected revocation changes the live status only when the process that stored it
+//! ran with `--honor-revocations`, which each event records (`sets_status`); these queries
+//! follow that record, and count every phrase revocation when told to
+//! ([`AsOfFilter::honor_revocations`]). Under `--revocation-scope account|all` the
+//! opt-outs of the other scopes of the group count too, as the live answers do (`scope.rs`).
 
 use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::Row;
 
 use super::lists::{status_key, status_row};
+use super::scope;
 use super::sqlbuild::{Key, Select, key, time_key};
 use super::{BODY_PREVIEW_CHARS, Listing, Page, PageRequest, QueryError, Reader};
-use crate::store::model::{StatusRow, format_ts};
+use crate::store::model::{RevocationScope, StatusRow, format_ts};
 
 /// The status every (account, scope, subscriber) had at an instant.
 #[derive(Debug, Clone)]
@@ -27,19 +30,50 @@ pub struct AsOfFilter {
     pub scope: Option<String>,
     /// Any of these accounts (empty: all).
     pub accounts: Vec<String>,
-    /// Count phrase-detected revocations as STOPs, as `run --honor-revocations` does.
+    /// Count every phrase-detected revocation as a STOP, also those stored without
+    /// `--honor-revocations` (which count only as the sender's check's conservative answer).
     pub honor_revocations: bool,
 }
 
 const AS_OF_KEY: &[Key] = &[key("account_sid"), key("scope"), key("subscriber")];
+const AS_OF_KEY_LATEST: &[Key] = &[
+    key("latest.account_sid"),
+    key("latest.scope"),
+    key("latest.subscriber"),
+];
 
-/// The condition that keeps the events which change status.
+/// The condition that keeps the events which change status: STOPs and STARTs honoured when
+/// committed (`sets_status`, as the live table), and with `honor_revocations` every phrase
+/// revocation too.
 fn changes_status(alias: &str, honor_revocations: bool) -> String {
-    let mut cond = format!("{alias}opt_out_type IN ('STOP', 'START')");
-    if !honor_revocations {
-        cond.push_str(&format!(" AND {alias}detection <> 'phrase'"));
+    if honor_revocations {
+        format!(
+            "{alias}opt_out_type IN ('STOP', 'START') \
+             AND ({alias}sets_status OR {alias}detection = 'phrase')"
+        )
+    } else {
+        format!("{alias}opt_out_type IN ('STOP', 'START') AND {alias}sets_status")
     }
-    cond
+}
+
+/// The condition that keeps the events `l` that decide the status of event `e`'s key: its
+/// own STOPs and STARTs, and under `account` or `all` the opt-outs that reach it from the
+/// other scopes of the group (`scope.rs`).
+fn status_inputs(mode: RevocationScope, honor_revocations: bool) -> String {
+    let own = format!(
+        "l.account_sid = e.account_sid AND l.scope = e.scope AND l.subscriber = e.subscriber \
+         AND {}",
+        changes_status("l.", honor_revocations)
+    );
+    let key = scope::KeyColumns {
+        account: "e.account_sid",
+        scope: "e.scope",
+        subscriber: "e.subscriber",
+    };
+    match scope::reaches(mode, "l.", &key, honor_revocations) {
+        None => own,
+        Some(reach) => format!("l.subscriber = e.subscriber AND (({own}) OR ({reach}))"),
+    }
 }
 
 #[async_trait]
@@ -52,28 +86,43 @@ impl Listing for AsOfFilter {
         req: &PageRequest,
     ) -> Result<Page<StatusRow>, QueryError> {
         // The latest status-changing event per key, at or before the instant; the filters and
-        // the keyset select whole keys, so they can narrow the inner scan.
-        let mut q = Select::new(
-            reader.dialect,
-            format!(
-                "SELECT account_sid, scope, messaging_service_sid, sender, subscriber, status, \
-                 changed_at, event_id FROM (SELECT account_sid, scope, messaging_service_sid, \
-                 sender, subscriber, CASE opt_out_type WHEN 'STOP' THEN 'opted_out' \
-                 ELSE 'opted_in' END AS status, {} AS changed_at, event_id, ROW_NUMBER() OVER \
-                 (PARTITION BY account_sid, scope, subscriber ORDER BY occurred_at DESC, \
-                 event_id DESC) AS rn FROM opt_events WHERE {}",
-                reader.dialect.ts_out("occurred_at"),
-                changes_status("", self.honor_revocations)
-            ),
-        );
+        // the keyset select whole keys, so they can narrow the inner scan. Then, per key, the
+        // latest later opt-out that reaches it from another scope by then (`scope.rs`).
         let at = format_ts(self.at);
-        q.time_cmp("occurred_at", "<=", Some(&at));
+        let mut q = Select::new(reader.dialect, String::new());
+        let at_param = reader.dialect.ts_in(&q.arg(&at));
+        let via = scope::latest_reaching(
+            reader.revocation_scope,
+            &scope::KeyColumns {
+                account: "latest.account_sid",
+                scope: "latest.scope",
+                subscriber: "latest.subscriber",
+            },
+            "latest.occurred_at",
+            "latest.event_id",
+            Some(&at_param),
+            self.honor_revocations,
+        );
+        q.sql = format!(
+            "SELECT {} FROM (SELECT latest.*, {via} AS via FROM (SELECT account_sid, scope, \
+             messaging_service_sid, sender, subscriber, CASE opt_out_type WHEN 'STOP' \
+             THEN 'opted_out' ELSE 'opted_in' END AS status, occurred_at, event_id, \
+             ROW_NUMBER() OVER (PARTITION BY account_sid, scope, subscriber ORDER BY \
+             occurred_at DESC, event_id DESC) AS rn FROM opt_events WHERE {} \
+             AND occurred_at <= {at_param}",
+            scope::effective_columns(reader.dialect, "occurred_at"),
+            changes_status("", self.honor_revocations)
+        );
         q.eq("subscriber", self.subscriber.as_deref());
         q.eq("scope", self.scope.as_deref());
         q.any_of("account_sid", &self.accounts)?;
         q.after(AS_OF_KEY, req.cursor.as_ref())?;
         q.sql.push_str(") latest WHERE rn = 1");
-        q.order_limit(AS_OF_KEY, req.limit);
+        q.order_limit(AS_OF_KEY_LATEST, req.limit);
+        q.sql.push_str(
+            ") x LEFT JOIN opt_events g ON g.event_id = x.via \
+             ORDER BY x.account_sid, x.scope, x.subscriber",
+        );
         q.fetch_page(&reader.pool, req.limit, status_row, status_key)
             .await
     }
@@ -135,13 +184,12 @@ impl Listing for HistoryFilter {
                  e.rule, \
                  CAST(e.inferred AS INTEGER) AS inferred, e.event_id, \
                  (SELECT CASE l.opt_out_type WHEN 'STOP' THEN 'opted_out' ELSE 'opted_in' END \
-                 FROM opt_events l WHERE l.account_sid = e.account_sid AND l.scope = e.scope \
-                 AND l.subscriber = e.subscriber AND {} \
+                 FROM opt_events l WHERE {} \
                  AND (l.occurred_at, l.event_id) <= (e.occurred_at, e.event_id) \
                  ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT 1) AS status_after \
                  FROM opt_events e WHERE 1 = 1",
                 reader.dialect.ts_out("e.occurred_at"),
-                changes_status("l.", self.honor_revocations)
+                status_inputs(reader.revocation_scope, self.honor_revocations)
             ),
         );
         q.eq("e.subscriber", Some(&self.subscriber));

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::scope;
 use super::sqlbuild::{Key, Select, key, time_key};
 use super::{
     BODY_PREVIEW_CHARS, Cursor, DATA_PREVIEW_BYTES, Listing, MESSAGE_SID_PREVIEW_CHARS, Page,
@@ -17,23 +18,12 @@ use crate::store::model::{
     DeadLetterRow, EventFilter, EventRow, StatusFilter, StatusRow, TestEventRow, format_ts,
 };
 
-/// Status rows are unique by their primary key.
-const STATUS_KEY: &[Key] = &[key("account_sid"), key("scope"), key("subscriber")];
+/// Status rows are unique by their primary key (`s`: the live table).
+const STATUS_KEY_S: &[Key] = &[key("s.account_sid"), key("s.scope"), key("s.subscriber")];
 /// Events are read in time order; the id breaks ties.
 const EVENT_KEY: &[Key] = &[time_key("occurred_at"), key("event_id")];
 const DEAD_LETTER_KEY: &[Key] = &[key("stream_name"), key("shard_id"), key("sequence_number")];
 const TEST_EVENT_KEY: &[Key] = &[key("test_id")];
-
-impl Reader {
-    /// The SELECT list of a status row (`changed_at` from `column`).
-    pub(super) fn status_columns(&self, changed_at: &str) -> String {
-        format!(
-            "account_sid, scope, messaging_service_sid, sender, subscriber, status, \
-             {} AS changed_at, event_id",
-            self.dialect.ts_out(changed_at)
-        )
-    }
-}
 
 pub(super) fn status_row(r: &AnyRow) -> Result<StatusRow, sqlx::Error> {
     Ok(StatusRow {
@@ -45,6 +35,8 @@ pub(super) fn status_row(r: &AnyRow) -> Result<StatusRow, sqlx::Error> {
         status: r.try_get("status")?,
         changed_at: r.try_get("changed_at")?,
         event_id: r.try_get("event_id")?,
+        origin_account_sid: r.try_get("origin_account_sid")?,
+        origin_scope: r.try_get("origin_scope")?,
     })
 }
 
@@ -61,17 +53,37 @@ impl Listing for StatusFilter {
         reader: &Reader,
         req: &PageRequest,
     ) -> Result<Page<StatusRow>, QueryError> {
+        // The live rows of the page, each with the latest later opt-out that reaches it from
+        // another scope (none in `scope` mode); see `scope.rs`.
+        let via = scope::latest_reaching(
+            reader.revocation_scope,
+            &scope::KeyColumns {
+                account: "s.account_sid",
+                scope: "s.scope",
+                subscriber: "s.subscriber",
+            },
+            "s.changed_at",
+            "s.event_id",
+            None,
+            false,
+        );
         let mut q = Select::new(
             reader.dialect,
             format!(
-                "SELECT {} FROM opt_status WHERE 1 = 1",
-                reader.status_columns("changed_at")
+                "SELECT {} FROM (SELECT s.account_sid, s.scope, s.messaging_service_sid, \
+                 s.sender, s.subscriber, s.status, s.changed_at, s.event_id, {via} AS via \
+                 FROM opt_status s WHERE 1 = 1",
+                scope::effective_columns(reader.dialect, "changed_at")
             ),
         );
-        q.eq("subscriber", self.subscriber.as_deref());
-        q.eq("scope", self.scope.as_deref());
-        q.any_of("account_sid", &self.accounts)?;
-        q.keyset(STATUS_KEY, req.cursor.as_ref(), req.limit)?;
+        q.eq("s.subscriber", self.subscriber.as_deref());
+        q.eq("s.scope", self.scope.as_deref());
+        q.any_of("s.account_sid", &self.accounts)?;
+        q.keyset(STATUS_KEY_S, req.cursor.as_ref(), req.limit)?;
+        q.sql.push_str(
+            ") x LEFT JOIN opt_events g ON g.event_id = x.via \
+             ORDER BY x.account_sid, x.scope, x.subscriber",
+        );
         q.fetch_page(&reader.pool, req.limit, status_row, status_key)
             .await
     }

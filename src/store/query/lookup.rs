@@ -17,7 +17,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::sqlbuild::{Key, Select, key};
-use super::{Page, PageRequest, QueryError, Reader};
+use super::{PageRequest, QueryError, Reader};
+use crate::store::RevocationScope;
 
 /// Which number a sender is about to text, and optionally where from.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +48,11 @@ pub struct Lookup {
     pub event_id: Option<String>,
     /// The revocation rule that matched, for `phrase_revocation`.
     pub rule: Option<String>,
+    /// For `account_opt_out` and `all_accounts_opt_out` (`--revocation-scope account|all`):
+    /// the account of the scope the opt-out was sent in.
+    pub origin_account_sid: Option<String>,
+    /// … and that scope.
+    pub origin_scope: Option<String>,
     /// One row per (account, scope), by account and scope.
     pub items: Vec<LookupItem>,
     /// More scopes follow: send this back as `cursor`. `send_allowed` already covers them.
@@ -64,7 +70,9 @@ pub struct LookupItem {
     /// `opted_out` or `opted_in`: the conservative status in this scope.
     pub status: String,
     pub send_allowed: bool,
-    /// `twilio_stop`, `keyword_stop`, `reassigned_number`, `phrase_revocation` or `opted_in`.
+    /// `twilio_stop`, `keyword_stop`, `reassigned_number`, `phrase_revocation`, `opted_in`, or
+    /// under `--revocation-scope account|all` `account_opt_out` / `all_accounts_opt_out` (an
+    /// honoured opt-out in another scope, later than this scope's own signals).
     pub reason: String,
     /// The latest STOP or START signal in this scope (or the event of the live row).
     pub event_id: String,
@@ -74,17 +82,22 @@ pub struct LookupItem {
     pub changed_at: String,
     /// The live table's status (`None` when only unhonoured phrase revocations were seen).
     pub live_status: Option<String>,
+    /// For `account_opt_out` and `all_accounts_opt_out`: the account of the scope the opt-out
+    /// was sent in.
+    pub origin_account_sid: Option<String>,
+    /// … and that scope.
+    pub origin_scope: Option<String>,
 }
 
 /// Scopes per lookup page when the caller names no limit.
 pub const LOOKUP_ROWS: u32 = 1_000;
 
 /// The key of a lookup's rows, inside the per-scope SELECT and outside it.
-const SCOPE_KEY: &[Key] = &[key("account_sid"), key("scope")];
-const SCOPE_ORDER: &[Key] = &[key("l.account_sid"), key("l.scope")];
+pub(super) const SCOPE_KEY: &[Key] = &[key("account_sid"), key("scope")];
+pub(super) const SCOPE_ORDER: &[Key] = &[key("l.account_sid"), key("l.scope")];
 
 /// Per (account, scope) of one number, the latest STOP or START event and the live row.
-fn latest_signals(reader: &Reader, f: &LookupFilter) -> Result<Select, QueryError> {
+pub(super) fn latest_signals(reader: &Reader, f: &LookupFilter) -> Result<Select, QueryError> {
     let mut q = Select::new(
         reader.dialect,
         format!(
@@ -105,14 +118,14 @@ fn latest_signals(reader: &Reader, f: &LookupFilter) -> Result<Select, QueryErro
 }
 
 /// Closes [`latest_signals`]' inner SELECT and joins the live rows.
-fn join_live(q: &mut Select) {
+pub(super) fn join_live(q: &mut Select) {
     q.sql.push_str(
         ") l LEFT JOIN opt_status s ON s.account_sid = l.account_sid AND s.scope = l.scope \
          AND s.subscriber = l.subscriber WHERE l.rn = 1",
     );
 }
 
-fn item(r: &AnyRow) -> Result<LookupItem, sqlx::Error> {
+pub(super) fn item(r: &AnyRow) -> Result<LookupItem, sqlx::Error> {
     let kind: String = r.try_get("opt_out_type")?;
     let detection: String = r.try_get("detection")?;
     let live_status: Option<String> = r.try_get("live_status")?;
@@ -143,6 +156,8 @@ fn item(r: &AnyRow) -> Result<LookupItem, sqlx::Error> {
         rule,
         changed_at: r.try_get("changed_at")?,
         live_status,
+        origin_account_sid: None,
+        origin_scope: None,
     })
 }
 
@@ -176,20 +191,17 @@ impl Reader {
         req: &PageRequest,
     ) -> Result<Lookup, QueryError> {
         super::check_text("subscriber", &f.subscriber)?;
-        let mut q = latest_signals(self, f)?;
-        q.after(SCOPE_KEY, req.cursor.as_ref())?;
-        join_live(&mut q);
-        q.order_limit(SCOPE_ORDER, req.limit);
-        let page: Page<LookupItem> = q
-            .fetch_page(&self.pool, req.limit, item, |i: &LookupItem| {
-                vec![i.account_sid.clone(), i.scope.clone()]
-            })
-            .await?;
+        let reach = self.reaching_opt_outs(f).await?;
+        let mut page = self.signal_page(f, req, &reach).await?;
+        let whole = page.next_cursor.is_none() && req.cursor.is_none();
+        if whole && page.items.is_empty() {
+            page.items = self.unseen_scope_items(f, &reach).await?;
+        }
         let first_out = |items: &[LookupItem]| items.iter().find(|i| !i.send_allowed).cloned();
         // The overall answer: from this page if it is the whole list, else from every scope.
-        let (out, any) = if page.next_cursor.is_none() && req.cursor.is_none() {
+        let (out, any) = if whole {
             (first_out(&page.items), !page.items.is_empty())
-        } else {
+        } else if self.revocation_scope == RevocationScope::Scope {
             let mut all = latest_signals(self, f)?;
             join_live(&mut all);
             all.sql.push_str(
@@ -200,6 +212,16 @@ impl Reader {
             let first = rows.first().map(item).transpose()?;
             let any = first.is_some();
             (first.filter(|i| !i.send_allowed), any)
+        } else {
+            self.first_out_of_all_pages(f, &reach).await?
+        };
+        // Under `all`, a number with no signal where the caller looks (a scope never seen, an
+        // account filter) is still out if it opted out anywhere.
+        let out = match (out, any, reach.first()) {
+            (None, false, Some(r)) if self.revocation_scope == RevocationScope::All => {
+                Some(r.item_for(self.revocation_scope, None))
+            }
+            (out, ..) => out,
         };
         let (status, reason, event_id, rule) = match (&out, any) {
             (Some(i), _) => (
@@ -234,6 +256,8 @@ impl Reader {
             reason,
             event_id,
             rule,
+            origin_account_sid: out.as_ref().and_then(|i| i.origin_account_sid.clone()),
+            origin_scope: out.as_ref().and_then(|i| i.origin_scope.clone()),
             items: page.items,
             next_cursor: page.next_cursor,
         })

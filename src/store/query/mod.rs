@@ -21,7 +21,9 @@ mod asof;
 pub mod items;
 mod lists;
 mod lookup;
+mod lookup_wide;
 mod revocations;
+mod scope;
 mod sqlbuild;
 
 use std::sync::Arc;
@@ -37,7 +39,7 @@ pub use lists::{DeadLetterFilter, TestEventFilter};
 pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
 
 use super::schema::Dialect;
-use super::{Access, StoreError, StoreUrl};
+use super::{Access, RevocationScope, StoreError, StoreUrl};
 
 /// Rows per page when the caller names no limit.
 pub const DEFAULT_LIMIT: u32 = 1_000;
@@ -194,6 +196,9 @@ pub struct Reader {
     /// Export pages in flight at once: one fewer than the connections, so that however many
     /// exports run, one connection stays free for `/readyz`, lookups and single pages.
     exports: Arc<tokio::sync::Semaphore>,
+    /// How far an opt-out reaches in every status this reader answers (status, point in
+    /// time, history, the sender's check).
+    revocation_scope: RevocationScope,
 }
 
 /// How many export pages may be read at once over `connections` connections.
@@ -241,7 +246,21 @@ impl Reader {
             file,
             dialect,
             exports: export_slots(connections),
+            revocation_scope: RevocationScope::default(),
         })
+    }
+
+    /// This reader, answering status under `scope` (`--revocation-scope`). A read-time
+    /// setting: stored events need no reprocessing, and readers in different modes may read
+    /// one store side by side.
+    pub fn with_revocation_scope(mut self, scope: RevocationScope) -> Self {
+        self.revocation_scope = scope;
+        self
+    }
+
+    /// How far an opt-out reaches in this reader's answers.
+    pub fn revocation_scope(&self) -> RevocationScope {
+        self.revocation_scope
     }
 
     /// Backend name for logs (`sqlite`, `postgres`).
