@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = optout::cli::parse_args();
-    optout::telemetry::init_logs(cli.log_format);
+    optout::telemetry::init_logs_to(cli.log_format, optout::cli::LogWriter);
     match optout::cli::execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,6 +11,7 @@
 mod aws;
 pub mod metrics;
 mod produce;
+pub mod progress;
 mod query;
 mod replay;
 mod run;
@@ -21,6 +22,7 @@ mod store;
 mod upkeep;
 
 pub use produce::{ProduceSettings, Produced, produce};
+pub use progress::{NoProgress, Progress};
 pub use query::{dead_letter, export};
 pub use replay::{ReplaySettings, ReplayedFile, replay};
 pub use run::{RunSettings, run};

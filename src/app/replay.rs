@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{Counting, Progress};
 use super::settings::DecodeSettings;
 use super::{AppError, store, upkeep};
 use crate::ingest::replay::{BLOCK_BYTES, maybe_gzip, replay_input};
@@ -62,18 +63,24 @@ pub struct ReplayedFile {
 
 /// Replays every file (checking and opening all of them first), and reports per file, in the
 /// order given: what it stored, or why it stopped (the other files go on). Once `stop` is
-/// cancelled every file commits what it has read, and files not started are not read.
+/// cancelled every file commits what it has read, and files not started are not read. Bytes
+/// and lines read are reported to `progress` as they go.
 pub async fn replay(
     settings: ReplaySettings,
     stop: CancellationToken,
+    progress: Arc<dyn Progress>,
 ) -> Result<Vec<Result<ReplayedFile, AppError>>, AppError> {
     let options = settings.decode.options()?;
     // Check and open every input first: a typo or a directory in the third name must not
     // leave a half-done backfill.
     let mut inputs = Vec::new();
+    let mut total_bytes = Some(0u64);
     for name in &settings.files {
-        inputs.push((name.as_str(), open_input(name)?));
+        let (input, size) = open_input(name, &progress)?;
+        total_bytes = total_bytes.zip(size).map(|(t, s)| t + s);
+        inputs.push((name.as_str(), input));
     }
+    progress.replay_started(total_bytes);
     let parallel = settings
         .parallel
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
@@ -144,6 +151,7 @@ pub async fn replay(
             Err(e) => Err(AppError::Replay(format!("replay task failed: {e}"))),
         });
     }
+    progress.finish();
     upkeep_stop.cancel();
     let lost_store = upkeep.await.ok().flatten();
     store.close().await;
@@ -154,11 +162,28 @@ pub async fn replay(
 }
 
 /// Opens one input: `-` for stdin, else a readable regular file or a pipe (`<(zcat …)`);
-/// gzip is inflated on the way.
-fn open_input(name: &str) -> Result<Box<dyn Read + Send>, AppError> {
+/// gzip is inflated on the way. Its size if it is a regular file; bytes read (as stored) and
+/// lines (inflated) are reported to `progress`.
+fn open_input(
+    name: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Box<dyn Read + Send>, Option<u64>), AppError> {
     let cannot = |e: &dyn std::fmt::Display| AppError::Usage(format!("cannot read {name}: {e}"));
+    let counted = |raw: Box<dyn Read + Send>| -> Result<Box<dyn Read + Send>, AppError> {
+        let raw = Counting {
+            inner: raw,
+            progress: progress.clone(),
+            lines: false,
+        };
+        let inflated = maybe_gzip(Box::new(raw)).map_err(|e| cannot(&e))?;
+        Ok(Box::new(Counting {
+            inner: inflated,
+            progress: progress.clone(),
+            lines: true,
+        }))
+    };
     if name == "-" {
-        return maybe_gzip(Box::new(std::io::stdin())).map_err(|e| cannot(&e));
+        return Ok((counted(Box::new(std::io::stdin()))?, None));
     }
     let meta = std::fs::metadata(name).map_err(|e| cannot(&e))?;
     use std::os::unix::fs::FileTypeExt;
@@ -174,5 +199,5 @@ fn open_input(name: &str) -> Result<Box<dyn Read + Send>, AppError> {
         )));
     }
     let f = std::fs::File::open(name).map_err(|e| cannot(&e))?;
-    maybe_gzip(Box::new(f)).map_err(|e| cannot(&e))
+    Ok((counted(Box::new(f))?, kind.is_file().then_some(meta.len())))
 }

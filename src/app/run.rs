@@ -8,6 +8,7 @@ use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, Handles, LeaseStor
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::progress::Progress;
 use super::serve::{PG_WEBHOOK_COMMITTERS, bind_http, finish_webhooks};
 use super::settings::{
     AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings, WebhookSettings,
@@ -71,8 +72,13 @@ async fn pool_size_for(client: &aws_sdk_kinesis::Client, stream: &str) -> u32 {
 
 /// Runs the consumer until `shutdown` (or idle, with `exit_when_idle`): opens and locks the
 /// store, serves HTTP if asked, and reads the stream, committing every batch with its
-/// checkpoint. The store is closed cleanly whatever the outcome.
-pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<RunStats, AppError> {
+/// checkpoint. The store is closed cleanly whatever the outcome. How far behind the stream it
+/// is goes to `progress` about twice a second.
+pub async fn run(
+    settings: RunSettings,
+    shutdown: CancellationToken,
+    progress: Arc<dyn Progress>,
+) -> Result<RunStats, AppError> {
     settings.consumer.check()?;
     StoreUrl::parse(&settings.store_url)?; // a typo in --store fails before any AWS call
     let auth = settings.http.as_ref().map(HttpSettings::auth).transpose()?;
@@ -142,8 +148,11 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
     info!(stream = %engine.reading.stream, store = store.backend(), infer_keywords = decode.infer_keywords, "Starting consumer.");
     ready.store(true, Ordering::Relaxed);
     let upkeep = upkeep::spawn(store.clone(), shutdown.clone(), Some(ready.clone()));
+    let reporter = report_lag(handles.health.clone(), progress.clone(), shutdown.clone());
     let result = kinesis::run(client, engine, handles, processor, leases, shutdown.clone()).await;
     shutdown.cancel();
+    let _ = reporter.await;
+    progress.finish();
     let lost_store = upkeep.await.ok().flatten();
     if let Some(h) = server {
         let _ = h.await;
@@ -153,4 +162,21 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> Result<R
         return Err(AppError::Store(e));
     }
     Ok(result?)
+}
+
+/// Reports the engine's lag to `progress` twice a second until `stop`.
+fn report_lag(
+    health: kinesis_engine::Health,
+    progress: Arc<dyn Progress>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => progress.catch_up(health.millis_behind_latest()),
+            }
+        }
+    })
 }

@@ -6,6 +6,7 @@
 mod history;
 pub mod output;
 mod produce;
+mod progress;
 mod query;
 mod replay;
 mod revocations;
@@ -21,6 +22,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::app::vocabulary::{LogFormat, RevocationScope};
 use crate::app::{self, AppError, AwsSettings, HttpSettings};
 use output::Format;
+pub use progress::LogWriter;
 
 /// Twilio Event Streams on Kinesis → an exactly-once record of opt-outs, opt-ins and help
 /// requests, with each subscriber's current opt status.
@@ -50,6 +52,9 @@ pub struct Cli {
     /// AWS region (default: the SDK's chain: AWS_REGION, profile, instance metadata).
     #[arg(long, global = true)]
     pub region: Option<String>,
+    /// Draw no progress (`replay`, `run --exit-when-idle` on a terminal); logs are unchanged.
+    #[arg(long, env = "OPTOUT_QUIET", global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +68,7 @@ impl std::fmt::Debug for Cli {
             .field("log_format", &self.log_format)
             .field("endpoint_url", &self.endpoint_url)
             .field("region", &self.region)
+            .field("quiet", &self.quiet)
             .field("command", &self.command)
             .finish()
     }

@@ -34,7 +34,8 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
     };
     let mut failed = None;
     let mut interrupted = false;
-    for file in app::replay(settings, super::shutdown_on_signals()).await? {
+    let progress = super::progress::for_replay(cli.quiet);
+    for file in app::replay(settings, super::shutdown_on_signals(), progress).await? {
         match file {
             Ok(file) => {
                 interrupted |= file.interrupted;

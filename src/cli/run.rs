@@ -138,7 +138,8 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             .map(|addr| args.auth.settings(addr, &args.revocation_scope)),
         webhooks: args.webhooks.settings(),
     };
-    let stats = app::run(settings, shutdown_on_signals()).await?;
+    let progress = super::progress::for_run(cli.quiet, args.exit_when_idle.is_some());
+    let stats = app::run(settings, shutdown_on_signals(), progress).await?;
     info!(
         records = stats.records,
         shards_finished = stats.shards_finished,

@@ -20,6 +20,7 @@
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
 //! - `lost_file`: the SQLite file deleted under `run` (exit 1) and under `serve` (unready);
 //! - `log_hygiene`: no phone number or body reaches the logs;
+//! - `progress`: progress on a terminal (`replay`, `run --exit-when-idle`), none elsewhere;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
 //! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
 //!   `kill -9` during a burst; `webhook_settings`: their settings mistakes.
@@ -39,6 +40,7 @@ mod lost_commits;
 mod lost_file;
 mod poison;
 mod positions;
+mod progress;
 mod query_cli;
 mod readiness;
 mod refusable;

@@ -17,6 +17,9 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     inner: Arc<Mutex<HashMap<String, Failure>>>,
+    /// How far behind the stream's tip each shard read last said it was (ms), for a caller
+    /// that shows how a catch-up goes (the metric has the same per shard).
+    behind: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +73,25 @@ impl Health {
     /// Forgets a shard this worker no longer reads (finished, or its lease went elsewhere).
     pub(super) fn forget(&self, shard_id: &str) {
         self.ok(shard_id);
+        self.behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(shard_id);
+    }
+
+    /// Notes how far behind the tip `shard_id`'s latest read said it was.
+    pub(super) fn behind(&self, shard_id: &str, millis: u64) {
+        self.behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard_id.to_string(), millis);
+    }
+
+    /// How far behind the stream's tip the furthest shard this worker reads is, in ms, as
+    /// its latest read said; `None` before any read said.
+    pub fn millis_behind_latest(&self) -> Option<u64> {
+        let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        behind.values().copied().max()
     }
 
     /// Whether `shard_id` is in a failing spell (of any length).
@@ -123,5 +145,19 @@ mod tests {
         );
         h.ok("s0");
         assert!(h.failing(Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn lag_is_the_furthest_shard_until_it_is_forgotten() {
+        let h = Health::default();
+        assert_eq!(h.millis_behind_latest(), None);
+        h.behind("s0", 1_500);
+        h.behind("s1", 90_000);
+        assert_eq!(h.millis_behind_latest(), Some(90_000));
+        h.behind("s1", 0);
+        h.ok("s0"); // a success is no news of lag
+        assert_eq!(h.millis_behind_latest(), Some(1_500));
+        h.forget("s0");
+        assert_eq!(h.millis_behind_latest(), Some(0));
     }
 }

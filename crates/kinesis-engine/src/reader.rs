@@ -224,6 +224,10 @@ impl ShardReader {
         progress.alive(&self.shard_id);
         if let Some(ms) = millis_behind_latest {
             self.metrics.millis_behind_latest(ms);
+            self.ctx
+                .handles
+                .health
+                .behind(&self.shard_id, u64::try_from(ms).unwrap_or(0));
         }
         if records.is_empty() && !finished {
             let caught_up = millis_behind_latest.unwrap_or(0) == 0;
