@@ -31,6 +31,8 @@ pub(super) struct SqlStore {
     pub(super) replaced: std::sync::atomic::AtomicBool,
     /// SQLite only: no truncating checkpoint before this instant (readers held the last one).
     pub(super) wal_backoff_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The delivery targets commits write outbox items for ([`super::Outbox`]).
+    pub(super) outbox_targets: super::changes::Targets,
 }
 
 fn now() -> String {
@@ -194,12 +196,22 @@ impl Store for SqlStore {
                 .await?;
         }
         let d = self.dialect;
-        super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        let keys = super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        if !keys.is_empty() {
+            let targets = self.outbox_targets();
+            let (changes, items) =
+                super::changes::record(d, &mut tx, keys, &targets, &recorded_at).await?;
+            summary.changes += changes;
+            summary.outbox_items += items;
+        }
         Self::insert_side_records(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         if let Some(cp) = &batch.checkpoint {
             Self::write_checkpoint(d, &mut tx, batch, cp, &recorded_at).await?;
         }
         tx.commit().await?;
+        if summary.changes > 0 {
+            super::changes::CHANGED.notify_waiters();
+        }
         Ok(summary)
     }
 

@@ -18,6 +18,7 @@
 //! the whole value comes from a single-item fetch ([`items`]), streamed in chunks.
 
 mod asof;
+mod changes;
 pub mod items;
 mod lists;
 mod lookup;
@@ -33,7 +34,11 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 pub use asof::{AsOfFilter, HistoryFilter, HistoryRow};
+pub use changes::{
+    ChangePage, DELIVERY_STATES, Delivery, DeliveryFilter, MAX_WAIT as MAX_CHANGES_WAIT, feed_json,
+};
 pub use lists::{DeadLetterFilter, TestEventFilter};
+pub(crate) use lookup::reason as signal_reason;
 pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
 
 use super::schema::Dialect;
