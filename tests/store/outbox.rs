@@ -481,15 +481,20 @@ async fn long_poll_answers_a_commit_and_holds_no_connection(db: Db) {
     let empty = db.reader.changes(&req).await.unwrap();
     assert!(empty.items.is_empty());
     assert_eq!(empty.next_cursor.as_deref(), Some(cursor.as_str()));
+    // Reads again every 5 s unless a local commit wakes it: between its reads, every sample
+    // below falls in a wait.
     let reader = db.reader.clone();
+    reader.set_feed_poll(Duration::from_secs(5));
     let poll = tokio::spawn(async move {
         reader
             .changes_wait(&req, Duration::from_secs(20))
             .await
             .unwrap()
     });
-    // While it waits, the read pool lends no connection (sampled over several polls).
-    for _ in 0..8 {
+    // While it waits, the read pool lends no connection (sampled once its first read is
+    // long done).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!poll.is_finished());
         assert_eq!(db.reader.connections_in_use(), 0);

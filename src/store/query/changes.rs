@@ -9,7 +9,7 @@
 //!
 //! A long-poll ([`Reader::changes_wait`]) holds no connection while it waits: it reads, lets
 //! the connection go back to the pool, and reads again when a commit in this process wrote
-//! changes or after [`POLL_INTERVAL`], whichever comes first.
+//! changes or after [`POLL_INTERVAL`] (for commits of other processes), whichever comes first.
 
 use std::time::Duration;
 
@@ -103,6 +103,14 @@ impl Reader {
         Ok(ChangePage { items, next_cursor })
     }
 
+    /// How often a waiting long-poll reads again when no commit in this process woke it
+    /// (default [`POLL_INTERVAL`]).
+    pub fn set_feed_poll(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.feed_poll_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Connections of the read pool in use now (a waiting long-poll holds none).
     pub fn connections_in_use(&self) -> u32 {
         let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
@@ -128,7 +136,8 @@ impl Reader {
             if !page.items.is_empty() || now >= deadline {
                 return Ok(page);
             }
-            let next = (now + POLL_INTERVAL).min(deadline);
+            let every = self.feed_poll_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let next = (now + Duration::from_millis(every)).min(deadline);
             tokio::select! {
                 () = &mut woken => {}
                 () = tokio::time::sleep_until(next) => {}

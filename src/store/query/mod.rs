@@ -199,6 +199,8 @@ pub struct Reader {
     /// Export pages in flight at once: one fewer than the connections, so that however many
     /// exports run, one connection stays free for `/readyz`, lookups and single pages.
     exports: Arc<tokio::sync::Semaphore>,
+    /// How often a waiting long-poll of the change feed reads again (ms).
+    feed_poll_ms: std::sync::atomic::AtomicU64,
 }
 
 /// How many export pages may be read at once over `connections` connections.
@@ -246,6 +248,9 @@ impl Reader {
             file,
             dialect,
             exports: export_slots(connections),
+            feed_poll_ms: std::sync::atomic::AtomicU64::new(
+                changes::POLL_INTERVAL.as_millis() as u64
+            ),
         })
     }
 
