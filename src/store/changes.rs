@@ -41,19 +41,19 @@ struct Answered {
 /// processes' commits are found by polling).
 pub(crate) static CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-/// Answers every key in `keys` again (in key order, the lock order) and records what changed.
-/// Returns (changes, outbox items) written.
-pub(super) async fn record(
+/// The changes a commit found, written by [`Found::write`] as its last statements.
+#[derive(Default)]
+pub(super) struct Found(Vec<(Key, Answered)>);
+
+/// Answers every key in `keys` again (in key order, the lock order), after the batch's events
+/// and status are written, and returns the keys whose answer changed.
+pub(super) async fn find(
     d: Dialect,
     tx: &mut Transaction<'_, Any>,
     mut keys: Vec<Key>,
-    targets: &[OutboxTarget],
-    recorded_at: &str,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<Found, StoreError> {
     keys.sort();
     keys.dedup();
-    // First every key's head, locked, and its new answer; only then the feed's lock, so that
-    // a writer holding it never waits for a head (no lock cycle).
     let mut changed = Vec::new();
     for key in keys {
         let head = lock_head(d, tx, &key).await?;
@@ -64,35 +64,52 @@ pub(super) async fn record(
             changed.push((key, now));
         }
     }
-    if changed.is_empty() {
-        return Ok((0, 0));
+    Ok(Found(changed))
+}
+
+impl Found {
+    /// Writes each change, the key's new head and the outbox items of the targets that want
+    /// it. Called last in the transaction: on PostgreSQL it takes the feed's lock, held until
+    /// the commit, so nothing after it may wait for another writer (no lock cycle). Returns
+    /// (changes, outbox items) written.
+    pub(super) async fn write(
+        mut self,
+        d: Dialect,
+        tx: &mut Transaction<'_, Any>,
+        targets: &[OutboxTarget],
+        recorded_at: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        if self.0.is_empty() {
+            return Ok((0, 0));
+        }
+        if d == Dialect::Postgres {
+            // Writers of changes take turns from here to their commit, so ids are handed out
+            // in commit order: a reader never sees a change while an earlier id is still to
+            // come. (A reader bounded by `pg_snapshot_xmin` instead would wait for every
+            // transaction open anywhere on the server, other databases included, and would
+            // still miss a change whose writer got its transaction id before an older-id
+            // writer did.)
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(FEED_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let mut items = 0;
+        for (key, now) in &mut self.0 {
+            let id = insert_change(d, tx, &now.change, recorded_at).await?;
+            now.change.cursor = id;
+            put_head(tx, key, &now.answer, id).await?;
+            items += enqueue(tx, now, targets).await?;
+        }
+        Ok((self.0.len() as u64, items))
     }
-    if d == Dialect::Postgres {
-        // Writers of changes take turns from here to their commit, so ids are handed out in
-        // commit order: a reader can never see a change while an earlier id is still to come.
-        // (A reader bounded by `pg_snapshot_xmin` instead would wait for every transaction
-        // open anywhere on the server, other databases included, and would still miss a
-        // change whose writer got its transaction id before an older-id writer did.)
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(FEED_LOCK)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let mut items = 0;
-    for (key, now) in &mut changed {
-        let id = insert_change(d, tx, &now.change, recorded_at).await?;
-        now.change.cursor = id;
-        put_head(tx, key, &now.answer, id).await?;
-        items += enqueue(tx, now, targets).await?;
-    }
-    Ok((changed.len() as u64, items))
 }
 
 /// The advisory lock that orders the writers of changes (an arbitrary constant: "optout.ch").
 const FEED_LOCK: i64 = 0x6f70_746f_7574_2e63;
 
-/// The last answer recorded for `key`, its row locked until the transaction ends (PostgreSQL;
-/// SQLite has one writer at a time). A key never answered gets an empty row, locked too.
+/// The last answer recorded for `key`, its row locked until the transaction ends (PostgreSQL:
+/// a key never answered gets an empty row, locked too; SQLite has one writer at a time).
 async fn lock_head(
     d: Dialect,
     tx: &mut Transaction<'_, Any>,
@@ -129,6 +146,10 @@ async fn lock_head(
                 None => None,
             });
         }
+        if d == Dialect::Sqlite {
+            // One writer at a time: nothing to lock; the head is written with the change.
+            return Ok(None);
+        }
         // A concurrent writer inserting the same key first: this waits for it, inserts
         // nothing, and the second SELECT locks its row.
         let inserted = sqlx::query(
@@ -157,8 +178,11 @@ async fn put_head(
     change_id: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE change_heads SET status = $4, send_allowed = $5, reason = $6, change_id = $7 \
-         WHERE account_sid = $1 AND scope = $2 AND subscriber = $3",
+        "INSERT INTO change_heads (account_sid, scope, subscriber, status, send_allowed, \
+         reason, change_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET status = excluded.status, \
+         send_allowed = excluded.send_allowed, reason = excluded.reason, \
+         change_id = excluded.change_id",
     )
     .bind(account)
     .bind(scope)

@@ -1,6 +1,6 @@
 //! The one SQL implementation of [`Store`], shared by SQLite and PostgreSQL: the commit
-//! transaction (opt events in `opt_events.rs`; dead letters, test events and the checkpoint
-//! here).
+//! transaction (opt events in `opt_events.rs`; the change feed and the outbox in `changes.rs`;
+//! dead letters, test events and the checkpoint here).
 //!
 //! Both backends run the same statements through sqlx's `any` driver (plain types, `$N`
 //! placeholders, standard `ON CONFLICT` upserts), so their semantics cannot drift apart; what
@@ -197,17 +197,21 @@ impl Store for SqlStore {
         }
         let d = self.dialect;
         let keys = super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
-        if !keys.is_empty() {
-            let targets = self.outbox_targets();
-            let (changes, items) =
-                super::changes::record(d, &mut tx, keys, &targets, &recorded_at).await?;
-            summary.changes += changes;
-            summary.outbox_items += items;
-        }
+        // Only batches whose STOP/START events are new or rewritten answer anything again.
+        let found = match keys.is_empty() {
+            true => super::changes::Found::default(),
+            false => super::changes::find(d, &mut tx, keys).await?,
+        };
         Self::insert_side_records(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         if let Some(cp) = &batch.checkpoint {
             Self::write_checkpoint(d, &mut tx, batch, cp, &recorded_at).await?;
         }
+        // Last: on PostgreSQL this takes the change feed's lock until the commit.
+        let (changes, items) = found
+            .write(d, &mut tx, &self.outbox_targets(), &recorded_at)
+            .await?;
+        summary.changes += changes;
+        summary.outbox_items += items;
         tx.commit().await?;
         if summary.changes > 0 {
             super::changes::CHANGED.notify_waiters();
