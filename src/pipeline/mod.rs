@@ -6,6 +6,9 @@
 //! both).
 
 pub mod metrics;
+mod retry;
+
+pub use retry::{Retried, retry_dead_letter};
 
 use tracing::{debug, info, warn};
 

@@ -21,6 +21,7 @@ mod asof;
 pub mod items;
 mod lists;
 mod lookup;
+mod retry;
 mod revocations;
 mod sqlbuild;
 
@@ -35,6 +36,7 @@ use sqlx::AnyPool;
 pub use asof::{AsOfFilter, HistoryFilter, HistoryRow};
 pub use lists::{DeadLetterFilter, TestEventFilter};
 pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
+pub use retry::StoredDeadLetter;
 
 use super::schema::Dialect;
 use super::{Access, StoreError, StoreUrl};
