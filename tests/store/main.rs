@@ -7,6 +7,8 @@
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `migrations`: upgrades of databases holding rows;
+//! - `migrations_all`: every released schema version, with a row in every table, upgraded in
+//!   one transaction (a failure leaves the old schema), on both backends;
 //! - `access`: read-only queries, file modes, the runner lock, connection errors;
 //! - `tls`: TLS to PostgreSQL and the store's secrets;
 //! - `sqlite_file`: the SQLite file deleted or replaced under the store, hard links, modes,
@@ -21,6 +23,7 @@ mod checkpoints;
 mod guarantees;
 mod leases;
 mod migrations;
+mod migrations_all;
 mod paths;
 mod queries;
 mod semantics;
