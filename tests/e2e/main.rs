@@ -13,6 +13,8 @@
 //! - `fencing`: a paused worker cannot commit after its lease is taken;
 //! - `failover`: PostgreSQL read-only, then missing, then back: the consumer waits it out;
 //! - `lost_commits`: a COMMIT whose answer is lost, commits lost underneath a running reader;
+//! - `shutdown`: SIGTERM while records arrive, a commit failing during shutdown, the second
+//!   signal;
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
 //! - `refusable`: years outside 0001-9999, and a flood of them, on both backends;
@@ -53,6 +55,7 @@ mod reshard;
 mod resume;
 mod retry;
 mod scenarios;
+mod shutdown;
 mod webhook_settings;
 mod webhooks;
 mod workers;
