@@ -5,7 +5,8 @@
 //!   measured (never before, and within 2 s after);
 //! - the in-flight cap: with every read held behind a table lock, 40 requests at once get
 //!   exactly 8 answers `503 busy` (counted in `optout_http_requests_refused_total`), the 32
-//!   others 503 too once they give up, none a 200;
+//!   others 503 too once they give up, none a 200; the webhooks' own cap: 64 requests whose
+//!   bodies never come hold it, the 65th is `busy`, and queries still answer;
 //! - the response time limit: a request blocked on the database is answered `503 timeout`
 //!   after 30 s, measured;
 //! - `store_unavailable`: with the database unreachable, a query is a 503 that says so.
@@ -216,5 +217,75 @@ async fn an_unreachable_store_is_store_unavailable() {
     while http_get(&served.addr, "/v1/status").await.0 != 200 {
         assert!(Instant::now() < wait, "the API never recovered");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The webhooks' own bound: 64 requests whose bodies have not come hold every slot; the 65th
+/// is `503 busy` at once, and queries (their own 32 slots) still answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_64_webhooks_in_flight_is_busy_and_queries_still_answer() {
+    use crate::common::{twilio, webhooks};
+    let db = db::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{}\n", twilio::TOKEN)).unwrap();
+    let served = Served::start(
+        &db.url,
+        &[
+            "--twilio-auth-token-file",
+            tokens.to_str().unwrap(),
+            "--public-url",
+            webhooks::PUBLIC,
+        ],
+    )
+    .await;
+    // 64 requests announce a body they never send: each holds an ingest slot.
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 100\r\n\r\n",
+        webhooks::MESSAGING
+    );
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(&served.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    // The 65th is busy (the server may see it before the last held ones: wait for that).
+    let wait = Instant::now() + Duration::from_secs(10);
+    let body = "x=1";
+    let request = format!(
+        "POST {} HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        webhooks::MESSAGING,
+        body.len()
+    );
+    let answer = loop {
+        let mut s = tokio::net::TcpStream::connect(&served.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if text.contains(" 503 ") || Instant::now() > wait {
+            break text;
+        }
+    };
+    assert!(answer.starts_with("HTTP/1.0 503"), "{answer}");
+    assert!(answer.contains("\"busy\""), "{answer}");
+    // Queries have slots of their own.
+    assert_eq!(http_get(&served.addr, "/v1/status").await.0, 200);
+    // The held requests gone, a webhook is no longer busy (unsigned: 403).
+    drop(held);
+    let wait = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(&served.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        if String::from_utf8_lossy(&buf).starts_with("HTTP/1.0 403") {
+            break;
+        }
+        assert!(Instant::now() < wait, "webhooks stayed busy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
