@@ -9,6 +9,7 @@
 //! - `reshard`: splits and merges, before and while running, on both transports;
 //! - `positions`: `--initial-position`;
 //! - `fanout`: enhanced fan-out (subscriptions ending, expiring, a deregistered consumer);
+//! - `fanout_budget`: the in-flight budget under enhanced fan-out, by peak RSS;
 //! - `workers`: several workers on PostgreSQL, `kill -9`s, takeover, split and merge;
 //! - `fencing`: a paused worker cannot commit after its lease is taken;
 //! - `failover`: PostgreSQL read-only, then missing, then back: the consumer waits it out;
@@ -37,6 +38,7 @@ mod common;
 mod cli;
 mod failover;
 mod fanout;
+mod fanout_budget;
 mod faults;
 mod fencing;
 mod honor;
