@@ -52,7 +52,8 @@ pub struct RetriedRow {
     pub sequence_number: String,
     /// `stored`, `would_store`, `still_dead`, `refused`, `already_retried` or `not_retried`.
     pub outcome: &'static str,
-    /// What it decodes to (`opt event`, `test event`, `skipped`), or why it stays.
+    /// What it decodes to (`STOP (twilio) from +15551230001 in MG…`, `test event …`,
+    /// `skipped (not an opt event)`), or why it stays.
     pub detail: String,
     /// The reason it was dead-lettered.
     pub reason: String,
@@ -203,8 +204,8 @@ async fn retry_one(
     let store = store.filter(|_| apply);
     let retried = retry_dead_letter(store, &target, record, options).await?;
     Ok(match retried {
-        Retried::Stored(counts) => row("stored", what(&counts)),
-        Retried::WouldStore(counts) => row("would_store", what(&counts)),
+        Retried::Stored(what) => row("stored", what),
+        Retried::WouldStore(what) => row("would_store", what),
         Retried::StillDead(reason) => row("still_dead", reason),
         Retried::Refused(reason) => row("refused", reason),
         Retried::AlreadyRetried => row("already_retried", String::new()),
@@ -228,16 +229,5 @@ fn way_in(letter: &StoredDeadLetter) -> (IngestPath, RecordFormat) {
         }
         ("replay", _) => (IngestPath::Replay, RecordFormat::CloudEvent),
         _ => (IngestPath::Kinesis, RecordFormat::CloudEvent),
-    }
-}
-
-/// What a record decoded to, in words.
-fn what(counts: &crate::pipeline::DecodeCounts) -> String {
-    if counts.opt_events > 0 {
-        "opt event".into()
-    } else if counts.test_events > 0 {
-        "test event".into()
-    } else {
-        "skipped (not an opt event)".into()
     }
 }

@@ -9,17 +9,18 @@
 
 use tracing::debug;
 
-use super::{DecodeCounts, RawRecord, Target, commit_without_text, decode_limited, report};
+use super::{RawRecord, Target, commit_without_text, decode_limited, report};
 use crate::event::DecodeOptions;
-use crate::store::{FailureKind, Store, StoreError};
+use crate::store::{Batch, FailureKind, Store, StoreError};
 
 /// What became of one retried dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retried {
-    /// It decodes now and was stored (its dead letter removed in the same transaction).
-    Stored(DecodeCounts),
-    /// It decodes now; a dry run stores nothing.
-    WouldStore(DecodeCounts),
+    /// It decodes now and was stored (its dead letter removed in the same transaction): what
+    /// it is, in words ([`describe`]).
+    Stored(String),
+    /// It decodes now, to this ([`describe`]); a dry run stores nothing.
+    WouldStore(String),
     /// The decoder still refuses it, with today's reason; left as it was.
     StillDead(String),
     /// It decodes, but the database refused its effects (the reason); left as it was.
@@ -46,7 +47,7 @@ pub async fn retry_dead_letter(
         return Ok(Retried::StillDead(dead.reason));
     }
     let Some(store) = store else {
-        return Ok(Retried::WouldStore(counts));
+        return Ok(Retried::WouldStore(describe(&batch)));
     };
     batch.retried = vec![record.sequence_number.to_string()];
     let summary = match store.commit(&batch).await {
@@ -68,5 +69,25 @@ pub async fn retry_dead_letter(
         return Ok(Retried::AlreadyRetried);
     }
     report(&batch, &counts, &summary);
-    Ok(Retried::Stored(counts))
+    Ok(Retried::Stored(describe(&batch)))
+}
+
+/// What a decoded one-record batch holds, for the operator who asked for the retry (the
+/// command's output, never a log): `STOP (twilio) from +15551230001 in MG…`, `test event T…`,
+/// or `skipped (not an opt event)`.
+pub fn describe(batch: &Batch) -> String {
+    if let Some(e) = batch.opt_events.first() {
+        let e = &e.value;
+        format!(
+            "{} ({}) from {} in {}",
+            e.opt_out_type.as_str(),
+            e.detection.as_str(),
+            e.subscriber,
+            e.scope()
+        )
+    } else if let Some(t) = batch.test_events.first() {
+        format!("test event {}", t.value.test_id)
+    } else {
+        "skipped (not an opt event)".into()
+    }
 }

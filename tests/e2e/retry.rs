@@ -89,6 +89,7 @@ async fn a_refused_record_fixed_is_retried_once(db: Db) {
         outcomes(&rows),
         [pair("2", "would_store"), pair("3", "still_dead")]
     );
+    assert_eq!(rows[0]["detail"], "STOP (twilio) from +1555POISON in MGr");
     assert!(rows[1]["detail"].as_str().unwrap().starts_with("not JSON"));
     assert!(summary.contains("dry run, nothing changed"), "{summary}");
     assert_eq!(o.tables(), before, "a dry run changed the store");
@@ -109,7 +110,7 @@ async fn a_refused_record_fixed_is_retried_once(db: Db) {
     lift_poison(&db).await;
     let (rows, summary) = retry(&o, &["--apply", "--reason", "unstorable"]);
     assert_eq!(outcomes(&rows), [pair("2", "stored")]);
-    assert_eq!(rows[0]["detail"], "opt event");
+    assert_eq!(rows[0]["detail"], "STOP (twilio) from +1555POISON in MGr");
     assert!(
         summary.starts_with("1 dead letters matched: 1 stored"),
         "{summary}"
