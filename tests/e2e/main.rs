@@ -9,16 +9,23 @@
 //! - `reshard`: splits and merges, before and while running, on both transports;
 //! - `positions`: `--initial-position`;
 //! - `fanout`: enhanced fan-out (subscriptions ending, expiring, a deregistered consumer);
+//! - `fanout_budget`: the in-flight budget under enhanced fan-out, by peak RSS;
 //! - `workers`: several workers on PostgreSQL, `kill -9`s, takeover, split and merge;
 //! - `fencing`: a paused worker cannot commit after its lease is taken;
 //! - `failover`: PostgreSQL read-only, then missing, then back: the consumer waits it out;
 //! - `lost_commits`: a COMMIT whose answer is lost, commits lost underneath a running reader;
+//! - `shutdown`: SIGTERM while records arrive, a commit failing during shutdown, the second
+//!   signal;
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
 //! - `refusable`: years outside 0001-9999, and a flood of them, on both backends;
+//! - `retry`: `dead-letters --retry` of a record the database refused, then fixed, and of
+//!   an older decoder's dead letters, on both backends;
+//! - `replay_files`: `--parallel` with two valid files, a truncated gzip;
 //! - `replay_inputs`: a gzip bomb, a trickling FIFO, an interrupt, the same file twice;
 //! - `readiness`: a shard that cannot commit shows in `/readyz` and `/metrics`;
 //! - `lost_file`: the SQLite file deleted under `run` (exit 1) and under `serve` (unready);
+//! - `honor`: `--honor-revocations` on `run`, `history`, `status --as-of` and over HTTP;
 //! - `log_hygiene`: no phone number or body reaches the logs;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
 //! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
@@ -31,8 +38,10 @@ mod common;
 mod cli;
 mod failover;
 mod fanout;
+mod fanout_budget;
 mod faults;
 mod fencing;
+mod honor;
 mod http;
 mod log_hygiene;
 mod lost_commits;
@@ -42,10 +51,13 @@ mod positions;
 mod query_cli;
 mod readiness;
 mod refusable;
+mod replay_files;
 mod replay_inputs;
 mod reshard;
 mod resume;
+mod retry;
 mod scenarios;
+mod shutdown;
 mod webhook_settings;
 mod webhooks;
 mod workers;
