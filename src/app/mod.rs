@@ -3,17 +3,19 @@
 //!
 //! The CLI parses flags into the settings of [`settings`] and calls one function here per
 //! command: [`run`] (the Kinesis way in, with the HTTP server beside it), [`serve`], [`replay`]
-//! (the archive way in), [`migrate`], [`export`] (the query commands), [`shard_table`] and
+//! (the archive way in), [`retry_dead_letters`], [`migrate`], [`export`] (the query commands), [`shard_table`] and
 //! [`produce`]. This is the only module that knows every stage, so that the engine, the
 //! decoder and the store each stay ignorant of the others; data runs one way through it: ways
 //! in → pipeline → store → ways out.
 
 mod aws;
+mod changes;
 pub mod metrics;
 mod produce;
 pub mod progress;
 mod query;
 mod replay;
+mod retry;
 mod run;
 mod serve;
 mod settings;
@@ -21,10 +23,12 @@ mod shards;
 mod store;
 mod upkeep;
 
+pub use changes::{ChangesSettings, changes};
 pub use produce::{ProduceSettings, Produced, produce};
 pub use progress::{NoProgress, Progress};
 pub use query::{dead_letter, export};
 pub use replay::{ReplaySettings, ReplayedFile, replay};
+pub use retry::{RetriedRow, RetryRequest, RetrySettings, RetrySummary, retry_dead_letters};
 pub use run::{RunSettings, run};
 pub use serve::{ServeSettings, http_app, http_app_with, serve};
 pub use settings::{AwsSettings, ConsumerSettings, DecodeSettings, HttpSettings, WebhookSettings};
@@ -38,7 +42,8 @@ pub mod vocabulary {
     pub use crate::event::{Detection, OptOutType};
     pub use crate::store::IngestPath;
     pub use crate::store::query::{
-        AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, TestEventFilter,
+        AsOfFilter, DeadLetterFilter, DeliveryFilter, HistoryFilter, Listing, TestEventFilter,
+        feed_json,
     };
     pub use crate::store::{EventFilter, RevocationFilter, RevocationScope, StatusFilter};
     pub use crate::telemetry::LogFormat;

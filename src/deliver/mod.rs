@@ -26,7 +26,9 @@ pub enum Outcome {
         reason: String,
     },
     /// Never again: the target refused this item for good.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// One remote system that changes are delivered to.

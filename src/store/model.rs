@@ -162,6 +162,10 @@ pub struct Batch {
     /// Phrase-detected revocations set `opted_out` (`--honor-revocations`); otherwise they are
     /// recorded and leave status alone.
     pub honor_revocations: bool,
+    /// Sequence numbers of this shard's dead letters whose records the batch holds, decoded
+    /// again (`optout dead-letters --retry`): deleted in the same transaction as the effects,
+    /// so a retried record is either still a dead letter or stored, never both nor neither.
+    pub retried: Vec<String>,
 }
 
 /// What a commit changed, for logs and metrics.
@@ -180,6 +184,12 @@ pub struct CommitSummary {
     pub dead_letters: u64,
     /// Sink test events stored for the first time.
     pub test_events: u64,
+    /// Changes of a subscriber's answer written to the change feed.
+    pub changes: u64,
+    /// Outbox items written (one per change and target that wants it).
+    pub outbox_items: u64,
+    /// Dead letters removed because their records were retried and stored ([`Batch::retried`]).
+    pub dead_letters_retried: u64,
 }
 
 impl std::ops::AddAssign for CommitSummary {
@@ -190,6 +200,9 @@ impl std::ops::AddAssign for CommitSummary {
         self.status_changes += o.status_changes;
         self.dead_letters += o.dead_letters;
         self.test_events += o.test_events;
+        self.changes += o.changes;
+        self.outbox_items += o.outbox_items;
+        self.dead_letters_retried += o.dead_letters_retried;
     }
 }
 

@@ -55,6 +55,11 @@ const SQLITE: &[Migration] = &[
         include_str!("../../migrations/sqlite/0006_identity.sql"),
     ),
     (
+        7,
+        "changes_outbox",
+        include_str!("../../migrations/sqlite/0007_changes_outbox.sql"),
+    ),
+    (
         8,
         "honoured",
         include_str!("../../migrations/sqlite/0008_honoured.sql"),
@@ -81,6 +86,11 @@ const POSTGRES: &[Migration] = &[
         4,
         "identity",
         include_str!("../../migrations/postgres/0004_identity.sql"),
+    ),
+    (
+        5,
+        "changes_outbox",
+        include_str!("../../migrations/postgres/0005_changes_outbox.sql"),
     ),
     (
         6,

@@ -1,6 +1,6 @@
 //! The one SQL implementation of [`Store`], shared by SQLite and PostgreSQL: the commit
-//! transaction (opt events in `opt_events.rs`; dead letters, test events and the checkpoint
-//! here).
+//! transaction (opt events in `opt_events.rs`; the change feed and the outbox in `changes.rs`;
+//! dead letters, test events and the checkpoint here).
 //!
 //! Both backends run the same statements through sqlx's `any` driver (plain types, `$N`
 //! placeholders, standard `ON CONFLICT` upserts), so their semantics cannot drift apart; what
@@ -31,6 +31,8 @@ pub(super) struct SqlStore {
     pub(super) replaced: std::sync::atomic::AtomicBool,
     /// SQLite only: no truncating checkpoint before this instant (readers held the last one).
     pub(super) wal_backoff_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The delivery targets commits write outbox items for ([`super::Outbox`]).
+    pub(super) outbox_targets: super::changes::Targets,
 }
 
 fn now() -> String {
@@ -43,6 +45,7 @@ fn now() -> String {
 struct CommitSql {
     insert_dead_letter: String,
     insert_test_event: String,
+    delete_retried: &'static str,
     first_checkpoint: String,
     next_checkpoint: String,
 }
@@ -63,6 +66,8 @@ impl CommitSql {
                 d.ts_in("$3"),
                 d.ts_in("$7")
             ),
+            delete_retried: "DELETE FROM dead_letters \
+                 WHERE stream_name = $1 AND shard_id = $2 AND sequence_number = $3",
             // The checkpoint write is a compare-and-set on the checkpoint the writer read the
             // batch after: a first checkpoint only where the shard has none with a sequence
             // number yet, a later one only over the expected one. A row count of 0 refuses
@@ -117,6 +122,15 @@ impl SqlStore {
             .execute(&mut **tx)
             .await?
             .rows_affected();
+        }
+        for sequence_number in &batch.retried {
+            summary.dead_letters_retried += sqlx::query(commit_sql(d).delete_retried)
+                .bind(&batch.stream)
+                .bind(&batch.shard_id)
+                .bind(sequence_number)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
         }
         for Positioned {
             sequence_number,
@@ -194,12 +208,26 @@ impl Store for SqlStore {
                 .await?;
         }
         let d = self.dialect;
-        super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        let keys = super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        // Only batches whose STOP/START events are new or rewritten answer anything again.
+        let found = match keys.is_empty() {
+            true => super::changes::Found::default(),
+            false => super::changes::find(d, &mut tx, keys).await?,
+        };
         Self::insert_side_records(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         if let Some(cp) = &batch.checkpoint {
             Self::write_checkpoint(d, &mut tx, batch, cp, &recorded_at).await?;
         }
+        // Last: on PostgreSQL this takes the change feed's lock until the commit.
+        let (changes, items) = found
+            .write(d, &mut tx, &self.outbox_targets(), &recorded_at)
+            .await?;
+        summary.changes += changes;
+        summary.outbox_items += items;
         tx.commit().await?;
+        if summary.changes > 0 {
+            super::changes::CHANGED.notify_waiters();
+        }
         Ok(summary)
     }
 

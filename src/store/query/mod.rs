@@ -18,10 +18,12 @@
 //! the whole value comes from a single-item fetch ([`items`]), streamed in chunks.
 
 mod asof;
+mod changes;
 pub mod items;
 mod lists;
 mod lookup;
 mod lookup_wide;
+mod retry;
 mod revocations;
 mod scope;
 mod sqlbuild;
@@ -35,8 +37,13 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 pub use asof::{AsOfFilter, HistoryFilter, HistoryRow};
+pub use changes::{
+    ChangePage, DELIVERY_STATES, Delivery, DeliveryFilter, MAX_WAIT as MAX_CHANGES_WAIT, feed_json,
+};
 pub use lists::{DeadLetterFilter, TestEventFilter};
+pub(crate) use lookup::reason as signal_reason;
 pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
+pub use retry::StoredDeadLetter;
 
 use super::schema::Dialect;
 use super::{Access, RevocationScope, StoreError, StoreUrl};
@@ -199,6 +206,8 @@ pub struct Reader {
     /// How far an opt-out reaches in every status this reader answers (status, point in
     /// time, history, the sender's check).
     revocation_scope: RevocationScope,
+    /// How often a waiting long-poll of the change feed reads again (ms).
+    feed_poll_ms: std::sync::atomic::AtomicU64,
 }
 
 /// How many export pages may be read at once over `connections` connections.
@@ -247,6 +256,9 @@ impl Reader {
             dialect,
             exports: export_slots(connections),
             revocation_scope: RevocationScope::default(),
+            feed_poll_ms: std::sync::atomic::AtomicU64::new(
+                changes::POLL_INTERVAL.as_millis() as u64
+            ),
         })
     }
 
