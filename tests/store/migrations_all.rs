@@ -201,6 +201,7 @@ fn text_value(column: &str) -> String {
     match column {
         "opt_out_type" => "STOP",
         "status" => "opted_out",
+        "state" => "pending",
         "detection" => "twilio",
         "time_source" => "twilio",
         "paths" => "kinesis",
