@@ -66,7 +66,9 @@ pub struct OutboxTarget {
 
 impl std::fmt::Debug for OutboxTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboxTarget").field("name", &self.name).finish()
+        f.debug_struct("OutboxTarget")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -75,9 +77,14 @@ impl std::fmt::Debug for OutboxTarget {
 pub enum Settle {
     Delivered,
     /// Due again at `at`.
-    RetryAt { at: SystemTime, reason: String },
+    RetryAt {
+        at: SystemTime,
+        reason: String,
+    },
     /// Given up: visible in `optout deliveries`; later items of its key go on.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// One settled item; `attempts` counts this try.
