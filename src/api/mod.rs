@@ -6,6 +6,8 @@
 //! `{"error": "...", "detail": "..."}`; a client's mistake is a 400 on every backend, never
 //! the database's error.
 
+mod changes;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -44,6 +46,8 @@ pub(crate) fn routes(reader: Arc<Reader>) -> Router {
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/{id}", get(dead_letter))
         .route("/v1/test-events", get(test_events))
+        .route("/v1/changes", get(changes::changes))
+        .route("/v1/deliveries", get(changes::deliveries))
         .route(
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),

@@ -9,6 +9,7 @@
 //! in → pipeline → store → ways out.
 
 mod aws;
+mod changes;
 pub mod metrics;
 mod produce;
 mod query;
@@ -20,6 +21,7 @@ mod shards;
 mod store;
 mod upkeep;
 
+pub use changes::{ChangesSettings, changes};
 pub use produce::{ProduceSettings, Produced, produce};
 pub use query::{dead_letter, export};
 pub use replay::{ReplaySettings, ReplayedFile, replay};
@@ -36,7 +38,8 @@ pub mod vocabulary {
     pub use crate::event::{Detection, OptOutType};
     pub use crate::store::IngestPath;
     pub use crate::store::query::{
-        AsOfFilter, DeadLetterFilter, HistoryFilter, Listing, TestEventFilter,
+        AsOfFilter, DeadLetterFilter, DeliveryFilter, HistoryFilter, Listing, TestEventFilter,
+        feed_json,
     };
     pub use crate::store::{EventFilter, RevocationFilter, StatusFilter};
     pub use crate::telemetry::LogFormat;

@@ -3,6 +3,7 @@
 //! Exit codes are a contract for scripts: 0 success, 2 a usage or configuration mistake (one
 //! line that says what to fix), 1 a failure at run time.
 
+mod changes;
 mod history;
 pub mod output;
 mod produce;
@@ -97,6 +98,11 @@ pub enum Command {
     Shards(shards::ShardsArgs),
     /// Numbers whose latest signal is a phrase-detected revocation Twilio did not block.
     Revocations(revocations::RevocationsArgs),
+    /// Every change of a subscriber's answer (status, send_allowed), in commit order, as JSON
+    /// lines; --follow keeps printing them as they commit.
+    Changes(changes::ChangesArgs),
+    /// Outbox items to deliver: pending, delivered and failed, per target (read-only).
+    Deliveries(changes::DeliveriesArgs),
 }
 
 /// `--format` for query commands.
@@ -277,6 +283,8 @@ pub async fn execute(mut cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => query::serve(&cli, args).await,
         Command::Shards(args) => shards::shards(&cli, args).await,
         Command::Revocations(args) => revocations::revocations(&cli, args).await,
+        Command::Changes(args) => changes::changes(&cli, args).await,
+        Command::Deliveries(args) => changes::deliveries(&cli, args).await,
     }
 }
 

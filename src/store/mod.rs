@@ -11,12 +11,14 @@
 //! nothing of the engine, the application or HTTP.
 
 mod arrivals;
+mod changes;
 mod error;
 mod lease;
 pub mod metrics;
 mod model;
 mod opt_events;
 mod outbox;
+mod outbox_sql;
 mod postgres;
 pub mod query;
 mod schema;
@@ -38,6 +40,14 @@ pub use url::{StoreUrl, redact};
 
 use sql::SqlStore;
 
+pub(crate) use outbox_sql::change_of as outbox_sql_change;
+
+/// Resolves when a commit in this process next writes changes to the feed (long-polls of the
+/// feed wait on it between reads).
+pub(crate) fn changes_notified() -> tokio::sync::futures::Notified<'static> {
+    changes::CHANGED.notified()
+}
+
 /// How a command uses the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -52,8 +62,12 @@ pub enum Access {
 ///
 /// Designed for several workers: commits may carry a [`LeaseToken`], and then only land while
 /// the lease is held (fencing), on both backends; SQLite normally has one runner and no leases.
+///
+/// Every store is also an [`Outbox`]: the commit writes the outbox items, and the composition
+/// root hands the same store to the dispatchers that claim and settle them (an
+/// `Arc<dyn Store>` coerces to `Arc<dyn Outbox>`).
 #[async_trait]
-pub trait Store: Leases + Send + Sync + 'static {
+pub trait Store: Leases + Outbox + Send + Sync + 'static {
     /// Short backend name for logs (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

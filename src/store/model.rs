@@ -180,6 +180,10 @@ pub struct CommitSummary {
     pub dead_letters: u64,
     /// Sink test events stored for the first time.
     pub test_events: u64,
+    /// Changes of a subscriber's answer written to the change feed.
+    pub changes: u64,
+    /// Outbox items written (one per change and target that wants it).
+    pub outbox_items: u64,
 }
 
 impl std::ops::AddAssign for CommitSummary {
@@ -190,6 +194,8 @@ impl std::ops::AddAssign for CommitSummary {
         self.status_changes += o.status_changes;
         self.dead_letters += o.dead_letters;
         self.test_events += o.test_events;
+        self.changes += o.changes;
+        self.outbox_items += o.outbox_items;
     }
 }
 

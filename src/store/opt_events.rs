@@ -12,6 +12,7 @@ use sqlx::{Any, Row as _, Transaction};
 
 use super::StoreError;
 use super::arrivals::{Provenance, Row, merge};
+use super::changes::Key as AnswerKey;
 use super::model::{Batch, CommitSummary, Positioned, format_ts, paths_bits, paths_text};
 use super::schema::Dialect;
 use crate::event::{Detection, OptOutType, TimeSource};
@@ -128,7 +129,7 @@ pub(super) async fn commit(
     batch: &Batch,
     recorded_at: &str,
     summary: &mut CommitSummary,
-) -> Result<(), StoreError> {
+) -> Result<Vec<AnswerKey>, StoreError> {
     let mut rows: Vec<Row> = batch
         .opt_events
         .iter()
@@ -142,10 +143,17 @@ pub(super) async fn commit(
     rows.sort_by(|a, b| a.identity.cmp(&b.identity));
     let mut new_rows: Vec<&Row> = Vec::new();
     let mut moved: Vec<(Row, Row)> = Vec::new();
+    // Keys whose sender's-check answer may have changed: those of new STOP/START events and of
+    // events a copy rewrote. A re-read or a copy that changes nothing adds none (no extra
+    // round trip).
+    let mut answer_keys: Vec<AnswerKey> = Vec::new();
     for row in &rows {
         if insert(d, tx, row, recorded_at).await? {
             summary.opt_events_new += 1;
             new_rows.push(row);
+            if row.opt_out_type != OptOutType::Help {
+                answer_keys.push(owned_key(row));
+            }
             continue;
         }
         summary.opt_events_duplicate += 1;
@@ -168,6 +176,10 @@ pub(super) async fn commit(
         }
         summary.opt_events_updated += 1;
         write(d, tx, &merged).await?;
+        if stored.opt_out_type != OptOutType::Help || merged.opt_out_type != OptOutType::Help {
+            answer_keys.push(owned_key(&stored));
+            answer_keys.push(owned_key(&merged));
+        }
         if merged.status_inputs() != stored.status_inputs() {
             moved.push((stored, merged));
         }
@@ -183,7 +195,12 @@ pub(super) async fn commit(
     for key in touched {
         summary.status_changes += settle(d, tx, key, &new_rows, &moved).await?;
     }
-    Ok(())
+    Ok(answer_keys)
+}
+
+fn owned_key(row: &Row) -> AnswerKey {
+    let (account, scope, subscriber) = row.key();
+    (account.into(), scope.into(), subscriber.into())
 }
 
 /// Brings the status of `key` up to date with this batch's new and moved events.

@@ -93,6 +93,7 @@ impl SqlStore {
             file: None,
             replaced: Default::default(),
             wal_backoff_until: std::sync::Mutex::new(None),
+            outbox_targets: Default::default(),
         })
     }
 }

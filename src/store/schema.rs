@@ -54,6 +54,11 @@ const SQLITE: &[Migration] = &[
         "identity",
         include_str!("../../migrations/sqlite/0006_identity.sql"),
     ),
+    (
+        7,
+        "changes_outbox",
+        include_str!("../../migrations/sqlite/0007_changes_outbox.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -76,6 +81,11 @@ const POSTGRES: &[Migration] = &[
         4,
         "identity",
         include_str!("../../migrations/postgres/0004_identity.sql"),
+    ),
+    (
+        5,
+        "changes_outbox",
+        include_str!("../../migrations/postgres/0005_changes_outbox.sql"),
     ),
 ];
 

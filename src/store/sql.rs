@@ -1,6 +1,6 @@
 //! The one SQL implementation of [`Store`], shared by SQLite and PostgreSQL: the commit
-//! transaction (opt events in `opt_events.rs`; dead letters, test events and the checkpoint
-//! here).
+//! transaction (opt events in `opt_events.rs`; the change feed and the outbox in `changes.rs`;
+//! dead letters, test events and the checkpoint here).
 //!
 //! Both backends run the same statements through sqlx's `any` driver (plain types, `$N`
 //! placeholders, standard `ON CONFLICT` upserts), so their semantics cannot drift apart; what
@@ -31,6 +31,8 @@ pub(super) struct SqlStore {
     pub(super) replaced: std::sync::atomic::AtomicBool,
     /// SQLite only: no truncating checkpoint before this instant (readers held the last one).
     pub(super) wal_backoff_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The delivery targets commits write outbox items for ([`super::Outbox`]).
+    pub(super) outbox_targets: super::changes::Targets,
 }
 
 fn now() -> String {
@@ -194,12 +196,26 @@ impl Store for SqlStore {
                 .await?;
         }
         let d = self.dialect;
-        super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        let keys = super::opt_events::commit(d, &mut tx, batch, &recorded_at, &mut summary).await?;
+        // Only batches whose STOP/START events are new or rewritten answer anything again.
+        let found = match keys.is_empty() {
+            true => super::changes::Found::default(),
+            false => super::changes::find(d, &mut tx, keys).await?,
+        };
         Self::insert_side_records(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         if let Some(cp) = &batch.checkpoint {
             Self::write_checkpoint(d, &mut tx, batch, cp, &recorded_at).await?;
         }
+        // Last: on PostgreSQL this takes the change feed's lock until the commit.
+        let (changes, items) = found
+            .write(d, &mut tx, &self.outbox_targets(), &recorded_at)
+            .await?;
+        summary.changes += changes;
+        summary.outbox_items += items;
         tx.commit().await?;
+        if summary.changes > 0 {
+            super::changes::CHANGED.notify_waiters();
+        }
         Ok(summary)
     }
 

@@ -109,6 +109,7 @@ impl SqlStore {
             file: if memory { None } else { FileIdentity::of(path) },
             replaced: Default::default(),
             wal_backoff_until: std::sync::Mutex::new(None),
+            outbox_targets: Default::default(),
         })
     }
 

@@ -1,14 +1,16 @@
 //! Counts every effect a commit applies, independently of the primary keys that would hide a
 //! duplicate: triggers a test installs in its own database append one row to `test_effects`
 //! for every opt event inserted, every status row inserted or changed, every checkpoint
-//! written, every dead letter and test event stored. A record whose effects were applied twice
+//! written, every dead letter and test event stored, every change of the change feed and
+//! every outbox item written. A record whose effects were applied twice
 //! (a status change re-emitted, a batch committed again after a lost answer) then shows as a
 //! key counted twice, where the tables alone would look the same.
 //!
 //! Keys: an opt event by its id; a status change by `account|scope|subscriber|event_id` (each
 //! event changes a status at most once); a checkpoint by `stream|shard|sequence|finished` (each
 //! commit of a shard writes a checkpoint no other commit writes); a dead letter by
-//! `stream|shard|sequence`; a test event by its id.
+//! `stream|shard|sequence`; a test event by its id; a change by
+//! `account|scope|subscriber|event_id|reason`; an outbox item by `target|item_key`.
 //!
 //! [`roll_back`] loses a shard's last commits the way a database restored or failed over to an
 //! asynchronous replica does: their effects, the counts of them and the checkpoint go back
@@ -38,8 +40,13 @@ async fn connect(url: &str) -> AnyConnection {
     AnyConnection::connect(url).await.unwrap()
 }
 
+/// A change by its key, the event behind it and its answer (each event changes an answer at
+/// most once); `{t}` is the row.
+const CHANGE_KEY: &str = "{t}.account_sid || '|' || {t}.scope || '|' || {t}.subscriber || '|' \
+     || {t}.event_id || '|' || {t}.reason";
+
 /// What each trigger counts: (table, events, kind, key expression over `NEW`).
-fn counted() -> [(&'static str, &'static str, &'static str, String); 5] {
+fn counted() -> [(&'static str, &'static str, &'static str, String); 7] {
     let finished = "CASE WHEN NEW.finished THEN '1' ELSE '0' END";
     [
         ("opt_events", "INSERT", "event", "NEW.event_id".into()),
@@ -70,6 +77,18 @@ fn counted() -> [(&'static str, &'static str, &'static str, String); 5] {
             "INSERT",
             "test_event",
             "NEW.test_id".into(),
+        ),
+        (
+            "changes",
+            "INSERT",
+            "change",
+            CHANGE_KEY.replace("{t}", "NEW"),
+        ),
+        (
+            "outbox",
+            "INSERT",
+            "outbox",
+            "NEW.target || '|' || NEW.item_key".into(),
         ),
     ]
 }
@@ -297,6 +316,7 @@ pub async fn roll_back(url: &str, stream: &str, shard: &str, to: &str) -> Vec<St
             .unwrap();
         lost_counts.push(("test_event", id));
     }
+    lost_counts.extend(roll_back_changes(&mut tx, &lost).await);
     for (seq, finished) in checkpoints_written_in(&mut tx, stream, shard).await {
         if after(&seq, to) {
             lost_counts.push(("checkpoint", format!("{stream}|{shard}|{seq}|{finished}")));
@@ -331,6 +351,74 @@ pub async fn roll_back(url: &str, stream: &str, shard: &str, to: &str) -> Vec<St
         .unwrap();
     tx.commit().await.unwrap();
     lost
+}
+
+/// Loses the changes the `lost` events made, with their outbox items, and sets each key's
+/// last answer back to its latest change left. Returns the counts lost.
+async fn roll_back_changes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    lost: &[String],
+) -> Vec<(&'static str, String)> {
+    let mut counts = Vec::new();
+    for id in lost {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, account_sid, scope, subscriber, {} AS k FROM changes c \
+             WHERE event_id = $1",
+            CHANGE_KEY.replace("{t}", "c")
+        )))
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await
+        .unwrap();
+        for r in &rows {
+            let change: i64 = r.get("id");
+            let items = sqlx::query("SELECT target, item_key FROM outbox WHERE change_id = $1")
+                .bind(change)
+                .fetch_all(&mut **tx)
+                .await
+                .unwrap();
+            for i in &items {
+                let (target, key): (String, String) = (i.get("target"), i.get("item_key"));
+                counts.push(("outbox", format!("{target}|{key}")));
+            }
+            for sql in [
+                "DELETE FROM outbox WHERE change_id = $1",
+                "DELETE FROM changes WHERE id = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(change)
+                    .execute(&mut **tx)
+                    .await
+                    .unwrap();
+            }
+            counts.push(("change", r.get("k")));
+            let (account, scope, subscriber): (String, String, String) =
+                (r.get("account_sid"), r.get("scope"), r.get("subscriber"));
+            sqlx::query(
+                "DELETE FROM change_heads WHERE account_sid = $1 AND scope = $2 \
+                 AND subscriber = $3",
+            )
+            .bind(&account)
+            .bind(&scope)
+            .bind(&subscriber)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO change_heads (account_sid, scope, subscriber, status, send_allowed, \
+                 reason, change_id) SELECT account_sid, scope, subscriber, status, send_allowed, \
+                 reason, id FROM changes WHERE account_sid = $1 AND scope = $2 \
+                 AND subscriber = $3 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&account)
+            .bind(&scope)
+            .bind(&subscriber)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+        }
+    }
+    counts
 }
 
 /// The checkpoints written for `shard`, oldest first: the commit boundaries a roll-back can go

@@ -166,3 +166,135 @@ async fn dead_letters_are_listed_cut_and_fetched_whole_by_id() {
     let forged = o.output(&["dead-letters", "--id", "not-an-id"]);
     assert_eq!(forged.status.code(), Some(2));
 }
+
+/// `optout changes` prints the change feed as JSON lines that resume by cursor, `--follow`
+/// prints changes as they commit and exits 0 on SIGTERM, and `optout deliveries` lists the
+/// outbox in every format.
+#[tokio::test]
+async fn changes_follow_and_deliveries() {
+    use std::io::BufRead;
+    let db = support_db::sqlite().await;
+    db.store
+        .set_outbox_targets(vec![optout::store::OutboxTarget {
+            name: "notify:0".into(),
+            wants: std::sync::Arc::new(|_| true),
+        }]);
+    let commit = |events: Vec<OptEvent>| {
+        let batch = Batch {
+            stream: "s".into(),
+            shard_id: "a".into(),
+            opt_events: events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| Positioned {
+                    sequence_number: i.to_string(),
+                    value: e,
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        let store = db.store.clone();
+        async move { store.commit(&batch).await.unwrap() }
+    };
+    // A commit writes one change per key: the answer after it (E1 and E2 in one batch would
+    // be one change, to opted_in).
+    commit(vec![opt_event("E1", OptOutType::Stop, "+15551230001", 10)]).await;
+    commit(vec![
+        opt_event("E2", OptOutType::Start, "+15551230001", 20),
+        opt_event("E3", OptOutType::Stop, "+15551230002", 30),
+    ])
+    .await;
+    let url = db.url.as_str();
+    let lines = |out: String| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = lines(optout(url, &["changes"]));
+    let seen: Vec<(&str, &str)> = all
+        .iter()
+        .map(|c| {
+            (
+                c["event_id"].as_str().unwrap(),
+                c["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("E1", "twilio_stop"),
+            ("E2", "opted_in"),
+            ("E3", "twilio_stop")
+        ]
+    );
+    let first = all[0]["cursor"].as_str().unwrap();
+    let rest = lines(optout(url, &["changes", "--since-cursor", first]));
+    assert_eq!(rest, all[1..]);
+    let bad = crate::common::optout::Optout::with_store(Vec::new(), url).output(&[
+        "changes",
+        "--since-cursor",
+        "not-a-cursor",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a bad cursor is the user's to fix"
+    );
+
+    // Following from the last change: a new commit is printed, SIGTERM ends it cleanly.
+    let last = all[2]["cursor"].as_str().unwrap().to_string();
+    let mut child = crate::common::optout::Optout::with_store(Vec::new(), url)
+        .command(&["changes", "--follow", "--since-cursor", &last])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    commit(vec![opt_event("E4", OptOutType::Start, "+15551230002", 40)]).await;
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the followed change is printed");
+    let change: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(change["event_id"], "E4");
+    assert_eq!(change["send_allowed"], true);
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+
+    let items = crate::common::optout::json_rows(
+        optout(url, &["deliveries", "--format", "json"]).as_bytes(),
+    );
+    assert_eq!(items.len(), 4);
+    assert!(
+        items
+            .iter()
+            .all(|i| i["state"] == "pending" && i["target"] == "notify:0")
+    );
+    let csv = optout(
+        url,
+        &["deliveries", "--state", "pending", "--format", "csv"],
+    );
+    assert_eq!(csv.lines().count(), 5, "a header and four items:\n{csv}");
+    let none = optout(
+        url,
+        &["deliveries", "--state", "failed", "--format", "json"],
+    );
+    assert!(none.trim().is_empty(), "{none}");
+    let table = optout(url, &["deliveries", "--target", "notify:0"]);
+    assert!(table.contains("notify:0"), "{table}");
+}

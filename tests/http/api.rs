@@ -297,6 +297,12 @@ async fn responses_match_the_openapi_document(db: Db) {
             occurred_at: None,
         },
     };
+    // Every change also goes to the outbox, so that deliveries list items.
+    db.store
+        .set_outbox_targets(vec![optout::store::OutboxTarget {
+            name: "notify:0".into(),
+            wants: Arc::new(|_| true),
+        }]);
     fill_with(&db, vec![dead], vec![test]).await;
     let api = Api::start(&db).await;
     let (status, _, served) = api.get("/v1/openapi.json", None).await;
@@ -322,6 +328,13 @@ async fn responses_match_the_openapi_document(db: Db) {
         ("/v1/events?limit=5&type=start", "/v1/events"),
         ("/v1/dead-letters", "/v1/dead-letters"),
         ("/v1/test-events", "/v1/test-events"),
+        ("/v1/changes?limit=5", "/v1/changes"),
+        ("/v1/changes?limit=5&wait=1", "/v1/changes"),
+        ("/v1/deliveries?limit=5", "/v1/deliveries"),
+        (
+            "/v1/deliveries?target=notify:0&state=pending",
+            "/v1/deliveries",
+        ),
     ] {
         let (status, ctype, body) = api.get(path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -360,6 +373,7 @@ async fn responses_match_the_openapi_document(db: Db) {
         ("/v1/history/%2B15550000001", "/v1/history/{subscriber}"),
         ("/v1/dead-letters", "/v1/dead-letters"),
         ("/v1/test-events", "/v1/test-events"),
+        ("/v1/deliveries", "/v1/deliveries"),
     ] {
         let (status, ctype, body) = api.get(path, Some("application/x-ndjson")).await;
         assert_eq!(
@@ -378,6 +392,15 @@ async fn responses_match_the_openapi_document(db: Db) {
     for (path, template, status, token) in [
         ("/v1/events?limit=0", "/v1/events", 400, Some(TOKEN)),
         ("/v1/status?as_of=never", "/v1/status", 400, Some(TOKEN)),
+        ("/v1/changes?wait=26", "/v1/changes", 400, Some(TOKEN)),
+        ("/v1/changes?cursor=bm9uZQ", "/v1/changes", 400, Some(TOKEN)),
+        (
+            "/v1/deliveries?state=lost",
+            "/v1/deliveries",
+            400,
+            Some(TOKEN),
+        ),
+        ("/v1/changes", "/v1/changes", 401, None),
         ("/v1/events", "/v1/events", 401, None),
         (
             "/v1/status/%2B1",

@@ -7,6 +7,7 @@
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `migrations`: upgrades of databases holding rows;
+//! - `outbox`: the change feed exactly once, the outbox's claims and settlements, long-polls;
 //! - `access`: read-only queries, file modes, the runner lock, connection errors;
 //! - `tls`: TLS to PostgreSQL and the store's secrets;
 //! - `sqlite_file`: the SQLite file deleted or replaced under the store, hard links, modes,
@@ -21,6 +22,7 @@ mod checkpoints;
 mod guarantees;
 mod leases;
 mod migrations;
+mod outbox;
 mod paths;
 mod queries;
 mod semantics;

@@ -97,6 +97,8 @@ async fn old_text_columns_become_native_types_in_place() {
     assert_eq!(
         types,
         [
+            t("changes", "occurred_at", tz),
+            t("changes", "recorded_at", tz),
             t("checkpoints", "finished", "boolean"),
             t("checkpoints", "updated_at", tz),
             t("dead_letters", "data", "bytea"),

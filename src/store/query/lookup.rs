@@ -146,8 +146,8 @@ fn item(r: &AnyRow) -> Result<LookupItem, sqlx::Error> {
     })
 }
 
-/// The reason a STOP or START signal gives.
-fn reason(opt_out_type: &str, detection: &str) -> &'static str {
+/// The reason a STOP or START signal gives (the change feed's commit answers the same way).
+pub(crate) fn reason(opt_out_type: &str, detection: &str) -> &'static str {
     match (opt_out_type, detection) {
         ("START", _) => "opted_in",
         (_, "phrase") => "phrase_revocation",

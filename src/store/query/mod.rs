@@ -18,6 +18,7 @@
 //! the whole value comes from a single-item fetch ([`items`]), streamed in chunks.
 
 mod asof;
+mod changes;
 pub mod items;
 mod lists;
 mod lookup;
@@ -33,7 +34,11 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 pub use asof::{AsOfFilter, HistoryFilter, HistoryRow};
+pub use changes::{
+    ChangePage, DELIVERY_STATES, Delivery, DeliveryFilter, MAX_WAIT as MAX_CHANGES_WAIT, feed_json,
+};
 pub use lists::{DeadLetterFilter, TestEventFilter};
+pub(crate) use lookup::reason as signal_reason;
 pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
 
 use super::schema::Dialect;
@@ -194,6 +199,8 @@ pub struct Reader {
     /// Export pages in flight at once: one fewer than the connections, so that however many
     /// exports run, one connection stays free for `/readyz`, lookups and single pages.
     exports: Arc<tokio::sync::Semaphore>,
+    /// How often a waiting long-poll of the change feed reads again (ms).
+    feed_poll_ms: std::sync::atomic::AtomicU64,
 }
 
 /// How many export pages may be read at once over `connections` connections.
@@ -241,6 +248,9 @@ impl Reader {
             file,
             dialect,
             exports: export_slots(connections),
+            feed_poll_ms: std::sync::atomic::AtomicU64::new(
+                changes::POLL_INTERVAL.as_millis() as u64
+            ),
         })
     }
 
