@@ -60,6 +60,8 @@ pub struct RunArgs {
     pub stall_timeout_secs: u64,
     #[command(flatten)]
     pub revocation: super::revocations::RevocationArgs,
+    #[command(flatten)]
+    pub delivery: super::deliver::DeliveryArgs,
     /// Read with enhanced fan-out (SubscribeToShard) as this registered stream consumer; needs
     /// kinesis:RegisterStreamConsumer, DescribeStreamConsumer, SubscribeToShard.
     #[arg(long, env = "OPTOUT_CONSUMER_NAME", value_parser = parse_consumer_name)]
@@ -133,6 +135,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         decode: args.revocation.settings(args.infer_keywords),
         http: args.http_addr.map(|addr| args.auth.settings(addr)),
         webhooks: args.webhooks.settings(),
+        delivery: args.delivery.settings(),
     };
     let stats = app::run(settings, shutdown_on_signals()).await?;
     info!(

@@ -21,6 +21,7 @@
 //! - `lost_file`: the SQLite file deleted under `run` (exit 1) and under `serve` (unready);
 //! - `log_hygiene`: no phone number or body reaches the logs;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
+//! - `deliver`: `--twilio-consent revocations` against a fake Consent API, latency measured;
 //! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
 //!   `kill -9` during a burst; `webhook_settings`: their settings mistakes.
 
@@ -29,6 +30,7 @@
 mod common;
 
 mod cli;
+mod deliver;
 mod failover;
 mod fanout;
 mod faults;

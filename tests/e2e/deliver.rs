@@ -1,0 +1,149 @@
+//! Delivery through the `optout` binary: `optout run --twilio-consent revocations` against the
+//! fake Consent API (tests/common/consent_api.rs): a phrase revocation in the stream reaches
+//! Twilio as an opt-out, a keyword STOP (which Twilio blocked itself) does not, and the time
+//! from the stream to the fake is measured (printed, not asserted: speed is measured, never
+//! asserted). Configuration mistakes exit 2 with one line.
+
+use super::*;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use optout::deliver::{Clock, SystemClock};
+
+use crate::common::consent_api::ConsentApi;
+
+const KEY: &str = "SK0123456789abcdef0123456789abcdef";
+const SECRET: &str = "e2e-api-secret";
+
+fn revocation(i: usize) -> Vec<u8> {
+    Inbound::new(&format!("EZrev{i:04}"), &format!("+1555321{i:04}"))
+        .service("MG0123456789abcdef0123456789abcdef")
+        .body("please stop texting me")
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phrase_revocation_in_the_stream_reaches_the_consent_api_and_a_stop_does_not() {
+    let emu = emulator::from_env().await;
+    let client = emu.client().await;
+    let stream = emulator::new_stream(&client, "deliver", 1).await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let api = ConsentApi::new(clock, ACCOUNT, KEY, SECRET);
+    let url = api.serve().await;
+    let mut env = emu.env();
+    env.extend([
+        ("TWILIO_ACCOUNT_SID".to_string(), ACCOUNT.to_string()),
+        ("TWILIO_API_KEY".to_string(), KEY.to_string()),
+        ("TWILIO_API_SECRET".to_string(), SECRET.to_string()),
+    ]);
+    let optout = Optout::new(env);
+    let worker = optout.spawn_run(
+        &stream,
+        &[
+            "--twilio-consent",
+            "revocations",
+            "--twilio-api-url",
+            &url,
+            "--delivery-poll-ms",
+            "50",
+        ],
+    );
+    // A keyword STOP first: recorded, but Twilio already blocked it, so never pushed.
+    let stop = Inbound::new("EZstop0001", "+15553339999")
+        .service("MG0123456789abcdef0123456789abcdef")
+        .body("STOP")
+        .opt_out_type("STOP")
+        .build();
+    emulator::put_records(&client, &stream, &keyed(vec![stop]))
+        .await
+        .unwrap();
+    // Then revocations one at a time, each timed from its put to its arrival at the fake.
+    let n = 30;
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let sent = Instant::now();
+        emulator::put_records(&client, &stream, &keyed(vec![revocation(i)]))
+            .await
+            .unwrap();
+        let contact = format!("+1555321{i:04}");
+        emulator::wait_for(
+            "the revocation at the fake",
+            Duration::from_secs(60),
+            || {
+                let found = api
+                    .items()
+                    .iter()
+                    .any(|it| it["contact_id"] == contact.as_str());
+                async move { found }
+            },
+        )
+        .await
+        .unwrap();
+        latencies.push(sent.elapsed());
+    }
+    let items = api.items();
+    assert!(
+        items.iter().all(|i| i["contact_id"] != "+15553339999"),
+        "the STOP was pushed"
+    );
+    for i in &items {
+        assert_eq!(i["status"], "opt-out");
+        assert_eq!(i["source"], "opt-out-message");
+        assert_eq!(i["sender_id"], "MG0123456789abcdef0123456789abcdef");
+    }
+    let arrivals = api.arrivals.lock().unwrap().clone();
+    assert!(arrivals.iter().all(|a| a.status == 201), "{arrivals:?}");
+    // The revocation was honoured here too (revocations mode implies it).
+    let status = optout.query(&["status", "--subscriber", "+15553210000"]);
+    assert_eq!(status[0]["status"], "opted_out", "{status:?}");
+    worker.terminate();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "stream → Consent API over {n} revocations: p50 {:?}, p99 {:?}, max {:?} (at {:?})",
+        pct(0.5),
+        pct(0.99),
+        latencies.last().unwrap(),
+        SystemTime::now()
+    );
+}
+
+#[test]
+fn delivery_configuration_mistakes_exit_2_with_one_line() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--twilio-consent", "all"], "TWILIO_ACCOUNT_SID"),
+        (
+            &["--notify-url", "https://example.com/hook"],
+            "one secret file per URL",
+        ),
+        (
+            &[
+                "--notify-url",
+                "https://example.com/hook",
+                "--notify-secret-file",
+                "/nonexistent/s",
+            ],
+            "cannot read --notify-secret-file",
+        ),
+    ];
+    for (args, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}", dir.path().join("o.db").display());
+        let mut all = vec!["run", "--stream", "s", "--store", &store];
+        all.extend_from_slice(args);
+        let mut cmd = bare_command(&all);
+        for var in [
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_API_KEY",
+            "TWILIO_API_SECRET",
+            "TWILIO_AUTH_TOKEN",
+        ] {
+            cmd.env_remove(var);
+        }
+        let (code, stderr) = output_of(&mut cmd);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
