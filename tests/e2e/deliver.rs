@@ -147,3 +147,105 @@ fn delivery_configuration_mistakes_exit_2_with_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+/// Two instances on PostgreSQL; the first is killed (`kill -9`) while its request to the
+/// Consent API is in flight (the fake holds every request 2 s, within Twilio's 3 s). The
+/// second takes its claims over once they expire: every opt-out arrives, and the items of the
+/// request in flight arrive again with the same `correlation_id`s, the only duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dispatcher_killed_mid_delivery_loses_nothing_on_postgres() {
+    let emu = emulator::from_env().await;
+    let client = emu.client().await;
+    let stream = emulator::new_stream(&client, "deliverkill", 2).await;
+    let pg = crate::common::db::postgres().await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Auth token credentials: the account SID is the user name.
+    let api = ConsentApi::new(clock, ACCOUNT, ACCOUNT, SECRET);
+    *api.hang_next.lock().unwrap() = (usize::MAX, Duration::from_secs(2));
+    let url = api.serve().await;
+    let mut env = emu.env();
+    env.extend([
+        ("TWILIO_ACCOUNT_SID".to_string(), ACCOUNT.to_string()),
+        ("TWILIO_AUTH_TOKEN".to_string(), SECRET.to_string()),
+    ]);
+    let optout = Optout::with_store(env, &pg.url);
+    let flags = |id: &'static str| {
+        vec![
+            "--twilio-consent",
+            "all",
+            "--twilio-api-url",
+            url.as_str(),
+            "--delivery-hold-secs",
+            "5",
+            "--delivery-poll-ms",
+            "50",
+            "--lease-ms",
+            "2000",
+            "--worker-id",
+            id,
+        ]
+    };
+    let mut first = optout.spawn_run(&stream, &flags("first"));
+    let n = 60;
+    let records: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            Inbound::new(&format!("EZkill{i:04}"), &format!("+1555444{i:04}"))
+                .service("MG0123456789abcdef0123456789abcdef")
+                .body("STOP")
+                .opt_out_type("STOP")
+                .build()
+        })
+        .collect();
+    emulator::put_records(&client, &stream, &keyed(records))
+        .await
+        .unwrap();
+    emulator::wait_for("a request in flight", Duration::from_secs(60), || {
+        let any = !api.arrivals.lock().unwrap().is_empty();
+        async move { any }
+    })
+    .await
+    .unwrap();
+    first.kill_9();
+    let in_flight = api.arrivals.lock().unwrap()[0].items.clone();
+    let second = optout.spawn_run(&stream, &flags("second"));
+    // Every opt-out arrives, and the items the first held are taken over once its claim
+    // (5 s) expires and sent again.
+    let resent = |items: &[Value]| {
+        in_flight.iter().all(|f| {
+            let copies = items
+                .iter()
+                .filter(|i| i["correlation_id"] == f["correlation_id"]);
+            copies.count() >= 2
+        })
+    };
+    emulator::wait_for(
+        "every opt-out at the fake",
+        Duration::from_secs(120),
+        || {
+            let items = api.items();
+            let contacts: BTreeSet<String> = items
+                .iter()
+                .map(|i| i["contact_id"].as_str().unwrap().to_string())
+                .collect();
+            let done = contacts.len() == n && resent(&items);
+            async move { done }
+        },
+    )
+    .await
+    .unwrap();
+    second.terminate();
+    let items = api.items();
+    // One correlation id per contact, however many copies.
+    let mut ids: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for i in &items {
+        ids.entry(i["contact_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(i["correlation_id"].as_str().unwrap().to_string());
+    }
+    assert!(ids.values().all(|s| s.len() == 1), "{ids:?}");
+    println!(
+        "{} items for {n} opt-outs ({} in flight at the kill)",
+        items.len(),
+        in_flight.len()
+    );
+}
