@@ -1,8 +1,13 @@
-//! Delivery through the `optout` binary: `optout run --twilio-consent revocations` against the
-//! fake Consent API (tests/common/consent_api.rs): a phrase revocation in the stream reaches
-//! Twilio as an opt-out, a keyword STOP (which Twilio blocked itself) does not, and the time
-//! from the stream to the fake is measured (printed, not asserted: speed is measured, never
-//! asserted). Configuration mistakes exit 2 with one line.
+//! Delivery through the `optout` binary:
+//! - `optout run --twilio-consent revocations` against the fake Consent API
+//!   (tests/common/consent_api.rs): a phrase revocation in the stream reaches Twilio as an
+//!   opt-out, a keyword STOP (which Twilio blocked itself) does not, and the time from the
+//!   stream to the fake is measured (printed, not asserted: speed is measured, never asserted);
+//! - two instances on PostgreSQL, one killed with a request in flight: nothing lost, the only
+//!   copies carry the same `correlation_id`;
+//! - `--notify-url`: every change arrives signed (checked by the Standard Webhooks library),
+//!   in order per subscriber, through a refused first try;
+//! - configuration mistakes exit 2 with one line.
 
 use super::*;
 
@@ -248,4 +253,91 @@ async fn a_dispatcher_killed_mid_delivery_loses_nothing_on_postgres() {
         items.len(),
         in_flight.len()
     );
+}
+
+/// `optout run --notify-url`: every change in the stream reaches the receiver, signed so that
+/// the Standard Webhooks reference library accepts it, in commit order per subscriber.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_change_reaches_a_signed_webhook() {
+    use crate::common::webhook_receiver::{Receiver, verify_all};
+    let emu = emulator::from_env().await;
+    let client = emu.client().await;
+    let stream = emulator::new_stream(&client, "notify", 1).await;
+    // Every id refused once first: each change is retried before it is taken.
+    let receiver = Receiver::new(1);
+    let url = receiver.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("whsec");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let optout = Optout::new(emu.env());
+    let worker = optout.spawn_run(
+        &stream,
+        &[
+            "--notify-url",
+            &url,
+            "--notify-secret-file",
+            secret_file.to_str().unwrap(),
+            "--delivery-poll-ms",
+            "50",
+        ],
+    );
+    // A STOP then a START for one subscriber, and a STOP for another.
+    let rec = |id: &str, from: &str, kw: &str, at: &str| {
+        Inbound::new(id, from)
+            .service("MG0123456789abcdef0123456789abcdef")
+            .body(kw)
+            .opt_out_type(kw)
+            .at(at)
+            .build()
+    };
+    // A change is the answer after a commit: the START goes in once the STOPs are delivered,
+    // so that it is a change of its own.
+    let batches = [
+        vec![
+            rec("EZn1", "+15556660001", "STOP", "2026-03-01T10:00:00Z"),
+            rec("EZn3", "+15556660002", "STOP", "2026-03-01T10:02:00Z"),
+        ],
+        vec![rec("EZn2", "+15556660001", "START", "2026-03-01T10:01:00Z")],
+    ];
+    let mut expected = 0;
+    for batch in batches {
+        expected += batch.len();
+        emulator::put_records(&client, &stream, &keyed(batch))
+            .await
+            .unwrap();
+        let waited = emulator::wait_for("the changes delivered", Duration::from_secs(60), || {
+            let n = receiver.delivered().len();
+            async move { n >= expected }
+        })
+        .await;
+        if let Err(e) = waited {
+            let got = receiver.received.lock().unwrap().len();
+            panic!("{e}: {got} requests received; log:\n{}", worker.raw_log());
+        }
+    }
+    worker.terminate();
+    let all = receiver.received.lock().unwrap().clone();
+    let verified = verify_all(secret, &all);
+    assert!(
+        verified.iter().all(|v| v.get("error").is_none()),
+        "{verified:?}"
+    );
+    let delivered: Vec<&Value> = all
+        .iter()
+        .zip(&verified)
+        .filter(|(r, _)| r.status < 300)
+        .map(|(_, v)| v)
+        .collect();
+    let first: Vec<&str> = delivered
+        .iter()
+        .filter(|v| v["data"]["subscriber"] == "+15556660001")
+        .map(|v| v["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(first, ["opted_out", "opted_in"]);
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    // Each refused try and its retry share one webhook-id.
+    let ids: BTreeSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(all.len(), 6);
 }
