@@ -7,6 +7,7 @@
 //!   copies carry the same `correlation_id`;
 //! - `--notify-url`: every change arrives signed (checked by the Standard Webhooks library),
 //!   in order per subscriber, through a refused first try;
+//! - `serve --notify-url` beside `run` on PostgreSQL: two dispatchers share the outbox;
 //! - configuration mistakes exit 2 with one line.
 
 use super::*;
@@ -340,4 +341,66 @@ async fn every_change_reaches_a_signed_webhook() {
     let ids: BTreeSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(all.len(), 6);
+}
+
+/// On PostgreSQL, `optout serve --notify-url` beside `optout run --notify-url`: two
+/// dispatchers share the outbox; every change is delivered, and any copy has its item's id.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_and_run_share_the_outbox_on_postgres() {
+    use crate::common::webhook_receiver::Receiver;
+    let emu = emulator::from_env().await;
+    let client = emu.client().await;
+    let stream = emulator::new_stream(&client, "notifyserve", 2).await;
+    let pg = crate::common::db::postgres().await;
+    let receiver = Receiver::new(0);
+    let url = receiver.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("whsec");
+    std::fs::write(&secret_file, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let secret_path = secret_file.to_str().unwrap();
+    let optout = Optout::with_store(emu.env(), &pg.url);
+    let notify = ["--notify-url", &url, "--notify-secret-file", secret_path];
+    let mut run_flags = notify.to_vec();
+    run_flags.extend(["--delivery-poll-ms", "50"]);
+    let worker = optout.spawn_run(&stream, &run_flags);
+    let addr = format!("127.0.0.1:{}", crate::common::http::free_port());
+    let mut serve_args = vec!["serve", "--http-addr", &addr, "--delivery-poll-ms", "50"];
+    serve_args.extend(notify);
+    let server = optout.spawn(&serve_args);
+    let n = 40;
+    let records: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            Inbound::new(&format!("EZsv{i:04}"), &format!("+1555777{i:04}"))
+                .service("MG0123456789abcdef0123456789abcdef")
+                .body("STOP")
+                .opt_out_type("STOP")
+                .build()
+        })
+        .collect();
+    emulator::put_records(&client, &stream, &keyed(records))
+        .await
+        .unwrap();
+    emulator::wait_for("every change delivered", Duration::from_secs(60), || {
+        let ids: BTreeSet<String> = receiver.delivered().into_iter().map(|r| r.id).collect();
+        async move { ids.len() == n }
+    })
+    .await
+    .unwrap();
+    let serve_log = server.terminate();
+    worker.terminate();
+    assert!(
+        serve_log
+            .iter()
+            .any(|l| l["message"] == "Dispatcher started."),
+        "serve ran no dispatcher: {serve_log:?}"
+    );
+    let all = receiver.delivered();
+    let subscribers: BTreeSet<String> = all
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            v["data"]["subscriber"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(subscribers.len(), n);
 }
