@@ -27,7 +27,7 @@ echo "== end-to-end scenarios against kinesis-local (polling, fan-out, faults, s
 # or no emulator at all, and already ran above.
 OPTOUT_TEST_EMULATOR=kinesis-local cargo test --locked --test e2e -- \
     scenarios:: resume:: reshard:: positions:: cli:: http:: fanout:: faults:: workers:: \
-    poison:: log_hygiene:: webhooks::one_stop --skip query_cli \
+    poison:: log_hygiene:: webhooks::one_stop shutdown:: honor:: --skip query_cli \
     --skip twenty_kills --skip expired_iterators --skip latest_survives \
     --skip expiring_subscriptions --skip a_deregistered_consumer \
     --skip database_refusals --skip replay_stores

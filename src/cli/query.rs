@@ -11,7 +11,7 @@ use crate::app::vocabulary::{
     AsOfFilter, DeadLetterFilter, Detection, EventFilter, Listing, OptOutType, StatusFilter,
     TestEventFilter,
 };
-use crate::app::{self, ServeSettings};
+use crate::app::{self, RetryRequest, RetrySettings, ServeSettings};
 
 /// `--limit`: print at most this many rows.
 #[derive(Debug, Args)]
@@ -35,10 +35,37 @@ pub struct ListArgs {
 pub struct DeadLettersArgs {
     /// Print this one dead letter whole (its `id` in a list), as JSON with every byte of the
     /// raw record; lists carry the first 1,024.
-    #[arg(long, value_name = "ID", conflicts_with_all = ["limit", "format"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["limit", "format", "retry"])]
     pub id: Option<String>,
     #[command(flatten)]
     pub list: ListArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+/// `optout dead-letters --retry` flags.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Decode the stored records again with today's decoder (and these decoding flags) and
+    /// say what would happen; with --apply, store those that now decode, each with its dead
+    /// letter removed in the same transaction. Prints one row per dead letter tried.
+    #[arg(long, conflicts_with = "limit")]
+    pub retry: bool,
+    /// With --retry: only dead letters whose reason contains this text.
+    #[arg(long, value_name = "TEXT", requires = "retry")]
+    pub reason: Option<String>,
+    /// With --retry: only dead letters recorded at or after this time (RFC 3339).
+    #[arg(long, value_parser = parse_rfc3339, requires = "retry")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --retry: commit (without it, a dry run that changes nothing).
+    #[arg(long, requires = "retry")]
+    pub apply: bool,
+    /// With --retry: treat default opt keywords in bodies of schema versions below 5 as opt
+    /// events (marked inferred), as `run --infer-keywords` does.
+    #[arg(long, env = "OPTOUT_INFER_KEYWORDS")]
+    pub infer_keywords: bool,
+    #[command(flatten)]
+    pub revocation: super::revocations::RevocationArgs,
 }
 
 /// `optout status` flags.
@@ -127,6 +154,9 @@ const EVENTS_TABLE: TableSpec = TableSpec {
 };
 const DEAD_LETTERS_TABLE: TableSpec = TableSpec {
     columns: &["recorded_at", "shard_id", "sequence_number", "reason"],
+};
+const RETRY_TABLE: TableSpec = TableSpec {
+    columns: &["shard_id", "sequence_number", "outcome", "detail"],
 };
 pub(super) const HISTORY_TABLE: TableSpec = TableSpec {
     columns: &[
@@ -227,8 +257,59 @@ pub async fn dead_letters(cli: &Cli, args: &DeadLettersArgs) -> Result<(), CliEr
     if let Some(id) = &args.id {
         return dead_letter(cli, id).await;
     }
+    if args.retry.retry {
+        return retry(cli, &args.retry, args.list.format.format).await;
+    }
     let (limit, format) = (args.list.limit.limit, args.list.format.format);
     print(cli, DeadLetterFilter, limit, format, DEAD_LETTERS_TABLE).await
+}
+
+/// Retries dead letters, printing each one's outcome as it is known and a summary on stderr.
+async fn retry(cli: &Cli, args: &RetryArgs, format: Format) -> Result<(), CliError> {
+    let settings = RetrySettings {
+        store_url: cli.store.clone(),
+        request: RetryRequest {
+            reason: args.reason.clone(),
+            since: args.since,
+            apply: args.apply,
+        },
+        decode: args.revocation.settings(args.infer_keywords),
+    };
+    let out = std::io::BufWriter::new(std::io::stdout());
+    let mut printer = Printer::new(out, format, RETRY_TABLE);
+    let done = app::retry_dead_letters(settings, super::shutdown_on_signals(), |row| {
+        printer.row(&row)
+    })
+    .await;
+    let finished = printer.finish();
+    let summary = done?;
+    match finished {
+        Err(e) if is_broken_pipe(&e) => {}
+        other => other.map_err(CliError::Runtime)?,
+    }
+    let (verb, tail) = match args.apply {
+        true => ("stored", ""),
+        false => (
+            "would be stored",
+            "; dry run, nothing changed (--apply commits)",
+        ),
+    };
+    eprintln!(
+        "{} dead letters matched: {} {verb}, {} left as they were{}{tail}",
+        summary.matched,
+        summary.stored,
+        summary.left,
+        match summary.already_retried {
+            0 => String::new(),
+            n => format!(", {n} already retried by another run"),
+        },
+    );
+    if summary.interrupted {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "interrupted: what was stored stays stored; run it again for the rest"
+        )));
+    }
+    Ok(())
 }
 
 /// Writes one dead letter's JSON to stdout as it is read.

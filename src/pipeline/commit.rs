@@ -38,7 +38,7 @@ impl Default for Target {
 }
 
 impl Target {
-    fn batch(&self, checkpoint: Option<CheckpointUpdate>) -> Batch {
+    pub(super) fn batch(&self, checkpoint: Option<CheckpointUpdate>) -> Batch {
         Batch {
             path: self.path,
             stream: self.stream.clone(),
@@ -167,7 +167,7 @@ pub async fn commit_records(
 /// removed (a message SID that is a Twilio SID is kept: it is the event's identity, and no
 /// database refuses 34 letters and digits); `None` when there is no opt event or the
 /// database still refuses it.
-async fn commit_without_text(
+pub(super) async fn commit_without_text(
     store: &dyn Store,
     batch: &mut Batch,
     error: &StoreError,

@@ -7,7 +7,11 @@
 
 mod commit;
 pub mod metrics;
+mod retry;
 
+pub use retry::{Retried, retry_dead_letter};
+
+use commit::commit_without_text;
 pub use commit::{Committed, Target, commit_records};
 
 use tracing::{info, warn};

@@ -162,6 +162,10 @@ pub struct Batch {
     /// Phrase-detected revocations set `opted_out` (`--honor-revocations`); otherwise they are
     /// recorded and leave status alone.
     pub honor_revocations: bool,
+    /// Sequence numbers of this shard's dead letters whose records the batch holds, decoded
+    /// again (`optout dead-letters --retry`): deleted in the same transaction as the effects,
+    /// so a retried record is either still a dead letter or stored, never both nor neither.
+    pub retried: Vec<String>,
 }
 
 /// What a commit changed, for logs and metrics.
@@ -184,6 +188,8 @@ pub struct CommitSummary {
     pub changes: u64,
     /// Outbox items written (one per change and target that wants it).
     pub outbox_items: u64,
+    /// Dead letters removed because their records were retried and stored ([`Batch::retried`]).
+    pub dead_letters_retried: u64,
 }
 
 impl std::ops::AddAssign for CommitSummary {
@@ -196,6 +202,7 @@ impl std::ops::AddAssign for CommitSummary {
         self.test_events += o.test_events;
         self.changes += o.changes;
         self.outbox_items += o.outbox_items;
+        self.dead_letters_retried += o.dead_letters_retried;
     }
 }
 

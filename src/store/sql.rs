@@ -45,6 +45,7 @@ fn now() -> String {
 struct CommitSql {
     insert_dead_letter: String,
     insert_test_event: String,
+    delete_retried: &'static str,
     first_checkpoint: String,
     next_checkpoint: String,
 }
@@ -65,6 +66,8 @@ impl CommitSql {
                 d.ts_in("$3"),
                 d.ts_in("$7")
             ),
+            delete_retried: "DELETE FROM dead_letters \
+                 WHERE stream_name = $1 AND shard_id = $2 AND sequence_number = $3",
             // The checkpoint write is a compare-and-set on the checkpoint the writer read the
             // batch after: a first checkpoint only where the shard has none with a sequence
             // number yet, a later one only over the expected one. A row count of 0 refuses
@@ -119,6 +122,15 @@ impl SqlStore {
             .execute(&mut **tx)
             .await?
             .rows_affected();
+        }
+        for sequence_number in &batch.retried {
+            summary.dead_letters_retried += sqlx::query(commit_sql(d).delete_retried)
+                .bind(&batch.stream)
+                .bind(&batch.shard_id)
+                .bind(sequence_number)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
         }
         for Positioned {
             sequence_number,

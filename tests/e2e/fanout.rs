@@ -87,7 +87,9 @@ async fn mixed_stream_read_with_enhanced_fan_out() {
 
 /// A second run with the same consumer reuses it and reads exactly the new records, although
 /// a subscription starts where the last one stopped (kinesis-local still holds the first run's
-/// subscriptions for a moment; ferrokinesis re-sends from the shard's start).
+/// subscriptions for a moment; ferrokinesis re-sends from the shard's start). Each shard is
+/// subscribed to after its stored checkpoint, and on kinesis-local, which honours the starting
+/// position, the server sends nothing again: the position is right, not merely filtered.
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_with_the_same_consumer_reads_only_new_records() {
     let emu = emulator::from_env().await;
@@ -116,7 +118,56 @@ async fn resume_with_the_same_consumer_reads_only_new_records() {
     emulator::put_records(&client, &stream, &keyed(second.clone()))
         .await
         .unwrap();
-    let logs = run_fanout(&optout, &stream);
+    let checkpoints: BTreeSet<(String, String)> = optout
+        .query(&["shards", "--stream", &stream])
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s["shard_id"].as_str()?.to_string(),
+                s["checkpoint"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    // The engine's debug lines say where each subscription starts and what the server sent
+    // again at or before the checkpoint.
+    let mut env = emu.env();
+    env.push((
+        "RUST_LOG".into(),
+        "warn,optout=info,kinesis_engine=debug".into(),
+    ));
+    let debug = Optout::with_store(env, &optout.store);
+    let logs = run_fanout(&debug, &stream);
+    let subscribed: BTreeSet<(String, String)> = logs
+        .iter()
+        .filter(|l| l["message"] == "Subscribed to shard.")
+        .filter_map(|l| {
+            let after = l["after"].as_str()?;
+            let seq = after.strip_prefix("Some(\"")?.strip_suffix("\")")?;
+            Some((l["shard_id"].as_str()?.to_string(), seq.to_string()))
+        })
+        .collect();
+    assert_eq!(
+        subscribed, checkpoints,
+        "each shard is subscribed to after its checkpoint"
+    );
+    let sent_again: u64 = logs.iter().filter_map(|l| l["skipped"].as_u64()).sum();
+    match emu.kind {
+        // kinesis-local honours the starting position: nothing is sent again.
+        emulator::EmulatorKind::KinesisLocal => {
+            assert_eq!(
+                sent_again, 0,
+                "kinesis-local sent records before the position"
+            )
+        }
+        // ferrokinesis starts every subscription at the shard's beginning.
+        emulator::EmulatorKind::Ferrokinesis => {
+            assert_eq!(
+                sent_again,
+                first.len() as u64,
+                "ferrokinesis re-sends the first run"
+            )
+        }
+    }
     assert_eq!(registrations(&logs), 0, "the consumer is reused");
     assert_eq!(
         records_read(&logs),

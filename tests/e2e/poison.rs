@@ -176,7 +176,7 @@ async fn replay_stores_hostile_files_the_same_on_both_backends() {
 /// Makes the database refuse, with a constraint error (the same class of refusal as
 /// PostgreSQL's "index row size exceeds" or a bad byte), any opt event whose subscriber holds
 /// `POISON` or whose body holds `BADBODY`.
-async fn refuse_poison(db: &db::Db) {
+pub(super) async fn refuse_poison(db: &db::Db) {
     use sqlx::Connection;
     if db.url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();

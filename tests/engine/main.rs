@@ -6,6 +6,7 @@
 //! - `restarts`: a reader whose processor panics or fails is restarted from its checkpoint;
 //! - `failover`: a commit whose answer is lost, commits lost underneath a running reader;
 //! - `leases`: what engines sharing a lease store learn from each other's checkpoints;
+//! - `shutdown`: cancelled with a batch in hand, which is committed, and nothing after it;
 //! - `budget`: the in-flight memory budget's accounting;
 //! - `emulators`: the harness against both emulators, and what each does that the engine
 //!   copes with.
@@ -20,3 +21,4 @@ mod emulators;
 mod failover;
 mod leases;
 mod restarts;
+mod shutdown;

@@ -3,6 +3,8 @@
 //! - `auth`: bearer tokens, open probes, refusing a public address without a token;
 //! - `memory`: 1 MiB rows under 32 worst-case requests stay under a memory ceiling;
 //! - `exports`: exports nobody reads hold a slot each and are closed after 30 s;
+//! - `limits`: the connection cap, the header deadline, the in-flight cap (`busy`), the
+//!   response time limit and `store_unavailable`, each at its boundary;
 //! - `probes`: `--health-addr`: a flood on the API port, a held read pool, and the probes;
 //! - `bounds`: parameter sizes, and client mistakes as 400 on both backends.
 //! - `webhooks`: Twilio's webhooks, signed by Twilio's own helper library: signatures,
@@ -21,6 +23,7 @@ mod bounds;
 mod deliver_consent;
 mod deliver_notify;
 mod exports;
+mod limits;
 mod memory;
 mod probes;
 mod webhook_input;

@@ -8,6 +8,8 @@
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `migrations`: upgrades of databases holding rows;
 //! - `outbox`: the change feed exactly once, the outbox's claims and settlements, long-polls;
+//! - `migrations_all`: every released schema version, with a row in every table, upgraded in
+//!   one transaction (a failure leaves the old schema), on both backends;
 //! - `access`: read-only queries, file modes, the runner lock, connection errors;
 //! - `tls`: TLS to PostgreSQL and the store's secrets;
 //! - `sqlite_file`: the SQLite file deleted or replaced under the store, hard links, modes,
@@ -22,6 +24,7 @@ mod checkpoints;
 mod guarantees;
 mod leases;
 mod migrations;
+mod migrations_all;
 mod outbox;
 mod paths;
 mod queries;

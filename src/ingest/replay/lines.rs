@@ -97,6 +97,9 @@ pub struct LineBlocks {
     pending: Vec<u8>,
     pending_at: usize,
     ended: bool,
+    /// The input failed (a truncated gzip, an I/O error) after the lines of the block handed
+    /// on last: returned by the next call.
+    failed: Option<io::Error>,
 }
 
 impl LineBlocks {
@@ -115,6 +118,7 @@ impl LineBlocks {
             pending: Vec::new(),
             pending_at: 0,
             ended: false,
+            failed: None,
         }
     }
 
@@ -138,7 +142,14 @@ impl LineBlocks {
     }
 
     /// The next block with at least one line (blank lines are skipped), `None` at the end.
+    ///
+    /// When the input fails (a gzip cut short, a read error), the whole lines read before
+    /// the failure are handed on first, and the error comes with the next call: what was read
+    /// is kept whatever the block size or timing, and the line cut in the middle is dropped.
     pub fn next_block(&mut self) -> io::Result<Option<Block>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut block = Block {
             bytes: Vec::with_capacity(self.block_bytes.min(64 << 20) + (64 << 10)),
             ..Block::default()
@@ -168,7 +179,15 @@ impl LineBlocks {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            match self.src.next(wait)? {
+            let next = match self.src.next(wait) {
+                Ok(next) => next,
+                Err(e) if block.is_empty() => return Err(e),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Ok(Some(block));
+                }
+            };
+            match next {
                 Next::Data(chunk) => {
                     self.feed(&chunk, 0, &mut block);
                     if flush_at.is_none() && !block.is_empty() {

@@ -43,9 +43,20 @@ pub const FLUSH_AFTER: Duration = Duration::from_secs(1);
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// The input could not be read or inflated.
-    #[error("reading {label}: {source}")]
-    Read { label: String, source: io::Error },
+    /// The input could not be read or inflated (a gzip cut short, say). The whole lines read
+    /// before the failure are stored, the line it cut is not: a rerun of the repaired file
+    /// stores the rest (what is stored is skipped by identity).
+    #[error(
+        "reading {label}: {source}{hint}; {kept}",
+        hint = if source.kind() == io::ErrorKind::UnexpectedEof { " (the input ends in the middle: a truncated gzip?)" } else { "" },
+        kept = match last_line { 0 => "nothing of it is stored".to_string(), n => format!("lines 1 to {n} are stored, the rest is not") }
+    )]
+    Read {
+        label: String,
+        source: io::Error,
+        /// The last line committed.
+        last_line: u64,
+    },
     /// The store failed in a way no isolation helps with.
     #[error("storing {label}: {source}")]
     Store { label: String, source: StoreError },
@@ -130,6 +141,7 @@ pub async fn replay_input(
         let d = next.map_err(|source| ReplayError::Read {
             label: label.clone(),
             source,
+            last_line: out.last_line,
         })?;
         let done = &mut out.done;
         done.commits += 1;

@@ -22,6 +22,7 @@ mod changes;
 pub mod items;
 mod lists;
 mod lookup;
+mod retry;
 mod revocations;
 mod sqlbuild;
 
@@ -40,6 +41,7 @@ pub use changes::{
 pub use lists::{DeadLetterFilter, TestEventFilter};
 pub(crate) use lookup::reason as signal_reason;
 pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
+pub use retry::StoredDeadLetter;
 
 use super::schema::Dialect;
 use super::{Access, StoreError, StoreUrl};
