@@ -12,6 +12,7 @@ const LAYERS: &[(&str, &[MetricDef])] = &[
     ("store", crate::store::metrics::METRICS),
     ("http", crate::http::metrics::METRICS),
     ("webhook", crate::ingest::webhook::metrics::METRICS),
+    ("deliver", crate::deliver::metrics::METRICS),
 ];
 
 /// Installs the Prometheus recorder (once per process) and describes every metric.

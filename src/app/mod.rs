@@ -10,6 +10,7 @@
 
 mod aws;
 mod changes;
+mod deliver;
 pub mod metrics;
 mod produce;
 pub mod progress;
@@ -24,6 +25,7 @@ mod store;
 mod upkeep;
 
 pub use changes::{ChangesSettings, changes};
+pub use deliver::{DeliverySettings, TWILIO_API_URL};
 pub use produce::{ProduceSettings, Produced, produce};
 pub use progress::{NoProgress, Progress};
 pub use query::{dead_letter, export};
@@ -39,6 +41,7 @@ pub use store::migrate;
 /// module: where shards start, the log format, what a query command asks for, and the
 /// values it filters on.
 pub mod vocabulary {
+    pub use crate::deliver::{ConsentMode, TwilioEnv};
     pub use crate::event::{Detection, OptOutType};
     pub use crate::store::IngestPath;
     pub use crate::store::query::{

@@ -8,6 +8,7 @@ use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, Handles, LeaseStor
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::deliver::{Delivery, DeliverySettings, system_clock};
 use super::progress::Progress;
 use super::serve::{PG_WEBHOOK_COMMITTERS, bind_http, finish_webhooks};
 use super::settings::{
@@ -33,6 +34,8 @@ pub struct RunSettings {
     pub http: Option<HttpSettings>,
     /// Take Twilio's webhooks on that HTTP server too.
     pub webhooks: WebhookSettings,
+    /// Deliver changes to Twilio's Consent API and signed webhooks.
+    pub delivery: DeliverySettings,
 }
 
 /// The engine's configuration for these settings (the engine's defaults for the rest), and
@@ -83,6 +86,9 @@ pub async fn run(
     StoreUrl::parse(&settings.store_url)?; // a typo in --store fails before any AWS call
     let auth = settings.http.as_ref().map(HttpSettings::auth).transpose()?;
     let decode = settings.decode.options()?;
+    // Pushing revocations to Twilio is honouring them: optout's own answer must agree.
+    let honor = settings.decode.honor_revocations || settings.delivery.implies_honor_revocations();
+    let targets = settings.delivery.targets(system_clock())?;
     if settings.webhooks.enabled() && settings.http.is_none() {
         return Err(AppError::Usage(
             "--twilio-auth-token-file needs --http-addr: the webhooks are served by the HTTP \
@@ -90,17 +96,21 @@ pub async fn run(
                 .into(),
         ));
     }
-    let hooks = settings
-        .webhooks
-        .load(|| Ok(decode), settings.decode.honor_revocations)?;
+    let hooks = settings.webhooks.load(|| Ok(decode), honor)?;
     let client = aws::kinesis_client(&settings.aws, true).await?;
     let (engine, handles) = engine_config(&settings.consumer);
     let mut pool_size = pool_size_for(&client, &engine.reading.stream).await;
     if hooks.is_some() {
         pool_size += PG_WEBHOOK_COMMITTERS as u32;
     }
+    // One connection per dispatcher and one for the backlog gauges.
+    if !targets.is_empty() {
+        pool_size += targets.len() as u32 + 1;
+    }
     let store = store::open(&settings.store_url, pool_size).await?;
     store.claim_single_runner().await?;
+    // Before the first commit, so that every change from now on gets its outbox items.
+    let delivery = Delivery::start(targets, store.clone(), &settings.delivery);
     let leases: Option<Arc<dyn LeaseStore>> = store
         .shared()
         .then(|| Arc::new(StoreLeases(store.clone())) as Arc<dyn LeaseStore>);
@@ -133,6 +143,9 @@ pub async fn run(
             match bound.await {
                 Ok(http) => Some(tokio::spawn(http.serve(shutdown.clone()))),
                 Err(e) => {
+                    if let Some(d) = delivery {
+                        d.finish().await;
+                    }
                     finish_webhooks(stop_hooks, committers, &store).await;
                     return Err(e);
                 }
@@ -142,7 +155,7 @@ pub async fn run(
     };
     let processor = Arc::new(
         StoreProcessor::new(store.clone(), decode)
-            .honor_revocations(settings.decode.honor_revocations)
+            .honor_revocations(honor)
             .max_record_bytes(settings.decode.max_record_bytes),
     );
     info!(stream = %engine.reading.stream, store = store.backend(), infer_keywords = decode.infer_keywords, "Starting consumer.");
@@ -156,6 +169,9 @@ pub async fn run(
     let lost_store = upkeep.await.ok().flatten();
     if let Some(h) = server {
         let _ = h.await;
+    }
+    if let Some(d) = delivery {
+        d.finish().await;
     }
     finish_webhooks(stop_hooks, committers, &store).await;
     if let Some(e) = lost_store {

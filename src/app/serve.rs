@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::deliver::{Delivery, DeliverySettings, system_clock};
 use super::settings::{DecodeSettings, HttpSettings, WebhookSettings};
 use super::{AppError, store, upkeep};
 use crate::http::{ApiAuth, AppState};
@@ -32,55 +33,72 @@ pub struct ServeSettings {
     pub webhooks: WebhookSettings,
     /// How webhook records are decoded.
     pub decode: DecodeSettings,
+    /// Deliver changes to Twilio's Consent API and signed webhooks.
+    pub delivery: DeliverySettings,
 }
 
 /// Serves the query API, health and metrics until `shutdown` (`optout serve`, a query-only
 /// instance beside the consumer): read-only connections, never a write. With
-/// `--twilio-auth-token-file` it also takes Twilio's webhooks, and so becomes a writer: it
+/// `--twilio-auth-token-file` it also takes Twilio's webhooks, and with a delivery target
+/// (`--twilio-consent`, `--notify-url`) it delivers the outbox; either makes it a writer: it
 /// opens the store for writing and, on SQLite, takes the one-runner lock and looks after the
 /// file as `optout run` does.
 pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Result<(), AppError> {
     let auth = settings.http.auth()?;
-    let config = settings.webhooks.load(
-        || settings.decode.options(),
-        settings.decode.honor_revocations,
-    )?;
+    // Pushing revocations to Twilio is honouring them: optout's own answer must agree.
+    let honor = settings.decode.honor_revocations || settings.delivery.implies_honor_revocations();
+    let config = settings
+        .webhooks
+        .load(|| settings.decode.options(), honor)?;
+    let targets = settings.delivery.targets(system_clock())?;
     let ready = Arc::new(AtomicBool::new(true));
-    let Some(config) = config else {
+    if config.is_none() && targets.is_empty() {
         let http = bind_http(&settings.store_url, &settings.http, auth, ready, None, None).await?;
         return http.serve(shutdown).await;
-    };
-    let store = store::open(&settings.store_url, PG_WEBHOOK_COMMITTERS as u32 + 2).await?;
+    }
+    let pool = PG_WEBHOOK_COMMITTERS as u32 + 2 + targets.len() as u32 + 1;
+    let store = store::open(&settings.store_url, pool).await?;
     if let Err(e) = store.claim_single_runner().await {
         store.close().await;
         return Err(match e {
             StoreError::Locked { path } => AppError::Usage(format!(
-                "another optout writer (`optout run`, or `optout serve` taking webhooks) is \
-                 already using {path}: on SQLite, take webhooks in the process that runs \
-                 `optout run` (--http-addr), or use PostgreSQL"
+                "another optout writer (`optout run`, or `optout serve` taking webhooks or \
+                 delivering) is already using {path}: on SQLite, take webhooks and deliver in \
+                 the process that runs `optout run` (--http-addr), or use PostgreSQL"
             )),
             other => other.into(),
         });
     }
     info!(
         store = store.backend(),
-        "Serving as a writer: Twilio webhooks on."
+        webhooks = config.is_some(),
+        delivery_targets = targets.len(),
+        "Serving as a writer."
     );
+    let delivery = Delivery::start(targets, store.clone(), &settings.delivery);
     let stop = CancellationToken::new();
-    let hooks = webhook::start(store.clone(), config, PG_WEBHOOK_COMMITTERS, stop.clone());
+    let hooks =
+        config.map(|c| webhook::start(store.clone(), c, PG_WEBHOOK_COMMITTERS, stop.clone()));
+    let (router, committers) = match hooks {
+        Some(h) => (Some(h.router), Some(h.committers)),
+        None => (None, None),
+    };
     let bound = bind_http(
         &settings.store_url,
         &settings.http,
         auth,
         ready.clone(),
         None,
-        Some(hooks.router),
+        router,
     )
     .await;
     let http = match bound {
         Ok(http) => http,
         Err(e) => {
-            finish_webhooks(stop, Some(hooks.committers), &store).await;
+            if let Some(d) = delivery {
+                d.finish().await;
+            }
+            finish_webhooks(stop, committers, &store).await;
             return Err(e);
         }
     };
@@ -88,7 +106,10 @@ pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Resu
     let served = http.serve(shutdown.clone()).await;
     shutdown.cancel();
     let lost_store = upkeep.await.ok().flatten();
-    finish_webhooks(stop, Some(hooks.committers), &store).await;
+    if let Some(d) = delivery {
+        d.finish().await;
+    }
+    finish_webhooks(stop, committers, &store).await;
     match lost_store {
         Some(e) => Err(AppError::Store(e)),
         None => served,

@@ -4,6 +4,7 @@
 //! line that says what to fix), 1 a failure at run time.
 
 mod changes;
+mod deliver;
 mod history;
 pub mod output;
 mod produce;
@@ -137,6 +138,8 @@ pub struct ServeArgs {
     pub revocation: revocations::RevocationArgs,
     #[command(flatten)]
     pub revocation_scope: RevocationScopeArg,
+    #[command(flatten)]
+    pub delivery: deliver::DeliveryArgs,
 }
 
 /// Who may call the HTTP API (`optout run --http-addr` and `optout serve`), and where the

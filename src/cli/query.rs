@@ -372,6 +372,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         http: args.auth.settings(args.http_addr, &args.revocation_scope),
         webhooks: args.webhooks.settings(),
         decode: args.revocation.settings(args.infer_keywords),
+        delivery: args.delivery.settings(),
     };
     Ok(app::serve(settings, super::shutdown_on_signals()).await?)
 }

@@ -62,6 +62,8 @@ pub struct RunArgs {
     pub revocation: super::revocations::RevocationArgs,
     #[command(flatten)]
     pub revocation_scope: super::RevocationScopeArg,
+    #[command(flatten)]
+    pub delivery: super::deliver::DeliveryArgs,
     /// Read with enhanced fan-out (SubscribeToShard) as this registered stream consumer; needs
     /// kinesis:RegisterStreamConsumer, DescribeStreamConsumer, SubscribeToShard.
     #[arg(long, env = "OPTOUT_CONSUMER_NAME", value_parser = parse_consumer_name)]
@@ -137,6 +139,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             .http_addr
             .map(|addr| args.auth.settings(addr, &args.revocation_scope)),
         webhooks: args.webhooks.settings(),
+        delivery: args.delivery.settings(),
     };
     let progress = super::progress::for_run(cli.quiet, args.exit_when_idle.is_some());
     let stats = app::run(settings, shutdown_on_signals(), progress).await?;

@@ -18,7 +18,10 @@
 //! - [`pg_proxy`]: a PostgreSQL-aware proxy that loses the answer to a COMMIT that landed;
 //! - [`twilio`]: Twilio's side of the webhooks: requests built as Twilio sends them and signed
 //!   by Twilio's own helper library, and a plain HTTP client;
-//! - [`webhooks`]: the webhook tests' messages, and the webhook way in served in process.
+//! - [`webhooks`]: the webhook tests' messages, and the webhook way in served in process;
+//! - [`outbox`]: an in-memory outbox with the store's claim rules, and a clock the test moves;
+//! - [`consent_api`]: a fake of Twilio's Consent API that enforces its documented limits;
+//! - [`webhook_receiver`]: a signed-webhook receiver, checked by the Standard Webhooks library.
 //!
 //! Every test binary compiles the whole tree and uses part of it.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -26,15 +29,18 @@
 #[macro_use]
 pub mod db;
 pub mod aws_faults;
+pub mod consent_api;
 pub mod effects;
 pub mod emulator;
 pub mod events;
 pub mod http;
 pub mod memory;
 pub mod optout;
+pub mod outbox;
 pub mod pg_proxy;
 pub mod proxy;
 pub mod records;
 pub mod seed;
 pub mod twilio;
+pub mod webhook_receiver;
 pub mod webhooks;

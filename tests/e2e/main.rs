@@ -29,6 +29,7 @@
 //! - `log_hygiene`: no phone number or body reaches the logs;
 //! - `progress`: progress on a terminal (`replay`, `run --exit-when-idle`), none elsewhere;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
+//! - `deliver`: `--twilio-consent revocations` against a fake Consent API, latency measured;
 //! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
 //!   `kill -9` during a burst; `webhook_settings`: their settings mistakes.
 
@@ -37,6 +38,7 @@
 mod common;
 
 mod cli;
+mod deliver;
 mod failover;
 mod fanout;
 mod fanout_budget;

@@ -9,7 +9,9 @@
 //! - `bounds`: parameter sizes, and client mistakes as 400 on both backends.
 //! - `webhooks`: Twilio's webhooks, signed by Twilio's own helper library: signatures,
 //!   tampering, account-bound tokens, Basic credentials;
-//! - `webhook_input`: bad input, retries and duplicates on the webhooks.
+//! - `webhook_input`: bad input, retries and duplicates on the webhooks;
+//! - `deliver_consent`: the Consent API push against a fake that enforces Twilio's limits;
+//! - `deliver_notify`: signed webhooks out, checked by the Standard Webhooks library.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -18,6 +20,8 @@ mod common;
 mod api;
 mod auth;
 mod bounds;
+mod deliver_consent;
+mod deliver_notify;
 mod exports;
 mod limits;
 mod memory;
