@@ -101,10 +101,11 @@ impl WebhookSettings {
         honor_revocations: bool,
     ) -> Result<Option<webhook::Config>, AppError> {
         let Some(path) = &self.auth_token_file else {
-            if self.public_url.is_some() || self.basic_auth_file.is_some() {
+            // --public-url alone is fine: the web console reads it to mark cookies Secure.
+            if self.basic_auth_file.is_some() {
                 return Err(AppError::Usage(
-                    "--public-url and --twilio-basic-auth-file need --twilio-auth-token-file, \
-                     which turns the webhook routes on"
+                    "--twilio-basic-auth-file needs --twilio-auth-token-file, which turns the \
+                     webhook routes on"
                         .into(),
                 ));
             }
@@ -159,6 +160,9 @@ pub struct HttpSettings {
     pub token_file: Option<PathBuf>,
     /// `/metrics` needs the token too.
     pub metrics_require_token: bool,
+    /// `--session-key-file`: the key the web console signs session cookies with (shared by
+    /// every instance behind one address); a random key per process when `None`.
+    pub session_key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -170,6 +174,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("token_file", &self.token_file)
             .field("metrics_require_token", &self.metrics_require_token)
+            .field("session_key_file", &self.session_key_file)
             .finish()
     }
 }
@@ -239,6 +244,39 @@ impl HttpSettings {
             ));
         }
         Ok(ApiAuth::new(tokens, self.metrics_require_token))
+    }
+}
+
+impl HttpSettings {
+    /// The web console's settings: the session key from `--session-key-file` (or a random
+    /// one), and cookies always `Secure` when `public_url` (`--public-url`) is HTTPS.
+    pub(super) fn console(
+        &self,
+        public_url: Option<&str>,
+    ) -> Result<crate::console::ConsoleConfig, AppError> {
+        let session_key = match &self.session_key_file {
+            None => crate::console::SessionKey::random(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    AppError::Usage(format!(
+                        "cannot read --session-key-file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                crate::console::SessionKey::from_text(&text).map_err(|e| {
+                    AppError::Usage(format!("--session-key-file {}: {e}", path.display()))
+                })?
+            }
+        };
+        let https = match public_url {
+            None => false,
+            Some(url) => {
+                PublicUrl::parse(url)
+                    .map_err(|e| AppError::Usage(format!("invalid --public-url: {e}")))?;
+                url.trim().to_ascii_lowercase().starts_with("https://")
+            }
+        };
+        Ok(crate::console::ConsoleConfig { session_key, https })
     }
 }
 

@@ -54,6 +54,11 @@ const SQLITE: &[Migration] = &[
         "identity",
         include_str!("../../migrations/sqlite/0006_identity.sql"),
     ),
+    (
+        9,
+        "daily",
+        include_str!("../../migrations/sqlite/0009_daily.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -76,6 +81,11 @@ const POSTGRES: &[Migration] = &[
         4,
         "identity",
         include_str!("../../migrations/postgres/0004_identity.sql"),
+    ),
+    (
+        7,
+        "daily",
+        include_str!("../../migrations/postgres/0007_daily.sql"),
     ),
 ];
 

@@ -18,6 +18,7 @@
 //! the whole value comes from a single-item fetch ([`items`]), streamed in chunks.
 
 mod asof;
+pub mod console;
 pub mod items;
 mod lists;
 mod lookup;
