@@ -56,7 +56,7 @@ pub(super) struct Chart {
 
 /// A round step for the y axis: 1, 2 or 5 times a power of ten, about four ticks to `max`.
 fn step(max: u64) -> u64 {
-    let rough = (max / 4).max(1);
+    let rough = max.div_ceil(4).max(1);
     let mut p = 1;
     while p * 10 <= rough {
         p *= 10;

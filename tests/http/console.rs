@@ -213,6 +213,18 @@ pub async fn fill(db: &Db) {
     db.store.commit(&batch(events, dead)).await.unwrap();
 }
 
+/// `page` with numeric character references as named ones (`&#60;` as `&lt;`), so that checks
+/// do not depend on which of the equivalent forms the templates write.
+fn named(page: &str) -> String {
+    page.replace("&#60;", "&lt;")
+        .replace("&#62;", "&gt;")
+        .replace("&#34;", "&quot;")
+        .replace("&#39;", "&apos;")
+        .replace("&#38;", "&amp;")
+        .replace("&#47;", "/")
+        .replace("&#x2f;", "/")
+}
+
 /// Every hostile string is in `page` only escaped, never as markup or a link.
 fn assert_inert(page: &str, what: &str) {
     for bad in [
@@ -241,8 +253,9 @@ async fn pages_show_the_store_and_hostile_text_stays_text(db: Db) {
         (303, "/console/subscribers/%2B15551230001")
     );
 
-    let page = c.get("/console/subscribers/%2B15551230001", None).await;
+    let mut page = c.get("/console/subscribers/%2B15551230001", None).await;
     assert_eq!(page.status, 200, "{}", page.body);
+    page.body = named(&page.body);
     assert!(page.header("content-type").starts_with("text/html"));
     assert_inert(&page.body, "subscriber");
     assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -282,8 +295,9 @@ async fn pages_show_the_store_and_hostile_text_stays_text(db: Db) {
     assert_eq!(evil.status, 200);
     assert_inert(&evil.body, "hostile path");
 
-    let rev = c.get("/console/revocations", None).await;
+    let mut rev = c.get("/console/revocations", None).await;
     assert_eq!(rev.status, 200);
+    rev.body = named(&rev.body);
     assert_inert(&rev.body, "revocations");
     assert!(rev.body.contains("/console/subscribers/%2B15551230001"));
     assert!(rev.body.contains("javascript:alert(1)"));
@@ -300,8 +314,9 @@ async fn pages_show_the_store_and_hostile_text_stays_text(db: Db) {
     );
     assert_eq!(lines.next(), None);
 
-    let dl = c.get("/console/dead-letters", None).await;
+    let mut dl = c.get("/console/dead-letters", None).await;
     assert_eq!(dl.status, 200);
+    dl.body = named(&dl.body);
     assert_inert(&dl.body, "dead letters");
     assert!(dl.body.contains("not JSON: &lt;script&gt;"));
     assert!(dl.body.contains("optout dead-letters --retry"));
@@ -355,6 +370,14 @@ async fn pages_show_the_store_and_hostile_text_stays_text(db: Db) {
     assert!(!page.body.contains("<script") && !page.body.contains("style="));
 }
 
+/// A batch without a checkpoint (a replay's), so that it may be committed again.
+fn plain(events: Vec<OptEvent>) -> Batch {
+    Batch {
+        checkpoint: None,
+        ..batch(events, vec![])
+    }
+}
+
 async fn the_rollup_counts_each_event_once_on_its_day(db: Db) {
     let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
     let count = |rows: &[optout::store::query::console::DailyCount], d: &str, t: &str| {
@@ -367,17 +390,17 @@ async fn the_rollup_counts_each_event_once_on_its_day(db: Db) {
     received.time_source = TimeSource::Received;
     received.occurred_at = Utc.with_ymd_and_hms(2026, 3, 3, 9, 0, 0).unwrap();
     db.store
-        .commit(&batch(vec![received.clone()], vec![]))
+        .commit(&plain(vec![received.clone()]))
         .await
         .unwrap();
     // The same batch again (a re-read) and the same message by another event id (a duplicate).
     db.store
-        .commit(&batch(vec![received.clone()], vec![]))
+        .commit(&plain(vec![received.clone()]))
         .await
         .unwrap();
     let mut copy = received.clone();
     copy.event_id = "EV999999".into();
-    db.store.commit(&batch(vec![copy], vec![])).await.unwrap();
+    db.store.commit(&plain(vec![copy])).await.unwrap();
     let rows = db.reader.daily_counts(day(1), day(7), 100).await.unwrap();
     assert_eq!(count(&rows, "2026-03-03", "STOP"), 1, "{rows:?}");
 
@@ -385,7 +408,7 @@ async fn the_rollup_counts_each_event_once_on_its_day(db: Db) {
     let mut twilio = received.clone();
     twilio.time_source = TimeSource::Twilio;
     twilio.occurred_at = Utc.with_ymd_and_hms(2026, 3, 2, 23, 59, 0).unwrap();
-    db.store.commit(&batch(vec![twilio], vec![])).await.unwrap();
+    db.store.commit(&plain(vec![twilio])).await.unwrap();
     let rows = db.reader.daily_counts(day(1), day(7), 100).await.unwrap();
     assert_eq!(count(&rows, "2026-03-03", "STOP"), 0, "{rows:?}");
     assert_eq!(count(&rows, "2026-03-02", "STOP"), 1, "{rows:?}");
@@ -398,10 +421,7 @@ async fn the_rollup_counts_each_event_once_on_its_day(db: Db) {
             event(n, t, Detection::Twilio, &format!("+1555{n}"), "x")
         })
         .collect();
-    db.store
-        .commit(&batch(events.clone(), vec![]))
-        .await
-        .unwrap();
+    db.store.commit(&plain(events.clone())).await.unwrap();
     let rows = db
         .reader
         .daily_counts(day(1), day(31), 10_000)
