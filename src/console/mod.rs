@@ -8,7 +8,7 @@
 //! app exposes it).
 //!
 //! Security, from the outside in: every response carries a strict `Content-Security-Policy`
-//! (no inline script, nothing from elsewhere, no framing), `nosniff` and `no-referrer` (deep
+//! (no inline script, nothing from elsewhere, no framing), `nosniff` and `same-origin` (deep
 //! links hold phone numbers). Where the API needs a bearer token, so does the console: the
 //! login form takes one of the same tokens and sets a signed session cookie ([`session`]);
 //! failed logins are slowed; state changes are POSTs with a CSRF token. On a loopback bind
@@ -116,6 +116,7 @@ pub fn routes(
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/login", get(auth::login_form).post(auth::login))
         .route("/console/static/console.css", get(stylesheet))
+        .route("/console/static/favicon.svg", get(favicon))
         .route("/console/{*rest}", get(not_found))
         .merge(pages)
         .layer(middleware::from_fn(security_headers))
@@ -144,10 +145,11 @@ async fn security_headers(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // Deep links hold phone numbers: never hand them to another site.
+    // Deep links hold phone numbers: never hand them to another site. (`no-referrer` would
+    // also make browsers send `Origin: null` on our own forms, defeating the origin check.)
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
@@ -164,6 +166,18 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("assets/console.css"),
+    )
+        .into_response()
+}
+
+/// The icon, embedded too (without one, browsers ask for `/favicon.ico` and log a 404).
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("assets/favicon.svg"),
     )
         .into_response()
 }

@@ -357,7 +357,7 @@ async fn pages_show_the_store_and_hostile_text_stays_text(db: Db) {
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
         assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
         assert_eq!(a.header("x-content-type-options"), "nosniff", "{path}");
-        assert_eq!(a.header("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(a.header("referrer-policy"), "same-origin", "{path}");
     }
     assert_eq!(c.get("/console/nope", None).await.status, 404);
     assert_eq!(

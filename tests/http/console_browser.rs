@@ -62,10 +62,12 @@ async fn driver() -> Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    // Ready when its status endpoint answers.
+    // Ready once it accepts connections (it binds after it has started).
     for _ in 0..200 {
-        let (code, _) = crate::common::http::http_get(&driver.url[7..], "/status").await;
-        if code == 200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return driver;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -180,7 +182,11 @@ async fn wait_for_path(c: &Client, want: &str) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("still at {} rather than {want}", path_of(c).await);
+    let error = match c.find(Locator::Css(".error")).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    panic!("still at {} rather than {want}: {error}", path_of(c).await);
 }
 
 async fn a_person_answers_the_questions_in_chromium(db: Db) {
