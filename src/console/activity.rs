@@ -15,12 +15,10 @@ use serde::Deserialize;
 use super::chart::{Chart, KINDS};
 use super::session::Session;
 use super::{Chrome, Console, problem, query_failed, render};
-use crate::store::query::console::MAX_ACTIVITY_DAYS;
+use crate::store::query::console::{ActivityKey, MAX_ACTIVITY_DAYS};
 
 /// Days shown when no range is given.
 const DEFAULT_DAYS: i64 = 30;
-/// Rollup rows read at most for one page (days × scopes × types × detections).
-const MAX_ROWS: u32 = 50_000;
 /// Scopes listed in the table at most (the busiest).
 const MAX_SCOPES: usize = 50;
 
@@ -51,7 +49,6 @@ struct ActivityPage {
     scopes: Vec<Totals>,
     more_scopes: usize,
     detections: Vec<Totals>,
-    cut: bool,
     kinds: [(&'static str, &'static str, &'static str); 3],
 }
 
@@ -91,33 +88,42 @@ pub(super) async fn page(
         );
     }
     let scope = q.scope.unwrap_or_default().trim().to_string();
-    let rows = match console.reader.daily_counts(from, to, MAX_ROWS).await {
-        Ok(r) => r,
-        Err(e) => return query_failed(e),
+    let only = (!scope.is_empty()).then_some(scope.as_str());
+    let reader = &console.reader;
+    // Three sums in the database, each one scan of the range's rollup rows.
+    let (by_day, by_scope, by_detection) = tokio::join!(
+        reader.activity_counts(from, to, ActivityKey::Day, only),
+        reader.activity_counts(from, to, ActivityKey::Scope, None),
+        reader.activity_counts(from, to, ActivityKey::Detection, only),
+    );
+    let (by_day, by_scope, by_detection) = match (by_day, by_scope, by_detection) {
+        (Ok(d), Ok(s), Ok(t)) => (d, s, t),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return query_failed(e),
     };
-    let cut = rows.len() >= MAX_ROWS as usize;
     let mut per_day: BTreeMap<String, [u64; 3]> = BTreeMap::new();
     let mut d = from;
     while d <= to {
         per_day.insert(d.format("%Y-%m-%d").to_string(), [0; 3]);
         d += chrono::Duration::days(1);
     }
-    let mut per_scope: BTreeMap<String, [u64; 3]> = BTreeMap::new();
-    let mut per_detection: BTreeMap<String, [u64; 3]> = BTreeMap::new();
-    for r in &rows {
-        let Some(k) = kind_index(&r.opt_out_type) else {
-            continue;
+    let fold =
+        |rows: Vec<(String, String, i64)>, into: &mut BTreeMap<String, [u64; 3]>, any: bool| {
+            for (key, kind, n) in rows {
+                let Some(k) = kind_index(&kind) else {
+                    continue;
+                };
+                if let Some(counts) = into.get_mut(&key) {
+                    counts[k] += n.max(0) as u64;
+                } else if any {
+                    into.entry(key).or_default()[k] += n.max(0) as u64;
+                }
+            }
         };
-        let n = r.events.max(0) as u64;
-        per_scope.entry(r.scope.clone()).or_default()[k] += n;
-        if !scope.is_empty() && r.scope != scope {
-            continue;
-        }
-        per_detection.entry(r.detection.clone()).or_default()[k] += n;
-        if let Some(day) = per_day.get_mut(&r.day) {
-            day[k] += n;
-        }
-    }
+    fold(by_day, &mut per_day, false);
+    let mut per_scope: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    fold(by_scope, &mut per_scope, true);
+    let mut per_detection: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    fold(by_detection, &mut per_detection, true);
     let days: Vec<(String, [u64; 3])> = per_day.into_iter().collect();
     let chart = match Chart::new(&days).render() {
         Ok(svg) => svg,
@@ -163,7 +169,6 @@ pub(super) async fn page(
                 link: String::new(),
             })
             .collect(),
-        cut,
         kinds: KINDS,
     };
     render(page).into_response()

@@ -16,6 +16,14 @@ use crate::store::model::RevocationRow;
 /// Days the activity chart may span at most: a year and a bit, ~400 bars.
 pub const MAX_ACTIVITY_DAYS: i64 = 400;
 
+/// What [`Reader::activity_counts`] sums by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityKey {
+    Day,
+    Scope,
+    Detection,
+}
+
 /// One event of a number's timeline, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TimelineRow {
@@ -206,6 +214,54 @@ impl Reader {
                     events: r.try_get("events")?,
                 })
             })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(QueryError::from)
+    }
+
+    /// Opt events from `from` to `to` inclusive (at most [`MAX_ACTIVITY_DAYS`] days), summed
+    /// in the database by `by` and type: one row per key and type (`(key, type, events)`),
+    /// however many scopes the rollup holds. With `scope`, that scope's events only.
+    pub async fn activity_counts(
+        &self,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        by: ActivityKey,
+        scope: Option<&str>,
+    ) -> Result<Vec<(String, String, i64)>, QueryError> {
+        let days = (to - from).num_days();
+        if !(0..MAX_ACTIVITY_DAYS).contains(&days) {
+            return Err(QueryError::Invalid(format!(
+                "range: from must be on or before to, and at most {MAX_ACTIVITY_DAYS} days"
+            )));
+        }
+        let column = match by {
+            ActivityKey::Day => "day",
+            ActivityKey::Scope => "scope",
+            ActivityKey::Detection => "detection",
+        };
+        let mut q = Select::new(
+            self.dialect,
+            format!(
+                "SELECT {column} AS k, opt_out_type, CAST(SUM(events) AS BIGINT) AS n \
+                 FROM opt_events_by_day WHERE 1 = 1"
+            ),
+        );
+        let (from, to) = (
+            from.format("%Y-%m-%d").to_string(),
+            to.format("%Y-%m-%d").to_string(),
+        );
+        let (a, b) = (q.arg(&from), q.arg(&to));
+        q.sql.push_str(&format!(" AND day >= {a} AND day <= {b}"));
+        if let Some(scope) = scope {
+            super::check_text("scope", scope)?;
+            q.eq("scope", Some(scope));
+        }
+        q.sql.push_str(&format!(
+            " GROUP BY {column}, opt_out_type HAVING SUM(events) > 0 ORDER BY 1, 2"
+        ));
+        let rows = q.fetch(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("k")?, r.try_get("opt_out_type")?, r.try_get("n")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(QueryError::from)
     }
