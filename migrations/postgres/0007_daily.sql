@@ -18,12 +18,29 @@ CREATE TABLE opt_events_by_day (
     events       BIGINT NOT NULL,
     PRIMARY KEY (day, scope, opt_out_type, detection, slot)
 );
+-- One scope's days (the chart of one scope).
+CREATE INDEX opt_events_by_day_scope ON opt_events_by_day (scope, day);
+
+-- The same without the scope: a few rows a day however many scopes, for the chart of all.
+CREATE TABLE opt_events_by_day_all (
+    day          TEXT NOT NULL,
+    opt_out_type TEXT NOT NULL,
+    detection    TEXT NOT NULL,
+    slot         SMALLINT NOT NULL,
+    events       BIGINT NOT NULL,
+    PRIMARY KEY (day, opt_out_type, detection, slot)
+);
 
 INSERT INTO opt_events_by_day (day, scope, opt_out_type, detection, slot, events)
 SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), scope, opt_out_type, detection,
        0, COUNT(*)
 FROM opt_events
 GROUP BY 1, 2, 3, 4;
+
+INSERT INTO opt_events_by_day_all (day, opt_out_type, detection, slot, events)
+SELECT day, opt_out_type, detection, 0, SUM(events)
+FROM opt_events_by_day
+GROUP BY day, opt_out_type, detection;
 
 CREATE FUNCTION optout_count_by_day() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -35,6 +52,11 @@ BEGIN
                 OLD.opt_out_type, OLD.detection, s, -1)
         ON CONFLICT (day, scope, opt_out_type, detection, slot)
         DO UPDATE SET events = opt_events_by_day.events - 1;
+        INSERT INTO opt_events_by_day_all (day, opt_out_type, detection, slot, events)
+        VALUES (to_char(OLD.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), OLD.opt_out_type,
+                OLD.detection, s, -1)
+        ON CONFLICT (day, opt_out_type, detection, slot)
+        DO UPDATE SET events = opt_events_by_day_all.events - 1;
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
         INSERT INTO opt_events_by_day (day, scope, opt_out_type, detection, slot, events)
@@ -42,6 +64,11 @@ BEGIN
                 NEW.opt_out_type, NEW.detection, s, 1)
         ON CONFLICT (day, scope, opt_out_type, detection, slot)
         DO UPDATE SET events = opt_events_by_day.events + 1;
+        INSERT INTO opt_events_by_day_all (day, opt_out_type, detection, slot, events)
+        VALUES (to_char(NEW.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), NEW.opt_out_type,
+                NEW.detection, s, 1)
+        ON CONFLICT (day, opt_out_type, detection, slot)
+        DO UPDATE SET events = opt_events_by_day_all.events + 1;
     END IF;
     RETURN NULL;
 END

@@ -101,11 +101,10 @@ impl WebhookSettings {
         honor_revocations: bool,
     ) -> Result<Option<webhook::Config>, AppError> {
         let Some(path) = &self.auth_token_file else {
-            // --public-url alone is fine: the web console reads it to mark cookies Secure.
-            if self.basic_auth_file.is_some() {
+            if self.public_url.is_some() || self.basic_auth_file.is_some() {
                 return Err(AppError::Usage(
-                    "--twilio-basic-auth-file needs --twilio-auth-token-file, which turns the \
-                     webhook routes on"
+                    "--public-url and --twilio-basic-auth-file need --twilio-auth-token-file, \
+                     which turns the webhook routes on"
                         .into(),
                 ));
             }

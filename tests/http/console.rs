@@ -19,6 +19,7 @@ use optout::store::{Batch, CheckpointUpdate, DeadLetter, Positioned};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::db::{self, Db};
+use optout::store::query::console::ActivityKey;
 
 both_backends! {
     pages_show_the_store_and_hostile_text_stays_text;
@@ -437,6 +438,27 @@ async fn the_rollup_counts_each_event_once_on_its_day(db: Db) {
     let got: i64 = rows.iter().filter(|r| r.day == d).map(|r| r.events).sum();
     assert_eq!(got, expected);
     assert!(db.reader.daily_counts(day(7), day(1), 10).await.is_err());
+
+    // The rollup without scopes (the chart of all) agrees, the moved event included.
+    let all = db
+        .reader
+        .activity_counts(day(1), day(31), ActivityKey::Day, None)
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|r| r.2).sum::<i64>(), total);
+    let on = |d: &str, t: &str| {
+        all.iter()
+            .filter(|r| r.0 == d && r.1 == t)
+            .map(|r| r.2)
+            .sum::<i64>()
+    };
+    assert_eq!((on("2026-03-02", "STOP"), on("2026-03-03", "STOP")), (1, 0));
+    let by_scope = db
+        .reader
+        .activity_counts(day(1), day(31), ActivityKey::Scope, None)
+        .await
+        .unwrap();
+    assert_eq!(by_scope.iter().map(|r| r.2).sum::<i64>(), total);
 }
 
 /// The login form, the session cookie's flags, CSRF refusals, slowed failures and logout.

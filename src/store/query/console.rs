@@ -239,11 +239,18 @@ impl Reader {
             ActivityKey::Scope => "scope",
             ActivityKey::Detection => "detection",
         };
+        // Without a scope, the day and detection sums read the rollup that has none: a few
+        // rows a day however many scopes there are.
+        let table = if scope.is_none() && by != ActivityKey::Scope {
+            "opt_events_by_day_all"
+        } else {
+            "opt_events_by_day"
+        };
         let mut q = Select::new(
             self.dialect,
             format!(
                 "SELECT {column} AS k, opt_out_type, CAST(SUM(events) AS BIGINT) AS n \
-                 FROM opt_events_by_day WHERE 1 = 1"
+                 FROM {table} WHERE 1 = 1"
             ),
         );
         let (from, to) = (
