@@ -27,6 +27,9 @@ pub(super) struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
     scope: Option<String>,
+    /// `1`: also the totals of every scope (one pass over every scope's days in the range,
+    /// so only when asked).
+    by_scope: Option<String>,
 }
 
 /// One row of a table: a name and its counts of STOP, START and HELP.
@@ -48,6 +51,9 @@ struct ActivityPage {
     days: Vec<(String, [u64; 3])>,
     scopes: Vec<Totals>,
     more_scopes: usize,
+    /// The totals by scope were asked for; else the link that asks.
+    want_scopes: bool,
+    scopes_link: String,
     detections: Vec<Totals>,
     kinds: [(&'static str, &'static str, &'static str); 3],
 }
@@ -91,9 +97,19 @@ pub(super) async fn page(
     let only = (!scope.is_empty()).then_some(scope.as_str());
     let reader = &console.reader;
     // Three sums in the database, each one scan of the range's rollup rows.
+    let want_scopes = q.by_scope.as_deref() == Some("1");
     let (by_day, by_scope, by_detection) = tokio::join!(
         reader.activity_counts(from, to, ActivityKey::Day, only),
-        reader.activity_counts(from, to, ActivityKey::Scope, None),
+        async {
+            match want_scopes {
+                true => {
+                    reader
+                        .activity_counts(from, to, ActivityKey::Scope, None)
+                        .await
+                }
+                false => Ok(Vec::new()),
+            }
+        },
         reader.activity_counts(from, to, ActivityKey::Detection, only),
     );
     let (by_day, by_scope, by_detection) = match (by_day, by_scope, by_detection) {
@@ -152,6 +168,10 @@ pub(super) async fn page(
     });
     let more_scopes = scopes.len().saturating_sub(MAX_SCOPES);
     scopes.truncate(MAX_SCOPES);
+    let scopes_link = format!(
+        "/console/activity?from={from_s}&to={to_s}&scope={}&by_scope=1",
+        percent_encoding::utf8_percent_encode(&scope, percent_encoding::NON_ALPHANUMERIC)
+    );
     let page = ActivityPage {
         chrome: super::pages::chrome("activity", &session),
         from: from.format("%Y-%m-%d").to_string(),
@@ -161,6 +181,8 @@ pub(super) async fn page(
         days,
         scopes,
         more_scopes,
+        want_scopes,
+        scopes_link,
         detections: per_detection
             .into_iter()
             .map(|(name, counts)| Totals {

@@ -334,6 +334,17 @@ async fn pages_show_the_store_and_hostile_text_stays_text(db: Db) {
         act.body
             .contains("2 opt-outs, 1 opt-ins and 1 help requests over 7 days")
     );
+    assert!(
+        act.body.contains("by_scope=1"),
+        "totals by scope on request"
+    );
+    let scopes = c
+        .get(
+            "/console/activity?from=2026-03-01&to=2026-03-07&by_scope=1",
+            None,
+        )
+        .await;
+    assert!(scopes.status == 200 && scopes.body.contains("<code>MG1</code>"));
     let bad = c
         .get("/console/activity?from=2026-03-07&to=2026-03-01", None)
         .await;
