@@ -147,6 +147,7 @@ for backend in $BACKENDS; do
     measure "$port" "revocations" "/console/revocations"
     measure "$port" "activity (30 days)" "/console/activity?from=2026-01-01&to=2026-01-30"
     measure "$port" "activity (400 days)" "/console/activity?from=2025-02-01&to=2026-03-07"
+    measure "$port" "activity + scopes (30 d)" "/console/activity?from=2026-01-01&to=2026-01-30&by_scope=1"
     measure "$port" "activity (1 scope, 90 d)" "/console/activity?from=2025-12-01&to=2026-02-28&scope=MG00000000000000000000000000000007"
     measure "$port" "dead letters" "/console/dead-letters"
     measure "$port" "health" "/console/health"
