@@ -6,7 +6,9 @@
 # Needs: cargo, Node.js + npm (kinesis-local is installed into node_modules/ on first use),
 # python3 with venv (Twilio's helper library, which signs the webhook tests' requests, is
 # installed into .twilio-venv/ on first use, and the Standard Webhooks library, which checks
-# the signed webhooks optout sends, into .standardwebhooks-venv/), and
+# the signed webhooks optout sends, into .standardwebhooks-venv/), headless Chromium and
+# chromedriver for the web console's browser test (Debian's packages, installed here on first
+# use), and
 # PostgreSQL on 127.0.0.1:5432 with trust auth and a `test` database (started here if it is
 # installed but down). OPTOUT_TEST_PG overrides the admin URL. tests/pg_restart.rs restarts the
 # local Debian cluster (pg_ctlcluster, as root) and fails where it cannot, unless
@@ -17,6 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-kinesis-local.sh
 scripts/install-twilio-helper.sh
 scripts/install-standardwebhooks.sh
+scripts/install-chromium.sh
 scripts/ensure-postgres.sh
 
 echo "== cargo test (ferrokinesis, SQLite, PostgreSQL)"

@@ -28,6 +28,7 @@
 mod api;
 pub mod app;
 pub mod cli;
+mod console;
 pub mod deliver;
 pub mod event;
 pub mod http;

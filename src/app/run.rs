@@ -85,6 +85,13 @@ pub async fn run(
     settings.consumer.check()?;
     StoreUrl::parse(&settings.store_url)?; // a typo in --store fails before any AWS call
     let auth = settings.http.as_ref().map(HttpSettings::auth).transpose()?;
+    let public_url = settings.webhooks.public_url.as_deref();
+    let console = settings
+        .http
+        .as_ref()
+        .map(|h| h.console(public_url))
+        .transpose()?
+        .unwrap_or_default();
     let decode = settings.decode.options()?;
     // Pushing revocations to Twilio is honouring them: optout's own answer must agree.
     let honor = settings.decode.honor_revocations || settings.delivery.implies_honor_revocations();
@@ -116,7 +123,11 @@ pub async fn run(
         .then(|| Arc::new(StoreLeases(store.clone())) as Arc<dyn LeaseStore>);
     let ready = Arc::new(AtomicBool::new(false));
     // The engine reports into a fresh health register that the readiness probe shares.
-    let health = Some((handles.health.clone(), engine.restarts.failing_after));
+    let live = Some(crate::console::Live {
+        health: handles.health.clone(),
+        failing_after: engine.restarts.failing_after,
+        budget: Some(handles.budget.clone()),
+    });
     let stop_hooks = CancellationToken::new();
     let hooks = hooks.map(|config| {
         webhook::start(
@@ -137,7 +148,8 @@ pub async fn run(
                 http,
                 auth,
                 ready.clone(),
-                health,
+                live,
+                console,
                 ingest,
             );
             match bound.await {

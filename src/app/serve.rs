@@ -13,7 +13,8 @@ use tracing::info;
 use super::deliver::{Delivery, DeliverySettings, system_clock};
 use super::settings::{DecodeSettings, HttpSettings, WebhookSettings};
 use super::{AppError, store, upkeep};
-use crate::http::{ApiAuth, AppState};
+use crate::console::{ConsoleConfig, Live};
+use crate::http::{ApiAuth, AppState, Routes};
 use crate::ingest::webhook;
 use crate::store::{Store, StoreError};
 
@@ -51,9 +52,21 @@ pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Resu
         .webhooks
         .load(|| settings.decode.options(), honor)?;
     let targets = settings.delivery.targets(system_clock())?;
+    let console = settings
+        .http
+        .console(settings.webhooks.public_url.as_deref())?;
     let ready = Arc::new(AtomicBool::new(true));
     if config.is_none() && targets.is_empty() {
-        let http = bind_http(&settings.store_url, &settings.http, auth, ready, None, None).await?;
+        let http = bind_http(
+            &settings.store_url,
+            &settings.http,
+            auth,
+            ready,
+            None,
+            console,
+            None,
+        )
+        .await?;
         return http.serve(shutdown).await;
     }
     let pool = PG_WEBHOOK_COMMITTERS as u32 + 2 + targets.len() as u32 + 1;
@@ -89,6 +102,7 @@ pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Resu
         auth,
         ready.clone(),
         None,
+        console,
         router,
     )
     .await;
@@ -131,7 +145,8 @@ pub(super) async fn finish_webhooks(
 }
 
 /// The HTTP server's routes on one listener: the probes and metrics of [`crate::http`], and
-/// the ways out that answer over HTTP (the query API), behind the token check.
+/// the ways out that answer over HTTP: the query API behind the token check, and the web
+/// console (a random session key; cookies `Secure` on HTTPS requests).
 pub fn http_app(state: AppState) -> Router {
     http_app_with(state, None)
 }
@@ -139,8 +154,37 @@ pub fn http_app(state: AppState) -> Router {
 /// [`http_app`] with the routes of a way in over HTTP (Twilio's webhooks), which check their
 /// own callers.
 pub fn http_app_with(state: AppState, ingest: Option<Router>) -> Router {
-    let api = crate::api::routes(state.reader.clone());
-    crate::http::router(state, api, ingest)
+    console_app(state, ConsoleConfig::default(), None, ingest)
+}
+
+/// [`http_app_with`] with the console set up as given, and the consumer's `live` figures
+/// when it runs in this process.
+pub fn console_app(
+    state: AppState,
+    console: ConsoleConfig,
+    live: Option<Live>,
+    ingest: Option<Router>,
+) -> Router {
+    crate::http::router(state.clone(), ways_out(&state, console, live, ingest))
+}
+
+/// The query API and the console, and `ingest` beside them.
+fn ways_out(
+    state: &AppState,
+    console: ConsoleConfig,
+    live: Option<Live>,
+    ingest: Option<Router>,
+) -> Routes {
+    Routes {
+        protected: crate::api::routes(state.reader.clone()),
+        sessions: Some(crate::console::routes(
+            state.reader.clone(),
+            state.auth.clone(),
+            console,
+            live,
+        )),
+        ingest,
+    }
 }
 
 /// The bound listeners of the HTTP server: the API's, and the probes' own if asked.
@@ -188,9 +232,11 @@ pub(super) async fn bind_http(
     http: &HttpSettings,
     auth: ApiAuth,
     ready: Arc<AtomicBool>,
-    health: Option<(kinesis_engine::Health, std::time::Duration)>,
+    live: Option<Live>,
+    console: ConsoleConfig,
     ingest: Option<Router>,
 ) -> Result<Http, AppError> {
+    let health = live.as_ref().map(|l| (l.health.clone(), l.failing_after));
     let reader = store::open_reader(store_url, 4, http.revocation_scope).await?;
     let bind = |flag: &'static str, addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -199,7 +245,7 @@ pub(super) async fn bind_http(
     };
     let listener = bind("--http-addr", http.addr).await?;
     let state = AppState {
-        reader: reader.clone(),
+        reader,
         metrics: super::metrics::install(),
         ready,
         auth: Arc::new(auth),
@@ -207,12 +253,12 @@ pub(super) async fn bind_http(
     };
     let Some(health_addr) = http.health_addr else {
         return Ok(Http {
-            api: (listener, http_app_with(state, ingest)),
+            api: (listener, console_app(state, console, live, ingest)),
             health: None,
         });
     };
     let health_listener = bind("--health-addr", health_addr).await?;
-    let api = crate::http::api_router(state.clone(), crate::api::routes(reader), ingest);
+    let api = crate::http::api_router(state.clone(), ways_out(&state, console, live, ingest));
     Ok(Http {
         api: (listener, api),
         health: Some((health_listener, crate::http::health_router(state))),

@@ -162,6 +162,9 @@ pub struct HttpSettings {
     pub metrics_require_token: bool,
     /// `--revocation-scope`: how far an opt-out reaches in the API's answers.
     pub revocation_scope: RevocationScope,
+    /// `--session-key-file`: the key the web console signs session cookies with (shared by
+    /// every instance behind one address); a random key per process when `None`.
+    pub session_key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -174,6 +177,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("token_file", &self.token_file)
             .field("metrics_require_token", &self.metrics_require_token)
             .field("revocation_scope", &self.revocation_scope)
+            .field("session_key_file", &self.session_key_file)
             .finish()
     }
 }
@@ -243,6 +247,39 @@ impl HttpSettings {
             ));
         }
         Ok(ApiAuth::new(tokens, self.metrics_require_token))
+    }
+}
+
+impl HttpSettings {
+    /// The web console's settings: the session key from `--session-key-file` (or a random
+    /// one), and cookies always `Secure` when `public_url` (`--public-url`) is HTTPS.
+    pub(super) fn console(
+        &self,
+        public_url: Option<&str>,
+    ) -> Result<crate::console::ConsoleConfig, AppError> {
+        let session_key = match &self.session_key_file {
+            None => crate::console::SessionKey::random(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    AppError::Usage(format!(
+                        "cannot read --session-key-file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                crate::console::SessionKey::from_text(&text).map_err(|e| {
+                    AppError::Usage(format!("--session-key-file {}: {e}", path.display()))
+                })?
+            }
+        };
+        let https = match public_url {
+            None => false,
+            Some(url) => {
+                PublicUrl::parse(url)
+                    .map_err(|e| AppError::Usage(format!("invalid --public-url: {e}")))?;
+                url.trim().to_ascii_lowercase().starts_with("https://")
+            }
+        };
+        Ok(crate::console::ConsoleConfig { session_key, https })
     }
 }
 

@@ -166,6 +166,11 @@ pub struct HttpAuthArgs {
     /// Require the token on /metrics too (default: /metrics, /healthz and /readyz are open).
     #[arg(long, env = "OPTOUT_METRICS_REQUIRE_TOKEN")]
     pub metrics_require_token: bool,
+    /// File holding the key (32 bytes or more, e.g. `openssl rand -hex 32`) that signs the web
+    /// console's session cookies; give every instance behind one address the same file so
+    /// they share sessions. Default: a random key per process (a restart signs everyone out).
+    #[arg(long, env = "OPTOUT_SESSION_KEY_FILE", value_name = "PATH")]
+    pub session_key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HttpAuthArgs {
@@ -175,6 +180,7 @@ impl std::fmt::Debug for HttpAuthArgs {
             .field("http_token", &self.http_token.as_ref().map(|_| "***"))
             .field("http_token_file", &self.http_token_file)
             .field("metrics_require_token", &self.metrics_require_token)
+            .field("session_key_file", &self.session_key_file)
             .finish()
     }
 }
@@ -190,6 +196,7 @@ impl HttpAuthArgs {
             token: self.http_token.clone(),
             token_file: self.http_token_file.clone(),
             metrics_require_token: self.metrics_require_token,
+            session_key_file: self.session_key_file.clone(),
         }
     }
 }

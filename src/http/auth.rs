@@ -30,6 +30,17 @@ impl ApiAuth {
         ApiAuth::new(Vec::new(), false)
     }
 
+    /// No token is set: every route is open (a loopback bind).
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Whether an `Authorization` header value (`Bearer <token>`) grants access; the web
+    /// console's login form asks the same question of the token typed into it.
+    pub fn allows_header(&self, authorization: Option<&[u8]>) -> bool {
+        self.allows(authorization)
+    }
+
     /// Whether an `Authorization` header value grants access. Every configured token is
     /// compared, each in constant time, so timing tells neither which token nor how much of
     /// one matched (only, as always, the length of the candidate).

@@ -1,9 +1,9 @@
 //! The HTTP server shell: the accept loop with its limits, bearer-token authentication, the
 //! health and readiness probes and Prometheus metrics. The routes of the ways in and out (the
-//! query API, `/v1`; Twilio's webhooks) are handed in by the composition root, which merges
-//! them here: the ways out behind the token check, the ways in (which authenticate their own
-//! callers) beside it, both under the URI bound and the in-flight bound; this module knows
-//! none of them.
+//! query API, `/v1`; the web console, `/console/`; Twilio's webhooks) are handed in by the
+//! composition root, which merges them here: the API behind the token check, the console
+//! (which checks its own sessions) and the ways in (which authenticate their own callers)
+//! beside it, all under the URI bound and an in-flight bound; this module knows none of them.
 //!
 //! The query API serves phone numbers, so protected routes take a bearer token when one is set
 //! ([`ApiAuth`]); the probes stay open for the orchestrator, and `/metrics` is open unless
@@ -72,17 +72,27 @@ pub struct AppState {
     pub health: Option<(kinesis_engine::Health, Duration)>,
 }
 
-/// One listener for everything: the probes, `/metrics`, `protected` (the ways out, e.g.
-/// `/v1/*`) behind [`ApiAuth`] and `ingest` (ways in that check their own callers, e.g.
-/// Twilio's signed webhooks), bounded in time, size and concurrency.
-pub fn router(state: AppState, protected: Router, ingest: Option<Router>) -> Router {
-    finish(probes(state.clone()).merge(api_routes(state, protected, ingest)))
+/// The routes the composition root hands the shell.
+pub struct Routes {
+    /// Ways out behind [`ApiAuth`]'s bearer token (`/v1/*`).
+    pub protected: Router,
+    /// Ways out that check their own callers against [`ApiAuth`] (the web console's
+    /// sessions), sharing the API's in-flight bound.
+    pub sessions: Option<Router>,
+    /// Ways in that check their own callers (Twilio's signed webhooks), on a bound of their
+    /// own.
+    pub ingest: Option<Router>,
 }
 
-/// The API's listener when the probes have their own (`--health-addr`): `protected` and
-/// `ingest` only.
-pub fn api_router(state: AppState, protected: Router, ingest: Option<Router>) -> Router {
-    finish(api_routes(state, protected, ingest))
+/// One listener for everything: the probes, `/metrics` and `routes`, bounded in time, size
+/// and concurrency.
+pub fn router(state: AppState, routes: Routes) -> Router {
+    finish(probes(state.clone()).merge(api_routes(state, routes)))
+}
+
+/// The API's listener when the probes have their own (`--health-addr`): `routes` only.
+pub fn api_router(state: AppState, routes: Routes) -> Router {
+    finish(api_routes(state, routes))
 }
 
 /// The probes' own listener (`--health-addr`): `/healthz`, `/readyz` and `/metrics`.
@@ -109,16 +119,29 @@ fn probes(state: AppState) -> Router {
     open.merge(metrics_route).with_state(state)
 }
 
-/// `protected` behind the token and the API's in-flight bound, and `ingest` (which
-/// authenticates its own callers) under a bound of its own; both under the URI bound.
-fn api_routes(state: AppState, protected: Router, ingest: Option<Router>) -> Router {
+/// `protected` behind the token and the API's in-flight bound, `sessions` under the same
+/// bound without the token check, and `ingest` (which authenticates its own callers) under a
+/// bound of its own; all under the URI bound.
+fn api_routes(state: AppState, routes: Routes) -> Router {
+    let Routes {
+        protected,
+        sessions,
+        ingest,
+    } = routes;
     let guard = middleware::from_fn_with_state(state.auth.clone(), auth::require_token);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let bound = middleware::from_fn_with_state(slots, bounded);
-    let protected = protected
+    let mut protected = protected
         .route_layer(middleware::from_fn(uri_bound))
         .route_layer(guard)
         .route_layer(bound.clone());
+    if let Some(sessions) = sessions {
+        protected = protected.merge(
+            sessions
+                .route_layer(middleware::from_fn(uri_bound))
+                .route_layer(bound.clone()),
+        );
+    }
     match ingest {
         None => protected,
         Some(ingest) => {

@@ -64,6 +64,11 @@ const SQLITE: &[Migration] = &[
         "honoured",
         include_str!("../../migrations/sqlite/0008_honoured.sql"),
     ),
+    (
+        9,
+        "daily",
+        include_str!("../../migrations/sqlite/0009_daily.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -96,6 +101,11 @@ const POSTGRES: &[Migration] = &[
         6,
         "honoured",
         include_str!("../../migrations/postgres/0006_honoured.sql"),
+    ),
+    (
+        7,
+        "daily",
+        include_str!("../../migrations/postgres/0007_daily.sql"),
     ),
 ];
 

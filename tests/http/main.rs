@@ -7,6 +7,10 @@
 //!   response time limit and `store_unavailable`, each at its boundary;
 //! - `probes`: `--health-addr`: a flood on the API port, a held read pool, and the probes;
 //! - `bounds`: parameter sizes, and client mistakes as 400 on both backends.
+//! - `console`: the web console: pages on both backends, hostile bodies shown as text,
+//!   security headers, the login cookie's flags, CSRF refusals, logout; the daily rollup;
+//! - `console_browser`: the console in headless Chromium (WebDriver): keyboard, 375 px,
+//!   no console error, hostile bodies inert, screenshots.
 //! - `webhooks`: Twilio's webhooks, signed by Twilio's own helper library: signatures,
 //!   tampering, account-bound tokens, Basic credentials;
 //! - `webhook_input`: bad input, retries and duplicates on the webhooks;
@@ -22,6 +26,8 @@ mod auth;
 mod bounds;
 mod deliver_consent;
 mod deliver_notify;
+mod console;
+mod console_browser;
 mod exports;
 mod limits;
 mod memory;

@@ -19,6 +19,7 @@
 
 mod asof;
 mod changes;
+pub mod console;
 pub mod items;
 mod lists;
 mod lookup;
