@@ -6,6 +6,7 @@
 //! - `paths`: one event per message across paths (Kinesis, webhooks, replay), as a property;
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
+//! - `plans`: PostgreSQL walks the indexes a page needs (counted in its statistics);
 //! - `migrations`: upgrades of databases holding rows;
 //! - `access`: read-only queries, file modes, the runner lock, connection errors;
 //! - `tls`: TLS to PostgreSQL and the store's secrets;
@@ -22,6 +23,7 @@ mod guarantees;
 mod leases;
 mod migrations;
 mod paths;
+mod plans;
 mod queries;
 mod semantics;
 mod sqlite_file;
