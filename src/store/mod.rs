@@ -11,10 +11,12 @@
 //! nothing of the engine, the application or HTTP.
 
 mod arrivals;
+mod batched;
 mod error;
 mod lease;
 pub mod metrics;
 mod model;
+mod multirow;
 mod opt_events;
 mod outbox;
 mod postgres;
