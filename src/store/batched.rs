@@ -11,7 +11,7 @@ use sqlx::{Any, Row as _, Transaction};
 use super::StoreError;
 use super::arrivals::Row;
 use super::model::format_ts;
-use super::multirow::{MultiRow, chunks};
+use super::multirow::{MultiRow, chunks, max_rows};
 use super::opt_events::{APPLY_STATUS_CONFLICT, COLUMNS, bind_row, query, settle, status_of};
 use super::schema::Dialect;
 
@@ -37,12 +37,14 @@ impl Sql {
         };
         Sql {
             insert: MultiRow::new(
+                d,
                 &format!("INSERT INTO opt_events ({COLUMNS}, recorded_at)"),
                 "ON CONFLICT (identity) DO NOTHING RETURNING identity",
                 22,
                 event_value,
             ),
             apply_status: MultiRow::new(
+                d,
                 "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
                  sender, status, changed_at, event_id)",
                 APPLY_STATUS_CONFLICT,
@@ -129,7 +131,7 @@ async fn apply_statuses(
 ) -> Result<u64, StoreError> {
     let mut changes = 0;
     let mut rest = rows;
-    for size in chunks(rows.len()) {
+    for size in chunks(rows.len(), max_rows(d)) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         let mut q = query(sql(d).apply_status.sql(size));
@@ -160,7 +162,7 @@ pub(super) async fn insert_all(
 ) -> Result<HashSet<String>, StoreError> {
     let mut inserted = HashSet::with_capacity(rows.len());
     let mut rest = rows;
-    for size in chunks(rows.len()) {
+    for size in chunks(rows.len(), max_rows(d)) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         let mut q = query(sql(d).insert.sql(size));
