@@ -49,6 +49,12 @@ fn engine_config(c: &ConsumerSettings) -> (ConsumerConfig, Handles) {
     reading.exit_when_idle = c.exit_when_idle;
     reading.max_records_per_call = c.max_records_per_call;
     reading.consumer_name = c.consumer_name.clone();
+    // This consumer's share of AWS's per-shard read limits: 5 calls and 2 MiB a second, shared
+    // by every consumer polling the stream.
+    reading.min_call_interval = reading.min_call_interval.div_f64(c.shard_read_share);
+    let bytes_per_sec = c.shard_read_mib * c.shard_read_share * f64::from(1u32 << 20);
+    reading.max_read_bytes_per_sec =
+        (c.shard_read_mib > 0.0).then(|| (bytes_per_sec as u64).max(1));
     config.leasing.lease_duration = c.lease_duration;
     if let Some(id) = &c.worker_id {
         config.leasing.worker_id = id.clone();

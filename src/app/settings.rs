@@ -304,6 +304,10 @@ pub struct ConsumerSettings {
     pub max_records_per_call: i32,
     /// Memory budget, in MiB, for records held between fetch and commit.
     pub max_in_flight_mb: u64,
+    /// Record data all polling consumers of one shard may read, MiB a second (0: no limit).
+    pub shard_read_mib: f64,
+    /// This consumer's share (0.01 to 1) of each shard's read limits, bytes and calls.
+    pub shard_read_share: f64,
     /// Restart a reader with no successful call for this long.
     pub stall_timeout: Duration,
     /// Read with enhanced fan-out as this registered stream consumer.
@@ -325,6 +329,8 @@ impl ConsumerSettings {
             lease_duration: Duration::from_secs(10),
             max_records_per_call: 10_000,
             max_in_flight_mb: 64,
+            shard_read_mib: 2.0,
+            shard_read_share: 1.0,
             stall_timeout: Duration::from_secs(120),
             consumer_name: None,
             failing_after: Duration::from_secs(60),
@@ -346,6 +352,18 @@ impl ConsumerSettings {
             return Err(AppError::Usage(
                 "--worker-id is empty: give each worker a name".into(),
             ));
+        }
+        if !(0.01..=1.0).contains(&self.shard_read_share) {
+            return Err(AppError::Usage(format!(
+                "--shard-read-share {} is not a share from 0.01 to 1",
+                self.shard_read_share
+            )));
+        }
+        if !(0.0..=1024.0).contains(&self.shard_read_mib) {
+            return Err(AppError::Usage(format!(
+                "--shard-read-mib {} is not a number of MiB from 0 to 1024",
+                self.shard_read_mib
+            )));
         }
         Ok(())
     }

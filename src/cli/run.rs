@@ -51,6 +51,16 @@ pub struct RunArgs {
     /// transactions and less re-read after a crash.
     #[arg(long, env = "OPTOUT_MAX_RECORDS_PER_CALL", default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_records_per_call: i32,
+    /// Record data, in MiB a second, that AWS lets all the polling consumers of one shard
+    /// read (2 on Kinesis); each reader paces its GetRecords calls to its share of it. 0: no
+    /// byte limit (for emulators, which enforce none).
+    #[arg(long, env = "OPTOUT_SHARD_READ_MIB", default_value_t = 2.0, value_parser = parse_read_mib)]
+    pub shard_read_mib: f64,
+    /// This consumer's share of each shard's read limits (its MiB a second and AWS's 5
+    /// GetRecords calls a second), from 0.01 to 1: with N consumers polling the same stream,
+    /// 1/N each. Enhanced fan-out (--consumer-name) has limits of its own and ignores it.
+    #[arg(long, env = "OPTOUT_SHARD_READ_SHARE", default_value_t = 1.0, value_parser = parse_read_share)]
+    pub shard_read_share: f64,
     /// Memory budget, in MiB, for records held between fetch and commit across all shards:
     /// readers size their calls to share it. See docs/performance.md for sizing.
     #[arg(long, env = "OPTOUT_MAX_IN_FLIGHT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
@@ -101,6 +111,26 @@ pub fn parse_consumer_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Parses `--shard-read-mib`: a number of MiB from 0 (no limit) to 1,024.
+pub fn parse_read_mib(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1024.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of MiB from 0 to 1024 (0: no limit)"
+        )),
+    }
+}
+
+/// Parses `--shard-read-share`: a fraction from 0.01 to 1.
+pub fn parse_read_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.01..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a share from 0.01 to 1 (with N consumers polling the stream: 1/N)"
+        )),
+    }
+}
+
 /// Parses a non-negative number of seconds (fractions allowed).
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -129,6 +159,8 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             lease_duration: Duration::from_millis(args.lease_ms),
             max_records_per_call: args.max_records_per_call,
             max_in_flight_mb: args.max_in_flight_mb,
+            shard_read_mib: args.shard_read_mib,
+            shard_read_share: args.shard_read_share,
             stall_timeout: Duration::from_secs(args.stall_timeout_secs),
             consumer_name: args.consumer_name.clone(),
             failing_after: Duration::from_secs(args.failing_after_secs),

@@ -3,7 +3,8 @@
 //! `LimitExceededException`, `KMSThrottlingException`, `ExpiredIteratorException`, 500
 //! `InternalFailure`), slow answers, and connections cut mid-body. Neither emulator throttles
 //! or fails like this, and the SDK parses these answers for real, so the engine's error
-//! classification is tested end to end. It also times every `GetRecords` call it forwards.
+//! classification is tested end to end. It also times every `GetRecords` call it forwards,
+//! and can enforce AWS's read limit of bytes per shard ([`AwsFaults::limit_read_bytes`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -85,6 +86,19 @@ pub struct OpFaults {
 /// `SubscribeToShard`…) → its faults.
 pub type Plan = HashMap<&'static str, OpFaults>;
 
+/// The record data one shard's answered `GetRecords` calls brought.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    /// Bytes of record data, every answer.
+    pub bytes: u64,
+    /// Bytes of the last answer.
+    pub last_bytes: u64,
+    /// Arrival of the first answered call.
+    pub first: Instant,
+    /// Arrival of the last answered call.
+    pub last: Instant,
+}
+
 /// What the proxy saw.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -96,6 +110,10 @@ pub struct Seen {
     pub get_records_at: HashMap<String, Vec<Instant>>,
     /// Records passed on in `GetRecords` answers.
     pub records_served: u64,
+    /// Record data passed on in `GetRecords` answers, by shard (under a read limit).
+    pub bytes_served: HashMap<String, Served>,
+    /// `GetRecords` calls refused for coming before their shard's bytes were paid for.
+    pub read_limit_throttles: u64,
 }
 
 struct Inner {
@@ -108,7 +126,15 @@ struct Inner {
     iterators: Mutex<HashMap<String, String>>,
     /// Once this many records were served, every further `GetRecords` fails (500).
     record_budget: Mutex<Option<u64>>,
+    /// AWS's read limit per shard, bytes of record data a second, when enforced.
+    read_limit: Mutex<Option<u64>>,
+    /// When each shard may be read again under that limit.
+    shard_free_at: Mutex<HashMap<String, Instant>>,
 }
+
+/// How early a call may come before its shard is paid for: the reader paces from when it
+/// sends, the proxy from when calls arrive, and arrivals jitter on a busy machine.
+const READ_LIMIT_GRACE: Duration = Duration::from_millis(100);
 
 /// The proxy on a random 127.0.0.1 port.
 pub struct AwsFaults {
@@ -136,6 +162,8 @@ impl AwsFaults {
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             iterators: Mutex::new(HashMap::new()),
             record_budget: Mutex::new(None),
+            read_limit: Mutex::new(None),
+            shard_free_at: Mutex::new(HashMap::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -164,6 +192,15 @@ impl AwsFaults {
     /// flight, whatever the machine's speed.
     pub fn limit_records(&self, records: u64) {
         *self.inner.record_budget.lock().unwrap() = Some(records);
+    }
+
+    /// Enforces AWS's read limit: `bytes_per_sec` of record data per shard. An answer of `n`
+    /// bytes leaves its shard unreadable for `n / bytes_per_sec` from its call (AWS: "if a
+    /// call returns 10 MiB, subsequent calls made within the next 5 seconds throw
+    /// ProvisionedThroughputExceededException"); a call before then is refused that way, and
+    /// counted in [`Seen::read_limit_throttles`].
+    pub fn limit_read_bytes(&self, bytes_per_sec: u64) {
+        *self.inner.read_limit.lock().unwrap() = Some(bytes_per_sec);
     }
 
     /// What the proxy saw so far.
@@ -203,6 +240,20 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .lock()
             .unwrap()
             .is_some_and(|budget| inner.seen.lock().unwrap().records_served >= budget);
+    let read_limit = *inner.read_limit.lock().unwrap();
+    let too_early = op == "GetRecords"
+        && read_limit.is_some()
+        && shard.as_ref().is_some_and(|s| {
+            inner
+                .shard_free_at
+                .lock()
+                .unwrap()
+                .get(s)
+                .is_some_and(|free| now + READ_LIMIT_GRACE < *free)
+        });
+    if too_early {
+        inner.seen.lock().unwrap().read_limit_throttles += 1;
+    }
     let fault = {
         let plan = inner.plan.lock().unwrap();
         let mut rng = inner.rng.lock().unwrap();
@@ -215,6 +266,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .copied()
             .unwrap_or(0);
         match plan.get(op.as_str()) {
+            _ if too_early => Some(Fault::Throughput),
             _ if spent => Some(Fault::Internal),
             Some(f) if !f.kinds.is_empty() && (calls < f.first || rng.f64() < f.share) => {
                 Some(f.kinds[rng.usize(..f.kinds.len())])
@@ -229,7 +281,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             let key = shard.clone().unwrap_or_else(|| "unknown".into());
             seen.get_records_at.entry(key).or_default().push(now);
         }
-        if let Some(f) = fault {
+        if let Some(f) = fault.filter(|_| !too_early) {
             *seen.injected.entry(f).or_default() += 1;
         }
     }
@@ -276,6 +328,27 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         && let (Some(shard), Some(it)) = (shard_of(&body), iterator_in(&bytes))
     {
         inner.iterators.lock().unwrap().insert(it, shard);
+    }
+    if op == "GetRecords"
+        && let (Some(rate), Some(shard)) = (read_limit, &shard)
+    {
+        let data = data_bytes_in(&bytes);
+        let mut free_at = inner.shard_free_at.lock().unwrap();
+        let free = free_at.entry(shard.clone()).or_insert(now);
+        *free = (*free).max(now) + Duration::from_secs_f64(data as f64 / rate as f64);
+        // Only answers with records: the idle polls after catching up say nothing of the rate.
+        if data > 0 {
+            let mut seen = inner.seen.lock().unwrap();
+            let served = seen.bytes_served.entry(shard.clone()).or_insert(Served {
+                bytes: 0,
+                last_bytes: 0,
+                first: now,
+                last: now,
+            });
+            served.bytes += data;
+            served.last_bytes = data;
+            served.last = now;
+        }
     }
     if op == "GetRecords" {
         inner.seen.lock().unwrap().records_served += records_in(&bytes);
@@ -330,6 +403,24 @@ fn records_in(response: &Bytes) -> u64 {
     v.as_ref()
         .and_then(|v| v.get("Records")?.as_array().map(Vec::len))
         .unwrap_or(0) as u64
+}
+
+/// The record data a `GetRecords` answer holds: its `Data` fields, base64-decoded.
+fn data_bytes_in(response: &Bytes) -> u64 {
+    let v: Option<serde_json::Value> = serde_json::from_slice(response).ok();
+    let Some(records) = v
+        .as_ref()
+        .and_then(|v| v.get("Records")?.as_array().cloned())
+    else {
+        return 0;
+    };
+    records
+        .iter()
+        .filter_map(|r| r.get("Data")?.as_str())
+        .map(|b64| {
+            (b64.len() / 4 * 3 - b64.bytes().rev().take_while(|&c| c == b'=').count()) as u64
+        })
+        .sum()
 }
 
 /// The most `GetRecords` calls one shard received within any one second.

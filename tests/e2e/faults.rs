@@ -5,7 +5,8 @@
 //! KMS throttling, expired iterators, 500s, slow answers, connections cut mid-body): every
 //! record lands exactly once, no shard is polled more than 5 times a second (each call at
 //! least 200 ms after the previous, by the reader's own clock), and the retries show in
-//! `optout_retries_total{kind}`.
+//! `optout_retries_total{kind}`. With AWS's read limit of bytes per shard enforced, the
+//! readers pace themselves to it: no throttling, and reads at about the limit.
 
 use crate::common::emulator;
 use crate::common::optout::*;
@@ -230,4 +231,58 @@ async fn a_hung_network_restarts_stalled_readers() {
     wait_for_events(s, 300, Duration::from_secs(60)).await;
     worker.terminate();
     check_tables(&o, 300);
+}
+
+/// AWS lets each shard be read at 2 MiB/s; the proxy enforces a small limit the same way
+/// (an answer's bytes make the shard unreadable for as long as they take at that rate), and
+/// `--shard-read-mib` tells the readers the same limit. They pace themselves: the throttles
+/// stay at or near zero, and each shard is read at close to the limit, not far under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn readers_paced_to_the_byte_limit_are_not_throttled() {
+    const LIMIT: u64 = 48 << 10;
+    let n = 800;
+    let emu = emulator::from_env().await;
+    let client = emu.client().await;
+    let stream = emulator::unique_stream("readlimit");
+    emulator::create_stream(&client, &stream, 2).await.unwrap();
+    write(&client, &stream, 0, n, 100, Duration::from_millis(1)).await;
+    let proxy =
+        crate::common::aws_faults::AwsFaults::start(&emu.endpoint, Default::default(), 7).await;
+    proxy.limit_read_bytes(LIMIT);
+    let o = Optout::new(emu.env_via(&proxy.endpoint));
+    let mib = format!("{}", LIMIT as f64 / f64::from(1u32 << 20));
+    // Calls of 20 records (about 16 KiB): the byte limit, not the 5 calls a second, paces.
+    let worker = o.spawn_run(
+        &stream,
+        &["--max-records-per-call", "20", "--shard-read-mib", &mib],
+    );
+    let reader = crate::common::db::open_reader(&o.store).await;
+    wait_for_events(&reader, n, Duration::from_secs(120)).await;
+    worker.terminate();
+    check_tables(&o, n);
+    proxy.seen(|s| {
+        eprintln!("throttled by the read limit: {}", s.read_limit_throttles);
+        assert!(
+            s.read_limit_throttles <= 2,
+            "{} calls came before their shard's bytes were paid for",
+            s.read_limit_throttles
+        );
+        assert_eq!(s.bytes_served.len(), 2, "both shards read");
+        for (shard, served) in &s.bytes_served {
+            // The bytes before the last answer were paid for between the first and last call.
+            let span = served.last.duration_since(served.first).as_secs_f64();
+            let rate = (served.bytes - served.last_bytes) as f64 / span;
+            eprintln!(
+                "{shard}: {} bytes in {span:.1} s: {:.0} bytes/s, {:.2} of the limit",
+                served.bytes,
+                rate,
+                rate / LIMIT as f64
+            );
+            assert!(rate <= LIMIT as f64 * 1.05, "{shard} read over the limit");
+            assert!(
+                rate >= LIMIT as f64 * 0.6,
+                "{shard} read far under the limit"
+            );
+        }
+    });
 }

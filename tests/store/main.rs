@@ -7,6 +7,7 @@
 //! - `leases`: who holds which shard, expiry by the database clock, fencing tokens;
 //! - `queries`: keyset pages under writes, point in time, history, the per-number lookup;
 //! - `revocation_scope`: `--revocation-scope account|all` in every status query, as a property;
+//! - `plans`: PostgreSQL walks the indexes a page needs (counted in its statistics);
 //! - `migrations`: upgrades of databases holding rows;
 //! - `outbox`: the change feed exactly once, the outbox's claims and settlements, long-polls;
 //! - `migrations_all`: every released schema version, with a row in every table, upgraded in
@@ -28,6 +29,7 @@ mod migrations;
 mod migrations_all;
 mod outbox;
 mod paths;
+mod plans;
 mod queries;
 mod revocation_scope;
 mod semantics;

@@ -54,6 +54,9 @@ impl ConsumerConfig {
     }
 }
 
+/// What AWS lets all the polling consumers of one shard read per second: 2 MiB of record data.
+pub const AWS_READ_BYTES_PER_SEC: u64 = 2 << 20;
+
 /// What to read and how.
 #[derive(Debug, Clone)]
 pub struct ReadingSettings {
@@ -63,8 +66,16 @@ pub struct ReadingSettings {
     pub initial_position: InitialPosition,
     /// Wait before polling a caught-up shard again.
     pub poll_interval: Duration,
-    /// Minimum time between two `GetRecords` calls on one shard (AWS allows 5 per second).
+    /// Minimum time between two `GetRecords` calls on one shard (AWS allows 5 per second,
+    /// shared by every consumer polling the stream).
     pub min_call_interval: Duration,
+    /// Most bytes of record data one shard's `GetRecords` answers may bring per second, or
+    /// `None` for no limit. AWS allows 2 MiB/s per shard, shared by every consumer polling the
+    /// stream, and answers a call over it (even one returning 10 MiB at once) by throttling
+    /// the shard's next calls for as long as those bytes take at that rate. So after each
+    /// answer the reader waits that long itself: a catch-up then runs at the limit instead of
+    /// into a storm of `ProvisionedThroughputExceeded` and backoff.
+    pub max_read_bytes_per_sec: Option<u64>,
     /// How often the shard list is refreshed to find new shards after a reshard.
     pub discovery_interval: Duration,
     /// Records asked for per `GetRecords` call (AWS maximum: 10,000); the in-flight budget
@@ -81,13 +92,14 @@ pub struct ReadingSettings {
 
 impl ReadingSettings {
     /// Polls `stream` from its oldest record, within AWS's per-shard limits: at most 5 calls
-    /// a second, at most 10,000 records a call.
+    /// and 2 MiB of record data a second, at most 10,000 records a call.
     pub fn new(stream: impl Into<String>) -> Self {
         ReadingSettings {
             stream: stream.into(),
             initial_position: InitialPosition::TrimHorizon,
             poll_interval: Duration::from_millis(500),
             min_call_interval: Duration::from_millis(200),
+            max_read_bytes_per_sec: Some(AWS_READ_BYTES_PER_SEC),
             discovery_interval: Duration::from_secs(30),
             max_records_per_call: 10_000,
             exit_when_idle: None,

@@ -39,8 +39,8 @@ use aws_sdk_kinesis::types::Record;
 pub use backoff::{Backoff, ErrorClass, classify};
 pub use budget::{Budget, BudgetStats, record_cost};
 pub use config::{
-    BackoffSettings, ConsumerConfig, DEFAULT_METRICS_PREFIX, Handles, InitialPosition,
-    LeasingSettings, ReadingSettings, RestartSettings, default_worker_id,
+    AWS_READ_BYTES_PER_SEC, BackoffSettings, ConsumerConfig, DEFAULT_METRICS_PREFIX, Handles,
+    InitialPosition, LeasingSettings, ReadingSettings, RestartSettings, default_worker_id,
 };
 pub use coordinator::run;
 pub use health::{FailingShard, Health};

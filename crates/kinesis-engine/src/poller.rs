@@ -1,10 +1,12 @@
-//! The polling transport: shard iterators and `GetRecords`, paced to AWS's per-shard limit.
+//! The polling transport: shard iterators and `GetRecords`, paced to AWS's per-shard limits
+//! (calls per second, and bytes per second).
 //!
 //! The loop never gets ahead of what is durable: the iterator it re-creates after an error
 //! starts after the last sequence number the processor committed, and after a failed commit
 //! that left the stored checkpoint elsewhere, after that one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -87,6 +89,10 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             }
         };
         r.backoff.reset();
+        if let Some(rate) = r.ctx.config.reading.max_read_bytes_per_sec {
+            // AWS counts a shard's read bytes from the call on; so does the wait.
+            next_call = next_call.max(now + read_time(data_bytes(out.records()), rate));
+        }
         // The body is gone once decoded: keep only what the records hold until they commit.
         let held = records_cost(out.records());
         r.share.observe(out.records().len(), held);
@@ -117,6 +123,19 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             next_call = next_call.max(Instant::now() + r.ctx.config.reading.poll_interval);
         }
     }
+}
+
+/// The record data an answer brought, as AWS counts it against the shard's read limit.
+fn data_bytes(records: &[aws_sdk_kinesis::types::Record]) -> u64 {
+    records.iter().map(|r| r.data().as_ref().len() as u64).sum()
+}
+
+/// How long reading `bytes` takes at `rate` bytes a second (no limit at a rate of 0).
+fn read_time(bytes: u64, rate: u64) -> Duration {
+    if rate == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos((u128::from(bytes) * 1_000_000_000 / u128::from(rate)) as u64)
 }
 
 /// A shard iterator from where the reader stands ([`ShardReader::position`]), retrying
@@ -156,5 +175,21 @@ async fn new_iterator(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_answer_waits_as_long_as_aws_would_throttle() {
+        let rate = crate::AWS_READ_BYTES_PER_SEC;
+        // 10 MiB at once: five seconds before the shard may be read again.
+        assert_eq!(read_time(10 << 20, rate), Duration::from_secs(5));
+        // 10,000 records of 765 bytes: about 3.6 s, under AWS's 5 calls a second.
+        assert_eq!(read_time(7_650_000, rate).as_millis(), 3_647);
+        assert_eq!(read_time(0, rate), Duration::ZERO);
+        assert_eq!(read_time(u64::MAX, 0), Duration::ZERO);
     }
 }

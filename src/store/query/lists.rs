@@ -20,8 +20,15 @@ use crate::store::model::{
 
 /// Status rows are unique by their primary key (`s`: the live table).
 const STATUS_KEY_S: &[Key] = &[key("s.account_sid"), key("s.scope"), key("s.subscriber")];
-/// Events are read in time order; the id breaks ties.
-const EVENT_KEY: &[Key] = &[time_key("occurred_at"), key("event_id")];
+/// Events are read in time order; the id breaks ties. The columns are qualified because the
+/// SELECT list shows `occurred_at` as text under the same name (PostgreSQL's `to_char`): an
+/// unqualified `ORDER BY occurred_at` would name that output column, so PostgreSQL sorted
+/// every event by the text on every page (a full scan per page) instead of walking
+/// `opt_events_by_time_id`.
+const EVENT_KEY: &[Key] = &[
+    time_key("opt_events.occurred_at"),
+    key("opt_events.event_id"),
+];
 const DEAD_LETTER_KEY: &[Key] = &[key("stream_name"), key("shard_id"), key("sequence_number")];
 const TEST_EVENT_KEY: &[Key] = &[key("test_id")];
 
