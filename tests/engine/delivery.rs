@@ -2,7 +2,8 @@
 //! processor and a lease store that record into memory and know nothing of Twilio or SQL.
 //! Everything is asserted on what they recorded and on the returned stats, never on log text:
 //! each record delivered once and in order, resume after a stop, children after their
-//! parents, shards handed over between two engines that share one lease store, and the stall
+//! parents, a paced reader never taken for idle, shards handed over between two engines that
+//! share one lease store, and the stall
 //! watchdog restarting a reader whose calls hang.
 
 use crate::common::emulator as support;
@@ -97,6 +98,30 @@ async fn records_are_delivered_once_in_order_and_a_new_run_resumes_after_the_che
     assert_eq!(stats.records, 120, "only what was written since the stop");
     let resumed: Vec<(String, String)> = memory.records()[before..].to_vec();
     assert_eq!(sorted(resumed), sorted(second));
+}
+
+/// A reader that waits out its byte budget between calls is not idle: the emulator says 0 ms
+/// behind after every answer, but the run must not end while the pacing wait (2 s a call
+/// here) outlasts the idle time (0.8 s) and records are left.
+#[tokio::test]
+async fn a_reader_paced_by_bytes_is_not_idle_while_records_are_left() {
+    let emu = support::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = support::new_stream(&client, "engine-paced", 1).await;
+    let big: Vec<(String, Vec<u8>)> = (0..250)
+        .map(|i| (format!("p-{i}"), vec![b'x'; 1_000]))
+        .collect();
+    let written = support::put_records(&client, &stream, &big).await.unwrap();
+    let mut config = config(&stream);
+    // 100 records of 1,000 bytes a call at 50,000 bytes a second: 2 s before the next call.
+    config.reading.max_read_bytes_per_sec = Some(50_000);
+    let memory = Arc::new(Memory::default());
+    let stats = run_until_idle(&client, config, &memory).await;
+    assert_eq!(
+        stats.records, 250,
+        "the run ended while paced, records left"
+    );
+    memory.assert_exactly_once(&written);
 }
 
 /// After a split, each child's first batch comes after its parent's end was committed, and

@@ -89,9 +89,12 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             }
         };
         r.backoff.reset();
+        let mut paced = false;
         if let Some(rate) = r.ctx.config.reading.max_read_bytes_per_sec {
             // AWS counts a shard's read bytes from the call on; so does the wait.
-            next_call = next_call.max(now + read_time(data_bytes(out.records()), rate));
+            let until = now + read_time(data_bytes(out.records()), rate);
+            paced = until > next_call;
+            next_call = next_call.max(until);
         }
         // The body is gone once decoded: keep only what the records hold until they commit.
         let held = records_cost(out.records());
@@ -102,6 +105,10 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             .deliver(out.records(), finished, out.millis_behind_latest(), &cancel)
             .await?
         {
+            // A reader waiting out its byte budget has more to read as far as it knows (an
+            // emulator reports 0 ms behind mid-backlog): it is not idle, whatever the answer
+            // said, until an empty answer at the tip.
+            Delivery::Next if paced => r.mark_behind(),
             Delivery::Next => {}
             Delivery::Exit(exit) => return Ok(exit),
             Delivery::Reposition => {

@@ -373,6 +373,12 @@ impl ShardReader {
         }
     }
 
+    /// Marks the shard as behind whatever the last answer said of the tip: a transport that
+    /// waits before its next call (byte pacing) must not look idle meanwhile.
+    pub(crate) fn mark_behind(&self) {
+        self.set_state(false);
+    }
+
     fn set_state(&self, caught_up: bool) {
         let state = if caught_up {
             ShardState::CaughtUp
