@@ -11,13 +11,11 @@
 //! nothing of the engine, the application or HTTP.
 
 mod arrivals;
-mod batched;
 mod changes;
 mod error;
 mod lease;
 pub mod metrics;
 mod model;
-mod multirow;
 mod opt_events;
 mod outbox;
 mod outbox_sql;

@@ -19,6 +19,7 @@ use crate::event::{Detection, OptOutType, TimeSource};
 
 /// The opt-event statements of one dialect; only the timestamp casts and the row lock differ.
 struct Sql {
+    insert: String,
     select_stored: String,
     update_stored: String,
     update_paths: String,
@@ -29,23 +30,20 @@ struct Sql {
     delete_status: String,
 }
 
-pub(super) const COLUMNS: &str = "event_id, identity, opt_out_type, inferred, detection, rule, account_sid, \
+const COLUMNS: &str = "event_id, identity, opt_out_type, inferred, detection, rule, account_sid, \
      messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
      time_source, schema_version, stream_name, shard_id, sequence_number, paths, sets_status";
-
-/// The conditional upsert of a status row: a newer event (by time, then id) wins, whatever
-/// commits first.
-pub(super) const APPLY_STATUS_CONFLICT: &str = "ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
-     messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
-     status = excluded.status, changed_at = excluded.changed_at, \
-     event_id = excluded.event_id \
-     WHERE excluded.changed_at > opt_status.changed_at \
-     OR (excluded.changed_at = opt_status.changed_at \
-     AND excluded.event_id > opt_status.event_id)";
 
 impl Sql {
     fn new(d: Dialect) -> Self {
         Sql {
+            insert: format!(
+                "INSERT INTO opt_events ({COLUMNS}, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, \
+                 $7, $8, $9, $10, $11, $12, $13, {}, $15, $16, $17, $18, $19, $20, $21, {}) \
+                 ON CONFLICT (identity) DO NOTHING",
+                d.ts_in("$14"),
+                d.ts_in("$22")
+            ),
             select_stored: format!(
                 "SELECT event_id, identity, opt_out_type, detection, rule, account_sid, \
                  messaging_service_sid, sender, subscriber, body, message_sid, {} AS occurred_at, \
@@ -68,7 +66,13 @@ impl Sql {
             apply_status: format!(
                 "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
                  sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, {}, $8) \
-                 {APPLY_STATUS_CONFLICT}",
+                 ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
+                 messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
+                 status = excluded.status, changed_at = excluded.changed_at, \
+                 event_id = excluded.event_id \
+                 WHERE excluded.changed_at > opt_status.changed_at \
+                 OR (excluded.changed_at = opt_status.changed_at \
+                 AND excluded.event_id > opt_status.event_id)",
                 d.ts_in("$7")
             ),
             latest_for_key: format!(
@@ -109,9 +113,7 @@ fn sql(d: Dialect) -> &'static Sql {
     }
 }
 
-pub(super) fn query(
-    text: &'static str,
-) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
+fn query(text: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
     // Audited: every statement is built once from constants and the dialect's casts.
     sqlx::query(sqlx::AssertSqlSafe(text))
 }
@@ -139,10 +141,6 @@ pub(super) async fn commit(
         )
         .collect();
     rows.sort_by(|a, b| a.identity.cmp(&b.identity));
-    // Every row is offered at once; the first of an identity in this order is the one stored
-    // when it was new, and the others are copies of it, merged below as copies of a stored
-    // event always are.
-    let mut inserted = super::batched::insert_all(d, tx, &rows, recorded_at).await?;
     let mut new_rows: Vec<&Row> = Vec::new();
     let mut moved: Vec<(Row, Row)> = Vec::new();
     // Keys whose sender's-check answer may have changed: those of new STOP/START events and of
@@ -150,7 +148,7 @@ pub(super) async fn commit(
     // round trip).
     let mut answer_keys: Vec<AnswerKey> = Vec::new();
     for row in &rows {
-        if inserted.remove(&row.identity) {
+        if insert(d, tx, row, recorded_at).await? {
             summary.opt_events_new += 1;
             new_rows.push(row);
             if row.opt_out_type != OptOutType::Help {
@@ -186,7 +184,17 @@ pub(super) async fn commit(
             moved.push((stored, merged));
         }
     }
-    summary.status_changes += super::batched::statuses(d, tx, &new_rows, &moved).await?;
+    // Status, one key at a time in key order (the lock order).
+    let mut touched: Vec<(&str, &str, &str)> = new_rows.iter().map(|r| r.key()).collect();
+    for (before, after) in &moved {
+        touched.push(before.key());
+        touched.push(after.key());
+    }
+    touched.sort();
+    touched.dedup();
+    for key in touched {
+        summary.status_changes += settle(d, tx, key, &new_rows, &moved).await?;
+    }
     Ok(answer_keys)
 }
 
@@ -201,7 +209,7 @@ fn owned_key(row: &Row) -> AnswerKey {
 /// events, under the status row's lock (its time or type changed, so an older event may be the
 /// latest now). Otherwise the newer-wins upsert suffices: events only ever become eligible to
 /// win, and the upsert never lets an older event replace a newer one, whatever commits first.
-pub(super) async fn settle(
+async fn settle(
     d: Dialect,
     tx: &mut Transaction<'_, Any>,
     key: (&str, &str, &str),
@@ -241,6 +249,17 @@ fn provenance<'a>(batch: &'a Batch, sequence_number: &'a str) -> Provenance<'a> 
     }
 }
 
+/// Inserts `row` unless its identity is stored; whether it was.
+async fn insert(
+    d: Dialect,
+    tx: &mut Transaction<'_, Any>,
+    row: &Row,
+    recorded_at: &str,
+) -> Result<bool, StoreError> {
+    let q = bind_row(query(&sql(d).insert), row).bind(recorded_at);
+    Ok(q.execute(&mut **tx).await?.rows_affected() == 1)
+}
+
 /// Rewrites the stored event of `row.identity` as `row` (its `recorded_at` stays the first).
 async fn write(d: Dialect, tx: &mut Transaction<'_, Any>, row: &Row) -> Result<(), StoreError> {
     bind_row(query(&sql(d).update_stored), row)
@@ -250,7 +269,7 @@ async fn write(d: Dialect, tx: &mut Transaction<'_, Any>, row: &Row) -> Result<(
 }
 
 /// Binds `$1`..`$21` in [`COLUMNS`] order.
-pub(super) fn bind_row<'q>(
+fn bind_row<'q>(
     q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     row: &'q Row,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
@@ -320,7 +339,7 @@ async fn stored(
 }
 
 /// The status a STOP or START sets.
-pub(super) fn status_of(t: OptOutType) -> &'static str {
+fn status_of(t: OptOutType) -> &'static str {
     match t {
         OptOutType::Stop => "opted_out",
         _ => "opted_in",
