@@ -43,6 +43,8 @@ pub struct Memory {
     lose_acks: Mutex<usize>,
     /// Calls to `checkpoints`, to see that a reader asked the store again.
     pub checkpoint_reads: std::sync::atomic::AtomicUsize,
+    /// Milliseconds each commit with records takes (a slow database).
+    pub commit_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Memory {
@@ -54,6 +56,7 @@ impl Default for Memory {
             compare_and_set: true,
             lose_acks: Mutex::new(0),
             checkpoint_reads: Default::default(),
+            commit_delay_ms: Default::default(),
         }
     }
 }
@@ -183,6 +186,12 @@ impl Processor for Memory {
     }
 
     async fn process(&self, batch: RecordBatch<'_>) -> Result<(), ProcessError> {
+        let delay = self
+            .commit_delay_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 && !batch.records.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if let Some(claim) = batch.lease {
             let leases = self.leases.lock().unwrap();
             let held = leases.get(batch.shard_id);

@@ -2,7 +2,7 @@
 //! processor and a lease store that record into memory and know nothing of Twilio or SQL.
 //! Everything is asserted on what they recorded and on the returned stats, never on log text:
 //! each record delivered once and in order, resume after a stop, children after their
-//! parents, a paced reader never taken for idle, shards handed over between two engines that
+//! parents, a paced or slowly committing reader never taken for idle, shards handed over between two engines that
 //! share one lease store, and the stall
 //! watchdog restarting a reader whose calls hang.
 
@@ -120,6 +120,30 @@ async fn a_reader_paced_by_bytes_is_not_idle_while_records_are_left() {
     assert_eq!(
         stats.records, 250,
         "the run ended while paced, records left"
+    );
+    memory.assert_exactly_once(&written);
+}
+
+/// Records in hand are not idleness either: with every commit taking longer (1.5 s) than the
+/// idle time (0.8 s), the run still reads everything.
+#[tokio::test]
+async fn a_reader_with_a_slow_commit_is_not_idle() {
+    let emu = support::ferrokinesis().await;
+    let client = emu.client().await;
+    let stream = support::new_stream(&client, "engine-slow", 1).await;
+    let written = support::put_records(&client, &stream, &records("s", 300))
+        .await
+        .unwrap();
+    let mut config = config(&stream);
+    config.reading.max_read_bytes_per_sec = None;
+    let memory = Arc::new(Memory::default());
+    memory
+        .commit_delay_ms
+        .store(1_500, std::sync::atomic::Ordering::Relaxed);
+    let stats = run_until_idle(&client, config, &memory).await;
+    assert_eq!(
+        stats.records, 300,
+        "the run ended during a commit, records left"
     );
     memory.assert_exactly_once(&written);
 }

@@ -248,6 +248,9 @@ impl ShardReader {
             .last()
             .map(|r| r.sequence_number().to_string())
             .or_else(|| self.committed.clone());
+        // Records in hand are not idleness, however long their commit takes (a slow or
+        // retried commit outlasting the idle time ended runs with records left).
+        self.set_state(false);
         loop {
             let batch = RecordBatch {
                 stream: &self.ctx.config.reading.stream,
