@@ -48,7 +48,7 @@ pub async fn changes(cli: &Cli, args: &ChangesArgs) -> Result<(), CliError> {
     }
     .await;
     match written {
-        Err(e) if super::query::is_broken_pipe(&e) => Ok(()),
+        Err(e) if super::listing::is_broken_pipe(&e) => Ok(()),
         other => other.map_err(CliError::Runtime),
     }
 }
@@ -103,5 +103,5 @@ pub async fn deliveries(cli: &Cli, args: &DeliveriesArgs) -> Result<(), CliError
         }),
     };
     let (limit, format) = (args.limit.limit, args.format.format);
-    super::query::print(cli, listing, limit, format, DELIVERIES_TABLE).await
+    super::listing::print(cli, listing, limit, format, DELIVERIES_TABLE).await
 }

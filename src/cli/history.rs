@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use super::query::{HISTORY_TABLE, LimitArg, print_in};
+use super::listing::print_in;
+use super::query::{HISTORY_TABLE, LimitArg};
 use super::{Cli, CliError, FormatArg};
 use crate::app::vocabulary::HistoryFilter;
 

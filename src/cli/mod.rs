@@ -6,6 +6,7 @@
 mod changes;
 mod deliver;
 mod history;
+mod listing;
 pub mod output;
 mod produce;
 mod progress;

@@ -5,11 +5,11 @@
 use clap::Args;
 use futures_util::StreamExt;
 
+use super::listing::{is_broken_pipe, parse_rfc3339, print, print_in};
 use super::output::{Format, Printer, TableSpec};
 use super::{Cli, CliError, FormatArg, ServeArgs};
 use crate::app::vocabulary::{
-    AsOfFilter, DeadLetterFilter, Detection, EventFilter, Listing, OptOutType, RevocationScope,
-    StatusFilter, TestEventFilter,
+    AsOfFilter, DeadLetterFilter, Detection, EventFilter, OptOutType, StatusFilter, TestEventFilter,
 };
 use crate::app::{self, RetryRequest, RetrySettings, ServeSettings};
 
@@ -134,12 +134,6 @@ pub enum DetectionArg {
     Phrase,
 }
 
-pub(super) fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.to_utc())
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}); e.g. 2026-03-01T00:00:00Z"))
-}
-
 /// Table columns of each row type: what a person reads first; csv and json keep every field.
 const STATUS_TABLE: TableSpec = TableSpec {
     columns: &["subscriber", "status", "scope", "changed_at", "account_sid"],
@@ -170,63 +164,6 @@ pub(super) const HISTORY_TABLE: TableSpec = TableSpec {
         "body",
     ],
 };
-
-/// Streams every row of `listing` (up to `limit`) to stdout in `format`. A closed pipe
-/// (`| head`) ends the command quietly.
-pub(super) async fn print<L: Listing>(
-    cli: &Cli,
-    listing: L,
-    limit: Option<u64>,
-    format: Format,
-    table: TableSpec,
-) -> Result<(), CliError> {
-    print_in(
-        cli,
-        RevocationScope::default(),
-        listing,
-        limit,
-        format,
-        table,
-    )
-    .await
-}
-
-/// [`print`], with status answered under `scope` (`--revocation-scope`).
-pub(super) async fn print_in<L: Listing>(
-    cli: &Cli,
-    scope: RevocationScope,
-    listing: L,
-    limit: Option<u64>,
-    format: Format,
-    table: TableSpec,
-) -> Result<(), CliError> {
-    let pages = app::export(&cli.store, scope, listing, limit).await?;
-    let out = std::io::BufWriter::new(std::io::stdout());
-    let mut printer = Printer::new(out, format, table);
-    let mut pages = Box::pin(pages);
-    let result = async {
-        while let Some(page) = pages.next().await {
-            printer.rows(&page?)?;
-        }
-        printer.finish()
-    }
-    .await;
-    match result {
-        Err(e) if is_broken_pipe(&e) => Ok(()),
-        Err(e) => Err(CliError::Runtime(e)),
-        Ok(()) => Ok(()),
-    }
-}
-
-pub(super) fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || c.downcast_ref::<csv::Error>().is_some_and(|c| {
-                matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
-            })
-    })
-}
 
 /// Prints opt status, now or at an instant.
 pub async fn status(cli: &Cli, args: &StatusArgs) -> Result<(), CliError> {

@@ -43,7 +43,7 @@ impl RevocationArgs {
 #[derive(Debug, Args)]
 pub struct RevocationsArgs {
     /// Only revocations that occurred at or after this time (RFC 3339).
-    #[arg(long, value_parser = super::query::parse_rfc3339)]
+    #[arg(long, value_parser = super::listing::parse_rfc3339)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     #[command(flatten)]
     pub format: FormatArg,
@@ -52,5 +52,5 @@ pub struct RevocationsArgs {
 /// Prints the subscribers whose latest signal is a phrase revocation Twilio did not block.
 pub async fn revocations(cli: &Cli, args: &RevocationsArgs) -> Result<(), CliError> {
     let listing = RevocationFilter { since: args.since };
-    super::query::print(cli, listing, None, args.format.format, TableSpec::default()).await
+    super::listing::print(cli, listing, None, args.format.format, TableSpec::default()).await
 }

@@ -50,9 +50,6 @@ pub enum ConsentMode {
     All,
 }
 
-/// Why a change is not pushed: the values of `delivery_skipped_total{reason}`.
-pub const SKIP_REASONS: &[&str] = &["whatsapp", "reassigned", "not_revocation", "no_credentials"];
-
 /// What the Consent API target needs.
 #[derive(Debug, Clone)]
 pub struct ConsentConfig {

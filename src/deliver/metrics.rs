@@ -4,6 +4,9 @@
 use crate::store::TargetBacklog;
 use crate::telemetry::{MetricDef, MetricKind};
 
+/// Why a change is not pushed: the values of `delivery_skipped_total{reason}`.
+pub const SKIP_REASONS: &[&str] = &["whatsapp", "reassigned", "not_revocation", "no_credentials"];
+
 /// The values of `deliveries_total{result}`.
 const RESULTS: &[&str] = &["delivered", "retry", "failed"];
 
@@ -26,7 +29,7 @@ pub const METRICS: &[MetricDef] = &[
     MetricDef {
         name: "delivery_skipped_total",
         kind: MetricKind::Counter,
-        labels: &[("target", &[]), ("reason", super::consent::SKIP_REASONS)],
+        labels: &[("target", &[]), ("reason", SKIP_REASONS)],
         help: "Changes a target does not take, counted when committed (whatsapp: the Consent \
                API is SMS only; reassigned: Twilio made that opt-out; not_revocation: \
                --twilio-consent revocations; no_credentials: an account without credentials).",

@@ -257,7 +257,7 @@ async fn answer(
     let kind: String = r.try_get("opt_out_type")?;
     let detection: String = r.try_get("detection")?;
     let live_status: Option<String> = r.try_get("live_status")?;
-    let mut reason = super::query::signal_reason(&kind, &detection).to_string();
+    let mut reason = super::model::signal_reason(&kind, &detection).to_string();
     let mut identity: String = r.try_get("identity")?;
     let mut change = Change {
         cursor: 0,
@@ -373,7 +373,7 @@ async fn enqueue(
     targets: &[OutboxTarget],
 ) -> Result<u64, StoreError> {
     let mut n = 0;
-    let created_ms = super::outbox_sql::ms(std::time::SystemTime::now());
+    let created_ms = super::model::ms(std::time::SystemTime::now());
     for t in targets.iter().filter(|t| (t.wants)(&a.change)) {
         n += sqlx::query(
             "INSERT INTO outbox (target, item_key, ordering_key, change_id, created_ms) \

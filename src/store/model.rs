@@ -406,3 +406,20 @@ pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 pub fn format_ts(ts: chrono::DateTime<chrono::Utc>) -> String {
     ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
+
+/// The reason a STOP or START signal gives (the change feed's commit answers the same way).
+pub(crate) fn signal_reason(opt_out_type: &str, detection: &str) -> &'static str {
+    match (opt_out_type, detection) {
+        ("START", _) => "opted_in",
+        (_, "phrase") => "phrase_revocation",
+        (_, "reassigned") => "reassigned_number",
+        (_, "keyword") => "keyword_stop",
+        _ => "twilio_stop",
+    }
+}
+
+/// `t` in ms since the Unix epoch (0 before it).
+pub(crate) fn ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -16,18 +16,13 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::StoreError;
+use super::model::ms;
 use super::outbox::{Change, Item, Outbox, OutboxTarget, Settle, Settlement, TargetBacklog};
 use super::schema::Dialect;
 use super::sql::SqlStore;
 
 /// The most items one claim takes, whatever `limit` says (bounds the statement's size).
 const MAX_CLAIM: usize = 1_000;
-
-/// `t` in ms since the Unix epoch (0 before it).
-pub(super) fn ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// The columns of an item and its change, over `outbox o JOIN changes c`.
 pub(super) fn item_columns(d: Dialect) -> String {

@@ -19,6 +19,7 @@ use sqlx::any::AnyRow;
 use super::sqlbuild::{Key, Select, key};
 use super::{PageRequest, QueryError, Reader};
 use crate::store::RevocationScope;
+use crate::store::model::signal_reason;
 
 /// Which number a sender is about to text, and optionally where from.
 #[derive(Debug, Clone, Default)]
@@ -130,7 +131,7 @@ pub(super) fn item(r: &AnyRow) -> Result<LookupItem, sqlx::Error> {
     let detection: String = r.try_get("detection")?;
     let live_status: Option<String> = r.try_get("live_status")?;
     let (mut reason, mut event_id, mut rule) = (
-        reason(&kind, &detection).to_string(),
+        signal_reason(&kind, &detection).to_string(),
         r.try_get::<String, _>("event_id")?,
         r.try_get("rule")?,
     );
@@ -159,17 +160,6 @@ pub(super) fn item(r: &AnyRow) -> Result<LookupItem, sqlx::Error> {
         origin_account_sid: None,
         origin_scope: None,
     })
-}
-
-/// The reason a STOP or START signal gives (the change feed's commit answers the same way).
-pub(crate) fn reason(opt_out_type: &str, detection: &str) -> &'static str {
-    match (opt_out_type, detection) {
-        ("START", _) => "opted_in",
-        (_, "phrase") => "phrase_revocation",
-        (_, "reassigned") => "reassigned_number",
-        (_, "keyword") => "keyword_stop",
-        _ => "twilio_stop",
-    }
 }
 
 impl Reader {

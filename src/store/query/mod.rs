@@ -42,7 +42,6 @@ pub use changes::{
     ChangePage, DELIVERY_STATES, Delivery, DeliveryFilter, MAX_WAIT as MAX_CHANGES_WAIT, feed_json,
 };
 pub use lists::{DeadLetterFilter, TestEventFilter};
-pub(crate) use lookup::reason as signal_reason;
 pub use lookup::{LOOKUP_ROWS, Lookup, LookupFilter, LookupItem};
 pub use retry::StoredDeadLetter;
 
