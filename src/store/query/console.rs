@@ -137,42 +137,14 @@ impl Reader {
         cursor: Option<&Cursor>,
         limit: u32,
     ) -> Result<Page<RevocationRow>, QueryError> {
-        let mut q = Select::new(
-            self.dialect,
-            format!(
-                "SELECT e.account_sid, e.scope, e.messaging_service_sid, e.sender, e.subscriber, \
-                 {} AS occurred_at, e.rule, substr(e.body, 1, {BODY_PREVIEW_CHARS}) AS body, \
-                 CASE WHEN length(e.body) > {BODY_PREVIEW_CHARS} THEN 1 ELSE 0 END AS truncated, \
-                 e.event_id, s.status FROM opt_events e \
-                 LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
-                 AND s.subscriber = e.subscriber \
-                 WHERE e.detection = 'phrase' AND e.opt_out_type = 'STOP' \
-                 AND NOT EXISTS (SELECT 1 FROM opt_events l WHERE l.account_sid = e.account_sid \
-                 AND l.scope = e.scope AND l.subscriber = e.subscriber \
-                 AND l.opt_out_type IN ('STOP', 'START') AND (l.occurred_at > e.occurred_at \
-                 OR (l.occurred_at = e.occurred_at AND l.event_id > e.event_id)))",
-                self.dialect.ts_out("e.occurred_at")
-            ),
-        );
+        let mut q = Select::new(self.dialect, super::revocations::select(self.dialect));
         newest_first(&mut q, self, "e.occurred_at", "e.event_id", cursor, limit)?;
-        let row = |r: &sqlx::any::AnyRow| {
-            Ok(RevocationRow {
-                account_sid: r.try_get("account_sid")?,
-                scope: r.try_get("scope")?,
-                messaging_service_sid: r.try_get("messaging_service_sid")?,
-                sender: r.try_get("sender")?,
-                subscriber: r.try_get("subscriber")?,
-                revoked_at: r.try_get("occurred_at")?,
-                rule: r.try_get("rule")?,
-                body: r.try_get("body")?,
-                truncated: r.try_get::<i64, _>("truncated")? != 0,
-                event_id: r.try_get("event_id")?,
-                status: r.try_get("status")?,
-            })
-        };
-        q.fetch_page(&self.pool, limit, row, |r: &RevocationRow| {
-            vec![r.revoked_at.clone(), r.event_id.clone()]
-        })
+        q.fetch_page(
+            &self.pool,
+            limit,
+            super::revocations::row,
+            |r: &RevocationRow| vec![r.revoked_at.clone(), r.event_id.clone()],
+        )
         .await
     }
 
