@@ -1,6 +1,7 @@
 //! `/console/health`: what the store knows (every stream's shards with their checkpoints,
-//! lease owners and last commit times; dead letters per day) and, when the consumer runs in
-//! this process, its live figures (failing shards, in-flight memory).
+//! lease owners and last commit times; dead letters per day; the outbox per delivery target)
+//! and, when the consumer runs in this process, its live figures (failing shards, in-flight
+//! memory).
 
 use askama::Template;
 use axum::extract::State;
@@ -49,6 +50,8 @@ struct HealthPage {
     streams: Vec<StreamView>,
     dead_letters: Vec<(String, i64)>,
     dead_letter_days: u32,
+    /// Outbox items not yet delivered, per target (none before deliveries are configured).
+    outbox: Vec<crate::store::TargetBacklog>,
     live: Option<LiveView>,
 }
 
@@ -106,6 +109,10 @@ pub(super) async fn page(
         Ok(d) => d,
         Err(e) => return query_failed(e),
     };
+    let outbox = match reader.backlog().await {
+        Ok(b) => b,
+        Err(e) => return query_failed(e),
+    };
     let live = console.live.as_ref().map(|l| {
         let budget = l.budget.as_ref().map(|b| b.stats());
         LiveView {
@@ -124,6 +131,7 @@ pub(super) async fn page(
         streams,
         dead_letters,
         dead_letter_days: DEAD_LETTER_DAYS,
+        outbox,
         live,
     })
 }

@@ -11,6 +11,7 @@
 //! nothing of the engine, the application or HTTP.
 
 mod arrivals;
+mod backlog;
 mod changes;
 mod error;
 mod lease;

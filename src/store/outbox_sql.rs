@@ -191,26 +191,7 @@ impl Outbox for SqlStore {
     }
 
     async fn backlog(&self, now: SystemTime) -> Result<Vec<TargetBacklog>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT target, SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS pending, \
-             SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed, \
-             MIN(CASE WHEN state = 'pending' THEN created_ms END) AS oldest_ms \
-             FROM outbox WHERE state <> 'delivered' GROUP BY target ORDER BY target",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let now_ms = ms(now);
-        let mut out: Vec<TargetBacklog> = Vec::new();
-        for r in &rows {
-            let oldest: Option<i64> = r.try_get("oldest_ms")?;
-            out.push(TargetBacklog {
-                target: r.try_get("target")?,
-                pending: r.try_get::<i64, _>("pending")?.max(0) as u64,
-                failed: r.try_get::<i64, _>("failed")?.max(0) as u64,
-                oldest_pending_secs: oldest
-                    .map(|t| (now_ms.saturating_sub(t).max(0) / 1000) as u64),
-            });
-        }
+        let mut out = super::backlog::read(&self.pool, now).await?;
         // Configured targets with nothing pending or failed still report zeros.
         for t in self.outbox_targets().iter() {
             if !out.iter().any(|b| b.target == t.name) {

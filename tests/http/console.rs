@@ -353,6 +353,7 @@ async fn pages_show_the_store_and_hostile_text_stays_text(db: Db) {
     let health = c.get("/console/health", None).await;
     assert_eq!(health.status, 200);
     assert!(health.body.contains("optout-stream") && health.body.contains("shardId-000000000000"));
+    assert!(health.body.contains("Nothing waits to be delivered"));
 
     // Every answer, pages, redirects, errors and the stylesheet, carries the headers.
     for path in [

@@ -9,6 +9,7 @@
 //! - `bounds`: parameter sizes, and client mistakes as 400 on both backends.
 //! - `console`: the web console: pages on both backends, hostile bodies shown as text,
 //!   security headers, the login cookie's flags, CSRF refusals, logout; the daily rollup;
+//! - `console_health`: the health page's outbox per delivery target;
 //! - `console_browser`: the console in headless Chromium (WebDriver): keyboard, 375 px,
 //!   no console error, hostile bodies inert, screenshots.
 //! - `webhooks`: Twilio's webhooks, signed by Twilio's own helper library: signatures,
@@ -26,6 +27,7 @@ mod auth;
 mod bounds;
 mod console;
 mod console_browser;
+mod console_health;
 mod deliver_consent;
 mod deliver_notify;
 mod exports;

@@ -103,6 +103,12 @@ impl Reader {
         Ok(ChangePage { items, next_cursor })
     }
 
+    /// Pending and failed outbox items per target that has any, with the oldest pending
+    /// one's age (the console's health page; the dispatchers' metrics read the same).
+    pub async fn backlog(&self) -> Result<Vec<crate::store::TargetBacklog>, QueryError> {
+        Ok(crate::store::backlog::read(&self.pool, std::time::SystemTime::now()).await?)
+    }
+
     /// How often a waiting long-poll reads again when no commit in this process woke it
     /// (default [`POLL_INTERVAL`]).
     pub fn set_feed_poll(&self, every: Duration) {
