@@ -1,7 +1,7 @@
 //! `/console/health`: what the store knows (every stream's shards with their checkpoints,
 //! lease owners and last commit times; dead letters per day; the outbox per delivery target)
-//! and, when the consumer runs in this process, its live figures (failing shards, in-flight
-//! memory).
+//! and, when the consumer runs in this process, its live figures (how far behind the tip it
+//! is, failing shards, in-flight memory).
 
 use askama::Template;
 use axum::extract::State;
@@ -33,6 +33,8 @@ struct StreamView {
 }
 
 struct LiveView {
+    /// How far behind the tip the furthest shard is, as its latest read said (`None` before).
+    behind: Option<String>,
     failing: Vec<kinesis_engine::FailingShard>,
     failing_after_secs: u64,
     budget_used_mib: String,
@@ -53,6 +55,16 @@ struct HealthPage {
     /// Outbox items not yet delivered, per target (none before deliveries are configured).
     outbox: Vec<crate::store::TargetBacklog>,
     live: Option<LiveView>,
+}
+
+/// A lag as a person reads it: "0.4 s", "12 min 5 s", "3 h 2 min".
+fn lag(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{:.1} s", ms as f64 / 1000.0),
+        60..3600 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -116,6 +128,7 @@ pub(super) async fn page(
     let live = console.live.as_ref().map(|l| {
         let budget = l.budget.as_ref().map(|b| b.stats());
         LiveView {
+            behind: l.health.millis_behind_latest().map(lag),
             failing: l.health.failing(std::time::Duration::ZERO),
             failing_after_secs: l.failing_after.as_secs(),
             budget_used_mib: budget.as_ref().map_or("-".into(), |b| mib(b.used)),
@@ -134,4 +147,15 @@ pub(super) async fn page(
         outbox,
         live,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lags_read_as_a_person_says_them() {
+        assert_eq!(super::lag(0), "0.0 s");
+        assert_eq!(super::lag(400), "0.4 s");
+        assert_eq!(super::lag(725_000), "12 min 5 s");
+        assert_eq!(super::lag(3 * 3_600_000 + 120_000), "3 h 2 min");
+    }
 }

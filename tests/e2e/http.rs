@@ -71,6 +71,15 @@ async fn http_api_serves_health_metrics_and_queries() {
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(http_get(&addr, "/v1/events?since=yesterday").await.0, 400);
+    // The console's health page shows the consumer of this process: at the tip, reading.
+    let (code, health) = http_get(&addr, "/console/health").await;
+    assert_eq!(code, 200);
+    assert!(health.contains("The consumer in this process"), "{health}");
+    assert!(
+        health.contains("Behind the stream's tip: 0.0 s"),
+        "{health}"
+    );
+    assert!(health.contains("Every shard is reading."), "{health}");
     worker.terminate();
 }
 
