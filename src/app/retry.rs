@@ -231,3 +231,50 @@ fn way_in(letter: &StoredDeadLetter) -> (IngestPath, RecordFormat) {
         _ => (IngestPath::Kinesis, RecordFormat::CloudEvent),
     }
 }
+
+/// The console's dead-letter retry for a process that writes `store` (`optout run
+/// --http-addr`): every dead letter, applied, decoded as this process decodes (`decode`, with
+/// its honouring of revocations). Each retry opens a read pool of one connection for its own
+/// pages, and stops between two records once `stop` is cancelled.
+pub(crate) fn console_retry(
+    store: Arc<dyn Store>,
+    store_url: String,
+    decode: DecodeSettings,
+    stop: CancellationToken,
+) -> crate::console::RetryDeadLetters {
+    Arc::new(move || {
+        let (store, url, decode, stop) = (
+            store.clone(),
+            store_url.clone(),
+            decode.clone(),
+            stop.clone(),
+        );
+        Box::pin(async move {
+            let options = decode.options().map_err(|e| e.to_string())?;
+            let reader = store::open_reader(&url, 1, Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let request = RetryRequest {
+                apply: true,
+                ..RetryRequest::default()
+            };
+            let done = retry_in(
+                Some(store.as_ref()),
+                &reader,
+                &request,
+                &decode,
+                options,
+                stop,
+                |_| Ok(()),
+            )
+            .await;
+            reader.close().await;
+            let s = done.map_err(|e| e.to_string())?;
+            Ok(crate::console::RetryCounts {
+                matched: s.matched,
+                stored: s.stored + s.already_retried,
+                left: s.left,
+            })
+        })
+    })
+}

@@ -133,6 +133,15 @@ pub async fn run(
         health: handles.health.clone(),
         failing_after: engine.restarts.failing_after,
         budget: Some(handles.budget.clone()),
+        retry: Some(super::retry::console_retry(
+            store.clone(),
+            settings.store_url.clone(),
+            DecodeSettings {
+                honor_revocations: honor,
+                ..settings.decode.clone()
+            },
+            shutdown.clone(),
+        )),
     });
     let stop_hooks = CancellationToken::new();
     let hooks = hooks.map(|config| {

@@ -203,7 +203,7 @@ pub(super) async fn login(
 
 /// When the browser says where a form came from (`Origin`, every current browser on a POST),
 /// it must be this host: a second fence behind the CSRF token.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -222,6 +222,12 @@ fn same_origin(headers: &HeaderMap) -> bool {
 pub(super) struct CsrfForm {
     #[serde(default)]
     csrf: String,
+}
+
+impl CsrfForm {
+    pub(super) fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 /// `POST /console/logout`: ends the session (the cookie is deleted). Needs the session's

@@ -3,9 +3,9 @@
 //! store's [`Reader`] as the query API does, and renders every page on the server from typed
 //! templates (askama) that escape by default: bodies are written by strangers.
 //!
-//! What it is not: a second API (it serves HTML, and CSV for one export) nor a writer (the
-//! only action it could take, re-running dead letters, is shown as its CLI command until the
-//! app exposes it).
+//! What it is not: a second API (it serves HTML, and CSV for one export) nor a writer of its
+//! own: its one action, re-running dead letters, is done by what the composition root hands it
+//! where the process writes the store, and is shown as its CLI command elsewhere.
 //!
 //! Security, from the outside in: every response carries a strict `Content-Security-Policy`
 //! (no inline script, nothing from elsewhere, no framing), `nosniff` and `same-origin` (deep
@@ -19,6 +19,7 @@ mod auth;
 mod chart;
 mod health;
 mod pages;
+mod retry;
 pub mod session;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::http::ApiAuth;
 use crate::store::Reader;
 use crate::store::query::QueryError;
 
+pub use retry::{RetryCounts, RetryDeadLetters};
 pub use session::SessionKey;
 
 /// How the console is set up (`optout serve`, `optout run --http-addr`).
@@ -67,6 +69,8 @@ pub struct Live {
     pub failing_after: Duration,
     /// Bytes of records between fetch and commit.
     pub budget: Option<kinesis_engine::Budget>,
+    /// Re-runs dead letters, where this process writes the store.
+    pub retry: Option<RetryDeadLetters>,
 }
 
 /// What every console handler holds.
@@ -81,6 +85,8 @@ struct Console {
     failures: Arc<tokio::sync::Mutex<()>>,
     /// Sessions signed out on this process before their expiry.
     signed_out: Arc<session::SignedOut>,
+    /// Held while a dead-letter retry runs: one at a time.
+    retrying: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The console's routes, `/` (a redirect to `/console/`) and `/console/…`.
@@ -97,6 +103,7 @@ pub fn routes(
         live,
         failures: Arc::default(),
         signed_out: Arc::default(),
+        retrying: Arc::default(),
     };
     let pages = Router::new()
         .route("/console/", get(pages::lookup))
@@ -105,6 +112,7 @@ pub fn routes(
         .route("/console/revocations.csv", get(pages::revocations_csv))
         .route("/console/activity", get(activity::page))
         .route("/console/dead-letters", get(pages::dead_letters))
+        .route("/console/dead-letters/retry", post(retry::retry))
         .route("/console/health", get(health::page))
         .route("/console/logout", post(auth::logout))
         .route_layer(middleware::from_fn_with_state(

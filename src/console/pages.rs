@@ -283,14 +283,30 @@ struct DeadLettersPage {
     chrome: Chrome,
     rows: Vec<DeadLetterView>,
     next: Option<String>,
+    /// This process writes the store: the page offers the retry.
+    can_retry: bool,
+    /// The form's CSRF token (signed in), else none (open console).
+    csrf: Option<String>,
+    /// What the last retry did, when the page comes after one.
+    retried: Option<super::RetryCounts>,
+}
+
+/// What the retry's redirect says it did.
+#[derive(Debug, Deserialize)]
+pub(super) struct RetriedQuery {
+    retried: Option<u64>,
+    stored: Option<u64>,
+    left: Option<u64>,
 }
 
 /// `/console/dead-letters`: each record the decoder refused, with the reason and its raw
-/// bytes, and how to re-run them.
+/// bytes, and a button to re-run them where this process writes the store (else the CLI
+/// command).
 pub(super) async fn dead_letters(
     State(console): State<Console>,
     session: Option<axum::Extension<Session>>,
     Query(q): Query<CursorQuery>,
+    Query(done): Query<RetriedQuery>,
 ) -> Response {
     let cursor = match q.cursor() {
         Ok(c) => c,
@@ -323,10 +339,18 @@ pub(super) async fn dead_letters(
             }
         })
         .collect();
+    let retried = done.retried.map(|matched| super::RetryCounts {
+        matched,
+        stored: done.stored.unwrap_or(0),
+        left: done.left.unwrap_or(0),
+    });
     render(DeadLettersPage {
         chrome: chrome("dead-letters", &session),
         rows,
         next: next_link("/console/dead-letters", page.next_cursor),
+        can_retry: console.live.as_ref().is_some_and(|l| l.retry.is_some()),
+        csrf: session.as_ref().map(|s| s.0.csrf.clone()),
+        retried,
     })
 }
 

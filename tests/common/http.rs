@@ -66,6 +66,43 @@ pub async fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> 
     (code, body)
 }
 
+/// A plain HTTP/1.0 form POST of `form` with extra request headers; returns (status code,
+/// response head, body), or (0, "", "") if nothing listens.
+pub async fn http_post_form(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new(), String::new());
+    };
+    let mut request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+        form.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(form);
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new(), String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (code, head.to_string(), body.to_string())
+}
+
 /// A background `optout serve` on a free loopback port, reading `store`, killed on drop.
 pub struct Served {
     pub child: Child,

@@ -19,6 +19,7 @@
 //! - `faults`: Kinesis unreachable, a hung network, AWS's error answers;
 //! - `poison`: records no database can store, through the consumer and replay;
 //! - `refusable`: years outside 0001-9999, and a flood of them, on both backends;
+//! - `console_retry`: the console's dead-letter retry in the process that writes the store;
 //! - `retry`: `dead-letters --retry` of a record the database refused, then fixed, and of
 //!   an older decoder's dead letters, on both backends;
 //! - `replay_files`: `--parallel` with two valid files, a truncated gzip;
@@ -38,6 +39,7 @@
 mod common;
 
 mod cli;
+mod console_retry;
 mod deliver;
 mod failover;
 mod fanout;

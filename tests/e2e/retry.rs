@@ -18,7 +18,7 @@ use optout::store::{Batch, DeadLetter};
 use serde_json::Value;
 
 /// Lifts the trigger of [`super::poison::refuse_poison`]: the fix an operator makes.
-async fn lift_poison(db: &Db) {
+pub(super) async fn lift_poison(db: &Db) {
     use sqlx::Connection;
     let sql = if db.url.starts_with("postgres") {
         "DROP TRIGGER refuse_poison ON opt_events"

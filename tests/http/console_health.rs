@@ -1,5 +1,7 @@
-//! The console's health page shows the outbox per delivery target: what waits, how old the
-//! oldest is, and what failed for good, the same figures the dispatchers' metrics report.
+//! What the console shows of the write side: the health page's outbox per delivery target
+//! (what waits, how old the oldest is, what failed for good: the figures the dispatchers'
+//! metrics report), and, in a process that only reads the store, the dead-letter retry as its
+//! CLI command, the route refusing.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,6 +13,38 @@ use crate::common::db::Db;
 
 both_backends! {
     health_shows_the_outbox_per_target;
+}
+
+/// `optout serve` reads: the page shows the CLI command, and a POST does nothing.
+#[tokio::test]
+async fn a_reading_process_shows_the_retry_command_and_refuses_the_action() {
+    let db = crate::common::db::sqlite().await;
+    fill(&db).await;
+    let c = Console::start(&db.url, Vec::new()).await;
+    let page = c.get("/console/dead-letters", None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("optout dead-letters --retry"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("/console/dead-letters/retry"),
+        "{}",
+        page.body
+    );
+    let origin = c.base.clone();
+    let refused = c
+        .send(
+            axum::http::Method::POST,
+            "/console/dead-letters/retry",
+            &[("origin", origin.as_str())],
+            Some("csrf="),
+        )
+        .await;
+    assert_eq!(refused.status, 405, "{}", refused.body);
+    let after = c.get("/console/dead-letters", None).await;
+    assert_eq!(after.body, page.body, "the refused retry changed something");
 }
 
 async fn health_shows_the_outbox_per_target(db: Db) {

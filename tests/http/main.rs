@@ -9,7 +9,8 @@
 //! - `bounds`: parameter sizes, and client mistakes as 400 on both backends.
 //! - `console`: the web console: pages on both backends, hostile bodies shown as text,
 //!   security headers, the login cookie's flags, CSRF refusals, logout; the daily rollup;
-//! - `console_health`: the health page's outbox per delivery target;
+//! - `console_health`: the health page's outbox per delivery target; the dead-letter retry
+//!   where the process only reads;
 //! - `console_browser`: the console in headless Chromium (WebDriver): keyboard, 375 px,
 //!   no console error, hostile bodies inert, screenshots.
 //! - `webhooks`: Twilio's webhooks, signed by Twilio's own helper library: signatures,
