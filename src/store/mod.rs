@@ -26,6 +26,7 @@ mod schema;
 mod sql;
 mod sqlite;
 mod sqlite_file;
+mod status;
 mod url;
 
 use std::sync::Arc;
