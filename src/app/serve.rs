@@ -16,7 +16,7 @@ use super::{AppError, store, upkeep};
 use crate::console::{ConsoleConfig, Live};
 use crate::http::{ApiAuth, AppState, Routes};
 use crate::ingest::webhook;
-use crate::store::{Store, StoreError};
+use crate::store::{Reader, Store, StoreError};
 
 /// PostgreSQL transactions the webhook way in runs side by side (SQLite has one writer).
 /// Measured with scripts/bench-webhooks.sh on a shared 2-core machine: 2 gave bigger groups
@@ -191,12 +191,20 @@ fn ways_out(
 pub(super) struct Http {
     api: (tokio::net::TcpListener, Router),
     health: Option<(tokio::net::TcpListener, Router)>,
+    /// The routes' reader: its waiting long-polls end when shutdown begins.
+    reader: Arc<Reader>,
 }
 
 impl Http {
     /// Serves every listener until `shutdown`; the first to fail cancels the others.
     pub(super) async fn serve(self, shutdown: CancellationToken) -> Result<(), AppError> {
         use crate::http::{Listener, serve_as};
+        // A long-poll of the change feed would hold the graceful shutdown for up to its wait.
+        let (reader, stopping) = (self.reader.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            reader.end_waits();
+        });
         let (listener, app) = self.api;
         let api = serve_as(listener, app, Listener::API, shutdown.clone());
         let result = match self.health {
@@ -253,6 +261,7 @@ pub(super) async fn bind_http(
     };
     let Some(health_addr) = http.health_addr else {
         return Ok(Http {
+            reader: state.reader.clone(),
             api: (listener, console_app(state, console, live, ingest)),
             health: None,
         });
@@ -260,6 +269,7 @@ pub(super) async fn bind_http(
     let health_listener = bind("--health-addr", health_addr).await?;
     let api = crate::http::api_router(state.clone(), ways_out(&state, console, live, ingest));
     Ok(Http {
+        reader: state.reader.clone(),
         api: (listener, api),
         health: Some((health_listener, crate::http::health_router(state))),
     })

@@ -526,6 +526,22 @@ async fn long_poll_answers_a_commit_and_holds_no_connection(db: Db) {
         .await
         .unwrap();
     assert!(quiet.items.is_empty());
+    // Shutdown ends a waiting long-poll at once, with nothing to say, and every later one.
+    let reader = db.reader.clone();
+    let waiting = tokio::spawn(async move {
+        reader
+            .changes_wait(&req, Duration::from_secs(20))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    db.reader.end_waits();
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("end_waits ended the long-poll")
+        .unwrap();
+    assert!(ended.items.is_empty());
 }
 
 /// Sessions on the test's PostgreSQL database doing anything but waiting for a client (this

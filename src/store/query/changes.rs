@@ -117,6 +117,13 @@ impl Reader {
             .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Ends every waiting long-poll of the change feed, now and from now on: each answers with
+    /// what it has (no items), so a server shutting down is not held up to [`MAX_WAIT`] by
+    /// them.
+    pub fn end_waits(&self) {
+        self.waits_end.cancel();
+    }
+
     /// Connections of the read pool in use now (a waiting long-poll holds none).
     pub fn connections_in_use(&self) -> u32 {
         let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
@@ -124,7 +131,8 @@ impl Reader {
     }
 
     /// Like [`Self::changes`], but when none follow the cursor, waits up to `wait` (at most
-    /// [`MAX_WAIT`]) for one, holding no connection meanwhile.
+    /// [`MAX_WAIT`]) for one, holding no connection meanwhile; not at all after
+    /// [`Self::end_waits`].
     pub async fn changes_wait(
         &self,
         req: &PageRequest,
@@ -147,6 +155,8 @@ impl Reader {
             tokio::select! {
                 () = &mut woken => {}
                 () = tokio::time::sleep_until(next) => {}
+                // Shutting down: answer now (nothing new), so the server can close.
+                () = self.waits_end.cancelled() => return Ok(page),
             }
         }
     }

@@ -208,6 +208,8 @@ pub struct Reader {
     revocation_scope: RevocationScope,
     /// How often a waiting long-poll of the change feed reads again (ms).
     feed_poll_ms: std::sync::atomic::AtomicU64,
+    /// Cancelled when the server shuts down: waiting long-polls answer at once.
+    waits_end: tokio_util::sync::CancellationToken,
 }
 
 /// How many export pages may be read at once over `connections` connections.
@@ -259,6 +261,7 @@ impl Reader {
             feed_poll_ms: std::sync::atomic::AtomicU64::new(
                 changes::POLL_INTERVAL.as_millis() as u64
             ),
+            waits_end: tokio_util::sync::CancellationToken::new(),
         })
     }
 
