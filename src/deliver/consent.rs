@@ -396,6 +396,7 @@ mod tests {
             ordering_key: "o".into(),
             change: change("+15551230000", "phrase", "opted_out"),
             attempts: 3,
+            created: std::time::SystemTime::UNIX_EPOCH,
         };
         let v = consent_item(&item);
         assert_eq!(v["contact_id"], "+15551230000");
@@ -422,6 +423,7 @@ mod tests {
             ordering_key: key.into(),
             change: change("+15551230000", "phrase", "opted_out"),
             attempts: 0,
+            created: std::time::SystemTime::UNIX_EPOCH,
         };
         let (a, b, c) = (mk("a"), mk("b"), mk("c"));
         let body = serde_json::json!({"items": [

@@ -133,7 +133,12 @@ impl Dispatcher {
             Outcome::Failed { reason } => Settle::Failed { reason },
             Outcome::Retry { after, reason } => {
                 let jitter = self.rng.lock().unwrap_or_else(|e| e.into_inner()).f64();
-                match self.target.retry_policy().next(attempts, after, jitter) {
+                let age = now.duration_since(item.created).unwrap_or_default();
+                match self
+                    .target
+                    .retry_policy()
+                    .next(attempts, age, after, jitter)
+                {
                     Some(wait) => Settle::RetryAt {
                         at: now + wait,
                         reason,

@@ -54,6 +54,9 @@ pub struct Item {
     pub change: Change,
     /// Tries so far, this one not counted.
     pub attempts: u32,
+    /// When the commit wrote it: retries give up by its age, however long the items before it
+    /// on its key held it back.
+    pub created: SystemTime,
 }
 
 /// A delivery target as the commit sees it: a name and which changes it takes. The store

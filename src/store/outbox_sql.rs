@@ -27,7 +27,8 @@ const MAX_CLAIM: usize = 1_000;
 /// The columns of an item and its change, over `outbox o JOIN changes c`.
 pub(super) fn item_columns(d: Dialect) -> String {
     format!(
-        "o.id, o.target, o.item_key, o.ordering_key, o.attempts, c.id AS change_id, \
+        "o.id, o.target, o.item_key, o.ordering_key, o.attempts, o.created_ms, \
+         c.id AS change_id, \
          c.account_sid, c.scope, c.messaging_service_sid, c.sender, c.subscriber, c.status, \
          CAST(c.send_allowed AS INTEGER) AS send_allowed, c.reason, c.event_id, c.message_sid, \
          c.opt_out_type, c.detection, c.rule, {} AS occurred_at",
@@ -63,6 +64,8 @@ fn item_of(r: &AnyRow) -> Result<Item, sqlx::Error> {
         key: r.try_get("item_key")?,
         ordering_key: r.try_get("ordering_key")?,
         attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        created: SystemTime::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(r.try_get::<i64, _>("created_ms")?).unwrap_or(0)),
         change: change_of(r)?,
     })
 }

@@ -54,6 +54,7 @@ impl MemoryOutbox {
                 ),
                 change: change.clone(),
                 attempts: 0,
+                created: now,
             };
             rows.insert(
                 id,
