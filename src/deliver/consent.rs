@@ -354,6 +354,8 @@ mod tests {
             detection: detection.into(),
             rule: None,
             occurred_at: "2026-03-01T10:00:00Z".into(),
+            origin_account_sid: None,
+            origin_scope: None,
         }
     }
 

@@ -24,7 +24,8 @@ pub struct Change {
     /// `opted_out` or `opted_in`.
     pub status: String,
     pub send_allowed: bool,
-    /// `twilio_stop`, `keyword_stop`, `reassigned_number`, `phrase_revocation` or `opted_in`.
+    /// `twilio_stop`, `keyword_stop`, `reassigned_number`, `phrase_revocation`, `opted_in`, or
+    /// under `--revocation-scope account|all` `account_opt_out` / `all_accounts_opt_out`.
     pub reason: String,
     /// The opt event that caused the change.
     pub event_id: String,
@@ -37,6 +38,13 @@ pub struct Change {
     pub rule: Option<String>,
     /// `data.timestamp` of the event (UTC, RFC 3339).
     pub occurred_at: String,
+    /// For `account_opt_out` and `all_accounts_opt_out` (`--revocation-scope account|all`):
+    /// the account of the scope the opt-out was sent in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_account_sid: Option<String>,
+    /// … and that scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_scope: Option<String>,
 }
 
 /// One outbox item: a change to deliver to one target.
@@ -132,4 +140,18 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Pending and failed items per target.
     async fn backlog(&self, now: SystemTime) -> Result<Vec<TargetBacklog>, StoreError>;
+}
+
+/// What [`super::Store::resync`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ResyncSummary {
+    /// Keys (account, scope, subscriber) answered again.
+    pub keys: u64,
+    /// Keys whose answer differed from the last one recorded: one change each.
+    pub changes: u64,
+    /// Outbox items written for those changes (every target that wants them).
+    pub outbox_items: u64,
+    /// Items of the current answers written for the new target (0 without one; an answer it
+    /// already has is not written again).
+    pub target_items: u64,
 }

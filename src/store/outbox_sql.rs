@@ -35,7 +35,8 @@ pub(super) fn item_columns(d: Dialect) -> String {
         "o.id, o.target, o.item_key, o.ordering_key, o.attempts, c.id AS change_id, \
          c.account_sid, c.scope, c.messaging_service_sid, c.sender, c.subscriber, c.status, \
          CAST(c.send_allowed AS INTEGER) AS send_allowed, c.reason, c.event_id, c.message_sid, \
-         c.opt_out_type, c.detection, c.rule, {} AS occurred_at",
+         c.opt_out_type, c.detection, c.rule, {} AS occurred_at, c.origin_account_sid, \
+         c.origin_scope",
         d.ts_out("c.occurred_at")
     )
 }
@@ -58,6 +59,8 @@ pub(crate) fn change_of(r: &AnyRow) -> Result<Change, sqlx::Error> {
         detection: r.try_get("detection")?,
         rule: r.try_get("rule")?,
         occurred_at: r.try_get("occurred_at")?,
+        origin_account_sid: r.try_get("origin_account_sid")?,
+        origin_scope: r.try_get("origin_scope")?,
     })
 }
 

@@ -58,8 +58,8 @@ fn feed_sql(d: Dialect) -> String {
     format!(
         "SELECT c.id AS change_id, c.account_sid, c.scope, c.messaging_service_sid, c.sender, \
          c.subscriber, c.status, CAST(c.send_allowed AS INTEGER) AS send_allowed, c.reason, \
-         c.event_id, c.message_sid, c.opt_out_type, c.detection, c.rule, {} AS occurred_at \
-         FROM changes c WHERE c.id > $1 ORDER BY c.id LIMIT $2",
+         c.event_id, c.message_sid, c.opt_out_type, c.detection, c.rule, {} AS occurred_at, \
+         c.origin_account_sid, c.origin_scope FROM changes c WHERE c.id > $1 ORDER BY c.id LIMIT $2",
         d.ts_out("c.occurred_at")
     )
 }
