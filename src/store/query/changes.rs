@@ -3,7 +3,7 @@
 //! The feed is every change of a subscriber's answer in commit order, read after a cursor
 //! (the last change's id). On SQLite one writer at a time makes id order commit order. On
 //! PostgreSQL ids come from a sequence, and the writers of changes take turns from their first
-//! change to their commit (`store/changes.rs`), so a change never becomes visible before one
+//! change to their commit (`store/changes/`), so a change never becomes visible before one
 //! with a smaller id: the visible changes are always a prefix of the feed, and a cursor never
 //! passes a change that is still to come.
 //!
