@@ -44,7 +44,8 @@ pub enum ConsentMode {
     /// Nothing.
     #[default]
     Off,
-    /// Phrase-detected revocations only: the opt-outs Twilio did not make itself.
+    /// The opt-outs Twilio did not block itself: phrase-detected revocations, and opt-outs
+    /// that reached a scope from another one (`--revocation-scope account|all`).
     Revocations,
     /// Every opt-out and opt-in, except those Twilio made (reassigned numbers).
     All,
@@ -95,8 +96,12 @@ impl ConsentTarget {
         if change.reason == "reassigned_number" || change.detection == "reassigned" {
             return Some("reassigned");
         }
+        // What Twilio did not block itself: a phrase revocation, and (under
+        // `--revocation-scope account|all`) an opt-out that reached this scope from another
+        // one, since Twilio blocks a STOP only where it was sent.
+        let unblocked = change.detection == "phrase" || change.origin_scope.is_some();
         if self.config.mode == ConsentMode::Revocations
-            && !(change.detection == "phrase" && change.status == "opted_out")
+            && !(unblocked && change.status == "opted_out")
         {
             return Some("not_revocation");
         }
@@ -390,6 +395,16 @@ mod tests {
         let mut other = stop.clone();
         other.account_sid = "AC1111111111111111111111111111111f".into();
         assert_eq!(all.skip_reason(&other), Some("no_credentials"));
+        // A Twilio STOP that reached another scope of the account: Twilio did not block it
+        // there, so `revocations` pushes it (a reassigned number's still not).
+        let mut reached = stop.clone();
+        reached.reason = "account_opt_out".into();
+        reached.origin_account_sid = Some(reached.account_sid.clone());
+        reached.origin_scope = Some("MG2".into());
+        assert!(rev.wants(&reached));
+        let mut reached_reassigned = reached.clone();
+        reached_reassigned.detection = "reassigned".into();
+        assert_eq!(rev.skip_reason(&reached_reassigned), Some("reassigned"));
     }
 
     #[test]
