@@ -203,14 +203,15 @@ impl HttpAuthArgs {
 }
 
 /// `--revocation-scope`, one flag for every command that answers status or writes the change
-/// feed (`status`, `history`, `serve`, `run`, `replay`, `deliveries --resync`).
+/// feed (`status`, `history`, `serve`, `run`, `replay`, `dead-letters --retry --apply`,
+/// `deliveries --resync`).
 #[derive(Debug, Args)]
 pub struct RevocationScopeArg {
     /// How far an opt-out reaches: `scope` (the Messaging Service or
     /// sender it was sent to), `account` (every scope of its account) or `all` (every account
     /// in this store). A Twilio STOP, a reassigned number's opt-out, an inferred keyword STOP
     /// or an honoured phrase revocation reaches; a START re-opts only its own scope. Writers
-    /// (`run`, `serve`, `replay`) apply it to the change feed, the webhooks and the Consent
+    /// (`run`, `serve`, `replay`, `dead-letters --retry --apply`) apply it to the change feed, the webhooks and the Consent
     /// push from their next commit on; `optout deliveries --resync` catches up the rest.
     /// Switching needs no reprocessing. Which to use is your counsel's decision.
     #[arg(long, env = "OPTOUT_REVOCATION_SCOPE", value_enum, default_value_t = ScopeArg::Scope)]
