@@ -97,17 +97,17 @@ fn heads(changes: &[Change]) -> BTreeMap<(String, String, String), String> {
         .collect()
 }
 
-/// What the sender's check (a reader of `db` in `mode`) answers for every scope `who` has a
-/// signal in, keyed and written as [`heads`].
-async fn checks(
-    db: &Db,
-    who: &str,
-    mode: RevocationScope,
-) -> BTreeMap<(String, String, String), String> {
-    let r = Reader::open(&db.url, 1)
+/// A reader of `db` answering under `mode`.
+async fn reader(db: &Db, mode: RevocationScope) -> Reader {
+    Reader::open(&db.url, 1)
         .await
         .unwrap()
-        .with_revocation_scope(mode);
+        .with_revocation_scope(mode)
+}
+
+/// What the sender's check (`r`, in its mode) answers for every scope `who` has a signal in,
+/// keyed and written as [`heads`].
+async fn checks(r: &Reader, who: &str) -> BTreeMap<(String, String, String), String> {
     let all = r
         .lookup(&LookupFilter {
             subscriber: who.into(),
@@ -213,7 +213,7 @@ async fn an_opt_out_changes_every_seen_scope_of_its_account(db: Db) {
     );
     assert_eq!(
         feed_heads(&db.reader, "+1").await,
-        checks(&db, "+1", ACCOUNT).await
+        checks(&reader(&db, ACCOUNT).await, "+1").await
     );
 }
 
@@ -243,7 +243,7 @@ async fn all_reaches_every_account(db: Db) {
     );
     assert_eq!(
         feed_heads(&db.reader, "+2").await,
-        checks(&db, "+2", ALL).await
+        checks(&reader(&db, ALL).await, "+2").await
     );
     // An unhonoured phrase revocation blocks its own scope only.
     let mut p = ev("G5", OptOutType::Stop, "AC2", "MG3", "+9", 30);
@@ -287,10 +287,11 @@ async fn resync_after_a_switch_writes_what_the_mode_implies(db: Db) {
             "AC1|MG3|opted_out|account_opt_out|H3|MG1",
         ]
     );
+    let account = reader(&db, ACCOUNT).await;
     for who in ["+3", "+4"] {
         assert_eq!(
             feed_heads(&db.reader, who).await,
-            checks(&db, who, ACCOUNT).await
+            checks(&account, who).await
         );
     }
     let again = s.resync(None).await.unwrap();
@@ -350,7 +351,9 @@ fn feed_matches_the_reader(db: Db, rt: &tokio::runtime::Runtime, mode: Revocatio
     );
     let test = format!("feed_mode {mode:?} on {}", db.store.backend());
     let mut runner = TestRunner::new(seed::proptest_config(&test, 24, file!()));
-    rt.block_on(async { db.store.set_revocation_scope(mode) });
+    db.store.set_revocation_scope(mode);
+    // One reader for the whole run (a pool per look would hold connections until dropped).
+    let check = rt.block_on(reader(&db, mode));
     let cases = std::cell::Cell::new(0u32);
     runner
         .run(&strategy, |(spec, seed)| {
@@ -396,7 +399,7 @@ fn feed_matches_the_reader(db: Db, rt: &tokio::runtime::Runtime, mode: Revocatio
                     let who = format!("{prefix}{who}");
                     got.push((
                         feed_heads(&db.reader, &who).await,
-                        checks(&db, &who, mode).await,
+                        checks(&check, &who).await,
                     ));
                 }
                 got
