@@ -71,10 +71,12 @@ fn answer_sql_for(d: Dialect, mode: RevocationScope) -> String {
         None,
         false,
     );
+    // The reaching event's id is computed per row in the inner SELECT and joined by id after
+    // it (as the status lists do), so each look is one short range of `opt_events_reaching`.
     format!(
-        "SELECT e.identity, e.event_id, e.opt_out_type, e.detection, e.rule, e.message_sid, \
-         e.messaging_service_sid, e.sender, {} AS occurred_at, s.status AS live_status, \
-         s.event_id AS live_event_id, le.identity AS live_identity, \
+        "SELECT x.identity, x.event_id, x.opt_out_type, x.detection, x.rule, x.message_sid, \
+         x.messaging_service_sid, x.sender, {} AS occurred_at, x.live_status, \
+         x.live_event_id, le.identity AS live_identity, \
          le.message_sid AS live_message_sid, le.opt_out_type AS live_type, \
          le.detection AS live_detection, {} AS live_occurred_at, h.status AS head_status, \
          CAST(h.send_allowed AS INTEGER) AS head_send_allowed, h.reason AS head_reason, \
@@ -82,16 +84,18 @@ fn answer_sql_for(d: Dialect, mode: RevocationScope) -> String {
          r.account_sid AS reach_account_sid, r.scope AS reach_scope, \
          r.message_sid AS reach_message_sid, r.opt_out_type AS reach_type, \
          r.detection AS reach_detection, r.rule AS reach_rule, {} AS reach_occurred_at \
+         FROM (SELECT e.*, s.status AS live_status, s.event_id AS live_event_id, \
+         {reaching} AS via \
          FROM (SELECT * FROM opt_events WHERE account_sid = $1 AND scope = $2 \
          AND subscriber = $3 AND opt_out_type IN ('STOP', 'START') \
          ORDER BY occurred_at DESC, event_id DESC LIMIT 1) e \
          LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
-         AND s.subscriber = e.subscriber \
-         LEFT JOIN opt_events le ON le.event_id = s.event_id \
-         LEFT JOIN change_heads h ON h.account_sid = e.account_sid AND h.scope = e.scope \
-         AND h.subscriber = e.subscriber \
-         LEFT JOIN opt_events r ON r.event_id = {reaching}",
-        d.ts_out("e.occurred_at"),
+         AND s.subscriber = e.subscriber) x \
+         LEFT JOIN opt_events le ON le.event_id = x.live_event_id \
+         LEFT JOIN change_heads h ON h.account_sid = x.account_sid AND h.scope = x.scope \
+         AND h.subscriber = x.subscriber \
+         LEFT JOIN opt_events r ON r.event_id = x.via",
+        d.ts_out("x.occurred_at"),
         d.ts_out("le.occurred_at"),
         d.ts_out("r.occurred_at"),
     )
