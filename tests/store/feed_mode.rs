@@ -8,7 +8,9 @@
 //!   (status, reason) a reader in the same mode gives for it;
 //! - `Store::resync` after a switch of mode writes exactly the changes that make the feed
 //!   agree with the reader again, a second run writes nothing, and a new target gets every
-//!   current answer once.
+//!   current answer once;
+//! - on PostgreSQL, two writers adding scopes of the same numbers at once still leave every
+//!   key's last change equal to the reader's answer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -326,6 +328,40 @@ async fn resync_after_a_switch_writes_what_the_mode_implies(db: Db) {
     // Back to `scope`: the two reopen.
     s.set_revocation_scope(SCOPE);
     assert_eq!(s.resync(None).await.unwrap().changes, 2);
+}
+
+/// Two writers (two stores, as two processes) at once on PostgreSQL, each adding a scope of
+/// the same numbers: one an opt-out, the other an older opt-in. Whichever commits second must
+/// answer the first one's key too; without the per-subscriber group lock each could miss the
+/// other's uncommitted event and leave the opt-in standing in the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_one_group_agree_with_the_reader_on_postgres() {
+    let db = db::postgres().await;
+    let other = db::open_store(&db.url).await;
+    for s in [&db.store, &other] {
+        s.set_revocation_scope(ACCOUNT);
+    }
+    let numbers: Vec<String> = (0..40).map(|i| format!("+1777{i:04}")).collect();
+    let mut tasks = Vec::new();
+    for (i, who) in numbers.iter().enumerate() {
+        let stop = ev(&format!("K{i}s"), OptOutType::Stop, "AC1", "MG1", who, 20);
+        let start = ev(&format!("K{i}o"), OptOutType::Start, "AC1", "MG2", who, 10);
+        for (store, e) in [(db.store.clone(), stop), (other.clone(), start)] {
+            tasks.push(tokio::spawn(async move {
+                store.commit(&batch("a", vec![e])).await.unwrap();
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let account = reader(&db, ACCOUNT).await;
+    for who in &numbers {
+        let want = checks(&account, who).await;
+        assert_eq!(want.len(), 2, "{who}: {want:?}");
+        assert_eq!(feed_heads(&db.reader, who).await, want, "{who}");
+    }
+    other.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------
