@@ -334,7 +334,7 @@ impl Target for ConsentTarget {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn change(subscriber: &str, detection: &str, status: &str) -> Change {
