@@ -91,3 +91,14 @@ pub(super) async fn expand(
     all.extend(keys);
     Ok(all.into_iter().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Processes of different builds share a database: the key must never change.
+    #[test]
+    fn a_subscribers_lock_key_is_pinned() {
+        let key = super::lock_key("+15551230000");
+        assert_eq!(key, super::lock_key("+15551230000"));
+        assert_eq!(key, -2_032_923_084);
+    }
+}
