@@ -3,7 +3,7 @@
 //!
 //! The CLI parses flags into the settings of [`settings`] and calls one function here per
 //! command: [`run`] (the Kinesis way in, with the HTTP server beside it), [`serve`], [`replay`]
-//! (the archive way in), [`retry_dead_letters`], [`migrate`], [`export`] (the query commands), [`shard_table`] and
+//! (the archive way in), [`resync`], [`retry_dead_letters`], [`migrate`], [`export`] (the query commands), [`shard_table`] and
 //! [`produce`]. This is the only module that knows every stage, so that the engine, the
 //! decoder and the store each stay ignorant of the others; data runs one way through it: ways
 //! in → pipeline → store → ways out.
@@ -16,6 +16,7 @@ mod produce;
 pub mod progress;
 mod query;
 mod replay;
+mod resync;
 mod retry;
 mod run;
 mod serve;
@@ -30,6 +31,7 @@ pub use produce::{ProduceSettings, Produced, produce};
 pub use progress::{NoProgress, Progress};
 pub use query::{dead_letter, export};
 pub use replay::{ReplaySettings, ReplayedFile, replay};
+pub use resync::{ResyncSettings, resync};
 pub use retry::{RetriedRow, RetryRequest, RetrySettings, RetrySummary, retry_dead_letters};
 pub use run::{RunSettings, run};
 pub use serve::{ServeSettings, http_app, http_app_with, serve};

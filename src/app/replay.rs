@@ -32,6 +32,8 @@ pub struct ReplaySettings {
     pub parallel: Option<usize>,
     /// How records are decoded.
     pub decode: DecodeSettings,
+    /// `--revocation-scope`: how far an opt-out reaches in the changes the replay writes.
+    pub revocation_scope: crate::store::RevocationScope,
 }
 
 /// What one replayed file stored.
@@ -87,6 +89,7 @@ pub async fn replay(
         .min(inputs.len())
         .max(1);
     let store = store::open(&settings.store_url, parallel as u32 + 1).await?;
+    store.set_revocation_scope(settings.revocation_scope);
     // The WAL folded back while readers page through the store, and a deleted file noticed.
     let upkeep_stop = tokio_util::sync::CancellationToken::new();
     let upkeep = upkeep::spawn(store.clone(), upkeep_stop.clone(), None);

@@ -41,6 +41,9 @@ pub struct RetrySettings {
     pub request: RetryRequest,
     /// How records are decoded: the flags `run` decodes with.
     pub decode: DecodeSettings,
+    /// `--revocation-scope`: how far an opt-out reaches in the changes `--apply` writes (the
+    /// writers' mode).
+    pub revocation_scope: crate::store::RevocationScope,
 }
 
 /// One dead letter's retry, as printed.
@@ -89,7 +92,11 @@ pub async fn retry_dead_letters(
     let options = settings.decode.options()?;
     let reader = store::open_reader(&settings.store_url, 1, Default::default()).await?;
     let store = match settings.request.apply {
-        true => Some(store::open(&settings.store_url, 1).await?),
+        true => {
+            let store = store::open(&settings.store_url, 1).await?;
+            store.set_revocation_scope(settings.revocation_scope);
+            Some(store)
+        }
         false => None,
     };
     let done = retry_in(

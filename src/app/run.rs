@@ -36,6 +36,9 @@ pub struct RunSettings {
     pub webhooks: WebhookSettings,
     /// Deliver changes to Twilio's Consent API and signed webhooks.
     pub delivery: DeliverySettings,
+    /// `--revocation-scope`: how far an opt-out reaches in the change feed and the deliveries
+    /// this writer commits (the HTTP API's answers take theirs from `http`).
+    pub revocation_scope: crate::store::RevocationScope,
 }
 
 /// The engine's configuration for these settings (the engine's defaults for the rest), and
@@ -122,6 +125,7 @@ pub async fn run(
     }
     let store = store::open(&settings.store_url, pool_size).await?;
     store.claim_single_runner().await?;
+    store.set_revocation_scope(settings.revocation_scope);
     // Before the first commit, so that every change from now on gets its outbox items.
     let delivery = Delivery::start(targets, store.clone(), &settings.delivery);
     let leases: Option<Arc<dyn LeaseStore>> = store

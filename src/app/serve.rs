@@ -88,6 +88,8 @@ pub async fn serve(settings: ServeSettings, shutdown: CancellationToken) -> Resu
         delivery_targets = targets.len(),
         "Serving as a writer."
     );
+    // The feed and the deliveries follow the same mode as the API's answers.
+    store.set_revocation_scope(settings.http.revocation_scope);
     let delivery = Delivery::start(targets, store.clone(), &settings.delivery);
     let stop = CancellationToken::new();
     let hooks =

@@ -64,12 +64,24 @@ pub enum StateArg {
 /// `optout deliveries` flags.
 #[derive(Debug, Args)]
 pub struct DeliveriesArgs {
-    /// Only items of this target (`twilio-consent`, `notify:<n>`).
+    /// Only items of this target (`twilio-consent`, `notify:<n>`). With --resync: a new
+    /// target, to enqueue the current answer of every subscriber and scope for.
     #[arg(long)]
     pub target: Option<String>,
     /// Only items in this state.
     #[arg(long, value_enum)]
     pub state: Option<StateArg>,
+    /// Writes instead of listing: answers every subscriber and scope the store has seen again
+    /// under --revocation-scope, and records a change (with its deliveries) wherever the answer
+    /// differs from the last one recorded; with --target, also enqueues every current answer
+    /// for that target. Give the writer's delivery flags and mode (the same environment).
+    /// Running it twice enqueues nothing twice. Prints the counts.
+    #[arg(long, conflicts_with = "state")]
+    pub resync: bool,
+    #[command(flatten)]
+    pub revocation_scope: super::RevocationScopeArg,
+    #[command(flatten)]
+    pub delivery: super::deliver::DeliveryArgs,
     #[command(flatten)]
     pub limit: LimitArg,
     #[command(flatten)]
@@ -89,8 +101,23 @@ const DELIVERIES_TABLE: TableSpec = TableSpec {
     ],
 };
 
-/// Prints the outbox's items, oldest first (read-only).
+/// Prints the outbox's items, oldest first (read-only); with `--resync`, resyncs the feed and
+/// the outbox and prints the counts.
 pub async fn deliveries(cli: &Cli, args: &DeliveriesArgs) -> Result<(), CliError> {
+    if args.resync {
+        let settings = app::ResyncSettings {
+            store_url: cli.store.clone(),
+            delivery: args.delivery.settings(),
+            revocation_scope: args.revocation_scope.get(),
+            new_target: args.target.clone(),
+        };
+        let s = app::resync(settings).await?;
+        println!(
+            "keys={} changes={} outbox_items={} target_items={}",
+            s.keys, s.changes, s.outbox_items, s.target_items
+        );
+        return Ok(());
+    }
     let listing = DeliveryFilter {
         target: args.target.clone(),
         state: args.state.map(|s| {

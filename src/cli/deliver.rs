@@ -13,7 +13,8 @@ use crate::app::vocabulary::ConsentMode;
 pub enum ConsentArg {
     /// Push nothing.
     Off,
-    /// Push phrase-detected revocations only (what Twilio did not block); implies
+    /// Push what Twilio did not block: phrase-detected revocations, and under
+    /// --revocation-scope account|all the opt-outs that reached another scope; implies
     /// --honor-revocations.
     Revocations,
     /// Push every opt-out and opt-in (except reassigned-number opt-outs, which Twilio made).

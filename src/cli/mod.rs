@@ -109,7 +109,8 @@ pub enum Command {
     /// Every change of a subscriber's answer (status, send_allowed), in commit order, as JSON
     /// lines; --follow keeps printing them as they commit.
     Changes(changes::ChangesArgs),
-    /// Outbox items to deliver: pending, delivered and failed, per target (read-only).
+    /// Outbox items to deliver: pending, delivered and failed, per target (read-only); with
+    /// --resync, brings the feed and the outbox in line with the current --revocation-scope.
     Deliveries(changes::DeliveriesArgs),
 }
 
@@ -202,15 +203,18 @@ impl HttpAuthArgs {
     }
 }
 
-/// `--revocation-scope`, one flag for every command that answers status (`status`, `history`,
-/// `serve`, `run --http-addr`).
+/// `--revocation-scope`, one flag for every command that answers status or writes the change
+/// feed (`status`, `history`, `serve`, `run`, `replay`, `dead-letters --retry --apply`,
+/// `deliveries --resync`).
 #[derive(Debug, Args)]
 pub struct RevocationScopeArg {
-    /// How far an opt-out reaches when status is read: `scope` (the Messaging Service or
+    /// How far an opt-out reaches: `scope` (the Messaging Service or
     /// sender it was sent to), `account` (every scope of its account) or `all` (every account
     /// in this store). A Twilio STOP, a reassigned number's opt-out, an inferred keyword STOP
-    /// or an honoured phrase revocation reaches; a START re-opts only its own scope. Read-time:
-    /// switching needs no reprocessing. Which to use is your counsel's decision.
+    /// or an honoured phrase revocation reaches; a START re-opts only its own scope. Writers
+    /// (`run`, `serve`, `replay`, `dead-letters --retry --apply`) apply it to the change feed, the webhooks and the Consent
+    /// push from their next commit on; `optout deliveries --resync` catches up the rest.
+    /// Switching needs no reprocessing. Which to use is your counsel's decision.
     #[arg(long, env = "OPTOUT_REVOCATION_SCOPE", value_enum, default_value_t = ScopeArg::Scope)]
     pub revocation_scope: ScopeArg,
 }

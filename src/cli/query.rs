@@ -66,6 +66,8 @@ pub struct RetryArgs {
     pub infer_keywords: bool,
     #[command(flatten)]
     pub revocation: super::revocations::RevocationArgs,
+    #[command(flatten)]
+    pub revocation_scope: super::RevocationScopeArg,
 }
 
 /// `optout status` flags.
@@ -234,6 +236,7 @@ async fn retry(cli: &Cli, args: &RetryArgs, format: Format) -> Result<(), CliErr
             apply: args.apply,
         },
         decode: args.revocation.settings(args.infer_keywords),
+        revocation_scope: args.revocation_scope.get(),
     };
     let out = std::io::BufWriter::new(std::io::stdout());
     let mut printer = Printer::new(out, format, RETRY_TABLE);

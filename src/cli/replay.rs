@@ -22,6 +22,8 @@ pub struct ReplayArgs {
     pub parallel: Option<u16>,
     #[command(flatten)]
     pub revocation: super::revocations::RevocationArgs,
+    #[command(flatten)]
+    pub revocation_scope: super::RevocationScopeArg,
 }
 
 /// Replays every file, then prints one summary line per file, in the order given.
@@ -31,6 +33,7 @@ pub async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<(), CliError> {
         files: args.files.clone(),
         parallel: args.parallel.map(usize::from),
         decode: args.revocation.settings(args.infer_keywords),
+        revocation_scope: args.revocation_scope.get(),
     };
     let mut failed = None;
     let mut interrupted = false;

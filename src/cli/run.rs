@@ -172,6 +172,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             .map(|addr| args.auth.settings(addr, &args.revocation_scope)),
         webhooks: args.webhooks.settings(),
         delivery: args.delivery.settings(),
+        revocation_scope: args.revocation_scope.get(),
     };
     let progress = super::progress::for_run(cli.quiet, args.exit_when_idle.is_some());
     let stats = app::run(settings, shutdown_on_signals(), progress).await?;

@@ -134,7 +134,7 @@ impl NotifyTarget {
 /// The JSON a receiver gets for one change, in the Standard Webhooks envelope
 /// (`type`, `timestamp`, `data`).
 pub fn payload(c: &Change) -> serde_json::Value {
-    json!({
+    let mut body = json!({
         "type": "subscriber.changed",
         "timestamp": c.occurred_at,
         "data": {
@@ -154,7 +154,14 @@ pub fn payload(c: &Change) -> serde_json::Value {
             "rule": c.rule,
             "occurred_at": c.occurred_at,
         }
-    })
+    });
+    // Where an opt-out that reached this scope was sent (`--revocation-scope account|all`);
+    // absent otherwise, so a receiver written for `scope` mode reads the same bodies.
+    if let (Some(account), Some(scope)) = (&c.origin_account_sid, &c.origin_scope) {
+        body["data"]["origin_account_sid"] = json!(account);
+        body["data"]["origin_scope"] = json!(scope);
+    }
+    body
 }
 
 #[async_trait]
@@ -201,6 +208,20 @@ mod tests {
         assert_eq!(
             secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn the_origin_of_an_opt_out_from_another_scope_is_in_the_body_only_then() {
+        let mut c = crate::deliver::consent::tests::change("+15551230000", "twilio", "opted_out");
+        assert!(payload(&c)["data"].get("origin_scope").is_none());
+        c.reason = "account_opt_out".into();
+        c.origin_account_sid = Some(c.account_sid.clone());
+        c.origin_scope = Some("MG2".into());
+        let data = &payload(&c)["data"];
+        assert_eq!(
+            (&data["origin_scope"], &data["reason"]),
+            (&json!("MG2"), &json!("account_opt_out"))
         );
     }
 

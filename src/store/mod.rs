@@ -36,13 +36,15 @@ use async_trait::async_trait;
 pub use error::{FailureKind, StoreError};
 pub use lease::Leases;
 pub use model::*;
-pub use outbox::{Change, Item, Outbox, OutboxTarget, Settle, Settlement, TargetBacklog};
+pub use outbox::{
+    Change, Item, Outbox, OutboxTarget, ResyncSummary, Settle, Settlement, TargetBacklog,
+};
 pub use query::Reader;
 pub use url::{StoreUrl, redact};
 
 use sql::SqlStore;
 
-pub(crate) use outbox_sql::change_of as outbox_sql_change;
+pub(crate) use outbox::change_of;
 
 /// Resolves when a commit in this process next writes changes to the feed (long-polls of the
 /// feed wait on it between reads).
@@ -84,6 +86,18 @@ pub trait Store: Leases + Outbox + Send + Sync + 'static {
     /// follows the latest event by time (ties: larger event id) whatever order events and
     /// their copies arrive in.
     async fn commit(&self, batch: &Batch) -> Result<CommitSummary, StoreError>;
+
+    /// How far an opt-out reaches in what the next commits write to the change feed and the
+    /// outbox (`--revocation-scope`): under `account` and `all` a commit answers every key of
+    /// the touched subscribers' groups that the store has seen again, as the sender's check
+    /// in that mode does. `scope` until set.
+    fn set_revocation_scope(&self, mode: RevocationScope);
+
+    /// Answers every key the store has seen again under the current mode, writing a change
+    /// (and outbox items for the current targets) where the answer differs from the last one
+    /// recorded, and enqueues every current answer for `new_target` (a target added after the
+    /// changes were written). Idempotent: a second run writes nothing.
+    async fn resync(&self, new_target: Option<&OutboxTarget>) -> Result<ResyncSummary, StoreError>;
 
     /// Every checkpoint recorded for a stream.
     async fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, StoreError>;

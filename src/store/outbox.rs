@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use sqlx::Row as _;
+
 use super::StoreError;
 
 /// One change of what optout answers for a subscriber in one scope, in commit order.
@@ -24,7 +26,8 @@ pub struct Change {
     /// `opted_out` or `opted_in`.
     pub status: String,
     pub send_allowed: bool,
-    /// `twilio_stop`, `keyword_stop`, `reassigned_number`, `phrase_revocation` or `opted_in`.
+    /// `twilio_stop`, `keyword_stop`, `reassigned_number`, `phrase_revocation`, `opted_in`, or
+    /// under `--revocation-scope account|all` `account_opt_out` / `all_accounts_opt_out`.
     pub reason: String,
     /// The opt event that caused the change.
     pub event_id: String,
@@ -37,6 +40,13 @@ pub struct Change {
     pub rule: Option<String>,
     /// `data.timestamp` of the event (UTC, RFC 3339).
     pub occurred_at: String,
+    /// For `account_opt_out` and `all_accounts_opt_out` (`--revocation-scope account|all`):
+    /// the account of the scope the opt-out was sent in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_account_sid: Option<String>,
+    /// … and that scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_scope: Option<String>,
 }
 
 /// One outbox item: a change to deliver to one target.
@@ -135,4 +145,42 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Pending and failed items per target.
     async fn backlog(&self, now: SystemTime) -> Result<Vec<TargetBacklog>, StoreError>;
+}
+
+/// What [`super::Store::resync`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ResyncSummary {
+    /// Keys (account, scope, subscriber) answered again.
+    pub keys: u64,
+    /// Keys whose answer differed from the last one recorded: one change each.
+    pub changes: u64,
+    /// Outbox items written for those changes (every target that wants them).
+    pub outbox_items: u64,
+    /// Items of the current answers written for the new target (0 without one; an answer it
+    /// already has is not written again).
+    pub target_items: u64,
+}
+
+/// The change of a row that selects a change's columns (`outbox_sql::item_columns`, the
+/// feed's, resync's): shared by every reader of the `changes` table.
+pub(crate) fn change_of(r: &sqlx::any::AnyRow) -> Result<Change, sqlx::Error> {
+    Ok(Change {
+        cursor: r.try_get("change_id")?,
+        account_sid: r.try_get("account_sid")?,
+        scope: r.try_get("scope")?,
+        messaging_service_sid: r.try_get("messaging_service_sid")?,
+        sender: r.try_get("sender")?,
+        subscriber: r.try_get("subscriber")?,
+        status: r.try_get("status")?,
+        send_allowed: r.try_get::<i64, _>("send_allowed")? != 0,
+        reason: r.try_get("reason")?,
+        event_id: r.try_get("event_id")?,
+        message_sid: r.try_get("message_sid")?,
+        opt_out_type: r.try_get("opt_out_type")?,
+        detection: r.try_get("detection")?,
+        rule: r.try_get("rule")?,
+        occurred_at: r.try_get("occurred_at")?,
+        origin_account_sid: r.try_get("origin_account_sid")?,
+        origin_scope: r.try_get("origin_scope")?,
+    })
 }

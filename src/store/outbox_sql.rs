@@ -17,7 +17,7 @@ use sqlx::any::AnyRow;
 
 use super::StoreError;
 use super::model::ms;
-use super::outbox::{Change, Item, Outbox, OutboxTarget, Settle, Settlement, TargetBacklog};
+use super::outbox::{Item, Outbox, OutboxTarget, Settle, Settlement, TargetBacklog, change_of};
 use super::schema::Dialect;
 use super::sql::SqlStore;
 
@@ -31,30 +31,10 @@ pub(super) fn item_columns(d: Dialect) -> String {
          c.id AS change_id, \
          c.account_sid, c.scope, c.messaging_service_sid, c.sender, c.subscriber, c.status, \
          CAST(c.send_allowed AS INTEGER) AS send_allowed, c.reason, c.event_id, c.message_sid, \
-         c.opt_out_type, c.detection, c.rule, {} AS occurred_at",
+         c.opt_out_type, c.detection, c.rule, {} AS occurred_at, c.origin_account_sid, \
+         c.origin_scope",
         d.ts_out("c.occurred_at")
     )
-}
-
-/// The change of a row selected with [`item_columns`] (or the feed's columns).
-pub(crate) fn change_of(r: &AnyRow) -> Result<Change, sqlx::Error> {
-    Ok(Change {
-        cursor: r.try_get("change_id")?,
-        account_sid: r.try_get("account_sid")?,
-        scope: r.try_get("scope")?,
-        messaging_service_sid: r.try_get("messaging_service_sid")?,
-        sender: r.try_get("sender")?,
-        subscriber: r.try_get("subscriber")?,
-        status: r.try_get("status")?,
-        send_allowed: r.try_get::<i64, _>("send_allowed")? != 0,
-        reason: r.try_get("reason")?,
-        event_id: r.try_get("event_id")?,
-        message_sid: r.try_get("message_sid")?,
-        opt_out_type: r.try_get("opt_out_type")?,
-        detection: r.try_get("detection")?,
-        rule: r.try_get("rule")?,
-        occurred_at: r.try_get("occurred_at")?,
-    })
 }
 
 fn item_of(r: &AnyRow) -> Result<Item, sqlx::Error> {

@@ -69,6 +69,11 @@ const SQLITE: &[Migration] = &[
         "daily",
         include_str!("../../migrations/sqlite/0009_daily.sql"),
     ),
+    (
+        10,
+        "feed_mode",
+        include_str!("../../migrations/sqlite/0010_feed_mode.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -106,6 +111,11 @@ const POSTGRES: &[Migration] = &[
         7,
         "daily",
         include_str!("../../migrations/postgres/0007_daily.sql"),
+    ),
+    (
+        8,
+        "feed_mode",
+        include_str!("../../migrations/postgres/0008_feed_mode.sql"),
     ),
 ];
 

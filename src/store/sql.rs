@@ -33,6 +33,9 @@ pub(super) struct SqlStore {
     pub(super) wal_backoff_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// The delivery targets commits write outbox items for ([`super::Outbox`]).
     pub(super) outbox_targets: super::changes::Targets,
+    /// How far an opt-out reaches in what commits write to the change feed and the outbox
+    /// (`--revocation-scope`; [`Store::set_revocation_scope`]).
+    pub(super) revocation_scope: std::sync::RwLock<super::RevocationScope>,
 }
 
 fn now() -> String {
@@ -101,6 +104,14 @@ fn commit_sql(d: Dialect) -> &'static CommitSql {
 }
 
 impl SqlStore {
+    /// The mode commits answer the change feed under now.
+    fn revocation_scope(&self) -> super::RevocationScope {
+        *self
+            .revocation_scope
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn insert_side_records(
         d: Dialect,
         tx: &mut Transaction<'_, Any>,
@@ -212,7 +223,7 @@ impl Store for SqlStore {
         // Only batches whose STOP/START events are new or rewritten answer anything again.
         let found = match keys.is_empty() {
             true => super::changes::Found::default(),
-            false => super::changes::find(d, &mut tx, keys).await?,
+            false => super::changes::find(d, self.revocation_scope(), &mut tx, keys).await?,
         };
         Self::insert_side_records(d, &mut tx, batch, &recorded_at, &mut summary).await?;
         if let Some(cp) = &batch.checkpoint {
@@ -229,6 +240,29 @@ impl Store for SqlStore {
             super::changes::CHANGED.notify_waiters();
         }
         Ok(summary)
+    }
+
+    fn set_revocation_scope(&self, mode: super::RevocationScope) {
+        *self
+            .revocation_scope
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
+    async fn resync(
+        &self,
+        new_target: Option<&super::OutboxTarget>,
+    ) -> Result<super::ResyncSummary, StoreError> {
+        self.check_file()?;
+        super::changes::resync(
+            &self.pool,
+            self.dialect,
+            self.revocation_scope(),
+            &self.outbox_targets(),
+            new_target,
+            &now(),
+        )
+        .await
     }
 
     async fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, StoreError> {

@@ -110,6 +110,7 @@ impl SqlStore {
             replaced: Default::default(),
             wal_backoff_until: std::sync::Mutex::new(None),
             outbox_targets: Default::default(),
+            revocation_scope: Default::default(),
         })
     }
 

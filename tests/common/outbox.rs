@@ -236,6 +236,8 @@ pub fn change(event_id: &str, subscriber: &str, detection: &str, status: &str) -
         detection: detection.into(),
         rule: (detection == "phrase").then(|| "stop-texting-me".into()),
         occurred_at: "2026-03-01T10:00:00Z".into(),
+        origin_account_sid: None,
+        origin_scope: None,
     }
 }
 

@@ -31,6 +31,8 @@
 //! - `progress`: progress on a terminal (`replay`, `run --exit-when-idle`), none elsewhere;
 //! - `cli`, `query_cli`, `http`: the commands and the HTTP API beside the consumer;
 //! - `deliver`: `--twilio-consent revocations` against a fake Consent API, latency measured;
+//! - `deliver_mode`: under `--revocation-scope account` the Consent push sends an opt-out per
+//!   sender, and `deliveries --resync` catches up after a switch and for a new target;
 //! - `webhooks`: Twilio's webhooks beside Kinesis (one event per message across paths), a
 //!   `kill -9` during a burst; `webhook_settings`: their settings mistakes.
 
@@ -41,6 +43,7 @@ mod common;
 mod cli;
 mod console_retry;
 mod deliver;
+mod deliver_mode;
 mod failover;
 mod fanout;
 mod fanout_budget;

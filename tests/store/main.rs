@@ -9,6 +9,8 @@
 //! - `revocation_scope`: `--revocation-scope account|all` in every status query, as a property;
 //! - `plans`: PostgreSQL walks the indexes a page needs (counted in its statistics);
 //! - `migrations`: upgrades of databases holding rows;
+//! - `feed_mode`: the change feed and the outbox under `--revocation-scope account|all`, and
+//!   their resync after a switch of mode;
 //! - `outbox`: the change feed exactly once, the outbox's claims and settlements, long-polls;
 //! - `migrations_all`: every released schema version, with a row in every table, upgraded in
 //!   one transaction (a failure leaves the old schema), on both backends;
@@ -23,6 +25,7 @@ mod common;
 
 mod access;
 mod checkpoints;
+mod feed_mode;
 mod guarantees;
 mod leases;
 mod migrations;

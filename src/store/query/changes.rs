@@ -3,7 +3,7 @@
 //! The feed is every change of a subscriber's answer in commit order, read after a cursor
 //! (the last change's id). On SQLite one writer at a time makes id order commit order. On
 //! PostgreSQL ids come from a sequence, and the writers of changes take turns from their first
-//! change to their commit (`store/changes.rs`), so a change never becomes visible before one
+//! change to their commit (`store/changes/`), so a change never becomes visible before one
 //! with a smaller id: the visible changes are always a prefix of the feed, and a cursor never
 //! passes a change that is still to come.
 //!
@@ -58,8 +58,8 @@ fn feed_sql(d: Dialect) -> String {
     format!(
         "SELECT c.id AS change_id, c.account_sid, c.scope, c.messaging_service_sid, c.sender, \
          c.subscriber, c.status, CAST(c.send_allowed AS INTEGER) AS send_allowed, c.reason, \
-         c.event_id, c.message_sid, c.opt_out_type, c.detection, c.rule, {} AS occurred_at \
-         FROM changes c WHERE c.id > $1 ORDER BY c.id LIMIT $2",
+         c.event_id, c.message_sid, c.opt_out_type, c.detection, c.rule, {} AS occurred_at, \
+         c.origin_account_sid, c.origin_scope FROM changes c WHERE c.id > $1 ORDER BY c.id LIMIT $2",
         d.ts_out("c.occurred_at")
     )
 }
@@ -93,7 +93,7 @@ impl Reader {
             if bytes >= PAGE_BYTES && !items.is_empty() {
                 break;
             }
-            let change = crate::store::outbox_sql_change(r)?;
+            let change = crate::store::change_of(r)?;
             bytes += json_len(&change) + 16;
             items.push(change);
         }

@@ -26,7 +26,8 @@ mod lookup;
 mod lookup_wide;
 mod retry;
 mod revocations;
-mod scope;
+/// Shared with the change feed's commit (`store/changes/answer.rs`), which answers as reads do.
+pub(in crate::store) mod scope;
 mod sqlbuild;
 
 use std::sync::Arc;

@@ -1,7 +1,9 @@
-//! How far an opt-out reaches (`--revocation-scope`), as SQL the status queries share.
+//! How far an opt-out reaches (`--revocation-scope`), as SQL the status queries and the change
+//! feed's commit (`store/changes/answer.rs`) share.
 //!
 //! The live table (`opt_status`) keeps one answer per (account, scope, subscriber) and knows
-//! nothing of the other scopes, and the mode is chosen at read time. So under `account` and
+//! nothing of the other scopes, and the mode is chosen when reading (and, for the change feed,
+//! by the writer, from its next commit on). So under `account` and
 //! `all` every status query starts from its scope's own answer (the live row, or the latest
 //! own signal at an instant) and looks for one thing more: the latest opt-out of the same
 //! subscriber in another scope of the group that was honoured when committed and is later
@@ -20,7 +22,7 @@ use crate::store::RevocationScope;
 
 /// The columns of the key a reaching opt-out is looked for, as SQL expressions (e.g.
 /// `s.account_sid`).
-pub(super) struct KeyColumns<'a> {
+pub(in crate::store) struct KeyColumns<'a> {
     pub account: &'a str,
     pub scope: &'a str,
     pub subscriber: &'a str,
@@ -30,7 +32,7 @@ pub(super) struct KeyColumns<'a> {
 /// that reaches the key `k` from another scope under `mode`; `None` in `scope` mode, where
 /// nothing does. `count_phrases` also counts unhonoured phrase revocations (`--as-of
 /// --honor-revocations` asks to read them as honoured).
-pub(super) fn reaches(
+pub(in crate::store) fn reaches(
     mode: RevocationScope,
     g: &str,
     k: &KeyColumns<'_>,
@@ -56,7 +58,7 @@ pub(super) fn reaches(
 /// A scalar subquery: the event id of the latest opt-out that reaches key `k` under `mode` and
 /// is later than (`after_time`, `after_id`), optionally at or before `at` (a bound time);
 /// `CAST(NULL AS TEXT)` in `scope` mode.
-pub(super) fn latest_reaching(
+pub(in crate::store) fn latest_reaching(
     mode: RevocationScope,
     k: &KeyColumns<'_>,
     after_time: &str,

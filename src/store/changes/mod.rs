@@ -1,41 +1,42 @@
 //! The change feed's write side: after a commit's opt events and status, each (account, scope,
-//! subscriber) it touched is answered again as the sender's check answers it
-//! (`query/lookup.rs`), and when the answer (status, `send_allowed`, reason) differs from the
-//! last one recorded, one `changes` row and one outbox item per target that wants it are
-//! written, in the same transaction.
+//! subscriber) it touched is answered again as the sender's check answers it under the
+//! writer's `--revocation-scope` (`answer.rs`); under `account` and `all` every other key of
+//! the touched keys' groups that optout has seen is answered again too (`group.rs`). When an
+//! answer (status, `send_allowed`, reason) differs from the last one recorded, one `changes`
+//! row and one outbox item per target that wants it are written, in the same transaction.
+//! `resync.rs` does the same for every key at once, after the mode changed or for a new
+//! target.
 //!
 //! The last answer per key is kept in `change_heads` rather than computed before the batch's
 //! inserts: its row is locked (PostgreSQL) before the new answer is read, so two writers
 //! touching one key take turns, and the second reads the first one's events. Comparing with a
 //! "before" read at the start of each transaction would let two of them record the same
 //! change twice, or a stale one last.
+//!
+//! No two writers wait on each other in a cycle (PostgreSQL): after its opt events and status
+//! rows, a writer takes, in this order and never back, the group locks of its subscribers (in
+//! lock-key order; `account` and `all` only), the `change_heads` rows of its keys (in key
+//! order) and last the feed's lock, each held until its commit; a writer holding any of them
+//! waits for no status or event row.
+
+mod answer;
+mod group;
+mod resync;
+
+pub(super) use resync::resync;
 
 use std::sync::Arc;
 
 use sha2::Digest;
 use sqlx::{Any, Row as _, Transaction};
 
-use super::StoreError;
 use super::outbox::{Change, OutboxTarget};
 use super::schema::Dialect;
+use super::{RevocationScope, StoreError};
+use answer::{Answer, Answered, answer};
 
 /// A status key: (account, scope, subscriber).
 pub(super) type Key = (String, String, String);
-
-/// What the sender's check answers for one key; only these make a change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Answer {
-    status: String,
-    send_allowed: bool,
-    reason: String,
-}
-
-/// The answer and the event behind it, as the change feed shows it.
-struct Answered {
-    answer: Answer,
-    identity: String,
-    change: Change,
-}
 
 /// Wakes long-polls of the change feed in this process when a commit wrote changes (other
 /// processes' commits are found by polling).
@@ -45,15 +46,34 @@ pub(crate) static CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new(
 #[derive(Default)]
 pub(super) struct Found(Vec<(Key, Answered)>);
 
-/// Answers every key in `keys` again (in key order, the lock order), after the batch's events
-/// and status are written, and returns the keys whose answer changed.
+/// Answers every key in `keys` and in their groups under `mode` again (in key order, the lock
+/// order), after the batch's events and status are written, and returns the keys whose answer
+/// changed.
 pub(super) async fn find(
     d: Dialect,
+    mode: RevocationScope,
     tx: &mut Transaction<'_, Any>,
     mut keys: Vec<Key>,
 ) -> Result<Found, StoreError> {
     keys.sort();
     keys.dedup();
+    if mode != RevocationScope::Scope {
+        if d == Dialect::Postgres {
+            group::lock_subscribers(tx, &keys).await?;
+        }
+        keys = group::expand(tx, mode, keys).await?;
+    }
+    answer_keys(d, mode, tx, keys).await
+}
+
+/// Answers each of `keys` (sorted, distinct) again under `mode`, locking its head first on
+/// PostgreSQL, and returns those whose answer changed.
+async fn answer_keys(
+    d: Dialect,
+    mode: RevocationScope,
+    tx: &mut Transaction<'_, Any>,
+    keys: Vec<Key>,
+) -> Result<Found, StoreError> {
     let mut changed = Vec::new();
     for key in keys {
         // PostgreSQL: the head is locked first, so that the answer is read after any other
@@ -63,7 +83,7 @@ pub(super) async fn find(
             Dialect::Postgres => Some(lock_head(d, tx, &key).await?),
             Dialect::Sqlite => None,
         };
-        let Some((now, read)) = answer(d, tx, &key).await? else {
+        let Some((now, read)) = answer(d, mode, tx, &key).await? else {
             continue;
         };
         if locked.unwrap_or(read).as_ref() != Some(&now.answer) {
@@ -202,128 +222,6 @@ async fn put_head(
     Ok(())
 }
 
-/// The statement that answers one key: its latest STOP or START (any detection) and the live
-/// status row, with the live row's event for when that row decides.
-fn answer_sql(d: Dialect) -> &'static str {
-    static SQLITE: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| answer_sql_for(Dialect::Sqlite));
-    static POSTGRES: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| answer_sql_for(Dialect::Postgres));
-    match d {
-        Dialect::Sqlite => &SQLITE,
-        Dialect::Postgres => &POSTGRES,
-    }
-}
-
-fn answer_sql_for(d: Dialect) -> String {
-    format!(
-        "SELECT e.identity, e.event_id, e.opt_out_type, e.detection, e.rule, e.message_sid, \
-         e.messaging_service_sid, e.sender, {} AS occurred_at, s.status AS live_status, \
-         s.event_id AS live_event_id, le.identity AS live_identity, \
-         le.message_sid AS live_message_sid, le.opt_out_type AS live_type, \
-         le.detection AS live_detection, {} AS live_occurred_at, h.status AS head_status, \
-         CAST(h.send_allowed AS INTEGER) AS head_send_allowed, h.reason AS head_reason \
-         FROM (SELECT * FROM opt_events WHERE account_sid = $1 AND scope = $2 \
-         AND subscriber = $3 AND opt_out_type IN ('STOP', 'START') \
-         ORDER BY occurred_at DESC, event_id DESC LIMIT 1) e \
-         LEFT JOIN opt_status s ON s.account_sid = e.account_sid AND s.scope = e.scope \
-         AND s.subscriber = e.subscriber \
-         LEFT JOIN opt_events le ON le.event_id = s.event_id \
-         LEFT JOIN change_heads h ON h.account_sid = e.account_sid AND h.scope = e.scope \
-         AND h.subscriber = e.subscriber",
-        d.ts_out("e.occurred_at"),
-        d.ts_out("le.occurred_at"),
-    )
-}
-
-/// What the sender's check answers for `key` now (`None`: it has no STOP or START), and the
-/// last answer recorded.
-async fn answer(
-    d: Dialect,
-    tx: &mut Transaction<'_, Any>,
-    key: &Key,
-) -> Result<Option<(Answered, Option<Answer>)>, StoreError> {
-    let (account, scope, subscriber) = key;
-    // Audited: built once from constants and the dialect's casts.
-    let Some(r) = sqlx::query(sqlx::AssertSqlSafe(answer_sql(d)))
-        .bind(account)
-        .bind(scope)
-        .bind(subscriber)
-        .fetch_optional(&mut **tx)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let kind: String = r.try_get("opt_out_type")?;
-    let detection: String = r.try_get("detection")?;
-    let live_status: Option<String> = r.try_get("live_status")?;
-    let mut reason = super::model::signal_reason(&kind, &detection).to_string();
-    let mut identity: String = r.try_get("identity")?;
-    let mut change = Change {
-        cursor: 0,
-        account_sid: account.clone(),
-        scope: scope.clone(),
-        messaging_service_sid: r.try_get("messaging_service_sid")?,
-        sender: r.try_get("sender")?,
-        subscriber: subscriber.clone(),
-        status: String::new(),
-        send_allowed: false,
-        reason: String::new(),
-        event_id: r.try_get("event_id")?,
-        message_sid: r.try_get("message_sid")?,
-        opt_out_type: kind.clone(),
-        detection,
-        rule: r.try_get("rule")?,
-        occurred_at: r.try_get("occurred_at")?,
-    };
-    // As the sender's check does: a live `opted_out` row counts whatever the latest signal.
-    if kind != "STOP" && live_status.as_deref() == Some("opted_out") {
-        reason = "twilio_stop".into();
-        change.event_id = r.try_get("live_event_id")?;
-        change.rule = None;
-        if let Some(live_identity) = r.try_get::<Option<String>, _>("live_identity")? {
-            identity = live_identity;
-            change.message_sid = r.try_get("live_message_sid")?;
-            change.opt_out_type = r.try_get::<Option<String>, _>("live_type")?.unwrap_or(kind);
-            change.detection = r
-                .try_get::<Option<String>, _>("live_detection")?
-                .unwrap_or_default();
-            if let Some(at) = r.try_get::<Option<String>, _>("live_occurred_at")? {
-                change.occurred_at = at;
-            }
-        }
-    }
-    let send_allowed = reason == "opted_in";
-    let status = if send_allowed {
-        "opted_in"
-    } else {
-        "opted_out"
-    };
-    change.status = status.into();
-    change.send_allowed = send_allowed;
-    change.reason = reason.clone();
-    let head = match r.try_get::<Option<String>, _>("head_status")? {
-        Some(status) => Some(Answer {
-            status,
-            send_allowed: r.try_get::<Option<i64>, _>("head_send_allowed")? == Some(1),
-            reason: r
-                .try_get::<Option<String>, _>("head_reason")?
-                .unwrap_or_default(),
-        }),
-        None => None,
-    };
-    let answered = Answered {
-        answer: Answer {
-            status: status.into(),
-            send_allowed,
-            reason,
-        },
-        identity,
-        change,
-    };
-    Ok(Some((answered, head)))
-}
-
 async fn insert_change(
     d: Dialect,
     tx: &mut Transaction<'_, Any>,
@@ -335,8 +233,9 @@ async fn insert_change(
             format!(
                 "INSERT INTO changes (account_sid, scope, messaging_service_sid, sender, \
                  subscriber, status, send_allowed, reason, event_id, message_sid, opt_out_type, \
-                 detection, rule, occurred_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                 $8, $9, $10, $11, $12, $13, {}, {}) RETURNING id",
+                 detection, rule, occurred_at, recorded_at, origin_account_sid, origin_scope) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {}, {}, $16, \
+                 $17) RETURNING id",
                 d.ts_in("$14"),
                 d.ts_in("$15")
             )
@@ -360,6 +259,8 @@ async fn insert_change(
         .bind(&c.rule)
         .bind(&c.occurred_at)
         .bind(recorded_at)
+        .bind(&c.origin_account_sid)
+        .bind(&c.origin_scope)
         .fetch_one(&mut **tx)
         .await?;
     Ok(row.try_get("id")?)
