@@ -251,8 +251,9 @@ async fn past_64_webhooks_in_flight_is_busy_and_queries_still_answer() {
         s.write_all(head.as_bytes()).await.unwrap();
         held.push(s);
     }
-    // The 65th is busy (the server may see it before the last held ones: wait for that).
-    let wait = Instant::now() + Duration::from_secs(10);
+    // The 65th is busy (the server may see it before the last held ones: wait for that, up
+    // to 25 s, short of the 30 s after which the server answers a held request itself).
+    let wait = Instant::now() + Duration::from_secs(25);
     let body = "x=1";
     let request = format!(
         "POST {} HTTP/1.0\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
