@@ -2,15 +2,13 @@
 //! message already stored (`arrivals.rs`), and bring each touched subscriber's status up to
 //! date (`status.rs`).
 
-use std::sync::LazyLock;
-
 use sqlx::{Any, Row as _, Transaction};
 
 use super::StoreError;
 use super::arrivals::{Provenance, Row, merge};
 use super::changes::Key as AnswerKey;
 use super::model::{Batch, CommitSummary, Positioned, format_ts, paths_bits, paths_text};
-use super::schema::Dialect;
+use super::schema::{Dialect, PerDialect, audited as query};
 use super::status::settle;
 use crate::event::{Detection, OptOutType, TimeSource};
 
@@ -61,17 +59,9 @@ impl Sql {
 
 /// The statements of `d`, built on first use.
 fn sql(d: Dialect) -> &'static Sql {
-    static SQLITE: LazyLock<Sql> = LazyLock::new(|| Sql::new(Dialect::Sqlite));
-    static POSTGRES: LazyLock<Sql> = LazyLock::new(|| Sql::new(Dialect::Postgres));
-    match d {
-        Dialect::Sqlite => &SQLITE,
-        Dialect::Postgres => &POSTGRES,
-    }
-}
-
-fn query(text: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-    // Audited: every statement is built once from constants and the dialect's casts.
-    sqlx::query(sqlx::AssertSqlSafe(text))
+    static SQL: PerDialect<Sql> =
+        PerDialect::new(|| Sql::new(Dialect::Sqlite), || Sql::new(Dialect::Postgres));
+    SQL.get(d)
 }
 
 /// Inserts the batch's opt events (merging copies of messages already stored) and keeps

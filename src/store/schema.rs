@@ -317,3 +317,34 @@ impl Dialect {
 fn is_undefined_table(e: &dyn sqlx::error::DatabaseError) -> bool {
     e.code().as_deref() == Some("42P01") || e.message().starts_with("no such table")
 }
+
+/// Statements of one kind built once per dialect, on first use: a commit path's SQL is
+/// formatted from constants and the dialect's casts once per process, not per statement.
+pub(super) struct PerDialect<T: 'static> {
+    sqlite: std::sync::LazyLock<T, fn() -> T>,
+    postgres: std::sync::LazyLock<T, fn() -> T>,
+}
+
+impl<T> PerDialect<T> {
+    pub(super) const fn new(sqlite: fn() -> T, postgres: fn() -> T) -> Self {
+        PerDialect {
+            sqlite: std::sync::LazyLock::new(sqlite),
+            postgres: std::sync::LazyLock::new(postgres),
+        }
+    }
+
+    pub(super) fn get(&self, d: Dialect) -> &T {
+        match d {
+            Dialect::Sqlite => &self.sqlite,
+            Dialect::Postgres => &self.postgres,
+        }
+    }
+}
+
+/// A statement of a [`PerDialect`] set, ready to bind.
+pub(super) fn audited(
+    text: &'static str,
+) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
+    // Audited: every such statement is built once from constants and the dialect's casts.
+    sqlx::query(sqlx::AssertSqlSafe(text))
+}

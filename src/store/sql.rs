@@ -7,14 +7,12 @@
 //! differs (connection set-up, the single-runner lock, leases) lives in `sqlite.rs` and
 //! `postgres.rs`, and the DDL in `migrations/<backend>/`.
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use sqlx::AnyPool;
 use sqlx::{Any, Row, Transaction};
 
 use super::model::*;
-use super::schema::Dialect;
+use super::schema::{Dialect, PerDialect};
 use super::{Store, StoreError};
 
 /// A store backed by a SQL database reached through sqlx's `any` driver.
@@ -95,12 +93,11 @@ impl CommitSql {
 
 /// The statements of `d`, built on first use.
 fn commit_sql(d: Dialect) -> &'static CommitSql {
-    static SQLITE: LazyLock<CommitSql> = LazyLock::new(|| CommitSql::new(Dialect::Sqlite));
-    static POSTGRES: LazyLock<CommitSql> = LazyLock::new(|| CommitSql::new(Dialect::Postgres));
-    match d {
-        Dialect::Sqlite => &SQLITE,
-        Dialect::Postgres => &POSTGRES,
-    }
+    static SQL: PerDialect<CommitSql> = PerDialect::new(
+        || CommitSql::new(Dialect::Sqlite),
+        || CommitSql::new(Dialect::Postgres),
+    );
+    SQL.get(d)
 }
 
 impl SqlStore {

@@ -4,14 +4,12 @@
 //! better detection) computes it again from the events of the key, since the event it moved
 //! may no longer be the latest.
 
-use std::sync::LazyLock;
-
 use sqlx::{Any, Row as _, Transaction};
 
 use super::StoreError;
 use super::arrivals::Row;
 use super::model::format_ts;
-use super::schema::Dialect;
+use super::schema::{Dialect, PerDialect, audited as query};
 use crate::event::OptOutType;
 
 /// The status statements of one dialect; only the timestamp casts and the row lock differ.
@@ -68,17 +66,9 @@ impl Sql {
 
 /// The statements of `d`, built on first use.
 fn sql(d: Dialect) -> &'static Sql {
-    static SQLITE: LazyLock<Sql> = LazyLock::new(|| Sql::new(Dialect::Sqlite));
-    static POSTGRES: LazyLock<Sql> = LazyLock::new(|| Sql::new(Dialect::Postgres));
-    match d {
-        Dialect::Sqlite => &SQLITE,
-        Dialect::Postgres => &POSTGRES,
-    }
-}
-
-fn query(text: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-    // Audited: every statement is built once from constants and the dialect's casts.
-    sqlx::query(sqlx::AssertSqlSafe(text))
+    static SQL: PerDialect<Sql> =
+        PerDialect::new(|| Sql::new(Dialect::Sqlite), || Sql::new(Dialect::Postgres));
+    SQL.get(d)
 }
 
 /// Brings the status of `key` up to date with this batch's new and moved events.
