@@ -401,20 +401,11 @@ fn feed_matches_the_reader(db: Db, rt: &tokio::runtime::Runtime, mode: Revocatio
                 .enumerate()
                 .map(
                     |(i, &(t, is_phrase, honoured, who, account, scope, when))| {
-                        let t = [OptOutType::Stop, OptOutType::Start, OptOutType::Help][t as usize];
-                        let service = [Some("MG1"), Some("MG2"), None][scope as usize];
-                        let mut e = scoped_event(
-                            &format!("EF{case:04}{i:03}"),
-                            t,
-                            &format!("{prefix}{who}"),
-                            service,
-                            when,
+                        let id = format!("EF{case:04}{i:03}");
+                        let who = format!("{prefix}{who}");
+                        let e = super::revocation_scope::arbitrary_event(
+                            &id, &who, t, is_phrase, account, scope, when,
                         );
-                        e.account_sid = format!("AC{account}");
-                        if is_phrase && t == OptOutType::Stop {
-                            e.detection = Detection::Phrase;
-                            e.rule = Some("builtin-2026.1:stop-texting".into());
-                        }
                         (e, honoured)
                     },
                 )

@@ -485,6 +485,30 @@ fn rows(rows: Vec<optout::store::StatusRow>, prefix: &str) -> Vec<String> {
     v
 }
 
+/// One event of a drawn spec: type (STOP, START, HELP by `t`), a phrase revocation when
+/// `is_phrase` and a STOP, account `AC{account}`, scope MG1, MG2 or the sender's number (by
+/// `scope`), at minute `when`. Shared with the change feed's property (`feed_mode.rs`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn arbitrary_event(
+    id: &str,
+    subscriber: &str,
+    t: u8,
+    is_phrase: bool,
+    account: u8,
+    scope: u8,
+    when: i64,
+) -> OptEvent {
+    let t = [OptOutType::Stop, OptOutType::Start, OptOutType::Help][t as usize];
+    let service = [Some("MG1"), Some("MG2"), None][scope as usize];
+    let mut e = scoped_event(id, t, subscriber, service, when);
+    e.account_sid = format!("AC{account}");
+    if is_phrase && t == OptOutType::Stop {
+        e.detection = Detection::Phrase;
+        e.rule = Some("builtin-2026.1:stop-texting".into());
+    }
+    e
+}
+
 /// Runs the property against one database, each case with numbers of its own.
 fn modes_match_the_oracle(db: Db, rt: &tokio::runtime::Runtime) {
     let strategy = (
@@ -523,21 +547,10 @@ fn modes_match_the_oracle(db: Db, rt: &tokio::runtime::Runtime) {
                 .enumerate()
                 .map(
                     |(i, &(t, is_phrase, honoured, who, account, scope, when))| {
-                        let t = [OptOutType::Stop, OptOutType::Start, OptOutType::Help][t as usize];
-                        let service = [Some("MG1"), Some("MG2"), None][scope as usize];
-                        let mut e = scoped_event(
-                            &format!("EY{case:04}{i:03}"),
-                            t,
-                            &format!("{prefix}{who}"),
-                            service,
-                            when,
-                        );
-                        e.account_sid = format!("AC{account}");
-                        if is_phrase && t == OptOutType::Stop {
-                            e.detection = Detection::Phrase;
-                            e.rule = Some("builtin-2026.1:stop-texting".into());
-                        }
-                        Spec { event: e, honoured }
+                        let id = format!("EY{case:04}{i:03}");
+                        let who = format!("{prefix}{who}");
+                        let event = arbitrary_event(&id, &who, t, is_phrase, account, scope, when);
+                        Spec { event, honoured }
                     },
                 )
                 .collect();
