@@ -29,11 +29,11 @@ fn revocation(i: usize) -> Vec<u8> {
         .build()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_phrase_revocation_in_the_stream_reaches_the_consent_api_and_a_stop_does_not() {
-    let emu = emulator::from_env().await;
-    let client = emu.client().await;
-    let stream = emulator::new_stream(&client, "deliver", 1).await;
+/// The fake Consent API serving, its URL, and an `optout` on a SQLite store of its own with
+/// API-key credentials for it in the environment (as Twilio's variables name them).
+pub(super) async fn consent_api_and_optout(
+    emu: &emulator::Emulator,
+) -> (Arc<ConsentApi>, String, Optout) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let api = ConsentApi::new(clock, ACCOUNT, KEY, SECRET);
     let url = api.serve().await;
@@ -43,7 +43,15 @@ async fn a_phrase_revocation_in_the_stream_reaches_the_consent_api_and_a_stop_do
         ("TWILIO_API_KEY".to_string(), KEY.to_string()),
         ("TWILIO_API_SECRET".to_string(), SECRET.to_string()),
     ]);
-    let optout = Optout::new(env);
+    (api, url, Optout::new(env))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phrase_revocation_in_the_stream_reaches_the_consent_api_and_a_stop_does_not() {
+    let emu = emulator::from_env().await;
+    let client = emu.client().await;
+    let stream = emulator::new_stream(&client, "deliver", 1).await;
+    let (api, url, optout) = consent_api_and_optout(&emu).await;
     let worker = optout.spawn_run(
         &stream,
         &["--twilio-consent", "revocations", "--twilio-api-url", &url],

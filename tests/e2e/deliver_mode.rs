@@ -8,14 +8,6 @@
 
 use super::*;
 
-use std::sync::Arc;
-
-use optout::deliver::{Clock, SystemClock};
-
-use crate::common::consent_api::ConsentApi;
-
-const KEY: &str = "SK0123456789abcdef0123456789abcdef";
-const SECRET: &str = "e2e-api-secret";
 const MG_A: &str = "MG0123456789abcdef0123456789abcdea";
 const MG_B: &str = "MG0123456789abcdef0123456789abcdeb";
 
@@ -34,16 +26,7 @@ async fn account_pushes_an_opt_out_per_sender() {
     let emu = emulator::from_env().await;
     let client = emu.client().await;
     let stream = emulator::new_stream(&client, "delivermode", 1).await;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let api = ConsentApi::new(clock, ACCOUNT, KEY, SECRET);
-    let url = api.serve().await;
-    let mut env = emu.env();
-    env.extend([
-        ("TWILIO_ACCOUNT_SID".to_string(), ACCOUNT.to_string()),
-        ("TWILIO_API_KEY".to_string(), KEY.to_string()),
-        ("TWILIO_API_SECRET".to_string(), SECRET.to_string()),
-    ]);
-    let optout = Optout::new(env);
+    let (api, url, optout) = super::deliver::consent_api_and_optout(&emu).await;
     let worker = optout.spawn_run(
         &stream,
         &[
