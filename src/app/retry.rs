@@ -241,31 +241,22 @@ fn way_in(letter: &StoredDeadLetter) -> (IngestPath, RecordFormat) {
 
 /// The console's dead-letter retry for a process that writes `store` (`optout run
 /// --http-addr`): every dead letter, applied, decoded as this process decodes (`decode`, with
-/// its honouring of revocations). Each retry opens a read pool of one connection for its own
-/// pages, and stops between two records once `stop` is cancelled.
+/// its honouring of revocations), paged with the reader the console already holds. Stops
+/// between two records once `stop` is cancelled.
 pub(crate) fn console_retry(
     store: Arc<dyn Store>,
-    store_url: String,
     decode: DecodeSettings,
     stop: CancellationToken,
 ) -> crate::console::RetryDeadLetters {
-    Arc::new(move || {
-        let (store, url, decode, stop) = (
-            store.clone(),
-            store_url.clone(),
-            decode.clone(),
-            stop.clone(),
-        );
+    Arc::new(move |reader: Arc<Reader>| {
+        let (store, decode, stop) = (store.clone(), decode.clone(), stop.clone());
         Box::pin(async move {
             let options = decode.options().map_err(|e| e.to_string())?;
-            let reader = store::open_reader(&url, 1, Default::default())
-                .await
-                .map_err(|e| e.to_string())?;
             let request = RetryRequest {
                 apply: true,
                 ..RetryRequest::default()
             };
-            let done = retry_in(
+            let s = retry_in(
                 Some(store.as_ref()),
                 &reader,
                 &request,
@@ -274,9 +265,8 @@ pub(crate) fn console_retry(
                 stop,
                 |_| Ok(()),
             )
-            .await;
-            reader.close().await;
-            let s = done.map_err(|e| e.to_string())?;
+            .await
+            .map_err(|e| e.to_string())?;
             Ok(crate::console::RetryCounts {
                 matched: s.matched,
                 stored: s.stored + s.already_retried,

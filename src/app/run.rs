@@ -139,7 +139,6 @@ pub async fn run(
         budget: Some(handles.budget.clone()),
         retry: Some(super::retry::console_retry(
             store.clone(),
-            settings.store_url.clone(),
             DecodeSettings {
                 honor_revocations: honor,
                 ..settings.decode.clone()

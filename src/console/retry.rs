@@ -17,11 +17,13 @@ use futures_util::future::BoxFuture;
 use super::auth::{CsrfForm, same_origin};
 use super::session::Session;
 use super::{Console, problem};
+use crate::store::Reader;
 
-/// Re-runs every dead letter through today's decoder, storing what now decodes; an error is a
-/// sentence for the page (no record content).
+/// Re-runs every dead letter through today's decoder, storing what now decodes, paging the
+/// dead letters with the console's own reader; an error is a sentence for the log (no record
+/// content).
 pub type RetryDeadLetters =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<RetryCounts, String>> + Send + Sync>;
+    Arc<dyn Fn(Arc<Reader>) -> BoxFuture<'static, Result<RetryCounts, String>> + Send + Sync>;
 
 /// What a retry did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,7 +67,7 @@ pub(super) async fn retry(
             "A retry is running in this process; reload the page when it ends.",
         );
     };
-    match retry().await {
+    match retry(console.reader.clone()).await {
         Ok(c) => {
             tracing::info!(
                 matched = c.matched,
