@@ -22,6 +22,15 @@ use crate::common::consent_api::ConsentApi;
 const KEY: &str = "SK0123456789abcdef0123456789abcdef";
 const SECRET: &str = "e2e-api-secret";
 
+/// A STOP Twilio flagged (and so blocked itself) from `from`, to the tests' Messaging Service.
+fn twilio_stop(id: &str, from: &str) -> Vec<u8> {
+    Inbound::new(id, from)
+        .service("MG0123456789abcdef0123456789abcdef")
+        .body("STOP")
+        .opt_out_type("STOP")
+        .build()
+}
+
 fn revocation(i: usize) -> Vec<u8> {
     Inbound::new(&format!("EZrev{i:04}"), &format!("+1555321{i:04}"))
         .service("MG0123456789abcdef0123456789abcdef")
@@ -57,11 +66,7 @@ async fn a_phrase_revocation_in_the_stream_reaches_the_consent_api_and_a_stop_do
         &["--twilio-consent", "revocations", "--twilio-api-url", &url],
     );
     // A keyword STOP first: recorded, but Twilio already blocked it, so never pushed.
-    let stop = Inbound::new("EZstop0001", "+15553339999")
-        .service("MG0123456789abcdef0123456789abcdef")
-        .body("STOP")
-        .opt_out_type("STOP")
-        .build();
+    let stop = twilio_stop("EZstop0001", "+15553339999");
     emulator::put_records(&client, &stream, &keyed(vec![stop]))
         .await
         .unwrap();
@@ -199,13 +204,7 @@ async fn a_dispatcher_killed_mid_delivery_loses_nothing_on_postgres() {
     let mut first = optout.spawn_run(&stream, &flags("first"));
     let n = 60;
     let records: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            Inbound::new(&format!("EZkill{i:04}"), &format!("+1555444{i:04}"))
-                .service("MG0123456789abcdef0123456789abcdef")
-                .body("STOP")
-                .opt_out_type("STOP")
-                .build()
-        })
+        .map(|i| twilio_stop(&format!("EZkill{i:04}"), &format!("+1555444{i:04}")))
         .collect();
     emulator::put_records(&client, &stream, &keyed(records))
         .await
@@ -374,13 +373,7 @@ async fn serve_and_run_share_the_outbox_on_postgres() {
     let server = optout.spawn(&serve_args);
     let n = 40;
     let records: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            Inbound::new(&format!("EZsv{i:04}"), &format!("+1555777{i:04}"))
-                .service("MG0123456789abcdef0123456789abcdef")
-                .body("STOP")
-                .opt_out_type("STOP")
-                .build()
-        })
+        .map(|i| twilio_stop(&format!("EZsv{i:04}"), &format!("+1555777{i:04}")))
         .collect();
     emulator::put_records(&client, &stream, &keyed(records))
         .await
