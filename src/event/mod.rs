@@ -199,14 +199,7 @@ fn opt_event(
     let subscriber = required("from", d.from)?;
     let sender = required("to", d.to)?;
     let timestamp = required("timestamp", d.timestamp)?;
-    let occurred_at = parse_timestamp(&timestamp)
-        .ok_or_else(|| format!("bad timestamp: {:?}", clip(&timestamp)))?;
-    if !in_storable_range(occurred_at) {
-        return Err(format!(
-            "bad timestamp: year outside 0001-9999 (in UTC): {:?}",
-            clip(&timestamp)
-        ));
-    }
+    let occurred_at = occurred_at(&timestamp)?;
     let messaging_service_sid = text(d.messaging_service_sid).map(String::from);
     identity("id", &env.id)?;
     identity("data.accountSid", &account_sid)?;
@@ -301,6 +294,20 @@ pub fn sanitize(value: &str) -> String {
 pub fn in_storable_range(t: DateTime<Utc>) -> bool {
     use chrono::Datelike;
     (1..=9999).contains(&t.year())
+}
+
+/// An opt event's `timestamp`, parsed and inside the years every backend stores alike; one
+/// check for every event type, so no type can bring in a year the other backend refuses.
+pub(crate) fn occurred_at(timestamp: &str) -> Result<DateTime<Utc>, String> {
+    let t = parse_timestamp(timestamp)
+        .ok_or_else(|| format!("bad timestamp: {:?}", clip(timestamp)))?;
+    if !in_storable_range(t) {
+        return Err(format!(
+            "bad timestamp: year outside 0001-9999 (in UTC): {:?}",
+            clip(timestamp)
+        ));
+    }
+    Ok(t)
 }
 
 /// RFC 3339, or ISO 8601 with a `T` and a numeric offset without a colon (`+0100`).

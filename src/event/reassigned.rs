@@ -20,7 +20,7 @@
 use super::envelope::{Envelope, Fields, clip};
 use super::scan::Val;
 use super::{
-    Detection, OptEvent, OptOutType, Outcome, TimeSource, identity, parse_timestamp, required, text,
+    Detection, OptEvent, OptOutType, Outcome, TimeSource, identity, occurred_at, required, text,
 };
 
 /// The only `consent_operation` Twilio documents: the number was opted out.
@@ -55,8 +55,7 @@ fn opt_out(env: &Envelope<'_>, d: &Fields<'_>, version: Option<u32>) -> Result<O
     let subscriber = required("to_number", d.to_number)?;
     let sender = required("from_number", d.from_number)?;
     let timestamp = required("timestamp", d.timestamp)?;
-    let occurred_at = parse_timestamp(&timestamp)
-        .ok_or_else(|| format!("bad timestamp: {:?}", clip(&timestamp)))?;
+    let occurred_at = occurred_at(&timestamp)?;
     let messaging_service_sid = text(d.messaging_service_sid_snake).map(String::from);
     identity("id", &env.id)?;
     identity("data.account_sid", &account_sid)?;
