@@ -14,9 +14,12 @@ WORK="$(mktemp -d)"
 
 echo "== building optout and the emulator"
 cargo build --quiet --bin optout --example emulator
-OPTOUT="$PWD/target/debug/optout"
+# Where cargo put them: CARGO_TARGET_DIR when it is set (one target directory for several
+# checkouts), else ./target.
+TARGET="$(realpath "${CARGO_TARGET_DIR:-target}")"
+OPTOUT="$TARGET/debug/optout"
 
-target/debug/examples/emulator --port "$PORT" 2>"$WORK/emulator.log" &
+"$TARGET/debug/examples/emulator" --port "$PORT" 2>"$WORK/emulator.log" &
 EMULATOR=$!
 trap 'kill $EMULATOR 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do
