@@ -14,9 +14,10 @@ WORK="$(mktemp -d)"
 
 echo "== building optout and the emulator"
 cargo build --quiet --bin optout --example emulator
-# Where cargo put them: CARGO_TARGET_DIR when it is set (one target directory for several
-# checkouts), else ./target.
-TARGET="$(realpath "${CARGO_TARGET_DIR:-target}")"
+# Where cargo put them, as cargo itself says (CARGO_TARGET_DIR, a config's build.target-dir,
+# or ./target).
+TARGET="$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 OPTOUT="$TARGET/debug/optout"
 
 "$TARGET/debug/examples/emulator" --port "$PORT" 2>"$WORK/emulator.log" &
