@@ -235,11 +235,7 @@ fn test_event(env: &Envelope<'_>, d: &Fields<'_>) -> Outcome {
             Outcome::Test(TestEvent {
                 test_id: id.into_owned(),
                 account_sid: env.id.clone().into_owned(),
-                occurred_at: env
-                    .time
-                    .as_deref()
-                    .and_then(parse_timestamp)
-                    .filter(|t| in_storable_range(*t)),
+                occurred_at: env.time.as_deref().and_then(|t| occurred_at(t).ok()),
             })
         }
         _ => {
@@ -296,8 +292,9 @@ pub fn in_storable_range(t: DateTime<Utc>) -> bool {
     (1..=9999).contains(&t.year())
 }
 
-/// An opt event's `timestamp`, parsed and inside the years every backend stores alike; one
-/// check for every event type, so no type can bring in a year the other backend refuses.
+/// An event's time, parsed and inside the years every backend stores alike; one check for
+/// every event type (a test event's time, optional, is dropped when it fails), so no type can
+/// bring in a year the other backend refuses.
 pub(crate) fn occurred_at(timestamp: &str) -> Result<DateTime<Utc>, String> {
     let t = parse_timestamp(timestamp)
         .ok_or_else(|| format!("bad timestamp: {:?}", clip(timestamp)))?;
