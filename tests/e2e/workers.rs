@@ -142,9 +142,9 @@ fn rounds_until_taken(logs: &[Value], free_at_ms: i64, taken_in: u64) -> usize {
     until.filter(|(_, now)| **now >= free_at_ms).count()
 }
 
-/// Asserts that each of `shards` was last taken, by one of `logs` (a worker's log each), from
+/// Asserts that each of `shards` was taken, by one of `logs` (a worker's log each), from
 /// `previous_owner` ("" for a lease given back) within two of the taker's rounds after it
-/// became free; returns the rounds each took.
+/// became free, judging the latest such take; returns the rounds each took.
 fn assert_taken_within_two_rounds(
     logs: &[&[Value]],
     shards: &BTreeSet<String>,
