@@ -8,7 +8,7 @@ use super::StoreError;
 use super::arrivals::{Provenance, Row, merge};
 use super::changes::Key as AnswerKey;
 use super::model::{Batch, CommitSummary, Positioned, format_ts, paths_bits, paths_text};
-use super::schema::{Dialect, PerDialect, audited as query};
+use super::schema::{Dialect, PerDialect, Statements, audited as query};
 use super::status::settle;
 use crate::event::{Detection, OptOutType, TimeSource};
 
@@ -24,8 +24,8 @@ const COLUMNS: &str = "event_id, identity, opt_out_type, inferred, detection, ru
      messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
      time_source, schema_version, stream_name, shard_id, sequence_number, paths, sets_status";
 
-impl Sql {
-    fn new(d: Dialect) -> Self {
+impl Statements for Sql {
+    fn build(d: Dialect) -> Self {
         Sql {
             insert: format!(
                 "INSERT INTO opt_events ({COLUMNS}, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, \
@@ -59,8 +59,7 @@ impl Sql {
 
 /// The statements of `d`, built on first use.
 fn sql(d: Dialect) -> &'static Sql {
-    static SQL: PerDialect<Sql> =
-        PerDialect::new(|| Sql::new(Dialect::Sqlite), || Sql::new(Dialect::Postgres));
+    static SQL: PerDialect<Sql> = PerDialect::new();
     SQL.get(d)
 }
 

@@ -318,18 +318,23 @@ fn is_undefined_table(e: &dyn sqlx::error::DatabaseError) -> bool {
     e.code().as_deref() == Some("42P01") || e.message().starts_with("no such table")
 }
 
+/// A set of statements written once for both dialects; only the casts and locks differ.
+pub(super) trait Statements: Sized + 'static {
+    fn build(d: Dialect) -> Self;
+}
+
 /// Statements of one kind built once per dialect, on first use: a commit path's SQL is
 /// formatted from constants and the dialect's casts once per process, not per statement.
-pub(super) struct PerDialect<T: 'static> {
+pub(super) struct PerDialect<T: Statements> {
     sqlite: std::sync::LazyLock<T, fn() -> T>,
     postgres: std::sync::LazyLock<T, fn() -> T>,
 }
 
-impl<T> PerDialect<T> {
-    pub(super) const fn new(sqlite: fn() -> T, postgres: fn() -> T) -> Self {
+impl<T: Statements> PerDialect<T> {
+    pub(super) const fn new() -> Self {
         PerDialect {
-            sqlite: std::sync::LazyLock::new(sqlite),
-            postgres: std::sync::LazyLock::new(postgres),
+            sqlite: std::sync::LazyLock::new(|| T::build(Dialect::Sqlite)),
+            postgres: std::sync::LazyLock::new(|| T::build(Dialect::Postgres)),
         }
     }
 

@@ -12,7 +12,7 @@ use sqlx::AnyPool;
 use sqlx::{Any, Row, Transaction};
 
 use super::model::*;
-use super::schema::{Dialect, PerDialect};
+use super::schema::{Dialect, PerDialect, Statements};
 use super::{Store, StoreError};
 
 /// A store backed by a SQL database reached through sqlx's `any` driver.
@@ -51,8 +51,8 @@ struct CommitSql {
     next_checkpoint: String,
 }
 
-impl CommitSql {
-    fn new(d: Dialect) -> Self {
+impl Statements for CommitSql {
+    fn build(d: Dialect) -> Self {
         CommitSql {
             insert_dead_letter: format!(
                 "INSERT INTO dead_letters (stream_name, shard_id, sequence_number, partition_key, \
@@ -93,10 +93,7 @@ impl CommitSql {
 
 /// The statements of `d`, built on first use.
 fn commit_sql(d: Dialect) -> &'static CommitSql {
-    static SQL: PerDialect<CommitSql> = PerDialect::new(
-        || CommitSql::new(Dialect::Sqlite),
-        || CommitSql::new(Dialect::Postgres),
-    );
+    static SQL: PerDialect<CommitSql> = PerDialect::new();
     SQL.get(d)
 }
 

@@ -9,7 +9,7 @@ use sqlx::{Any, Row as _, Transaction};
 use super::StoreError;
 use super::arrivals::Row;
 use super::model::format_ts;
-use super::schema::{Dialect, PerDialect, audited as query};
+use super::schema::{Dialect, PerDialect, Statements, audited as query};
 use crate::event::OptOutType;
 
 /// The status statements of one dialect; only the timestamp casts and the row lock differ.
@@ -21,8 +21,8 @@ struct Sql {
     delete_status: String,
 }
 
-impl Sql {
-    fn new(d: Dialect) -> Self {
+impl Statements for Sql {
+    fn build(d: Dialect) -> Self {
         Sql {
             apply_status: format!(
                 "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
@@ -66,8 +66,7 @@ impl Sql {
 
 /// The statements of `d`, built on first use.
 fn sql(d: Dialect) -> &'static Sql {
-    static SQL: PerDialect<Sql> =
-        PerDialect::new(|| Sql::new(Dialect::Sqlite), || Sql::new(Dialect::Postgres));
+    static SQL: PerDialect<Sql> = PerDialect::new();
     SQL.get(d)
 }
 
