@@ -142,30 +142,61 @@ fn rounds_until_taken(logs: &[Value], free_at_ms: i64, taken_in: u64) -> usize {
     until.filter(|(_, now)| **now >= free_at_ms).count()
 }
 
-/// Asserts that each of `shards` was taken, by one of `logs` (a worker's log each), from
-/// `previous_owner` ("" for a lease given back) within two of the taker's rounds after it
-/// became free, judging the latest such take; returns the rounds each took.
+/// Whether one worker's log says it stole `shard` from `victim` (the balancing move, taken while
+/// the victim's lease was still live) after `after`.
+fn stole_from(logs: &[Value], shard: &str, victim: &str, after: DateTime<Utc>) -> bool {
+    logs.iter()
+        .filter(|l| l["shard_id"] == shard && l["from"] == victim && l["token"].is_i64())
+        .filter_map(|l| l["timestamp"].as_str()?.parse::<DateTime<Utc>>().ok())
+        .any(|t| t > after)
+}
+
+/// How each of a victim's shards came to a survivor.
+#[derive(Debug, Default)]
+struct Takes {
+    /// For each shard taken once its lease was free: the taker's rounds from then to the take.
+    rounds: Vec<usize>,
+    /// Shards stolen to balance the load before their lease ran out: a survivor that held
+    /// fewer than its share took one while the victim's lease was still live.
+    stolen: usize,
+}
+
+/// Asserts that each of `shards`, which `victim` held when they were read (at or after
+/// `after`), was taken by one of `logs` (a worker's log each): either from `previous_owner`
+/// (`victim` for an expired lease, "" for one given back) within two of the taker's rounds
+/// after it became free, judging the latest such take, or by a steal from `victim` logged
+/// after `after`. A steal is the balancing move: at 4/2/2 a survivor may take one of the
+/// victim's live leases before it expires, which is sooner, not later, than the bound.
 fn assert_taken_within_two_rounds(
     logs: &[&[Value]],
     shards: &BTreeSet<String>,
     previous_owner: &str,
-) -> Vec<usize> {
-    let mut counts = Vec::new();
+    victim: &str,
+    after: DateTime<Utc>,
+) -> Takes {
+    let mut takes = Takes::default();
     for shard in shards {
         // The latest lease that owner lost, if both survivors once took one from it.
-        let (log, (round, free_at)) = logs
+        let expired = logs
             .iter()
             .filter_map(|l| Some((*l, last_take_from(l, shard, previous_owner)?)))
-            .max_by_key(|(_, (_, free_at))| *free_at)
-            .unwrap_or_else(|| panic!("{shard} was not taken from {previous_owner:?}"));
+            .max_by_key(|(_, (_, free_at))| *free_at);
+        let Some((log, (round, free_at))) = expired else {
+            assert!(
+                logs.iter().any(|l| stole_from(l, shard, victim, after)),
+                "{shard} was neither taken from {previous_owner:?} nor stolen from {victim}"
+            );
+            takes.stolen += 1;
+            continue;
+        };
         let n = rounds_until_taken(log, free_at, round);
         assert!(
             (1..=2).contains(&n),
             "{shard} taken {n} rounds after its lease was free (from {previous_owner:?})"
         );
-        counts.push(n);
+        takes.rounds.push(n);
     }
-    counts
+    takes
 }
 
 /// Lease moves to balance the load (a steal) after `after`, from the structured fields of the
@@ -243,14 +274,16 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     .await
     .unwrap();
     let mut victim = workers.remove(0);
-    let victims = shards_of(url, st, "w1").await;
     // A lower bound of what w1 made durable: it may commit more before the kill lands.
     let w1_committed = records_committed(&w1_addr).await;
     let killed_at = Instant::now();
     let killed_wall = Utc::now();
     victim.kill_9(); // no release: its leases must expire
-    // Nobody writes w1's shards' checkpoints until their leases are taken over.
+    // Nobody writes w1's shards' checkpoints until their leases are taken over. Read after the
+    // kill, checkpoints first: a shard stolen from w1 just before (or during) these reads is
+    // then either not among the victims or stolen after both reads, so its checkpoint is w1's.
     let cps_at_kill = checkpoint_map(&db.reader, &stream).await;
+    let victims = shards_of(url, st, "w1").await;
     emulator::wait_for(
         "w2 and w3 to own all 8 shards",
         Duration::from_secs(30),
@@ -277,6 +310,7 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     // one housekeeping round.
     let w3 = workers.pop().unwrap();
     let w2 = workers.pop().unwrap();
+    let w2_shards_read = Utc::now(); // before the read: a later steal is logged after this
     let w2_shards = shards_of(url, st, "w2").await;
     assert!(!w2_shards.is_empty());
     let w2_logs = w2.terminate();
@@ -293,10 +327,12 @@ async fn three_workers_survive_a_kill_9_with_exactly_once() {
     let w3_logs = w3.terminate();
     // A kill -9 frees w1's leases when they expire (lease_ms after its last renewal, by the
     // database's clock); a survivor takes each within two of its rounds after that.
-    let after_kill = assert_taken_within_two_rounds(&[&w2_logs, &w3_logs], &victims, "w1");
+    let after_kill =
+        assert_taken_within_two_rounds(&[&w2_logs, &w3_logs], &victims, "w1", "w1", killed_wall);
     // A graceful stop gives w2's leases back (no owner: released, not expired), and w3 takes
     // them within two of its rounds after the release, not a lease period later.
-    let after_stop = assert_taken_within_two_rounds(&[&w3_logs], &w2_shards, "");
+    let after_stop =
+        assert_taken_within_two_rounds(&[&w3_logs], &w2_shards, "", "w2", w2_shards_read);
     eprintln!("rounds until taken: after kill -9 {after_kill:?}, after SIGTERM {after_stop:?}");
     let all: BTreeSet<String> = (0..8).map(|i| format!("shardId-{i:012}")).collect();
     assert_released(url, st, &all).await;
