@@ -129,6 +129,8 @@ pub(super) async fn commit(
             moved.push((stored, merged));
         }
     }
+    let (new_rows, moved) = final_rows(&new_rows, &moved);
+    let new_rows: Vec<&Row> = new_rows.iter().collect();
     // Status, one key at a time in key order (the lock order).
     let mut touched: Vec<(&str, &str, &str)> = new_rows.iter().map(|r| r.key()).collect();
     for (before, after) in &moved {
@@ -141,6 +143,41 @@ pub(super) async fn commit(
         summary.status_changes += settle(d, tx, key, &new_rows, &moved).await?;
     }
     Ok(answer_keys)
+}
+
+/// What status must follow after a batch, one entry per message: the final row of each message
+/// new in the batch, and for each stored one that moved, its row as the batch found it and its
+/// final row.
+///
+/// A message may come more than once in a batch; each later copy merges into the row the
+/// earlier ones wrote, so `moved` can hold a message's intermediate rows. Status is written
+/// only after the loop, so it still reflects the rows as the batch found them, and only a
+/// message's final row may set it: an intermediate one (a receive time that a later copy moved
+/// earlier, say) would win at a time the event no longer has.
+fn final_rows(new_rows: &[&Row], moved: &[(Row, Row)]) -> (Vec<Row>, Vec<(Row, Row)>) {
+    use std::collections::{HashMap, HashSet};
+    let mut last: HashMap<&str, &Row> = HashMap::new();
+    for (_, after) in moved {
+        last.insert(&after.identity, after);
+    }
+    let news: Vec<Row> = new_rows
+        .iter()
+        .map(|r| (*last.get(r.identity.as_str()).unwrap_or(r)).clone())
+        .collect();
+    let new_ids: HashSet<&str> = new_rows.iter().map(|r| r.identity.as_str()).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut stored_moves = Vec::new();
+    for (before, _) in moved {
+        let id = before.identity.as_str();
+        if new_ids.contains(id) || !seen.insert(id) {
+            continue;
+        }
+        let after = last[id];
+        if after.status_inputs() != before.status_inputs() {
+            stored_moves.push((before.clone(), after.clone()));
+        }
+    }
+    (news, stored_moves)
 }
 
 fn owned_key(row: &Row) -> AnswerKey {
