@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The sender's lookup under load: GET /v1/status/{subscriber} on a store of 1,000,000 status
-# rows, from 64 keep-alive clients, while `optout run` (the same process that serves the API)
-# drains a backlog into the same store. Prints p50, p99 and requests/s per backend, and how many
-# records the consumer committed during the load. Then, once the backlog is in, 8 NDJSON exports
-# of every event at once while /readyz is probed every 50 ms: export time, /readyz latency, and
-# the process's peak resident memory (VmHWM, consumer and API together).
+# The sender's lookup under load: GET /v1/status/{subscriber} on a store of 1,000,000 numbers
+# (an opt event and a status row each) while `optout run` (the same process that serves the API) drains a backlog into the same
+# store. Per backend, in one run:
+#   1. the drain alone for DRAIN_SAMPLE seconds (records/s with no lookups);
+#   2. an open loop: RATE requests/s offered at a fixed rate over CLIENTS connections for
+#      DURATION, latencies corrected for coordinated omission (oha -q --latency-correction):
+#      p50, p99, requests/s answered, and the drain's records/s beside its unloaded rate;
+#   3. a closed loop: SAT_CLIENTS connections (default 32, the server's limit of requests in
+#      flight: more are answered 503 busy at once) asking back to back, the same figures.
+# A closed loop with a fixed number of clients cannot hold a latency target at a given rate
+# (Little's law ties the two), hence the open loop for the target and the closed one for the
+# ceiling. Then, once the backlog is in, 8 NDJSON exports of every event at once while /readyz
+# is probed every 50 ms: export time, /readyz latency, and the process's peak resident memory
+# (VmHWM, consumer and API together).
 #
 #   scripts/bench-api.sh                   # both backends
-#   BACKENDS=sqlite ROWS=1000000 CLIENTS=64 DURATION=20s BACKLOG=300000 scripts/bench-api.sh
+#   BACKENDS=sqlite ROWS=1000000 CLIENTS=64 RATE=5000 DURATION=20s BACKLOG=1000000 scripts/bench-api.sh
 #
-# The load generator is wrk (Debian: `apt-get install wrk`) when on the PATH, else oha
-# (crates.io), installed on first use into target/bench-tools. Both keep their connections
-# alive and ask for a random number of the filled million each time.
+# The load generator is oha (crates.io), installed on first use into $TARGET/bench-tools. It
+# keeps its connections alive and asks for a random number of the filled million each time.
+# A drain figure marked "ran out" means the backlog was all in before the phase ended, so the
+# rate is a lower bound.
 # PostgreSQL: $OPTOUT_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) must accept
 # CREATE DATABASE; scripts/ensure-postgres.sh starts a local one.
 set -euo pipefail
@@ -21,10 +30,14 @@ BACKENDS="${BACKENDS:-sqlite postgres}"
 ROWS="${ROWS:-1000000}"
 CLIENTS="${CLIENTS:-64}"
 DURATION="${DURATION:-20s}"
-BACKLOG="${BACKLOG:-300000}"
+RATE="${RATE:-5000}"
+SAT_CLIENTS="${SAT_CLIENTS:-32}"
+DRAIN_SAMPLE="${DRAIN_SAMPLE:-3}"
+BACKLOG="${BACKLOG:-1000000}"
 PG_ADMIN="${OPTOUT_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}"
 TOKEN="bench-token-$$"
-OHA="${OHA:-target/bench-tools/bin/oha}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+OHA="${OHA:-$TARGET/bench-tools/bin/oha}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -37,61 +50,74 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-if ! command -v wrk >/dev/null && [ ! -x "$OHA" ]; then
-    echo "installing oha into target/bench-tools (once)..." >&2
-    cargo install oha --locked --quiet --root target/bench-tools --no-default-features
+if [ ! -x "$OHA" ]; then
+    echo "installing oha into $TARGET/bench-tools (once)..." >&2
+    cargo install oha --version 1.16.0 --locked --quiet --root "$TARGET/bench-tools"
 fi
 cargo build --quiet --release --locked --bin optout --example emulator
-BIN=target/release/optout
+BIN="$TARGET/release/optout"
 
 # The number space of the filled rows: +15550000000 .. +15550999999, one account and scope.
 ACCOUNT="AC00000000000000000000000000000001"
 SCOPE="MG00000000000000000000000000000001"
 
+# Each filled number has one opt event (a START for every third, else a STOP) and the status
+# row it sets, as a store that has recorded them: the lookup reads the events, so status rows
+# alone would only measure a miss.
 fill_sqlite() { # $1: database file
     python3 - "$1" "$ROWS" "$ACCOUNT" "$SCOPE" <<'PY'
 import sqlite3, sys
 path, rows, account, scope = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 db = sqlite3.connect(path)
 db.execute("""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
-INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, sender, status,
-  changed_at, event_id)
-SELECT ?, ?, printf('+1555%07d', i), ?, '+15559870002',
-  CASE i % 3 WHEN 0 THEN 'opted_in' ELSE 'opted_out' END,
-  '2026-01-01T00:00:00.000000Z', printf('fill-%07d', i) FROM n""", (rows, account, scope, scope))
+INSERT INTO opt_events (event_id, identity, opt_out_type, inferred, account_sid,
+  messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at,
+  schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, rule,
+  time_source, paths, sets_status)
+SELECT printf('FILL%09d', i), printf('FILL%09d', i),
+  CASE i % 3 WHEN 0 THEN 'START' ELSE 'STOP' END, 0, ?, ?, '+15559870002',
+  printf('+1555%07d', i), ?, CASE i % 3 WHEN 0 THEN 'START' ELSE 'STOP' END,
+  printf('SM%032x', i), '2026-01-01T00:00:00.000000Z', 5, 'fill', 'shardId-000000000000',
+  printf('%020d', i), '2026-01-01T00:00:00.000000Z', 'twilio', NULL, 'twilio', 'kinesis', 1
+FROM n""", (rows, account, scope, scope))
+db.execute("""INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid,
+  sender, status, changed_at, event_id)
+SELECT account_sid, scope, subscriber, messaging_service_sid, sender,
+  CASE opt_out_type WHEN 'STOP' THEN 'opted_out' ELSE 'opted_in' END, occurred_at, event_id
+FROM opt_events WHERE stream_name = 'fill'""")
+db.commit()
+db.execute("ANALYZE")
 db.commit()
 PY
 }
 
 fill_postgres() { # $1: database URL
     psql -q "$1" -v ON_ERROR_STOP=1 <<SQL
+INSERT INTO opt_events (event_id, identity, opt_out_type, inferred, account_sid,
+  messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at,
+  schema_version, stream_name, shard_id, sequence_number, recorded_at, detection, rule,
+  time_source, paths, sets_status)
+SELECT 'FILL' || lpad(i::text, 9, '0'), 'FILL' || lpad(i::text, 9, '0'),
+  CASE i % 3 WHEN 0 THEN 'START' ELSE 'STOP' END, false, '$ACCOUNT', '$SCOPE', '+15559870002',
+  '+1555' || lpad(i::text, 7, '0'), '$SCOPE', CASE i % 3 WHEN 0 THEN 'START' ELSE 'STOP' END,
+  'SM' || lpad(to_hex(i), 32, '0'), '2026-01-01T00:00:00Z', 5, 'fill', 'shardId-000000000000',
+  lpad(i::text, 20, '0'), '2026-01-01T00:00:00Z', 'twilio', NULL, 'twilio', 'kinesis', true
+FROM generate_series(0, $ROWS - 1) AS i;
 INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, sender, status,
   changed_at, event_id)
-SELECT '$ACCOUNT', '$SCOPE', '+1555' || lpad(i::text, 7, '0'), '$SCOPE', '+15559870002',
-  CASE i % 3 WHEN 0 THEN 'opted_in' ELSE 'opted_out' END,
-  '2026-01-01T00:00:00Z', 'fill-' || i FROM generate_series(0, $ROWS - 1) AS i;
-ANALYZE opt_status;
+SELECT account_sid, scope, subscriber, messaging_service_sid, sender,
+  CASE opt_out_type WHEN 'STOP' THEN 'opted_out' ELSE 'opted_in' END, occurred_at, event_id
+FROM opt_events WHERE stream_name = 'fill';
+ANALYZE;
 SQL
 }
 
-load() { # $1: API port; prints the load generator's report
-    local url="http://127.0.0.1:$1"
-    if command -v wrk >/dev/null; then
-        cat >"$WORK/lookup.lua" <<LUA
-local n = 0
-function setup(thread) n = n + 1; thread:set("id", n) end
-function init(args) math.randomseed(id * 7919) end
-function request()
-  local path = string.format("/v1/status/%%2B15550%06d?scope=$SCOPE&account=$ACCOUNT", math.random(0, 999999))
-  return wrk.format("GET", path, { ["Authorization"] = "Bearer $TOKEN" })
-end
-LUA
-        wrk -t 2 -c "$CLIENTS" -d "$DURATION" --latency -s "$WORK/lookup.lua" "$url"
-    else
-        "$OHA" --no-tui --output-format json -z "$DURATION" -c "$CLIENTS" \
-            -H "Authorization: Bearer $TOKEN" --rand-regex-url \
-            "http://127\.0\.0\.1:$1/v1/status/%2B15550[0-9]{6}\?scope=$SCOPE&account=$ACCOUNT"
-    fi
+load() { # $1: API port, $2: requests/s to offer (0: a closed loop); oha's JSON
+    local rate=(-c "$SAT_CLIENTS")
+    [ "$2" -gt 0 ] && rate=(-c "$CLIENTS" -q "$2" --latency-correction)
+    "$OHA" --no-tui --output-format json -z "$DURATION" "${rate[@]}" \
+        -H "Authorization: Bearer $TOKEN" --rand-regex-url \
+        "http://127[.]0[.]0[.]1:$1/v1/status/%2B15550[0-9]{6}[?]scope=$SCOPE&account=$ACCOUNT"
 }
 
 records_total() { # $1: API address; records the consumer has handled so far
@@ -101,7 +127,7 @@ records_total() { # $1: API address; records the consumer has handled so far
 bench_one() { # $1: backend
     local backend="$1" store emu_port api_port
     emu_port="$(free_port)"
-    target/release/examples/emulator --port "$emu_port" 2>/dev/null &
+    "$TARGET/release/examples/emulator" --port "$emu_port" 2>/dev/null &
     local emu_pid=$!
     PIDS+=("$emu_pid")
     wait_port "$emu_port"
@@ -118,7 +144,7 @@ bench_one() { # $1: backend
             ;;
     esac
     OPTOUT_STORE="$store" "$BIN" migrate >/dev/null
-    echo "[$backend] filling $ROWS status rows..." >&2
+    echo "[$backend] filling $ROWS numbers (an opt event and a status row each)..." >&2
     case "$backend" in
         sqlite) fill_sqlite "$WORK/bench.db" ;;
         postgres) fill_postgres "$store" ;;
@@ -132,31 +158,44 @@ bench_one() { # $1: backend
     local run_pid=$!
     PIDS+=("$run_pid")
     wait_port "$api_port"
-    local before after
-    before="$(records_total "127.0.0.1:$api_port")"
-    load "$api_port" >"$WORK/$backend.out"
-    after="$(records_total "127.0.0.1:$api_port")"
-    python3 - "$backend" "$WORK/$backend.out" "$before" "$after" "$BACKLOG" <<'PY'
-import json, re, sys
-backend, path, before, after, backlog = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-text = open(path).read()
-if text.lstrip().startswith("{"):  # oha
-    r = json.loads(text)
-    p50, p99 = r["latencyPercentiles"]["p50"] * 1000, r["latencyPercentiles"]["p99"] * 1000
-    rps, errors = r["summary"]["requestsPerSec"], sum(
-        n for code, n in r.get("statusCodeDistribution", {}).items() if code != "200")
-else:  # wrk --latency
-    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    def pct(p):
-        value, u = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", text, re.M).groups()
-        return float(value) * unit[u]
-    p50, p99 = pct(50), pct(99)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    errors = int(bad.group(1)) if bad else 0
-print(f"{backend:9} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rps:8,.0f} req/s  non-200 {errors}  "
-      f"consumer committed {after - before:,} of {backlog:,} records during the load")
+    # The drain alone, then under each load: records/s from the consumer's own counter.
+    local t0 n0 t1 n1 unloaded
+    for _ in $(seq 600); do
+        [ "$(records_total "127.0.0.1:$api_port")" -gt 0 ] && break
+        sleep 0.1
+    done
+    t0="$(date +%s.%N)"; n0="$(records_total "127.0.0.1:$api_port")"
+    sleep "$DRAIN_SAMPLE"
+    t1="$(date +%s.%N)"; n1="$(records_total "127.0.0.1:$api_port")"
+    unloaded="$(python3 -c "print(($n1 - $n0) / ($t1 - $t0))")"
+    printf '%-9s drain alone: %s records/s%s\n' "$backend" "$(printf '%.0f' "$unloaded")" \
+        "$([ "$n1" -ge "$BACKLOG" ] && echo ' (ran out)')"
+    for phase in "open $RATE" "closed 0"; do
+        local mode rate
+        read -r mode rate <<<"$phase"
+        t0="$(date +%s.%N)"; n0="$(records_total "127.0.0.1:$api_port")"
+        load "$api_port" "$rate" >"$WORK/$backend.$mode.json"
+        t1="$(date +%s.%N)"; n1="$(records_total "127.0.0.1:$api_port")"
+        python3 - "$backend" "$mode" "$rate" "$WORK/$backend.$mode.json" "$n0" "$n1" "$t0" "$t1" \
+            "$unloaded" "$BACKLOG" <<'PY'
+import json, sys
+backend, mode, rate, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+n0, n1, t0, t1, unloaded, backlog = (float(a) for a in sys.argv[5:11])
+r = json.load(open(path))
+p50, p99 = r["latencyPercentiles"]["p50"] * 1000, r["latencyPercentiles"]["p99"] * 1000
+rps = r["summary"]["requestsPerSec"]
+bad = {code: n for code, n in r.get("statusCodeDistribution", {}).items() if code != "200"}
+# Requests still in flight when the duration ends are cut, not failed.
+bad.update((e, n) for e, n in r.get("errorDistribution", {}).items() if "deadline" not in e)
+errors = sum(bad.values())
+drain = (n1 - n0) / (t1 - t0)
+offered = f"offered {rate:,}/s" if rate else "closed loop"
+ran_out = " (ran out)" if n1 >= backlog else ""
+ratio = f"{drain / unloaded:.2f}x" if unloaded > 0 else "n/a"
+print(f"{backend:9} {offered:15} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rps:8,.0f} req/s  "
+      f"non-200 {errors}{' ' + str(bad) if bad else ''}  drain {drain:,.0f} records/s = {ratio} alone{ran_out}")
 PY
+    done
     for _ in $(seq 1200); do
         [ "$(records_total "127.0.0.1:$api_port")" -ge "$BACKLOG" ] && break
         sleep 0.5
@@ -201,7 +240,7 @@ PY
     fi
 }
 
-echo "lookup: $ROWS status rows, $CLIENTS keep-alive clients for $DURATION, backlog $BACKLOG records"
+echo "lookup: $ROWS numbers; $RATE requests/s offered over $CLIENTS connections, then a closed loop of $SAT_CLIENTS, $DURATION each; backlog $BACKLOG records"
 for backend in $BACKENDS; do
     bench_one "$backend"
 done

@@ -18,7 +18,8 @@ EVENTS="${EVENTS:-10000000}"
 STATUS="${STATUS:-1000000}"
 REPEAT="${REPEAT:-20}"
 PG_ADMIN="${OPTOUT_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}"
-BIN="${BIN:-target/release/optout}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+BIN="${BIN:-$TARGET/release/optout}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -31,7 +32,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-if [ "$BIN" = target/release/optout ]; then
+if [ "$BIN" = "$TARGET/release/optout" ]; then
     cargo build --quiet --release --locked --bin optout
 fi
 

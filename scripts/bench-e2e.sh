@@ -40,11 +40,12 @@ command -v /usr/bin/time >/dev/null || { echo "needs GNU time (Debian: apt-get i
 BASELINE_BIN="${BASELINE_BIN:-}"
 REPLAY_PG="${REPLAY_PG:-}"
 WORK="$(mktemp -d)"
-OPTOUT=target/release/optout
+TARGET="${CARGO_TARGET_DIR:-target}"
+OPTOUT="$TARGET/release/optout"
 
 cargo build --quiet --release --bin optout --example emulator --example twilio-mix
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-target/release/examples/emulator --port "$PORT" 2>/dev/null &
+"$TARGET/release/examples/emulator" --port "$PORT" 2>/dev/null &
 EMULATOR=$!
 trap 'kill $EMULATOR 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
@@ -133,7 +134,7 @@ replay_one() {
 
 replay() {
     local mix="$WORK/mix.jsonl"
-    target/release/examples/twilio-mix "$REPLAY_COUNT" 3 >"$mix"
+    "$TARGET/release/examples/twilio-mix" "$REPLAY_COUNT" 3 >"$mix"
     gzip -c "$mix" >"$mix.gz"
     (cd "$WORK" && split -n l/4 -d mix.jsonl part.)
     local mb

@@ -39,8 +39,9 @@ metric() { # $1: address, $2: series; its value (0 if absent)
 }
 
 cargo build --quiet --release --locked --bin optout --example webhook-load
-BIN=target/release/optout
-LOAD=target/release/examples/webhook-load
+TARGET="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET/release/optout"
+LOAD="$TARGET/release/examples/webhook-load"
 printf '%s\n' "$TOKEN" >"$WORK/tokens"
 
 bench_one() { # $1: backend

@@ -23,7 +23,8 @@ cleanup() {
 trap cleanup EXIT
 
 if [ "$PROFILE" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
-BIN="target/$PROFILE/optout"
+TARGET="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET/$PROFILE/optout"
 DB="$WORK/optout.db"
 "$BIN" --store "sqlite://$DB" migrate >/dev/null
 
