@@ -130,7 +130,6 @@ pub(super) async fn commit(
         }
     }
     let (new_rows, moved) = final_rows(&new_rows, &moved);
-    let new_rows: Vec<&Row> = new_rows.iter().collect();
     // Status, one key at a time in key order (the lock order).
     let mut touched: Vec<(&str, &str, &str)> = new_rows.iter().map(|r| r.key()).collect();
     for (before, after) in &moved {
@@ -153,16 +152,23 @@ pub(super) async fn commit(
 /// earlier ones wrote, so `moved` can hold a message's intermediate rows. Status is written
 /// only after the loop, so it still reflects the rows as the batch found them, and only a
 /// message's final row may set it: an intermediate one (a receive time that a later copy moved
-/// earlier, say) would win at a time the event no longer has.
-fn final_rows(new_rows: &[&Row], moved: &[(Row, Row)]) -> (Vec<Row>, Vec<(Row, Row)>) {
+/// earlier, say) would win at a time the event no longer has. Borrowed, not cloned: this runs
+/// on every commit, and most batches move nothing.
+fn final_rows<'a>(
+    new_rows: &[&'a Row],
+    moved: &'a [(Row, Row)],
+) -> (Vec<&'a Row>, Vec<(&'a Row, &'a Row)>) {
     use std::collections::{HashMap, HashSet};
+    if moved.is_empty() {
+        return (new_rows.to_vec(), Vec::new());
+    }
     let mut last: HashMap<&str, &Row> = HashMap::new();
     for (_, after) in moved {
         last.insert(&after.identity, after);
     }
-    let news: Vec<Row> = new_rows
+    let news = new_rows
         .iter()
-        .map(|r| (*last.get(r.identity.as_str()).unwrap_or(r)).clone())
+        .map(|r| last.get(r.identity.as_str()).copied().unwrap_or(r))
         .collect();
     let new_ids: HashSet<&str> = new_rows.iter().map(|r| r.identity.as_str()).collect();
     let mut seen: HashSet<&str> = HashSet::new();
@@ -174,7 +180,7 @@ fn final_rows(new_rows: &[&Row], moved: &[(Row, Row)]) -> (Vec<Row>, Vec<(Row, R
         }
         let after = last[id];
         if after.status_inputs() != before.status_inputs() {
-            stored_moves.push((before.clone(), after.clone()));
+            stored_moves.push((before, after));
         }
     }
     (news, stored_moves)

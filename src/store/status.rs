@@ -81,7 +81,7 @@ pub(super) async fn settle(
     tx: &mut Transaction<'_, Any>,
     key: (&str, &str, &str),
     new_rows: &[&Row],
-    moved: &[(Row, Row)],
+    moved: &[(&Row, &Row)],
 ) -> Result<u64, StoreError> {
     let moved_away: Vec<&str> = moved
         .iter()
@@ -98,7 +98,7 @@ pub(super) async fn settle(
     let candidates = new_rows
         .iter()
         .copied()
-        .chain(moved.iter().map(|(_, after)| after))
+        .chain(moved.iter().map(|(_, after)| *after))
         .filter(|r| r.key() == key && r.sets_status);
     for row in candidates {
         changes += apply_status(d, tx, row).await?;
