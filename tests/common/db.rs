@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use optout::store::{Reader, Store};
+use optout::store::{EventFilter, EventRow, Reader, StatusFilter, Store};
 
 /// One test's database and a handle on it.
 pub struct Db {
@@ -132,4 +132,27 @@ macro_rules! both_backends {
             $(#[tokio::test] async fn $name() { super::$name($crate::common::db::postgres().await).await; })*
         }
     };
+}
+
+/// The stored opt events of the subscribers whose number starts with `prefix`: one property
+/// case's own, when every case shares a database.
+pub async fn events_with_prefix(reader: &Reader, prefix: &str) -> Vec<EventRow> {
+    let all = reader.all(&EventFilter::default()).await.unwrap();
+    all.into_iter()
+        .filter(|e| e.subscriber.starts_with(prefix))
+        .collect()
+}
+
+/// The status rows of the subscribers whose number starts with `prefix`, each as
+/// `subscriber|scope|status|event_id`, sorted: what the order-independence properties hold
+/// against their oracles.
+pub async fn status_lines(reader: &Reader, prefix: &str) -> Vec<String> {
+    let all = reader.all(&StatusFilter::default()).await.unwrap();
+    let mut lines: Vec<String> = all
+        .into_iter()
+        .filter(|r| r.subscriber.starts_with(prefix))
+        .map(|r| format!("{}|{}|{}|{}", r.subscriber, r.scope, r.status, r.event_id))
+        .collect();
+    lines.sort();
+    lines
 }

@@ -142,13 +142,23 @@ fn rounds_until_taken(logs: &[Value], free_at_ms: i64, taken_in: u64) -> usize {
     until.filter(|(_, now)| **now >= free_at_ms).count()
 }
 
+/// The lines of one worker's log that record a steal (a lease moved to balance the load;
+/// `from`: the previous owner) logged after `after`.
+fn steal_lines(logs: &[Value], after: DateTime<Utc>) -> impl Iterator<Item = &Value> {
+    logs.iter()
+        .filter(|l| l["from"].is_string() && l["token"].is_i64() && l["shard_id"].is_string())
+        .filter(move |l| {
+            l["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+                .is_some_and(|t| t > after)
+        })
+}
+
 /// Whether one worker's log says it stole `shard` from `victim` (the balancing move, taken while
 /// the victim's lease was still live) after `after`.
 fn stole_from(logs: &[Value], shard: &str, victim: &str, after: DateTime<Utc>) -> bool {
-    logs.iter()
-        .filter(|l| l["shard_id"] == shard && l["from"] == victim && l["token"].is_i64())
-        .filter_map(|l| l["timestamp"].as_str()?.parse::<DateTime<Utc>>().ok())
-        .any(|t| t > after)
+    steal_lines(logs, after).any(|l| l["shard_id"] == shard && l["from"] == victim)
 }
 
 /// How each of a victim's shards came to a survivor.
@@ -199,14 +209,9 @@ fn assert_taken_within_two_rounds(
     takes
 }
 
-/// Lease moves to balance the load (a steal) after `after`, from the structured fields of the
-/// line that records one (`from`: the previous owner).
+/// How many steals one worker's log records after `after`.
 fn steals(logs: &[Value], after: DateTime<Utc>) -> usize {
-    logs.iter()
-        .filter(|l| l["from"].is_string() && l["token"].is_i64() && l["shard_id"].is_string())
-        .filter_map(|l| l["timestamp"].as_str()?.parse::<DateTime<Utc>>().ok())
-        .filter(|t| *t > after)
-        .count()
+    steal_lines(logs, after).count()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -227,24 +227,8 @@ fn order_independence(db: Db, rt: &tokio::runtime::Runtime) {
                     s.commit(&b).await.unwrap();
                     start = end;
                 }
-                let mut status: Vec<String> = db
-                    .reader
-                    .all(&StatusFilter::default())
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .filter(|r| r.subscriber.starts_with(&prefix))
-                    .map(|r| format!("{}|{}|{}|{}", r.subscriber, r.scope, r.status, r.event_id))
-                    .collect();
-                status.sort();
-                let stored = db
-                    .reader
-                    .all(&EventFilter::default())
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .filter(|e| e.subscriber.starts_with(&prefix))
-                    .count();
+                let status = db::status_lines(&db.reader, &prefix).await;
+                let stored = db::events_with_prefix(&db.reader, &prefix).await.len();
                 (status, stored)
             });
             prop_assert_eq!(status, oracle(&events));

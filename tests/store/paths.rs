@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use optout::event::{Detection, OptEvent, OptOutType, TimeSource};
-use optout::store::{Batch, EventFilter, IngestPath, StatusFilter};
+use optout::store::{Batch, IngestPath};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 
@@ -260,13 +260,9 @@ fn check_case(
             db.store.commit(&b).await.unwrap();
             start = end;
         }
-        let mut events: Vec<String> = db
-            .reader
-            .all(&EventFilter::default())
+        let mut events: Vec<String> = db::events_with_prefix(&db.reader, &prefix)
             .await
-            .unwrap()
             .into_iter()
-            .filter(|e| e.subscriber.starts_with(&prefix))
             .map(|e| {
                 format!(
                     "{}|{}|{}|{}|{}|{}|{}",
@@ -281,16 +277,7 @@ fn check_case(
             })
             .collect();
         events.sort();
-        let mut status: Vec<String> = db
-            .reader
-            .all(&StatusFilter::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.subscriber.starts_with(&prefix))
-            .map(|r| format!("{}|{}|{}|{}", r.subscriber, r.scope, r.status, r.event_id))
-            .collect();
-        status.sort();
+        let status = db::status_lines(&db.reader, &prefix).await;
         (events, status)
     });
     let (want_events, want_status) = cross_path_oracle(&messages);
