@@ -12,11 +12,13 @@
 
 mod arrivals;
 mod backlog;
+mod batched;
 mod changes;
 mod error;
 mod lease;
 pub mod metrics;
 mod model;
+mod multirow;
 mod opt_events;
 mod outbox;
 mod outbox_sql;

@@ -9,31 +9,22 @@ use super::arrivals::{Provenance, Row, merge};
 use super::changes::Key as AnswerKey;
 use super::model::{Batch, CommitSummary, Positioned, format_ts, paths_bits, paths_text};
 use super::schema::{Dialect, PerDialect, Statements, audited as query};
-use super::status::settle;
 use crate::event::{Detection, OptOutType, TimeSource};
 
 /// The opt-event statements of one dialect; only the timestamp casts and the row lock differ.
 struct Sql {
-    insert: String,
     select_stored: String,
     update_stored: String,
     update_paths: String,
 }
 
-const COLUMNS: &str = "event_id, identity, opt_out_type, inferred, detection, rule, account_sid, \
+pub(super) const COLUMNS: &str = "event_id, identity, opt_out_type, inferred, detection, rule, account_sid, \
      messaging_service_sid, sender, subscriber, scope, body, message_sid, occurred_at, \
      time_source, schema_version, stream_name, shard_id, sequence_number, paths, sets_status";
 
 impl Statements for Sql {
     fn build(d: Dialect) -> Self {
         Sql {
-            insert: format!(
-                "INSERT INTO opt_events ({COLUMNS}, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, \
-                 $7, $8, $9, $10, $11, $12, $13, {}, $15, $16, $17, $18, $19, $20, $21, {}) \
-                 ON CONFLICT (identity) DO NOTHING",
-                d.ts_in("$14"),
-                d.ts_in("$22")
-            ),
             select_stored: format!(
                 "SELECT event_id, identity, opt_out_type, detection, rule, account_sid, \
                  messaging_service_sid, sender, subscriber, body, message_sid, {} AS occurred_at, \
@@ -86,6 +77,10 @@ pub(super) async fn commit(
         )
         .collect();
     rows.sort_by(|a, b| a.identity.cmp(&b.identity));
+    // Every row is offered at once; the first of an identity in this order is the one stored
+    // when it was new, and the others are copies of it, merged below as copies of a stored
+    // event always are.
+    let mut inserted = super::batched::insert_all(d, tx, &rows, recorded_at).await?;
     let mut new_rows: Vec<&Row> = Vec::new();
     let mut moved: Vec<(Row, Row)> = Vec::new();
     // Keys whose sender's-check answer may have changed: those of new STOP/START events and of
@@ -93,7 +88,7 @@ pub(super) async fn commit(
     // round trip).
     let mut answer_keys: Vec<AnswerKey> = Vec::new();
     for row in &rows {
-        if insert(d, tx, row, recorded_at).await? {
+        if inserted.remove(&row.identity) {
             summary.opt_events_new += 1;
             new_rows.push(row);
             if row.opt_out_type != OptOutType::Help {
@@ -130,17 +125,7 @@ pub(super) async fn commit(
         }
     }
     let (new_rows, moved) = final_rows(&new_rows, &moved);
-    // Status, one key at a time in key order (the lock order).
-    let mut touched: Vec<(&str, &str, &str)> = new_rows.iter().map(|r| r.key()).collect();
-    for (before, after) in &moved {
-        touched.push(before.key());
-        touched.push(after.key());
-    }
-    touched.sort();
-    touched.dedup();
-    for key in touched {
-        summary.status_changes += settle(d, tx, key, &new_rows, &moved).await?;
-    }
+    summary.status_changes += super::batched::statuses(d, tx, &new_rows, &moved).await?;
     Ok(answer_keys)
 }
 
@@ -201,17 +186,6 @@ fn provenance<'a>(batch: &'a Batch, sequence_number: &'a str) -> Provenance<'a> 
     }
 }
 
-/// Inserts `row` unless its identity is stored; whether it was.
-async fn insert(
-    d: Dialect,
-    tx: &mut Transaction<'_, Any>,
-    row: &Row,
-    recorded_at: &str,
-) -> Result<bool, StoreError> {
-    let q = bind_row(query(&sql(d).insert), row).bind(recorded_at);
-    Ok(q.execute(&mut **tx).await?.rows_affected() == 1)
-}
-
 /// Rewrites the stored event of `row.identity` as `row` (its `recorded_at` stays the first).
 async fn write(d: Dialect, tx: &mut Transaction<'_, Any>, row: &Row) -> Result<(), StoreError> {
     bind_row(query(&sql(d).update_stored), row)
@@ -221,7 +195,7 @@ async fn write(d: Dialect, tx: &mut Transaction<'_, Any>, row: &Row) -> Result<(
 }
 
 /// Binds `$1`..`$21` in [`COLUMNS`] order.
-fn bind_row<'q>(
+pub(super) fn bind_row<'q>(
     q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     row: &'q Row,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {

@@ -12,6 +12,16 @@ use super::model::format_ts;
 use super::schema::{Dialect, PerDialect, Statements, audited as query};
 use crate::event::OptOutType;
 
+/// The conditional upsert of a status row: a newer event (by time, then id) wins, whatever
+/// commits first.
+pub(super) const APPLY_STATUS_CONFLICT: &str = "ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
+     messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
+     status = excluded.status, changed_at = excluded.changed_at, \
+     event_id = excluded.event_id \
+     WHERE excluded.changed_at > opt_status.changed_at \
+     OR (excluded.changed_at = opt_status.changed_at \
+     AND excluded.event_id > opt_status.event_id)";
+
 /// The status statements of one dialect; only the timestamp casts and the row lock differ.
 struct Sql {
     apply_status: String,
@@ -27,13 +37,7 @@ impl Statements for Sql {
             apply_status: format!(
                 "INSERT INTO opt_status (account_sid, scope, subscriber, messaging_service_sid, \
                  sender, status, changed_at, event_id) VALUES ($1, $2, $3, $4, $5, $6, {}, $8) \
-                 ON CONFLICT (account_sid, scope, subscriber) DO UPDATE SET \
-                 messaging_service_sid = excluded.messaging_service_sid, sender = excluded.sender, \
-                 status = excluded.status, changed_at = excluded.changed_at, \
-                 event_id = excluded.event_id \
-                 WHERE excluded.changed_at > opt_status.changed_at \
-                 OR (excluded.changed_at = opt_status.changed_at \
-                 AND excluded.event_id > opt_status.event_id)",
+                 {APPLY_STATUS_CONFLICT}",
                 d.ts_in("$7")
             ),
             latest_for_key: format!(
@@ -107,7 +111,7 @@ pub(super) async fn settle(
 }
 
 /// The status a STOP or START sets.
-fn status_of(t: OptOutType) -> &'static str {
+pub(super) fn status_of(t: OptOutType) -> &'static str {
     match t {
         OptOutType::Stop => "opted_out",
         _ => "opted_in",
