@@ -22,6 +22,8 @@
 # keeps its connections alive and asks for a random number of the filled million each time.
 # A drain figure marked "ran out" means the backlog was all in before the phase ended, so the
 # rate is a lower bound.
+# EXPORTS=0 skips the exports. PROFILE_DIR=dir records each loaded phase of the process with
+# `perf record -g` into dir/BACKEND.PHASE.perf.data (Debian's linux-perf).
 # PostgreSQL: $OPTOUT_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) must accept
 # CREATE DATABASE; scripts/ensure-postgres.sh starts a local one.
 set -euo pipefail
@@ -35,6 +37,8 @@ RATE="${RATE:-5000}"
 SAT_CLIENTS="${SAT_CLIENTS:-32}"
 DRAIN_SAMPLE="${DRAIN_SAMPLE:-3}"
 BACKLOG="${BACKLOG:-1000000}"
+EXPORTS="${EXPORTS:-1}"
+PROFILE_DIR="${PROFILE_DIR:-}"
 PG_ADMIN="${OPTOUT_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}"
 TOKEN="bench-token-$$"
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -176,8 +180,16 @@ bench_one() { # $1: backend
     for phase in "open $RATE" "closed 0"; do
         local mode rate
         read -r mode rate <<<"$phase"
+        local perf_pid=""
+        if [ -n "$PROFILE_DIR" ]; then
+            mkdir -p "$PROFILE_DIR"
+            perf record -F 999 -g -p "$run_pid" -o "$PROFILE_DIR/$backend.$mode.perf.data" \
+                -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+            perf_pid=$!
+        fi
         t0="$(date +%s.%N)"; n0="$(records_total "127.0.0.1:$api_port")"
         load "$api_port" "$rate" >"$WORK/$backend.$mode.json"
+        [ -z "$perf_pid" ] || wait "$perf_pid" || true
         t1="$(date +%s.%N)"; n1="$(records_total "127.0.0.1:$api_port")"
         python3 - "$backend" "$mode" "$rate" "$WORK/$backend.$mode.json" "$n0" "$n1" "$t0" "$t1" \
             "$unloaded" "$BACKLOG" <<'PY'
@@ -202,10 +214,10 @@ print(f"{backend:9} {offered:15} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rps:8,.0
 PY
     done
     for _ in $(seq 1200); do
-        [ "$(records_total "127.0.0.1:$api_port")" -ge "$BACKLOG" ] && break
+        [ "$EXPORTS" = 0 ] || [ "$(records_total "127.0.0.1:$api_port")" -ge "$BACKLOG" ] && break
         sleep 0.5
     done
-    python3 - "$backend" "127.0.0.1:$api_port" "$TOKEN" "$run_pid" <<'PY'
+    [ "$EXPORTS" = 0 ] || python3 - "$backend" "127.0.0.1:$api_port" "$TOKEN" "$run_pid" <<'PY'
 import http.client, statistics, sys, threading, time
 backend, addr, token, pid = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 host, port = addr.split(":")

@@ -8,6 +8,7 @@
 //! decoder and the store each stay ignorant of the others; data runs one way through it: ways
 //! in → pipeline → store → ways out.
 
+mod api_runtime;
 mod aws;
 mod changes;
 mod deliver;

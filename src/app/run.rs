@@ -8,6 +8,7 @@ use kinesis_engine::{self as kinesis, Budget, ConsumerConfig, Handles, LeaseStor
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::api_runtime::{ApiRuntime, join};
 use super::deliver::{Delivery, DeliverySettings, system_clock};
 use super::progress::Progress;
 use super::serve::{PG_WEBHOOK_COMMITTERS, bind_http, finish_webhooks};
@@ -32,6 +33,12 @@ pub struct RunSettings {
     pub decode: DecodeSettings,
     /// Serve the HTTP API too.
     pub http: Option<HttpSettings>,
+    /// The HTTP server's own worker threads (0: on the consumer's runtime). Why it has its
+    /// own: the consumer works in long stretches without yielding (the SDK deserializes an
+    /// answer of up to 10 MB, the decoder reads up to 10,000 records at once); on threads of
+    /// their own the kernel time-slices the two, and the server's async work is capped at
+    /// this many cores, so a catch-up keeps a share however many lookups come.
+    pub http_threads: usize,
     /// Take Twilio's webhooks on that HTTP server too.
     pub webhooks: WebhookSettings,
     /// Deliver changes to Twilio's Consent API and signed webhooks.
@@ -159,19 +166,23 @@ pub async fn run(
         Some(h) => (Some(h.router), Some(h.committers)),
         None => (None, None),
     };
+    let api_runtime = match (&settings.http, settings.http_threads) {
+        (Some(_), 1..) => Some(ApiRuntime::new(settings.http_threads)?),
+        _ => None,
+    };
     let server = match (&settings.http, auth) {
         (Some(http), Some(auth)) => {
-            let bound = bind_http(
-                &settings.store_url,
-                http,
-                auth,
-                ready.clone(),
-                live,
-                console,
-                ingest,
-            );
-            match bound.await {
-                Ok(http) => Some(tokio::spawn(http.serve(shutdown.clone()))),
+            let (url, http, r) = (settings.store_url.clone(), http.clone(), ready.clone());
+            let bound = async move { bind_http(&url, &http, auth, r, live, console, ingest).await };
+            let bound = match &api_runtime {
+                Some(rt) => join(rt.spawn(bound)).await,
+                None => bound.await,
+            };
+            match bound {
+                Ok(http) => Some(match &api_runtime {
+                    Some(rt) => rt.spawn(http.serve(shutdown.clone())),
+                    None => tokio::spawn(http.serve(shutdown.clone())),
+                }),
                 Err(e) => {
                     if let Some(d) = delivery {
                         d.finish().await;

@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// with --health-addr, the probes and /metrics move there).
     #[arg(long, env = "OPTOUT_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Threads of the HTTP server's own, beside the consumer's: the server's work takes at
+    /// most this many cores, so a catch-up keeps its share under any lookup load, and a long
+    /// decode never holds a lookup back (0: share the consumer's threads).
+    #[arg(long, env = "OPTOUT_HTTP_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub http_threads: u16,
     #[command(flatten)]
     pub auth: super::HttpAuthArgs,
     #[command(flatten)]
@@ -170,6 +175,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         http: args
             .http_addr
             .map(|addr| args.auth.settings(addr, &args.revocation_scope)),
+        http_threads: args.http_threads.into(),
         webhooks: args.webhooks.settings(),
         delivery: args.delivery.settings(),
         revocation_scope: args.revocation_scope.get(),
