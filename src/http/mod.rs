@@ -39,11 +39,17 @@ pub use serve::Listener;
 use crate::store::Reader;
 
 /// Requests the API answers at once, each counted until its body is sent (an export holds its
-/// slot to the end); more get 503 at once rather than queueing without end. With the page's
+/// slot to the end); more wait up to [`SLOT_WAIT`] for a slot, then get 503 rather than
+/// queueing without end. With the page's
 /// byte cap ([`crate::store::query::PAGE_BYTES`]: a page in rows, its JSON, and what hyper
 /// queues) this bounds the API's memory, whatever the rows hold, to about 32 × 1.5 MiB
 /// (docs/operating.md, "Sizing").
 pub const MAX_IN_FLIGHT: usize = 32;
+/// How long a request past [`MAX_IN_FLIGHT`] waits for a slot (first come, first served)
+/// before `503 busy`. A stall of a few milliseconds (a commit's fsync, a busy core) filled all
+/// 32 slots at 5,000 lookups/s, and refused about 2% of them that a moment's wait would have
+/// answered; a wait holds no page, only the request head, and connections are capped.
+pub const SLOT_WAIT: Duration = Duration::from_millis(100);
 /// Webhook requests taken at once, on a bound of their own so that queries cannot starve
 /// Twilio's deliveries (nor the reverse). Each holds at most its body (1 MiB) and its records
 /// until committed, so this bounds the way in's memory to about 64 MiB (docs/operating.md,
@@ -170,10 +176,11 @@ async fn uri_bound(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// At most [`MAX_IN_FLIGHT`] requests at once, each with [`REQUEST_TIMEOUT`] to answer; the
-/// slot is held by the response's body until it is sent or dropped.
+/// At most [`MAX_IN_FLIGHT`] requests at once (a request past them waits up to [`SLOT_WAIT`]),
+/// each with [`REQUEST_TIMEOUT`] to answer; the slot is held by the response's body until it
+/// is sent or dropped.
 async fn bounded(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(slot) = slots.try_acquire_owned() else {
+    let Some(slot) = take_slot(slots).await else {
         metrics::request_refused_busy();
         return ApiError::unavailable("busy", "too many requests in flight; retry shortly")
             .into_response();
@@ -185,6 +192,17 @@ async fn bounded(State(slots): State<Arc<Semaphore>>, request: Request, next: Ne
             format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
         )
         .into_response(),
+    }
+}
+
+/// A slot of `slots`, waiting up to [`SLOT_WAIT`] for one (first come, first served).
+async fn take_slot(slots: Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Some(slot);
+    }
+    match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
+        Ok(Ok(slot)) => Some(slot),
+        _ => None,
     }
 }
 
@@ -264,5 +282,42 @@ async fn metrics(State(s): State<AppState>) -> Response {
     match &s.metrics {
         Some(h) => h.render().into_response(),
         None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_bound_gets_a_slot_freed_within_the_wait() {
+        let slots = Arc::new(Semaphore::new(1));
+        let held = slots.clone().try_acquire_owned().unwrap();
+        let waiting = tokio::spawn(take_slot(slots.clone()));
+        tokio::time::sleep(SLOT_WAIT - Duration::from_millis(10)).await;
+        drop(held);
+        assert!(waiting.await.unwrap().is_some(), "answered, not busy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_bound_is_busy_after_the_wait() {
+        let slots = Arc::new(Semaphore::new(1));
+        let held = slots.clone().try_acquire_owned().unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(take_slot(slots.clone()).await.is_none());
+        assert_eq!(started.elapsed(), SLOT_WAIT);
+        // Waiters are served in order: the first to wait gets the next slot.
+        let (first, second) = (
+            tokio::spawn(take_slot(slots.clone())),
+            tokio::spawn(take_slot(slots.clone())),
+        );
+        tokio::task::yield_now().await;
+        drop(held);
+        let first = first.await.unwrap();
+        assert!(first.is_some());
+        assert!(
+            second.await.unwrap().is_none(),
+            "the one slot went to the first"
+        );
     }
 }
