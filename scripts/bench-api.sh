@@ -8,7 +8,7 @@
 #      DURATION, latencies corrected for coordinated omission (oha -q --latency-correction):
 #      p50, p99, requests/s answered, and the drain's records/s beside its unloaded rate;
 #   3. a closed loop: SAT_CLIENTS connections (default 32, the server's limit of requests in
-#      flight: more are answered 503 busy at once) asking back to back, the same figures.
+#      flight: more wait for a slot, then are answered 503 busy) asking back to back, the same figures.
 # A closed loop with a fixed number of clients cannot hold a latency target at a given rate
 # (Little's law ties the two), hence the open loop for the target and the closed one for the
 # ceiling. Then, once the backlog is in, 8 NDJSON exports of every event at once while /readyz
@@ -22,6 +22,7 @@
 # keeps its connections alive and asks for a random number of the filled million each time.
 # A drain figure marked "ran out" means the backlog was all in before the phase ended, so the
 # rate is a lower bound.
+# OPTOUT_BIN=path measures another build of optout (default: this checkout's release build).
 # EXPORTS=0 skips the exports. PROFILE_DIR=dir records each loaded phase of the process with
 # `perf record -g` into dir/BACKEND.PHASE.perf.data (Debian's linux-perf).
 # PostgreSQL: $OPTOUT_BENCH_PG (default postgres://postgres@127.0.0.1:5432/test) must accept
@@ -60,7 +61,7 @@ if [ ! -x "$OHA" ]; then
     cargo install oha --version 1.16.0 --locked --quiet --root "$TARGET/bench-tools"
 fi
 cargo build --quiet --release --locked --bin optout --example emulator
-BIN="$TARGET/release/optout"
+BIN="${OPTOUT_BIN:-$TARGET/release/optout}"
 
 # The number space of the filled rows: +15550000000 .. +15550999999, one account and scope.
 ACCOUNT="AC00000000000000000000000000000001"
