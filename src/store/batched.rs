@@ -9,11 +9,10 @@ use sqlx::{Any, Row as _, Transaction};
 
 use super::StoreError;
 use super::arrivals::Row;
-use super::model::format_ts;
 use super::multirow::{MAX_ROWS, MultiRow, chunks};
 use super::opt_events::{COLUMNS, bind_row};
 use super::schema::{Dialect, PerDialect, Statements, audited as query};
-use super::status::{APPLY_STATUS_CONFLICT, settle, status_of};
+use super::status::{APPLY_STATUS_CONFLICT, bind_status, settle};
 
 /// The multi-row statements of one dialect.
 struct Sql {
@@ -132,16 +131,7 @@ async fn apply_statuses(
         rest = tail;
         let mut q = query(sql(d).apply_status.sql(size));
         for row in chunk {
-            let (account, scope, subscriber) = row.key();
-            q = q
-                .bind(account)
-                .bind(scope)
-                .bind(subscriber)
-                .bind(&row.messaging_service_sid)
-                .bind(&row.sender)
-                .bind(status_of(row.opt_out_type))
-                .bind(format_ts(row.occurred_at))
-                .bind(&row.event_id);
+            q = bind_status(q, row);
         }
         changes += q.execute(&mut **tx).await?.rows_affected();
     }

@@ -111,7 +111,7 @@ pub(super) async fn settle(
 }
 
 /// The status a STOP or START sets.
-pub(super) fn status_of(t: OptOutType) -> &'static str {
+fn status_of(t: OptOutType) -> &'static str {
     match t {
         OptOutType::Stop => "opted_out",
         _ => "opted_in",
@@ -128,9 +128,20 @@ async fn apply_status(
     if row.opt_out_type == OptOutType::Help {
         return Ok(0);
     }
+    Ok(bind_status(query(&sql(d).apply_status), row)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// Binds the status row `row` sets, in `opt_status` column order: account, scope, subscriber,
+/// service, sender, status, changed at, event id (one row of a multi-row upsert, or the whole).
+pub(super) fn bind_status<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    row: &'q Row,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     let (account, scope, subscriber) = row.key();
-    Ok(query(&sql(d).apply_status)
-        .bind(account)
+    q.bind(account)
         .bind(scope)
         .bind(subscriber)
         .bind(&row.messaging_service_sid)
@@ -138,9 +149,6 @@ async fn apply_status(
         .bind(status_of(row.opt_out_type))
         .bind(format_ts(row.occurred_at))
         .bind(&row.event_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
 }
 
 /// A status row: service, sender, status, changed at, event id.
