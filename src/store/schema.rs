@@ -117,6 +117,11 @@ const POSTGRES: &[Migration] = &[
         "feed_mode",
         include_str!("../../migrations/postgres/0008_feed_mode.sql"),
     ),
+    (
+        9,
+        "daily_per_statement",
+        include_str!("../../migrations/postgres/0009_daily_per_statement.sql"),
+    ),
 ];
 
 impl Dialect {
