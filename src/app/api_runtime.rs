@@ -15,15 +15,19 @@ use tokio::task::JoinHandle;
 
 use super::AppError;
 
-/// A runtime of its own for the HTTP server; shut down, without waiting, when dropped (the
-/// server's graceful shutdown has run by then).
+/// Where the HTTP server runs: a runtime of its own, or (with 0 threads) the caller's. A
+/// runtime of its own is shut down, without waiting, when dropped (the server's graceful
+/// shutdown has run by then).
 pub(super) struct ApiRuntime(Option<Runtime>);
 
 impl ApiRuntime {
-    /// A runtime of `threads` worker threads named `optout-http`.
+    /// A runtime of `threads` worker threads named `optout-http`; with 0, the caller's.
     pub(super) fn new(threads: usize) -> Result<Self, AppError> {
+        if threads == 0 {
+            return Ok(ApiRuntime(None));
+        }
         let runtime = Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
+            .worker_threads(threads)
             .thread_name("optout-http")
             .enable_all()
             .build()
@@ -37,10 +41,10 @@ impl ApiRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.0
-            .as_ref()
-            .expect("the runtime lives until dropped")
-            .spawn(future)
+        match &self.0 {
+            Some(runtime) => runtime.spawn(future),
+            None => tokio::spawn(future),
+        }
     }
 }
 
@@ -59,5 +63,37 @@ pub(super) async fn join<T>(handle: JoinHandle<T>) -> T {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => panic!("the HTTP server's task was cancelled: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread_name() -> Option<String> {
+        std::thread::current().name().map(str::to_owned)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_server_runs_on_threads_of_its_own_unless_told_0() {
+        let own = ApiRuntime::new(2).unwrap();
+        assert_eq!(
+            join(own.spawn(async { thread_name() })).await.as_deref(),
+            Some("optout-http")
+        );
+        let shared = ApiRuntime::new(0).unwrap();
+        assert_ne!(
+            join(shared.spawn(async { thread_name() })).await.as_deref(),
+            Some("optout-http")
+        );
+        // Dropped inside an async context without a panic.
+        drop(own);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the server's task failed")]
+    async fn a_panic_on_the_server_threads_is_carried_on() {
+        let own = ApiRuntime::new(1).unwrap();
+        join(own.spawn(async { panic!("the server's task failed") })).await
     }
 }

@@ -33,11 +33,8 @@ pub struct RunSettings {
     pub decode: DecodeSettings,
     /// Serve the HTTP API too.
     pub http: Option<HttpSettings>,
-    /// The HTTP server's own worker threads (0: on the consumer's runtime). Why it has its
-    /// own: the consumer works in long stretches without yielding (the SDK deserializes an
-    /// answer of up to 10 MB, the decoder reads up to 10,000 records at once); on threads of
-    /// their own the kernel time-slices the two, and the server's async work is capped at
-    /// this many cores, so a catch-up keeps a share however many lookups come.
+    /// The HTTP server's own worker threads (0: on the consumer's runtime); `api_runtime.rs`
+    /// says why it has its own.
     pub http_threads: usize,
     /// Take Twilio's webhooks on that HTTP server too.
     pub webhooks: WebhookSettings,
@@ -166,23 +163,17 @@ pub async fn run(
         Some(h) => (Some(h.router), Some(h.committers)),
         None => (None, None),
     };
-    let api_runtime = match (&settings.http, settings.http_threads) {
-        (Some(_), 1..) => Some(ApiRuntime::new(settings.http_threads)?),
-        _ => None,
-    };
     let server = match (&settings.http, auth) {
         (Some(http), Some(auth)) => {
+            let runtime = ApiRuntime::new(settings.http_threads)?;
             let (url, http, r) = (settings.store_url.clone(), http.clone(), ready.clone());
-            let bound = async move { bind_http(&url, &http, auth, r, live, console, ingest).await };
-            let bound = match &api_runtime {
-                Some(rt) => join(rt.spawn(bound)).await,
-                None => bound.await,
-            };
-            match bound {
-                Ok(http) => Some(match &api_runtime {
-                    Some(rt) => rt.spawn(http.serve(shutdown.clone())),
-                    None => tokio::spawn(http.serve(shutdown.clone())),
-                }),
+            let bound = runtime
+                .spawn(async move { bind_http(&url, &http, auth, r, live, console, ingest).await });
+            match join(bound).await {
+                Ok(http) => {
+                    let serving = runtime.spawn(http.serve(shutdown.clone()));
+                    Some((runtime, serving))
+                }
                 Err(e) => {
                     if let Some(d) = delivery {
                         d.finish().await;
@@ -208,8 +199,8 @@ pub async fn run(
     let _ = reporter.await;
     progress.finish();
     let lost_store = upkeep.await.ok().flatten();
-    if let Some(h) = server {
-        let _ = h.await;
+    if let Some((_runtime, serving)) = server {
+        let _ = serving.await;
     }
     if let Some(d) = delivery {
         d.finish().await;
