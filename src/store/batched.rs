@@ -9,7 +9,7 @@ use sqlx::{Any, Row as _, Transaction};
 
 use super::StoreError;
 use super::arrivals::Row;
-use super::multirow::{MAX_ROWS, MultiRow, chunks};
+use super::multirow::{MultiRow, chunked};
 use super::opt_events::{COLUMNS, bind_row};
 use super::schema::{Dialect, PerDialect, Statements, audited as query};
 use super::status::{APPLY_STATUS_CONFLICT, bind_status, settle};
@@ -125,11 +125,8 @@ async fn apply_statuses(
     rows: &[&Row],
 ) -> Result<u64, StoreError> {
     let mut changes = 0;
-    let mut rest = rows;
-    for size in chunks(rows.len(), MAX_ROWS) {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let mut q = query(sql(d).apply_status.sql(size));
+    for chunk in chunked(rows) {
+        let mut q = query(sql(d).apply_status.sql(chunk.len()));
         for row in chunk {
             q = bind_status(q, row);
         }
@@ -147,11 +144,8 @@ pub(super) async fn insert_all(
     recorded_at: &str,
 ) -> Result<HashSet<String>, StoreError> {
     let mut inserted = HashSet::with_capacity(rows.len());
-    let mut rest = rows;
-    for size in chunks(rows.len(), MAX_ROWS) {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let mut q = query(sql(d).insert.sql(size));
+    for chunk in chunked(rows) {
+        let mut q = query(sql(d).insert.sql(chunk.len()));
         for row in chunk {
             q = bind_row(q, row).bind(recorded_at);
         }

@@ -31,7 +31,7 @@ const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
 /// The chunk sizes that cover `n` rows in order: `max` (a power of two) while at least that
 /// many are left, then the binary digits of the rest, largest first (1,000 rows at 256: 256,
 /// 256, 256, 128, 64, 32, 8).
-pub(super) fn chunks(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
+fn chunks(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         if n == 0 {
             return None;
@@ -43,6 +43,16 @@ pub(super) fn chunks(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
         };
         n -= size;
         Some(size)
+    })
+}
+
+/// `rows` cut into the chunks [`chunks`] gives, in order.
+pub(super) fn chunked<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    chunks(rows.len(), MAX_ROWS).map(move |size| {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        chunk
     })
 }
 
@@ -128,6 +138,13 @@ mod tests {
             [256, 256, 256, 128, 64, 32, 8]
         );
         assert_eq!(chunks(3, 1).collect::<Vec<_>>(), [1, 1, 1]);
+        let rows: Vec<usize> = (0..1_000).collect();
+        let cut: Vec<&[usize]> = chunked(&rows).collect();
+        assert_eq!(
+            cut.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [256, 256, 256, 128, 64, 32, 8]
+        );
+        assert_eq!(cut.concat(), rows, "every row once, in order");
     }
 
     #[test]
