@@ -185,12 +185,13 @@ bench_one() { # $1: backend
         if [ -n "$PROFILE_DIR" ]; then
             mkdir -p "$PROFILE_DIR"
             perf record -F 999 -g -p "$run_pid" -o "$PROFILE_DIR/$backend.$mode.perf.data" \
-                -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+                >/dev/null 2>&1 &
             perf_pid=$!
         fi
         t0="$(date +%s.%N)"; n0="$(records_total "127.0.0.1:$api_port")"
         load "$api_port" "$rate" >"$WORK/$backend.$mode.json"
-        [ -z "$perf_pid" ] || wait "$perf_pid" || true
+        # perf writes its file on SIGINT: the profile covers the phase, whatever DURATION's unit.
+        [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
         t1="$(date +%s.%N)"; n1="$(records_total "127.0.0.1:$api_port")"
         python3 - "$backend" "$mode" "$rate" "$WORK/$backend.$mode.json" "$n0" "$n1" "$t0" "$t1" \
             "$unloaded" "$BACKLOG" <<'PY'

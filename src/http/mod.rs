@@ -40,10 +40,9 @@ use crate::store::Reader;
 
 /// Requests the API answers at once, each counted until its body is sent (an export holds its
 /// slot to the end); more wait up to [`SLOT_WAIT`] for a slot, then get 503 rather than
-/// queueing without end. With the page's
-/// byte cap ([`crate::store::query::PAGE_BYTES`]: a page in rows, its JSON, and what hyper
-/// queues) this bounds the API's memory, whatever the rows hold, to about 32 × 1.5 MiB
-/// (docs/operating.md, "Sizing").
+/// queueing without end. With the page's byte cap ([`crate::store::query::PAGE_BYTES`]: a
+/// page in rows, its JSON, and what hyper queues) this bounds the API's memory, whatever the
+/// rows hold, to about 32 × 1.5 MiB (docs/operating.md, "Sizing").
 pub const MAX_IN_FLIGHT: usize = 32;
 /// How long a request past [`MAX_IN_FLIGHT`] waits for a slot (first come, first served)
 /// before `503 busy`. A stall of a few milliseconds (a commit's fsync, a busy core) filled all
@@ -197,6 +196,7 @@ async fn bounded(State(slots): State<Arc<Semaphore>>, request: Request, next: Ne
 
 /// A slot of `slots`, waiting up to [`SLOT_WAIT`] for one (first come, first served).
 async fn take_slot(slots: Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    // A free slot first, without the timeout: that would register a timer for every request.
     if let Ok(slot) = slots.clone().try_acquire_owned() {
         return Some(slot);
     }
