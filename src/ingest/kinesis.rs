@@ -98,7 +98,7 @@ impl Processor for StoreProcessor {
         let records: Vec<RawRecord<'_>> = input
             .records
             .iter()
-            .map(|r| RawRecord::new(r.sequence_number(), r.partition_key(), r.data().as_ref()))
+            .map(|r| RawRecord::new(r.sequence_number, Some(r.partition_key), r.data))
             .collect();
         let checkpoint = CheckpointUpdate {
             sequence_number: input.sequence_number.map(str::to_string),

@@ -219,7 +219,7 @@ impl Processor for Memory {
             sequence_numbers: batch
                 .records
                 .iter()
-                .map(|r| r.sequence_number().to_string())
+                .map(|r| r.sequence_number.to_string())
                 .collect(),
             finished: batch.shard_finished,
             previous: stored.clone(),

@@ -53,6 +53,16 @@ async fn http_api_serves_health_metrics_and_queries() {
         );
     }
     every_metric_is_documented(&metrics);
+    // The engine read every GetRecords answer itself: the SDK's deserializer, its fallback
+    // for an answer shape it does not know, read none (on either emulator).
+    assert!(
+        metrics.contains("optout_get_records_calls_total "),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("optout_get_records_sdk_reads_total "),
+        "{metrics}"
+    );
     let (code, body) = http_get(&addr, "/v1/status?subscriber=%2B15551230001").await;
     assert_eq!(code, 200);
     let page: Value = serde_json::from_str(&body).unwrap();

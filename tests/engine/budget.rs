@@ -43,11 +43,7 @@ impl Processor for Checker {
             .records
             .iter()
             .map(|r| {
-                record_cost(
-                    r.data().as_ref().len(),
-                    r.sequence_number().len(),
-                    r.partition_key().map_or(0, str::len),
-                ) as u64
+                record_cost(r.data.len(), r.sequence_number.len(), r.partition_key.len()) as u64
             })
             .sum();
         let used = self.budget.stats().used;

@@ -32,14 +32,15 @@ use std::time::Duration;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
-use aws_sdk_kinesis::types::{Record, SubscribeToShardEvent, SubscribeToShardEventStream};
+use aws_sdk_kinesis::types::{SubscribeToShardEvent, SubscribeToShardEventStream};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::KinesisError;
 use super::backoff::{ErrorClass, classify, classify_code};
-use super::reader::{Delivery, ShardContext, ShardExit, ShardReader, StartAt, records_cost};
+use super::reader::{Delivery, ShardContext, ShardExit, ShardReader, StartAt};
+use super::records::{Record, records_cost};
 use super::shards::aws_message;
 
 /// AWS refuses a new subscription to a shard (`ResourceInUseException`) within 5 seconds of the
@@ -169,16 +170,17 @@ async fn consume(
             Err(e) => return Ok(Session::Failed(stream_error_class(&e), aws_message(&e))),
         };
         r.note_success();
-        let held = records_cost(event.records());
-        if !event.records().is_empty() {
-            r.share.observe(event.records().len(), held);
-            records_per_event = (3.0 * records_per_event + event.records().len() as f64) / 4.0;
+        let all: Vec<Record<'_>> = event.records().iter().map(Record::from_sdk).collect();
+        let held = records_cost(&all);
+        if !all.is_empty() {
+            r.share.observe(all.len(), held);
+            records_per_event = (3.0 * records_per_event + all.len() as f64) / 4.0;
         }
         reservation.settle(held);
         let finished = ends_shard(&event);
-        let records = after_checkpoint(event.records(), r.committed());
-        if records.len() < event.records().len() {
-            let skipped = event.records().len() - records.len();
+        let records = after_checkpoint(&all, r.committed());
+        if records.len() < all.len() {
+            let skipped = all.len() - records.len();
             debug!(shard_id = %r.shard_id(), skipped, "Skipped records at or before the checkpoint (sent again by the server).");
         }
         let behind = event.millis_behind_latest();
@@ -207,12 +209,15 @@ fn ends_shard(event: &SubscribeToShardEvent) -> bool {
 
 /// The records after the checkpoint (all of them on AWS; a server that ignores the starting
 /// sequence number re-sends older ones).
-fn after_checkpoint<'a>(records: &'a [Record], committed: Option<&str>) -> &'a [Record] {
+fn after_checkpoint<'r, 'a>(
+    records: &'r [Record<'a>],
+    committed: Option<&str>,
+) -> &'r [Record<'a>] {
     let Some(committed) = committed else {
         return records;
     };
     let start = records
-        .partition_point(|r| compare_sequence(r.sequence_number(), committed) != Ordering::Greater);
+        .partition_point(|r| compare_sequence(r.sequence_number, committed) != Ordering::Greater);
     &records[start..]
 }
 

@@ -3,10 +3,10 @@
 
 use super::*;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::ChildShard;
+use aws_sdk_kinesis::types::{ChildShard, Record as SdkRecord};
 
-fn record(seq: &str) -> Record {
-    Record::builder()
+fn record(seq: &str) -> SdkRecord {
+    SdkRecord::builder()
         .sequence_number(seq)
         .data(Blob::new("x"))
         .partition_key("k")
@@ -52,9 +52,10 @@ fn the_end_of_a_shard_as_each_server_says_it() {
 
 #[test]
 fn records_at_or_before_the_checkpoint_are_dropped() {
-    let records: Vec<Record> = ["98", "99", "100", "101"].map(record).into();
-    let seqs = |rs: &[Record]| -> Vec<String> {
-        rs.iter().map(|r| r.sequence_number().to_string()).collect()
+    let sdk: Vec<SdkRecord> = ["98", "99", "100", "101"].map(record).into();
+    let records: Vec<Record<'_>> = sdk.iter().map(Record::from_sdk).collect();
+    let seqs = |rs: &[Record<'_>]| -> Vec<String> {
+        rs.iter().map(|r| r.sequence_number.to_string()).collect()
     };
     assert_eq!(
         seqs(after_checkpoint(&records, None)),

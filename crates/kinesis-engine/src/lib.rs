@@ -24,17 +24,18 @@ mod budget;
 mod config;
 mod coordinator;
 mod fanout;
+mod get_records;
 mod health;
 mod leases;
 pub mod metrics;
 mod poller;
 mod progress;
 mod reader;
+mod records;
 mod shards;
 mod stream_consumer;
 
 use async_trait::async_trait;
-use aws_sdk_kinesis::types::Record;
 
 pub use backoff::{Backoff, ErrorClass, classify};
 pub use budget::{Budget, BudgetStats, record_cost};
@@ -43,8 +44,10 @@ pub use config::{
     InitialPosition, LeasingSettings, ReadingSettings, RestartSettings, default_worker_id,
 };
 pub use coordinator::run;
+pub use get_records::declined_answers;
 pub use health::{FailingShard, Health};
 pub use leases::{HeldLease, LeaseInfo, LeaseStore};
+pub use records::Record;
 pub use shards::{ShardInfo, aws_message, list_shards};
 
 /// How far before the first read at `latest` a restarted reader resumes: slack for clock skew
@@ -71,7 +74,7 @@ pub struct RecordBatch<'a> {
     /// Shard id.
     pub shard_id: &'a str,
     /// The records, possibly none (a shard's end is reported with an empty batch).
-    pub records: &'a [Record],
+    pub records: &'a [Record<'a>],
     /// The checkpoint to store with the batch: the last record's sequence number, or the
     /// previous checkpoint when the batch is empty.
     pub sequence_number: Option<&'a str>,

@@ -37,6 +37,8 @@ pub enum Metric {
     InFlightBytes,
     /// `in_flight_waits_total`.
     InFlightWaits,
+    /// `get_records_sdk_reads_total`.
+    GetRecordsSdkReads,
 }
 
 /// A counter only goes up; a gauge is set to the current value.
@@ -88,7 +90,7 @@ const fn label(name: &'static str, values: &'static [&'static str]) -> Option<Me
 }
 
 /// Every metric the engine emits, indexed by [`Metric`].
-pub const METRICS: [MetricDef; 11] = [
+pub const METRICS: [MetricDef; 12] = [
     MetricDef {
         metric: Metric::GetRecordsCalls,
         name: "get_records_calls_total",
@@ -170,6 +172,14 @@ pub const METRICS: [MetricDef; 11] = [
         kind: MetricKind::Counter,
         label: None,
         help: "Reservations that waited for others to give bytes back to the in-flight budget.",
+    },
+    MetricDef {
+        metric: Metric::GetRecordsSdkReads,
+        name: "get_records_sdk_reads_total",
+        kind: MetricKind::Counter,
+        label: None,
+        help: "GetRecords answers whose shape the engine's reader declined, read by the AWS \
+               SDK's slower deserializer instead (expected to stay 0).",
     },
 ];
 
@@ -290,6 +300,11 @@ impl Metrics {
     /// A `GetRecords` call was made.
     pub fn get_records_call(&self) {
         self.increment(Metric::GetRecordsCalls, 0);
+    }
+
+    /// The engine's reader declined a `GetRecords` answer; the SDK read it.
+    pub fn get_records_sdk_read(&self) {
+        self.increment(Metric::GetRecordsSdkReads, 0);
     }
 
     /// A `SubscribeToShard` call was made.

@@ -69,6 +69,7 @@ impl Recorder for Capture {
 /// Every occurrence the engine emits, each label value at least once.
 fn emit_everything(m: &Metrics) {
     m.get_records_call();
+    m.get_records_sdk_read();
     m.subscription();
     for kind in [RetryKind::Throttled, RetryKind::Transient] {
         m.retry(kind);
@@ -184,6 +185,7 @@ fn the_table_is_indexed_by_metric_and_names_keep_the_prefix() {
             "optout_shard_restarts_total",
             "optout_in_flight_bytes",
             "optout_in_flight_waits_total",
+            "optout_get_records_sdk_reads_total",
         ]
     );
     assert_eq!(METRICS[0].full_name(""), "get_records_calls_total");

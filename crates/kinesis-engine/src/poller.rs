@@ -14,7 +14,9 @@ use tracing::{debug, info};
 
 use super::KinesisError;
 use super::backoff::{ErrorClass, classify};
-use super::reader::{Delivery, ShardContext, ShardExit, ShardReader, StartAt, records_cost};
+use super::get_records::{ReadRaw, Slot};
+use super::reader::{Delivery, ShardContext, ShardExit, ShardReader, StartAt};
+use super::records::{data_bytes, records_cost};
 use super::shards::aws_message;
 
 /// Reads one shard with `GetRecords` until it ends, the token is cancelled, or a fatal error.
@@ -56,11 +58,15 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
         let since_previous_ms = last_call.map(|t| (now - t).as_millis() as u64);
         last_call = Some(now);
         debug!(shard_id = %r.shard_id, shard_event = "get_records", since_previous_ms, "Calling GetRecords.");
+        // The engine reads a successful answer itself (see `get_records`): into `slot`.
+        let slot = Slot::default();
         let response = tokio::select! {
             _ = cancel.cancelled() => return Ok(ShardExit::Stopped),
             res = r.ctx.client.get_records()
                 .shard_iterator(&iterator)
                 .limit(limit)
+                .customize()
+                .interceptor(ReadRaw::new(slot.clone()))
                 .send() => res,
         };
         r.ctx.metrics.get_records_call();
@@ -89,20 +95,26 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
             }
         };
         r.backoff.reset();
+        let (batch, read_by_sdk) = slot.take(&out);
+        drop(out);
+        if read_by_sdk {
+            r.ctx.metrics.get_records_sdk_read();
+        }
+        let records = batch.records();
         let mut paced = false;
         if let Some(rate) = r.ctx.config.reading.max_read_bytes_per_sec {
             // AWS counts a shard's read bytes from the call on; so does the wait.
-            let until = now + read_time(data_bytes(out.records()), rate);
+            let until = now + read_time(data_bytes(&records), rate);
             paced = until > next_call;
             next_call = next_call.max(until);
         }
         // The body is gone once decoded: keep only what the records hold until they commit.
-        let held = records_cost(out.records());
-        r.share.observe(out.records().len(), held);
+        let held = records_cost(&records);
+        r.share.observe(records.len(), held);
         reservation.settle(held);
-        let finished = out.next_shard_iterator().is_none();
+        let finished = batch.next_shard_iterator.is_none();
         match r
-            .deliver(out.records(), finished, out.millis_behind_latest(), &cancel)
+            .deliver(&records, finished, batch.millis_behind_latest, &cancel)
             .await?
         {
             // A reader waiting out its byte budget has more to read as far as it knows (an
@@ -121,20 +133,16 @@ async fn run(r: &mut ShardReader, cancel: CancellationToken) -> Result<ShardExit
                 continue;
             }
         }
-        let Some(next) = out.next_shard_iterator() else {
+        let caught_up = records.is_empty() && batch.millis_behind_latest.unwrap_or(0) == 0;
+        drop(records);
+        let Some(next) = batch.next_shard_iterator else {
             return Ok(ShardExit::Finished); // `deliver` has checkpointed the end
         };
-        iterator = next.to_string();
-        let caught_up = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
+        iterator = next;
         if caught_up {
             next_call = next_call.max(Instant::now() + r.ctx.config.reading.poll_interval);
         }
     }
-}
-
-/// The record data an answer brought, as AWS counts it against the shard's read limit.
-fn data_bytes(records: &[aws_sdk_kinesis::types::Record]) -> u64 {
-    records.iter().map(|r| r.data().as_ref().len() as u64).sum()
 }
 
 /// How long reading `bytes` takes at `rate` bytes a second (no limit at a rate of 0).

@@ -10,15 +10,16 @@ use std::sync::Arc;
 
 use aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder;
 use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
-use aws_sdk_kinesis::types::{Record, ShardIteratorType, StartingPosition};
+use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, ErrorClass};
-use super::budget::{Share, record_cost};
+use super::budget::Share;
 use super::metrics::{CommitFailure, Metrics, RetryKind, ShardMetrics};
 use super::progress::ShardState;
+use super::records::Record;
 use super::{
     ConsumerConfig, Handles, InitialPosition, KinesisError, ProcessError, Processor, RecordBatch,
     ShardCheckpoint,
@@ -98,20 +99,6 @@ pub struct ShardReader {
     pub(super) share: Share,
     /// Its shard's series, named once.
     metrics: ShardMetrics,
-}
-
-/// What `records` cost the in-flight budget once decoded.
-pub fn records_cost(records: &[Record]) -> u64 {
-    records
-        .iter()
-        .map(|r| {
-            record_cost(
-                r.data().as_ref().len(),
-                r.sequence_number().len(),
-                r.partition_key().map_or(0, str::len),
-            ) as u64
-        })
-        .sum()
 }
 
 impl ShardReader {
@@ -215,7 +202,7 @@ impl ShardReader {
     /// end the task.
     pub async fn deliver(
         &mut self,
-        records: &[Record],
+        records: &[Record<'_>],
         finished: bool,
         millis_behind_latest: Option<i64>,
         cancel: &CancellationToken,
@@ -246,7 +233,7 @@ impl ShardReader {
         }
         let last = records
             .last()
-            .map(|r| r.sequence_number().to_string())
+            .map(|r| r.sequence_number.to_string())
             .or_else(|| self.committed.clone());
         // Records in hand are not idleness, however long their commit takes (a slow or
         // retried commit outlasting the idle time ended runs with records left).
