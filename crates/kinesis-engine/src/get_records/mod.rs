@@ -32,14 +32,14 @@ use tracing::debug;
 
 use crate::records::Batch;
 
-/// Answers the fast reader declined since the process started (the SDK read them instead).
-static DECLINED: AtomicU64 = AtomicU64::new(0);
+/// Successful answers the SDK's deserializer read since the process started.
+static READ_BY_SDK: AtomicU64 = AtomicU64::new(0);
 
-/// How many `GetRecords` answers the engine's reader left to the SDK's deserializer since the
-/// process started: 0 on Kinesis and on the emulators the tests run; anything else means a
-/// shape the reader does not know, read correctly but more slowly.
+/// How many successful `GetRecords` answers the SDK's deserializer read rather than the
+/// engine's reader, since the process started: 0 on Kinesis and on the emulators the tests
+/// run; anything else means a shape the reader does not know, read correctly but more slowly.
 pub fn declined_answers() -> u64 {
-    DECLINED.load(Ordering::Relaxed)
+    READ_BY_SDK.load(Ordering::Relaxed)
 }
 
 /// Where one call's batch lands when the engine reads it.
@@ -53,7 +53,10 @@ impl Slot {
         let read = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
         match read {
             Some(batch) => (batch, false),
-            None => (Batch::from_sdk(out), true),
+            None => {
+                READ_BY_SDK.fetch_add(1, Ordering::Relaxed);
+                (Batch::from_sdk(out), true)
+            }
         }
     }
 
@@ -149,7 +152,6 @@ impl DeserializeResponse for Reader {
                     return Ok(Output::erase(out));
                 }
                 Err(declined) => {
-                    DECLINED.fetch_add(1, Ordering::Relaxed);
                     debug!(
                         at = declined.at,
                         expected = declined.reason,
@@ -162,26 +164,86 @@ impl DeserializeResponse for Reader {
     }
 }
 
-/// The SDK's own reading of a successful `GetRecords` body (tests compare the two readers).
+/// A successful answer with `body`, and the configuration the client would give its
+/// deserializer (Kinesis speaks AWS JSON 1.1).
 #[cfg(test)]
-pub(crate) fn sdk_read(body: &[u8]) -> Result<GetRecordsOutput, String> {
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
-
+fn test_answer(body: &[u8]) -> (ConfigBag, HttpResponse) {
     use aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol;
+    use aws_smithy_runtime_api::http::StatusCode;
     use aws_smithy_schema::protocol::SharedClientProtocol;
+    use aws_smithy_types::body::SdkBody;
 
     let mut cfg = ConfigBag::base();
     cfg.push_shared_layer(sdk_operation().clone());
-    // What the client's service configuration holds: Kinesis speaks AWS JSON 1.1.
     cfg.interceptor_state().store_put(SharedClientProtocol::new(
         AwsJsonRpcProtocol::aws_json_1_1().with_default_namespace("com.amazonaws.kinesis"),
     ));
     let status = StatusCode::try_from(200).unwrap();
-    let response = HttpResponse::new(status, SdkBody::from(body.to_vec()));
+    (cfg, HttpResponse::new(status, SdkBody::from(body.to_vec())))
+}
+
+/// The SDK's own reading of a successful `GetRecords` body (tests compare the two readers).
+#[cfg(test)]
+pub(crate) fn sdk_read(body: &[u8]) -> Result<GetRecordsOutput, String> {
+    let (cfg, response) = test_answer(body);
     let out = sdk_deserializer()
         .deserialize_nonstreaming_with_config(&response, &cfg)
         .map_err(|e| format!("{e:?}"))?;
     out.downcast::<GetRecordsOutput>()
         .map_err(|e| format!("{e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Record;
+
+    /// What the engine's deserializer gives the SDK, and what the reader then takes.
+    fn through_reader(body: &[u8]) -> (GetRecordsOutput, Batch, bool) {
+        let (cfg, response) = test_answer(body);
+        let slot = Slot::default();
+        let reader = Reader { slot: slot.clone() };
+        let out = reader
+            .deserialize_nonstreaming_with_config(&response, &cfg)
+            .unwrap()
+            .downcast::<GetRecordsOutput>()
+            .unwrap();
+        let (batch, by_sdk) = slot.take(&out);
+        (out, batch, by_sdk)
+    }
+
+    #[test]
+    fn an_answer_it_knows_lands_in_the_slot_and_the_sdk_gets_no_records() {
+        let body = br#"{"Records":[{"SequenceNumber":"7","Data":"aGk=","PartitionKey":"k"}],"NextShardIterator":"n","MillisBehindLatest":3}"#;
+        let (out, batch, by_sdk) = through_reader(body);
+        assert!(!by_sdk);
+        assert!(out.records().is_empty());
+        assert_eq!(out.next_shard_iterator(), Some("n"));
+        assert_eq!(out.millis_behind_latest(), Some(3));
+        let want = Record {
+            sequence_number: "7",
+            partition_key: "k",
+            data: b"hi",
+        };
+        assert_eq!(batch.records(), [want]);
+    }
+
+    #[test]
+    fn an_answer_it_declines_is_read_by_the_sdk_and_counted() {
+        // An escaped quote in the partition key: the engine's reader keeps strings as they are
+        // in the body, so it leaves this one to the SDK, which unescapes it.
+        let body = br#"{"Records":[{"SequenceNumber":"7","Data":"aGk=","PartitionKey":"a\"b"}],"NextShardIterator":"n","MillisBehindLatest":3}"#;
+        let before = declined_answers();
+        let (out, batch, by_sdk) = through_reader(body);
+        assert!(by_sdk);
+        assert_eq!(out.records().len(), 1);
+        let want = Record {
+            sequence_number: "7",
+            partition_key: "a\"b",
+            data: b"hi",
+        };
+        assert_eq!(batch.records(), [want]);
+        assert_eq!(batch.next_shard_iterator.as_deref(), Some("n"));
+        assert!(declined_answers() > before);
+    }
 }
