@@ -134,7 +134,8 @@ fn unknown_fields_of_any_shape_are_skipped() {
 
 #[test]
 fn what_it_cannot_read_is_declined_not_misread() {
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 9] = [
+        (r#"{"Records":[],"Records":[]}"#, "one `Records`"),
         (
             r#"{"Records":[{"SequenceNumber":"1","Data":"aGk=","PartitionKey":"a\"b"}]}"#,
             "a string without escapes",
