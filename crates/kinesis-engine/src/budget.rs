@@ -2,7 +2,7 @@
 //! across every shard reader of the process.
 //!
 //! Without it, memory grows with the stream: each polling reader holds one `GetRecords`
-//! response (up to 10,000 records, the SDK's response body and the decoded records at once)
+//! response (up to 10,000 records, the response body and the decoded batch at once)
 //! until its batch commits, so a deep backlog on many shards costs shards × 14 MB, and a
 //! container limit turns catch-up into a crash loop. With it, a reader reserves bytes *before*
 //! each call or subscription event, sizes its `GetRecords` `Limit` to what it reserved, trims
@@ -25,13 +25,15 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 
-/// Bytes a decoded record costs beyond its data, sequence number and partition key: the SDK's
-/// `Record` (strings, blob, timestamp, encryption type) and the pipeline's view of it.
+/// Bytes a decoded record costs beyond its data, sequence number and partition key: its entry
+/// in the batch and its views (the engine's and the pipeline's), or on fan-out the SDK's
+/// `Record` (strings, blob, timestamp, encryption type); the larger, rounded up.
 pub const RECORD_OVERHEAD: usize = 160;
 
-/// While a `GetRecords` call is decoded, the SDK holds the response body (base64 data, 4/3 of
-/// it, plus JSON framing) and the decoded records at once: a call is reserved at this multiple
-/// of the records' held size, and trimmed to the held size once decoded.
+/// While a `GetRecords` answer is read, the response body (base64 data, 4/3 of it, plus JSON
+/// framing; the SDK collects it into one buffer, so briefly twice) and the decoded batch are
+/// held at once: a call is reserved at this multiple of the records' held size, and trimmed to
+/// the held size once decoded.
 pub const CALL_PEAK_FACTOR: f64 = 2.5;
 
 /// The bytes-per-record estimate before a reader has seen any record: generous (typical event
