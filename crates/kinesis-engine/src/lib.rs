@@ -44,7 +44,7 @@ pub use config::{
     InitialPosition, LeasingSettings, ReadingSettings, RestartSettings, default_worker_id,
 };
 pub use coordinator::run;
-pub use get_records::declined_answers;
+pub use get_records::answers_read_by_sdk;
 pub use health::{FailingShard, Health};
 pub use leases::{HeldLease, LeaseInfo, LeaseStore};
 pub use records::Record;

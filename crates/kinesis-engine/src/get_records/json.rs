@@ -42,36 +42,28 @@ pub fn parse(body: &[u8]) -> Result<Batch, Declined> {
     // Sequence numbers and keys: about 6% of a Twilio-sized answer, grown if need be.
     let mut text = Vec::with_capacity(body.len() / 16);
     let mut records_seen = false;
-    p.expect(b'{')?;
-    if !p.eat(b'}') {
-        loop {
-            let key = p.string()?;
-            p.expect(b':')?;
-            match key {
-                // A second `Records` would be read differently by the SDK (the last wins).
-                b"Records" if records_seen => return Err(p.declined("one `Records`")),
-                b"Records" => {
-                    records_seen = true;
-                    p.records(&mut batch.entries, &mut batch.data, &mut text)?
-                }
-                b"NextShardIterator" => {
-                    batch.next_shard_iterator = if p.null() {
-                        None
-                    } else {
-                        Some(p.utf8_string()?.to_string())
-                    }
-                }
-                b"MillisBehindLatest" => {
-                    batch.millis_behind_latest = if p.null() { None } else { Some(p.integer()?) }
-                }
-                _ => p.skip_value(0)?,
+    p.members(|p, key| {
+        match key {
+            // A second `Records` would be read differently by the SDK (the last wins).
+            b"Records" if records_seen => return Err(p.declined("one `Records`")),
+            b"Records" => {
+                records_seen = true;
+                p.records(&mut batch.entries, &mut batch.data, &mut text)?
             }
-            if !p.eat(b',') {
-                p.expect(b'}')?;
-                break;
+            b"NextShardIterator" => {
+                batch.next_shard_iterator = if p.null() {
+                    None
+                } else {
+                    Some(p.utf8_string()?.to_string())
+                }
             }
+            b"MillisBehindLatest" => {
+                batch.millis_behind_latest = if p.null() { None } else { Some(p.integer()?) }
+            }
+            _ => p.skip_value(0)?,
         }
-    }
+        Ok(())
+    })?;
     p.ws();
     if p.i != p.b.len() {
         return Err(p.declined("the end of the body"));
@@ -188,6 +180,26 @@ impl<'a> Parser<'a> {
             })
     }
 
+    /// An object whose keys have no escapes (those the engine reads): `member` reads each
+    /// value, given its key.
+    fn members(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> Result<(), Declined>,
+    ) -> Result<(), Declined> {
+        self.expect(b'{')?;
+        if self.eat(b'}') {
+            return Ok(());
+        }
+        loop {
+            let key = self.string()?;
+            self.expect(b':')?;
+            member(self, key)?;
+            if !self.eat(b',') {
+                return self.expect(b'}');
+            }
+        }
+    }
+
     /// The `Records` array, each record's data decoded onto the end of `data`.
     fn records(
         &mut self,
@@ -201,23 +213,15 @@ impl<'a> Parser<'a> {
         }
         loop {
             let (mut seq, mut pk, mut blob) = (None, None, None);
-            self.expect(b'{')?;
-            if !self.eat(b'}') {
-                loop {
-                    let key = self.string()?;
-                    self.expect(b':')?;
-                    match key {
-                        b"SequenceNumber" => seq = Some(self.string()?),
-                        b"PartitionKey" => pk = Some(self.string()?),
-                        b"Data" => blob = Some((self.i, self.string()?)),
-                        _ => self.skip_value(0)?,
-                    }
-                    if !self.eat(b',') {
-                        self.expect(b'}')?;
-                        break;
-                    }
+            self.members(|p, key| {
+                match key {
+                    b"SequenceNumber" => seq = Some(p.string()?),
+                    b"PartitionKey" => pk = Some(p.string()?),
+                    b"Data" => blob = Some((p.i, p.string()?)),
+                    _ => p.skip_value(0)?,
                 }
-            }
+                Ok(())
+            })?;
             let (Some(seq), Some((at, blob))) = (seq, blob) else {
                 return Err(self.declined("a record with SequenceNumber and Data"));
             };

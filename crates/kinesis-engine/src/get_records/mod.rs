@@ -38,7 +38,7 @@ static READ_BY_SDK: AtomicU64 = AtomicU64::new(0);
 /// How many successful `GetRecords` answers the SDK's deserializer read rather than the
 /// engine's reader, since the process started: 0 on Kinesis and on the emulators the tests
 /// run; anything else means a shape the reader does not know, read correctly but more slowly.
-pub fn declined_answers() -> u64 {
+pub fn answers_read_by_sdk() -> u64 {
     READ_BY_SDK.load(Ordering::Relaxed)
 }
 
@@ -233,7 +233,7 @@ mod tests {
         // An escaped quote in the partition key: the engine's reader keeps strings as they are
         // in the body, so it leaves this one to the SDK, which unescapes it.
         let body = br#"{"Records":[{"SequenceNumber":"7","Data":"aGk=","PartitionKey":"a\"b"}],"NextShardIterator":"n","MillisBehindLatest":3}"#;
-        let before = declined_answers();
+        let before = answers_read_by_sdk();
         let (out, batch, by_sdk) = through_reader(body);
         assert!(by_sdk);
         assert_eq!(out.records().len(), 1);
@@ -244,6 +244,6 @@ mod tests {
         };
         assert_eq!(batch.records(), [want]);
         assert_eq!(batch.next_shard_iterator.as_deref(), Some("n"));
-        assert!(declined_answers() > before);
+        assert!(answers_read_by_sdk() > before);
     }
 }
